@@ -196,7 +196,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
     meta = {"pid": os.getpid(), "scorer": scorer.name, "model_version": scorer.model_version, "bus": cfg.bus,
             "store": cfg.store, "topic": cfg.topic, "group": cfg.group,
             "started_at": datetime.fromtimestamp(health.started, timezone.utc).isoformat()}
-    writing = getattr(store, "writing", None)
+    session = getattr(store, "session", None)
     idle_since = time.monotonic()
     log.info("processor: %s -> %s (%s), scorer %s", cfg.topic, cfg.store, cfg.group, scorer.model_version)
     try:
@@ -213,7 +213,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
             docs = list({d.doc_id: d for d in res.docs}.values())
             marks = list({m.post_id: m for m in res.marks}.values())
             lag = sum(consumer.lag().values()) - len(records)
-            with (writing() if writing else _null()):
+            with (session() if session else _null()):
                 store.upsert(docs)
                 store.mark_posts(marks)
                 store.dead_letter(res.dead)

@@ -94,7 +94,15 @@ class EngineScorer:
 
     def __init__(self, model: str = "smollm2-135m", adapter: str | None = None, mode: Mode = "fast",
                  batch_size: int = 16) -> None:
-        from tickerpulse.serve.engine import SentimentEngine
+        try:
+            from tickerpulse.serve.engine import SentimentEngine
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("tickerpulse"):
+                raise
+            from tickerpulse.config import ConfigError
+
+            raise ConfigError("--scorer engine needs tickerpulse.serve.engine, which this build lacks: "
+                              "use --scorer http (a running server) or --scorer vader") from None
 
         self.engine = SentimentEngine(model, adapter=adapter)
         self.mode, self.batch_size = mode, batch_size

@@ -9,6 +9,10 @@ stream, whose newest post is seconds old, behaves like "the last N minutes").
 Writes a store must treat as upserts (replays and retries send them again):
   - `upsert(docs)` by `doc_id`; `mark_posts(marks)` by `post_id`; `dead_letter(items)` by `dl_id`
     (a repeated dead letter keeps the max `attempts`); `heartbeat(name, metrics)` by name.
+
+Optional: a store may offer `session()`, a context manager grouping operations (DuckDB: one connection
+and one transaction for a micro-batch's writes or a dashboard refresh's reads). Callers use it when
+present (`getattr(store, "session", None)`).
 """
 
 from __future__ import annotations
@@ -87,8 +91,9 @@ class Store(Protocol):
 
     def ticker_stats(self, window_s: float = 3600, limit: int = 50, by: TopBy = "mentions",
                      now: datetime | None = None) -> list[TickerStat]:
-        """Per-ticker aggregates over the window, top `limit` by mentions, or by mean score (bullish
-        = highest first, bearish = lowest first; tickers with fewer than 2 mentions are ranked last)."""
+        """Per-ticker aggregates over the window, top `limit` by mentions, or by mean score (bullish:
+        mean > 0, highest first; bearish: mean < 0, lowest first; tickers with fewer than 2 mentions are
+        ranked after the others). Use `top()` for the ranking so backends agree."""
         ...
 
     def timeseries(self, ticker: str, bucket_s: int = 60, window_s: float = 3600,
@@ -123,8 +128,10 @@ def top(stats: list[TickerStat], by: TopBy, limit: int) -> list[TickerStat]:
     if by == "mentions":
         key = lambda s: (-s.mentions, -s.mean_score, s.ticker)  # noqa: E731
     elif by == "bullish":
+        stats = [s for s in stats if s.mean_score > 0]
         key = lambda s: (s.mentions < 2, -s.mean_score, -s.mentions, s.ticker)  # noqa: E731
     elif by == "bearish":
+        stats = [s for s in stats if s.mean_score < 0]
         key = lambda s: (s.mentions < 2, s.mean_score, -s.mentions, s.ticker)  # noqa: E731
     else:
         raise ValueError(f"unknown ranking {by!r}: mentions, bullish or bearish")

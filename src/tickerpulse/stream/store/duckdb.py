@@ -1,8 +1,8 @@
 """The embedded store: one DuckDB file with the document table plus posts, dead letters and heartbeats.
 
 DuckDB lets one process write a file, and no other process open it meanwhile (not even read-only). So a
-connection is held only for the duration of one operation (or one `writing()` block: the processor
-groups a micro-batch's writes in one), and an open that meets another process's lock retries with
+connection is held only for the duration of one operation (or one `session()` block: the processor
+groups a micro-batch's writes in one, the dashboard a refresh's reads), and an open that meets another process's lock retries with
 backoff for up to `lock_timeout` seconds. That is what lets the processor and the dashboard run as
 separate processes on one file. `persistent=True` keeps one connection open instead (single-process use:
 benchmarks, tests), saving ~50-100 ms per operation.
@@ -116,8 +116,9 @@ class DuckDBStore:
                 con.close()
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Hold one connection (and the file lock) for a group of writes, committed together."""
+    def session(self) -> Iterator[None]:
+        """Hold one connection (and the file lock) for a group of operations: writes are committed
+        together; reads see one snapshot and pay for one open."""
         with self._lock:
             if self._held is not None:
                 self._depth += 1
@@ -125,6 +126,9 @@ class DuckDBStore:
                     yield
                 finally:
                     self._depth -= 1
+                return
+            if self.read_only and not self.path.exists():
+                yield
                 return
             self._held = self._open()
             try:
@@ -140,7 +144,7 @@ class DuckDBStore:
                 self._held = None
 
     def _empty(self) -> bool:
-        return self.read_only and not self.path.exists()
+        return self.read_only and not self.path.exists() and self._held is None
 
     # -- writes ------------------------------------------------------------------------------------
     def upsert(self, docs: Sequence[SentimentDoc]) -> int:

@@ -1,0 +1,225 @@
+"""`tickerpulse stream ...`: run the live pipeline (run), or one part of it (produce, process), or look at
+it (status). Settings: defaults < `--config stream.yaml` < `--set key=value` < flags."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+stream_app = typer.Typer(help="Live pipeline: source -> bus -> processor -> store -> dashboard.", no_args_is_help=True)
+console = Console()
+
+# -- shared options (typer has no option groups; these keep the commands consistent) -----------------
+CONFIG = typer.Option(None, "--config", "-c", help="YAML with StreamConfig keys (see configs/stream.yaml).")
+SET = typer.Option(None, "--set", help="Override any config key: --set max_records=128 (repeatable).")
+DIR = typer.Option(None, "--dir", help="Working folder of the embedded bus/store [tickerpulse-stream].")
+BUS = typer.Option(None, "--bus", help="Bus backend: sqlite (embedded) | kafka.")
+STORE = typer.Option(None, "--store", help="Store backend: duckdb (embedded) | elasticsearch.")
+PROCESSOR = typer.Option(None, "--processor", help="Processor: local | spark.")
+DB = typer.Option(None, "--db", help="DuckDB store file [<dir>/store.duckdb].")
+TOPIC = typer.Option(None, "--topic", help="Topic of raw posts [financial_raw_text].")
+SCORER = typer.Option(None, "--scorer", help="engine (model in-process) | http (a tickerpulse server) | vader (baseline).")
+MODE = typer.Option(None, "--mode", help="fast (label scoring) | reasoning (generated JSON with a reason).")
+MODEL = typer.Option(None, "--model", help="Model name or folder for the engine scorer [smollm2-135m].")
+ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter run folder (engine scorer).")
+URL = typer.Option(None, "--url", help="Server URL for the http scorer [http://127.0.0.1:8080].")
+
+
+def _config(config: Path | None, sets: list[str] | None, **flags: Any):  # -> StreamConfig
+    from tickerpulse.config import build, load_yaml, parse_set_flags
+    from tickerpulse.stream.config import StreamConfig
+
+    data = load_yaml(config) if config else {}
+    return build(StreamConfig, data, parse_set_flags(sets), flags, source=str(config) if config else "flags")
+
+
+def _logging(name: str, verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format=f"%(asctime)s [{name}] %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def _stop_on_signals() -> threading.Event:
+    """A stop event set by the first SIGINT/SIGTERM; a second one exits at once."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise SystemExit(130)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return stop
+
+
+def _source(kind: str, file: Path | None, speed: float, loop: bool, gap: float, limit: int | None,
+            subreddits: list[str] | None, interval: float, oauth_url: str | None, reddit_url: str | None):
+    from tickerpulse.config import ConfigError
+
+    if kind == "replay":
+        from tickerpulse.stream.sources.replay import ReplaySource, sample_corpus
+
+        return ReplaySource(file or sample_corpus(), speed=speed, loop=loop, gap_s=gap, limit=limit)
+    if kind == "reddit":
+        from tickerpulse.stream.sources.reddit import RedditSource
+
+        return RedditSource(subreddits or ["wallstreetbets", "stocks", "investing", "CryptoCurrency"],
+                            interval=interval, oauth_url=oauth_url, reddit_url=reddit_url)
+    raise ConfigError(f"--source {kind!r}: choose replay or reddit")
+
+
+SOURCE = typer.Option("replay", "--source", help="replay (a JSONL/CSV file) | reddit (PRAW, credentials from env).")
+FILE = typer.Option(None, "--file", "-f", help="Replay file (JSONL/CSV with a text column) [the packaged sample].")
+SPEED = typer.Option(1.0, "--speed", help="Replay time compression (0 = as fast as possible).")
+LOOP = typer.Option(False, "--loop/--no-loop", help="Replay forever (ids get ~N suffixes per cycle).")
+GAP = typer.Option(1.0, "--gap", help="Seconds between posts that have no timestamp.")
+LIMIT = typer.Option(None, "--limit", help="Replay at most this many posts.")
+SUBREDDIT = typer.Option(None, "--subreddit", "-r", help="Subreddit to follow (repeatable) [wallstreetbets, stocks, ...].")
+INTERVAL = typer.Option(10.0, "--interval", help="Seconds between Reddit polls.")
+OAUTH_URL = typer.Option(None, "--reddit-oauth-url", help="Reddit API host override (e.g. a proxy).")
+REDDIT_URL = typer.Option(None, "--reddit-url", help="Reddit auth host override.")
+
+
+@stream_app.command("produce")
+def produce(
+    source: str = SOURCE, file: Path | None = FILE, speed: float = SPEED, loop: bool = LOOP, gap: float = GAP,
+    limit: int | None = LIMIT, subreddit: list[str] | None = SUBREDDIT, interval: float = INTERVAL,
+    reddit_oauth_url: str | None = OAUTH_URL, reddit_url: str | None = REDDIT_URL,
+    config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
+    topic: str | None = TOPIC,
+) -> None:
+    """Read a source and put its posts on the bus (deduplicated by post id)."""
+    from tickerpulse.stream import registry
+    from tickerpulse.stream.produce import run_source
+
+    _logging("producer")
+    cfg = _config(config, set_, dir=dir, bus=bus, topic=topic)
+    src = _source(source, file, speed, loop, gap, limit, subreddit, interval, reddit_oauth_url, reddit_url)
+    stop = _stop_on_signals()
+    b = registry.open_bus(cfg)
+    try:
+        b.ensure_topics([cfg.topic, cfg.dead_letter_topic])
+        stats = run_source(src.iter_posts(stop), b, cfg.topic, stop=stop)
+    finally:
+        b.close()
+    console.print(f"produced {stats.produced} posts to {cfg.topic} ({stats.duplicates} duplicates skipped) "
+                  f"in {stats.seconds:.1f}s")
+
+
+@stream_app.command("process")
+def process(
+    config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
+    store: str | None = STORE, processor: str | None = PROCESSOR, db: Path | None = DB, topic: str | None = TOPIC,
+    scorer: str | None = SCORER, mode: str | None = MODE, model: str | None = MODEL, adapter: str | None = ADAPTER,
+    url: str | None = URL,
+    until_idle: float | None = typer.Option(None, "--until-idle", help="Exit after this many seconds without records."),
+) -> None:
+    """Consume the topic: tickers -> model -> store, committing offsets after each write."""
+    from tickerpulse.stream import registry
+
+    _logging("processor")
+    cfg = _config(config, set_, dir=dir, bus=bus, store=store, processor=processor, db=db, topic=topic,
+                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url)
+    stop = _stop_on_signals()
+    totals = registry.run_processor(cfg, stop=stop, until_idle=until_idle)
+    console.print(f"processor stopped: {json.dumps(totals)}")
+
+
+@stream_app.command("status")
+def status(
+    config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
+    store: str | None = STORE, db: Path | None = DB, topic: str | None = TOPIC,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Topic offsets, consumer lag, store counts, dead letters and the processor heartbeat."""
+    from tickerpulse.stream import registry
+
+    cfg = _config(config, set_, dir=dir, bus=bus, store=store, db=db, topic=topic)
+    b = registry.open_bus(cfg)
+    try:
+        ends, done = b.end_offsets(cfg.topic), b.committed(cfg.group, cfg.topic)
+        count = getattr(b, "count", None)
+        lag = count(cfg.topic, done.get(0, 0)) if callable(count) else sum(max(0, e - done.get(p, 0)) for p, e in ends.items())
+    finally:
+        b.close()
+    st = registry.open_store(cfg, read_only=True)
+    try:
+        out = {"topic": cfg.topic, "end_offsets": ends, "committed": done, "lag_records": lag, "counts": st.counts(),
+               "heartbeats": st.heartbeats(), "dead_letters": [d.to_dict() for d in st.dead_letters(5)]}
+    finally:
+        st.close()
+    if as_json:
+        typer.echo(json.dumps(out, default=str))
+        return
+    c = out["counts"]
+    console.print(f"[bold]{cfg.topic}[/] on {cfg.bus}: end offsets {ends}, group {cfg.group} committed {done}, lag {lag}")
+    console.print(f"store {cfg.store}: {c['posts']} posts ({c['posts_without_ticker']} without ticker), "
+                  f"{c['docs']} docs, {c['tickers']} tickers, {c['dead_letters']} dead letters")
+    for name, beat in out["heartbeats"].items():
+        console.print(f"{name}: {beat.get('status')} · {beat.get('posts_per_s')} posts/s · updated {beat.get('updated')}")
+    for d in out["dead_letters"]:
+        console.print(f"  dead letter [{d['stage']}] {d['code']}: {d['reason']}", highlight=False, markup=False)
+
+
+@stream_app.command("run")
+def run(
+    source: str = SOURCE, file: Path | None = FILE, speed: float = SPEED, loop: bool = LOOP, gap: float = GAP,
+    limit: int | None = LIMIT, subreddit: list[str] | None = SUBREDDIT, interval: float = INTERVAL,
+    reddit_oauth_url: str | None = OAUTH_URL, reddit_url: str | None = REDDIT_URL,
+    config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
+    store: str | None = STORE, processor: str | None = PROCESSOR, db: Path | None = DB, topic: str | None = TOPIC,
+    scorer: str | None = SCORER, mode: str | None = MODE, model: str | None = MODEL, adapter: str | None = ADAPTER,
+    url: str | None = URL,
+    host: str = typer.Option("127.0.0.1", "--host", help="Dashboard bind address."),
+    port: int = typer.Option(8050, "--port", help="Dashboard port."),
+    no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Run without the dashboard."),
+    exit_when_done: bool = typer.Option(False, "--exit-when-done", help="Stop once the source is exhausted and processed."),
+) -> None:
+    """Source + processor + dashboard in one process tree; prints the dashboard URL; Ctrl-C stops all."""
+    from tickerpulse.stream.run import supervise
+
+    _logging("stream")
+    cfg = _config(config, set_, dir=dir, bus=bus, store=store, processor=processor, db=db, topic=topic,
+                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url)
+    _source_check(source, file)
+    args = ["--source", source, "--speed", str(speed), "--gap", str(gap), "--interval", str(interval),
+            "--loop" if loop else "--no-loop"]
+    if file:
+        args += ["--file", str(file)]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    for s in subreddit or []:
+        args += ["--subreddit", s]
+    if reddit_oauth_url:
+        args += ["--reddit-oauth-url", reddit_oauth_url]
+    if reddit_url:
+        args += ["--reddit-url", reddit_url]
+    console.print(f"stream: {source} -> {cfg.bus} -> {cfg.processor} ({cfg.scorer}, {cfg.mode}) -> {cfg.store} in {cfg.dir}")
+    rc = supervise(cfg, args, port=port, host=host, dashboard=not no_dashboard, exit_when_done=exit_when_done,
+                   announce=lambda m: console.print(m, highlight=False))
+    raise typer.Exit(rc)
+
+
+def _source_check(source: str, file: Path | None) -> None:
+    """Fail in the parent (one red line) rather than in a child process."""
+    from tickerpulse.config import ConfigError
+
+    if source == "replay" and file is not None and not file.is_file():
+        raise FileNotFoundError(f"--file: replay file not found: {file}")
+    if source == "reddit":
+        from tickerpulse.stream.sources.reddit import credentials_from_env
+
+        credentials_from_env()
+    elif source != "replay":
+        raise ConfigError(f"--source {source!r}: choose replay or reddit")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(stream_app, name="stream")
