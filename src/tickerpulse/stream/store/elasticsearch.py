@@ -60,6 +60,11 @@ _AUX_MAPPINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def _iso(dt: datetime) -> str:
+    """ISO-8601 as the DuckDB store prints it (`...:29Z`, `...:29.123000Z`), so both stores agree exactly."""
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class StoreWriteError(RuntimeError):
     """Some documents could not be written after retries (the message quotes the first errors)."""
 
@@ -276,7 +281,7 @@ class ElasticsearchStore:
             sent = {s["key"]: int(s["doc_count"]) for s in b["sent"]["buckets"]}
             asset = b["asset"]["buckets"][0]["key"] if b["asset"]["buckets"] else "equity"
             last_hits = b["last"]["hits"]["hits"]
-            last = iso(to_utc(last_hits[0]["_source"]["@timestamp"])) if last_hits else ""
+            last = _iso(to_utc(last_hits[0]["_source"]["@timestamp"])) if last_hits else ""
             n = int(b["doc_count"])
             stats.append(TickerStat(b["key"], asset, n, float(b["score"]["value"] or 0.0), sent.get("positive", 0),
                                     sent.get("neutral", 0), sent.get("negative", 0), n / (span_s / 60), last))
@@ -296,7 +301,7 @@ class ElasticsearchStore:
         out = []
         for b in ((res.get("aggregations") or {}).get("h") or {}).get("buckets") or []:
             if b["doc_count"]:
-                t = datetime.fromtimestamp(b["key"] / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+                t = _iso(datetime.fromtimestamp(b["key"] / 1000, timezone.utc))
                 out.append(Point(t, int(b["doc_count"]), float(b["score"]["value"] or 0.0)))
         return out
 
