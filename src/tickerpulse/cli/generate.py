@@ -1,0 +1,65 @@
+"""`tickerpulse generate`: stream one answer from a model (optionally with a LoRA adapter) to stdout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def generate(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (or the whole prompt with --raw)."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Built-in name, hub id or local HF folder."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="Run folder with a trained LoRA adapter."),
+    system: str | None = typer.Option(None, "--system", help="System message (chat template only)."),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
+    temp: float = typer.Option(0.0, "--temp", min=0.0, help="Sampling temperature; 0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (with --temp > 0)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for reproducible sampling."),
+    stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable); not printed."),
+    raw: bool = typer.Option(False, "--raw/--chat", help="Send the prompt as is instead of through the chat template."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU), float32, bfloat16 or float16."),
+) -> None:
+    """Stream tokens with the model's chat template; print tokens/s and peak memory at the end (stderr)."""
+    from tickerpulse.models.generate import stream_generate
+    from tickerpulse.models.loading import load_model
+
+    if raw and system:
+        raise typer.BadParameter("--system needs the chat template; drop --raw", param_hint="--system")
+    _quiet_transformers()
+    with err.status(f"loading {model}" + (f" + {adapter}" if adapter else "")):
+        lm, tok = load_model(model, device=device, dtype=dtype, adapter=adapter)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    stream = stream_generate(lm, tok, prompt if raw else messages, max_tokens=max_tokens, temperature=temp,
+                             top_p=top_p, seed=seed, stop=stop or None)
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    s = stream.stats
+    assert s is not None  # set when the stream ends
+    err.print(
+        f"[dim]prompt {s.prompt_tokens} tok ({s.prompt_tokens_per_s:.1f} tok/s) | generated {s.generated_tokens} tok, "
+        f"{s.tokens_per_s:.1f} tok/s | first token {s.ttft:.2f}s | total {s.seconds:.2f}s | "
+        f"peak memory {s.peak_memory_mb:.0f} MiB | finish: {s.finish_reason}[/]",
+        highlight=False,
+    )
+
+
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars between the user's command and the answer."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - older transformers
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
