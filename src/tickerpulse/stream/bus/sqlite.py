@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS records (
     ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_topic_id ON records(topic, id);
-CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY, created REAL NOT NULL, next_offset INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS offsets (
     grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     updated REAL NOT NULL, PRIMARY KEY (grp, topic, part)
@@ -88,6 +88,11 @@ class SqliteBus:
                         [(t, time.time()) for t in {b[0] for b in buf}],
                     )
                     self._con.executemany("INSERT INTO records(topic, key, value, ts) VALUES (?, ?, ?, ?)", buf)
+                    # The high watermark survives `trim` (ids are never reused, but MAX(id) of an empty topic is gone).
+                    self._con.executemany(
+                        "UPDATE topics SET next_offset = (SELECT MAX(id) + 1 FROM records WHERE topic = ?) WHERE topic = ?",
+                        [(t, t) for t in {b[0] for b in buf}],
+                    )
                     self._con.execute("COMMIT")
                 except BaseException:
                     self._con.execute("ROLLBACK")
@@ -111,8 +116,8 @@ class SqliteBus:
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         with self._lock:
-            (hi,) = self._con.execute("SELECT MAX(id) FROM records WHERE topic = ?", (topic,)).fetchone()
-        return {0: (hi or 0) + 1}
+            row = self._con.execute("SELECT next_offset FROM topics WHERE topic = ?", (topic,)).fetchone()
+        return {0: int(row[0]) if row else 0}
 
     def count(self, topic: str, start: int = 0) -> int:
         """Records in `topic` with offset >= start."""
@@ -128,7 +133,8 @@ class SqliteBus:
         return {int(p): int(o) for p, o in rows}
 
     def trim(self, topic: str) -> int:
-        """Delete records of `topic` that every group has committed; returns how many."""
+        """Retention: delete records of `topic` below every committing group's offset (a group that
+        never committed does not hold records back, as with Kafka's time/size retention); returns how many."""
         with self._lock:
             (low,) = self._con.execute("SELECT MIN(next_offset) FROM offsets WHERE topic = ?", (topic,)).fetchone()
             if low is None:

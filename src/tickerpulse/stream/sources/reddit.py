@@ -120,7 +120,7 @@ class RedditSource:
                 backoff = self.interval
             except Exception as exc:  # network / API errors (prawcore): keep the stream alive
                 self.errors += 1
-                backoff = min(max(backoff * 2, 1.0), 300.0)
+                backoff = min(max(backoff * 2, self.interval), 300.0)
                 log.warning("reddit poll failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
                 stop.wait(backoff)
                 continue
