@@ -1,0 +1,1 @@
+"""Serving: the in-process `SentimentEngine` and the OpenAI-compatible FastAPI server (`tickerpulse serve`)."""

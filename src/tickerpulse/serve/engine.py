@@ -1,0 +1,245 @@
+"""`SentimentEngine`: the sentiment task in-process, used by `/v1/sentiment` and by the stream's `engine` scorer.
+
+Two modes, one prompt (`tickerpulse.data.sentiment`), and every answer validates as `SentimentAnswer`
+whatever the model writes:
+
+- fast: one forward pass over prompt + `answer_prefix(ticker)` (`{"ticker": "AAPL", "sentiment": "`); the
+  softmax over the first tokens of the three labels gives the label (argmax) and score = p(pos) - p(neg)
+  (optionally temperature-calibrated). The reasoning is empty. The shared system prompt's KV is computed once
+  per adapter and the suffixes of a batch run against it.
+- reasoning: the same pass picks the label (so both modes always agree on it), then constrained decoding
+  writes the rest of the JSON: a score in the label's range and a bounded, JSON-safe reasoning string
+  (`tickerpulse.serve.constrained`), with the fixed parts fed without sampling.
+
+Calibration: a `calibration.json` `{"temperature": T}` in the adapter (or model) folder divides the three
+label logits by T before the softmax (written by whoever fits it on validation data; absent = 1).
+
+Limitations: greedy decoding in reasoning mode; texts are cut to 2000 characters by `sanitize_text`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from tickerpulse.data.sentiment import (
+    DEFAULT_PROMPT,
+    LABELS,
+    MAX_REASONING_CHARS,
+    NEUTRAL_BAND,
+    SentimentAnswer,
+    answer_prefix,
+    build_messages,
+    load_prompt,
+)
+
+Mode = Literal["fast", "reasoning"]
+Item = tuple[str, "str | None"]
+
+# A forward pass costs about batch x length; cap it so one 2000-char text does not pad 31 short ones.
+TOKEN_BUDGET = 4096
+DEFAULT_REASONING_TOKENS = 48
+
+
+def clean_text(text: Any) -> str:
+    """Any input as a str the tokenizer accepts: lone surrogates and undecodable bytes become U+FFFD."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = "" if text is None else str(text)
+    return text.encode("utf-8", "replace").decode("utf-8", "replace") if not text.isascii() else text
+
+
+def normalize_ticker(ticker: str | None) -> str | None:
+    """The ticker as the answer schema stores it (upper case, no `$`), or None. Raises ValueError if invalid."""
+    if ticker is None or not str(ticker).strip():
+        return None
+    return SentimentAnswer.model_validate({"ticker": ticker, "sentiment": "neutral", "score": 0}).ticker
+
+
+def make_answer(ticker: str | None, label: str, score: float, reasoning: str = "") -> dict[str, Any]:
+    """A dict that validates as SentimentAnswer: the score is clamped into the label's range, reasoning bounded."""
+    if label not in LABELS:
+        label = "neutral"
+    s = 0.0 if not math.isfinite(score) else max(-1.0, min(1.0, float(score)))
+    s = round(s, 2)
+    if label == "positive":
+        s = max(s, 0.01)
+    elif label == "negative":
+        s = min(s, -0.01)
+    else:
+        s = max(-NEUTRAL_BAND, min(NEUTRAL_BAND, s))
+    ans = SentimentAnswer(ticker=ticker, sentiment=label, score=s, reasoning=(reasoning or "")[:MAX_REASONING_CHARS])
+    return ans.model_dump()
+
+
+def _read_calibration(*folders: Path | None) -> float:
+    for folder in folders:
+        if folder is None:
+            continue
+        f = Path(folder) / "calibration.json"
+        if f.is_file():
+            t = float(json.loads(f.read_text()).get("temperature", 1.0))
+            if t > 0:
+                return t
+    return 1.0
+
+
+class SentimentEngine:
+    """The sentiment task over a Runtime (base model + optional adapters).
+
+    Args:
+        model: base model name/folder, or an existing `Runtime` to share with the OpenAI routes.
+        adapter: a run/adapter folder used by default (loaded under the name of its folder), or None.
+        device, dtype: as in `load_model` ("auto": fp32 on CPU).
+        adapters: more named adapters (name -> folder) a call may pick with `adapter_name=`.
+        prompt_version: the prompt file (`sentiment-v1`).
+    """
+
+    def __init__(self, model: Any = "smollm2-135m", adapter: str | Path | None = None, device: str = "auto",
+                 dtype: str = "auto", *, adapters: Mapping[str, str | Path] | None = None,
+                 prompt_version: str = DEFAULT_PROMPT, threads: int | None = None) -> None:
+        from tickerpulse.serve.runtime import Runtime
+
+        named = dict(adapters or {})
+        self.default_adapter: str | None = None
+        if adapter is not None:
+            self.default_adapter = Path(str(adapter)).expanduser().resolve().name or "adapter"
+            named.setdefault(self.default_adapter, adapter)
+        if isinstance(model, Runtime):
+            self.rt = model
+        else:
+            self.rt = Runtime(str(model), adapters=named, device=device, dtype=dtype, threads=threads)
+        self.prompt_version = prompt_version
+        self.prompt_hash = load_prompt(prompt_version)["hash"]
+        tok = self.rt.tok
+        self._label_ids = self._first_label_tokens()
+        # The shared prefix: everything up to the user turn's text, identical for every request.
+        probe = self._prompt_text("x", None)
+        marker = "<|im_start|>user\n" if "<|im_start|>user\n" in probe else None
+        cut = probe.index(marker) + len(marker) if marker else probe.index("Ticker:")
+        self._prefix_text = probe[:cut]
+        self._prefix_ids = self.rt.encode(self._prefix_text)
+        self._calib: dict[str | None, float] = {
+            name: _read_calibration(Path(path)) for name, path in self.rt.adapters.items()
+        }
+        self._calib[None] = _read_calibration(Path(str(self.rt.model_name)) if Path(str(self.rt.model_name)).is_dir() else None)
+        self.stats = {"fast_texts": 0, "reasoning_texts": 0, "generated_tokens": 0}
+        del tok
+
+    # ------------------------------------------------------------------------------------------ prompts
+
+    def _prompt_text(self, text: str, ticker: str | None) -> str:
+        msgs = build_messages(text, ticker, version=self.prompt_version)
+        return self.rt.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + answer_prefix(ticker)
+
+    def _first_label_tokens(self) -> list[int]:
+        base = self.rt.encode(answer_prefix("X"))
+        ids = []
+        for label in LABELS:
+            full = self.rt.encode(answer_prefix("X") + label)
+            if full[: len(base)] != base or len(full) == len(base):
+                raise RuntimeError(f"tokenizer splits the answer prefix oddly before {label!r}")
+            ids.append(full[len(base)])
+        if len(set(ids)) != 3:
+            raise RuntimeError("the three labels share a first token: fast mode cannot tell them apart")
+        return ids
+
+    def encode_item(self, text: str, ticker: str | None) -> tuple[list[int], bool]:
+        """(ids, uses_prefix): ids after the cached prefix when it applies, else the whole prompt."""
+        ids = self.rt.encode(self._prompt_text(clean_text(text), ticker))
+        p = len(self._prefix_ids)
+        if ids[:p] == self._prefix_ids and len(ids) > p:
+            return ids[p:], True
+        return ids, False
+
+    # ------------------------------------------------------------------------------------------- public
+
+    def analyze(self, items: Sequence[tuple[str, str | None]], mode: Mode = "fast",
+                max_tokens: int = DEFAULT_REASONING_TOKENS, adapter_name: str | None = "__default__") -> list[dict[str, Any]]:
+        """One answer dict (valid `SentimentAnswer`) per (text, ticker), in order.
+
+        Args:
+            items: (text, ticker or None for the market). Tickers are normalized (`$aapl` -> `AAPL`).
+            mode: "fast" (label scoring, empty reasoning) or "reasoning" (constrained JSON generation).
+            max_tokens: reasoning mode: the most tokens of reasoning text per answer.
+            adapter_name: a loaded adapter, None for the base; by default the engine's `adapter`.
+
+        Raises:
+            ValueError: unknown mode, or a ticker that is not a symbol.
+        """
+        if mode not in ("fast", "reasoning"):
+            raise ValueError(f"mode must be 'fast' or 'reasoning', not {mode!r}")
+        adapter = self.default_adapter if adapter_name == "__default__" else self.rt.resolve(adapter_name)
+        norm = [(clean_text(t), normalize_ticker(k)) for t, k in items]
+        if not norm:
+            return []
+        encoded = [self.encode_item(t, k) for t, k in norm]
+        if mode == "fast":
+            with self.rt.use(adapter):
+                probs = self._label_pass(adapter, encoded)
+            self.stats["fast_texts"] += len(norm)
+            return [self._fast_answer(k, p) for (_, k), p in zip(norm, probs)]
+        from tickerpulse.serve.reasoning import reason
+
+        self.stats["reasoning_texts"] += len(norm)
+        return reason(self, adapter, norm, encoded, max_tokens=max_tokens)
+
+    def schema(self) -> dict[str, Any]:
+        from tickerpulse.data.sentiment import answer_json_schema
+
+        return answer_json_schema()
+
+    def close(self) -> None:
+        """Nothing to release (the model is freed with the engine); kept for the stream's Scorer protocol."""
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _fast_answer(self, ticker: str | None, p: Any) -> dict[str, Any]:
+        label = LABELS[int(p.argmax())]
+        return make_answer(ticker, label, float(p[2] - p[0]))
+
+    def _reasoning_answer(self, ticker: str | None, p: Any, generated: str) -> dict[str, Any]:
+        label = LABELS[int(p.argmax())]
+        try:
+            obj = json.loads(generated)
+            return SentimentAnswer.model_validate({**obj, "ticker": ticker}).model_dump()
+        except Exception:  # constrained decoding makes this unreachable; never hand back an invalid answer
+            return make_answer(ticker, label, float(p[2] - p[0]))
+
+    def _label_pass(self, adapter: str | None, encoded: list[tuple[list[int], bool]]) -> list[Any]:
+        """Label probabilities per item (3 floats, LABELS order). Call inside `rt.use(adapter)`.
+
+        Items are sorted by length and cut into forward passes of at most TOKEN_BUDGET padded tokens.
+        """
+        import torch
+
+        temp = self._calib.get(adapter, 1.0)
+        label_ids = torch.tensor(self._label_ids, device=self.rt.device)
+        order = sorted(range(len(encoded)), key=lambda i: (encoded[i][1], len(encoded[i][0])))
+        probs: list[Any] = [None] * len(encoded)
+        start = 0
+        while start < len(order):
+            use_prefix = encoded[order[start]][1]
+            end, longest = start, 0
+            while end < len(order) and encoded[order[end]][1] == use_prefix:
+                grown = max(longest, len(encoded[order[end]][0]))
+                if end > start and grown * (end - start + 1) > TOKEN_BUDGET:
+                    break
+                longest, end = grown, end + 1
+            chunk, start = order[start:end], end
+            kv = self.rt.prefix_kv(adapter, self._prefix_ids) if use_prefix else None
+            cache = self.rt.cache_from_prefix(kv, len(chunk))
+            x = torch.full((len(chunk), longest), self.rt.pad_id, dtype=torch.long)
+            lens = [len(encoded[i][0]) for i in chunk]
+            for row, i in enumerate(chunk):
+                x[row, : lens[row]] = torch.tensor(encoded[i][0])
+            # Right padding needs no mask: real tokens never attend to the pads that follow them.
+            h = self.rt.hidden(x.to(self.rt.device), cache)
+            last = h[torch.arange(len(chunk)), torch.tensor(lens) - 1]
+            lab = torch.softmax(self.rt.logits(last)[:, label_ids] / temp, dim=-1).cpu()
+            for row, i in enumerate(chunk):
+                probs[i] = lab[row]
+        return probs
