@@ -1,0 +1,183 @@
+"""Labeled records -> chat JSONL for the sentiment task (gold answers, no teacher needed).
+
+One chat row per (text, ticker) target:
+- FiQA: one row per annotated symbol with its own score; targets that are company names (headlines)
+  share one row with ticker null and their mean score;
+- otherwise one row per ticker of the record (the dataset's, else `extract_tickers`), or one with ticker
+  null when there is none; the score is the record's own, else `LABEL_SCORES[label]`.
+
+The assistant answer is `format_answer(...)` with a templated reasoning sentence that says it is a
+template, and `meta.reasoning = "template"` marks it too: the distill stage replaces it with a
+teacher's reasoning. `meta` also records the prompt version and hash, the source, the record id and text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tickerpulse.data.formats import DataError
+from tickerpulse.data.records import CsvColumns, Record, SourceFormat, read_records, write_jsonl
+from tickerpulse.data.sentiment import (
+    DEFAULT_PROMPT,
+    LABEL_SCORES,
+    build_messages,
+    format_answer,
+    load_prompt,
+    score_to_label,
+)
+
+Target = Literal["records", "chat"]
+SOURCE_NAMES = {"tfns": "twitter-financial-news-sentiment", "fpb": "Financial PhraseBank", "fiqa": "FiQA",
+                "csv": "CSV", "records": "labeled records"}
+
+
+@dataclass(frozen=True)
+class AnswerTarget:
+    """One gold answer of a record: for `ticker` (None: the market / named companies), with its subject."""
+
+    ticker: str | None
+    label: str
+    score: float
+    subject: str  # what the reasoning names: "$AAPL", "Royal Mail", "the market"
+
+
+def answer_targets(rec: Record) -> list[AnswerTarget]:
+    """The gold answers a record yields (see the module docstring)."""
+    if rec.targets:
+        groups: dict[str | None, list[tuple[str, float]]] = {}
+        for t in rec.targets:
+            groups.setdefault(t.ticker, []).append((t.target, t.score))
+        out = []
+        for ticker, items in groups.items():
+            score = round(sum(s for _, s in items) / len(items), 3)
+            subject = f"${ticker}" if ticker else " and ".join(dict.fromkeys(name for name, _ in items))
+            out.append(AnswerTarget(ticker, score_to_label(score), score, subject))
+        return out
+    score = rec.score if rec.score is not None else LABEL_SCORES[rec.label]
+    return [AnswerTarget(t, rec.label, score, f"${t}" if t else "the market") for t in (rec.tickers or [None])]
+
+
+def template_reasoning(source: str, label: str, subject: str) -> str:
+    """A reasoning sentence that is honest about being a template (not model-written)."""
+    return f"Template (gold {SOURCE_NAMES.get(source, source)} label, no model reasoning): {label} for {subject}."
+
+
+def record_to_chat(rec: Record, prompt_version: str = DEFAULT_PROMPT) -> list[dict[str, Any]]:
+    """Chat rows (system, user, assistant) with a `meta` block, one per answer target.
+
+    Raises:
+        ValueError: a gold score contradicts the label (e.g. neutral with score 0.9).
+    """
+    prompt = load_prompt(prompt_version)
+    targets = answer_targets(rec)
+    rows = []
+    for target in targets:
+        ticker, label, score = target.ticker, target.label, target.score
+        answer = format_answer(ticker, label, score, template_reasoning(rec.source, label, target.subject))
+        rows.append({
+            "messages": [*build_messages(rec.text, ticker, prompt_version), {"role": "assistant", "content": answer}],
+            "meta": {
+                "id": f"{rec.id}:{ticker}" if len(targets) > 1 else rec.id,
+                "record_id": rec.id,
+                "source": rec.source,
+                "text": rec.text,
+                "ticker": ticker,
+                "label": label,
+                "score": round(float(score), 2),
+                "reasoning": "template",
+                "prompt_version": prompt["version"],
+                "prompt_hash": prompt["hash"],
+            },
+        })
+    return rows
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion read and wrote, per input file."""
+
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    records: int = 0
+    rows: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    with_ticker: int = 0
+
+
+def _chat_rows(records: Iterable[Record], path: Path, report: ConvertReport, prompt_version: str) -> Iterator[dict[str, Any]]:
+    for i, rec in enumerate(records, start=1):
+        try:
+            rows = record_to_chat(rec, prompt_version)
+        except ValueError as exc:
+            raise DataError(path, i, f"record {rec.id}: {exc}") from None
+        for row in rows:
+            report.rows += 1
+            report.labels[row["meta"]["label"]] = report.labels.get(row["meta"]["label"], 0) + 1
+            report.with_ticker += row["meta"]["ticker"] is not None
+            yield row
+
+
+def _record_rows(records: Iterable[Record], report: ConvertReport) -> Iterator[dict[str, Any]]:
+    for rec in records:
+        report.rows += 1
+        report.labels[rec.label] = report.labels.get(rec.label, 0) + 1
+        report.with_ticker += bool(rec.tickers)
+        yield rec.to_dict()
+
+
+def output_path(out: Path, source: Path) -> Path:
+    """`out` itself when it names a .jsonl file, else `out/<input stem>.jsonl` (one file per input)."""
+    if out.suffix == ".jsonl":
+        return out
+    return out / f"{source.stem}.jsonl"
+
+
+def convert(
+    inputs: list[Path],
+    to: Target,
+    out: Path,
+    *,
+    fmt: SourceFormat | None = None,
+    csv_columns: CsvColumns | None = None,
+    prompt_version: str = DEFAULT_PROMPT,
+) -> ConvertReport:
+    """Read dataset files and write labeled records or chat JSONL.
+
+    Args:
+        inputs: dataset files (JSONL or CSV); with a .jsonl `out` they are concatenated into it.
+        to: "records" or "chat".
+        out: a .jsonl file, or a folder that gets one `<input stem>.jsonl` per input.
+        fmt: force a reader instead of detecting it from the fields.
+        csv_columns: column mapping for CSV inputs.
+        prompt_version: task prompt used for chat rows.
+
+    Raises:
+        DataError: a row that does not fit, as `file:line: reason`.
+        FileNotFoundError: an input is missing.
+    """
+    if to not in ("records", "chat"):
+        raise ValueError(f"--to must be records or chat, not {to!r}")
+    report = ConvertReport(inputs=[str(p) for p in inputs])
+    single = out.suffix == ".jsonl"
+    if single and out.resolve() in {p.resolve() for p in inputs}:
+        raise ValueError(f"--out {out} would overwrite an input")
+    all_rows: list[dict[str, Any]] = []
+    for path in inputs:
+        records = read_records(path, fmt, csv_columns)
+        report.records += len(records)
+        rows = list(_chat_rows(records, path, report, prompt_version) if to == "chat" else _record_rows(records, report))
+        if single:
+            all_rows += rows
+        else:
+            dest = output_path(out, path)
+            if dest.resolve() == path.resolve():
+                raise ValueError(f"--out {out} would overwrite the input {path}: choose another folder")
+            write_jsonl(rows, dest)
+            report.outputs.append(str(dest))
+    if single:
+        write_jsonl(all_rows, out)
+        report.outputs.append(str(out))
+    return report
