@@ -1,0 +1,85 @@
+"""Selection: normalisation, exact and near-duplicate handling, deterministic cluster-preserving splits."""
+
+from __future__ import annotations
+
+import pytest
+
+from tickerpulse.distill.inputs import RawRow, load_raw
+from tickerpulse.distill.select import near_duplicate_clusters, normalize_text, plan_splits
+
+
+@pytest.mark.parametrize(
+    "a,b,same",
+    [
+        ("$AAPL - Apple beats estimates https://t.co/abc", "$aapl   apple BEATS estimates!! https://t.co/xyz", True),
+        ("Apple beats estimates", "Apple misses estimates", False),
+        ("", "   ", True),
+    ],
+)
+def test_normalize(a, b, same):
+    assert (normalize_text(a) == normalize_text(b)) is same
+
+
+def _rows(texts: list[str], labels: list[str] | None = None) -> list[RawRow]:
+    return [RawRow(str(i), t, (labels or [None] * len(texts))[i]) for i, t in enumerate(texts)]
+
+
+FAMILY = [
+    "Nomura Instinet loses confidence in Extended Stay America",
+    "$STAY - Nomura Instinet loses confidence in Extended Stay America https://t.co/WrQXTC38nB",
+    "Nomura Instinet loses confidence in Extended Stay America, shares slip",
+]
+
+
+def test_near_duplicate_clusters_find_the_family():
+    others = [f"Company {i} reports quarterly revenue of {i * 7} million dollars" for i in range(40)]
+    norms = [normalize_text(t) for t in FAMILY + others]
+    cl = near_duplicate_clusters(norms, 0.7)
+    assert cl[0] == cl[1] == cl[2] == 0
+    assert len(set(cl[3:])) == 40 or all(c >= 3 for c in cl[3:])
+    assert near_duplicate_clusters(norms, 1.0) == list(range(len(norms)))  # disabled
+
+
+def test_plan_drops_exact_duplicates_and_keeps_clusters_in_one_split():
+    texts = [f"Headline number {i}: firm {i} guides {['up', 'down', 'flat'][i % 3]} for fiscal {2000 + i}" for i in range(60)]
+    texts += FAMILY + ["Headline number 5: firm 5 guides flat for fiscal 2005 https://t.co/dup"]  # exact dup of #5
+    labels = ["neutral"] * len(texts)
+    labels[-1] = "positive"  # conflicts with the gold label of its duplicate
+    plan = plan_splits(_rows(texts, labels), {"train": 30, "valid": 10, "test": 10}, seed=1, near_dup_threshold=0.7)
+    assert plan.stats["exact_duplicates_dropped"] == 1 and plan.stats["duplicate_gold_conflicts"] == 1
+    assert plan.stats["candidates"] == 63 and plan.stats["near_duplicate_clusters"] >= 1
+    family_idx = {i for i, r in enumerate(plan.rows) if "Extended Stay" in r.text}
+    homes = {s for s, q in plan.queues.items() if family_idx & set(q)}
+    assert len(homes) == 1  # the whole family lives in one split
+    sizes = {s: len(q) for s, q in plan.queues.items()}
+    assert sizes["train"] > sizes["valid"] and sizes["train"] > sizes["test"]
+    again = plan_splits(_rows(texts, labels), {"train": 30, "valid": 10, "test": 10}, seed=1, near_dup_threshold=0.7)
+    assert again.queues == plan.queues  # deterministic
+    other = plan_splits(_rows(texts, labels), {"train": 30, "valid": 10, "test": 10}, seed=2, near_dup_threshold=0.7)
+    assert other.queues != plan.queues
+    dropped = plan_splits(_rows(texts, labels), {"train": 30, "valid": 10, "test": 10}, seed=1,
+                          near_dup_threshold=0.7, drop_near_duplicates=True)
+    assert sum(len(q) for q in dropped.queues.values()) == 63 - dropped.stats["near_duplicates_dropped"]
+
+
+def test_real_data_has_no_cluster_across_splits(tfns_file):
+    rows = load_raw(tfns_file, limit=3000)
+    plan = plan_splits(rows, {"train": 400, "valid": 100, "test": 100}, seed=0)
+    assert plan.stats["exact_duplicates_dropped"] > 0 and plan.stats["near_duplicate_clusters"] > 0
+    split_of = {i: s for s, q in plan.queues.items() for i in q}
+    by_cluster: dict[int, set[str]] = {}
+    for i, c in enumerate(plan.cluster):
+        by_cluster.setdefault(c, set()).add(split_of[i])
+    assert all(len(v) == 1 for v in by_cluster.values())
+    assert sorted(i for q in plan.queues.values() for i in q) == list(range(len(plan.rows)))
+
+
+def test_load_raw_csv_and_labels(tmp_path):
+    (tmp_path / "r.csv").write_text("id,text,label,tickers\na,$AAPL up,Bullish,AAPL\nb,flat day,,\n", encoding="utf-8")
+    rows = load_raw(tmp_path / "r.csv")
+    assert [(r.id, r.label, r.tickers) for r in rows] == [("a", "positive", ["AAPL"]), ("b", None, [])]
+    (tmp_path / "bad.jsonl").write_text('{"text": "x", "label": "meh"}\n', encoding="utf-8")
+    from tickerpulse.data.formats import DataError
+
+    with pytest.raises(DataError, match="bad.jsonl:1: label 'meh'"):
+        load_raw(tmp_path / "bad.jsonl")
