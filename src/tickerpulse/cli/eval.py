@@ -1,0 +1,94 @@
+"""`tickerpulse eval`: task metrics on generated answers (default), or test loss/perplexity (`--test`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def eval_command(
+    model: str = typer.Option(..., "--model", "-m", help="Base model: built-in name, hub id or local HF folder."),
+    adapter: str | None = typer.Option(None, "--adapter", help="Training run folder whose adapter is applied."),
+    data: str | None = typer.Option(None, "--data", help="A .jsonl file (chat, completions or labeled records) or a data folder."),
+    split: str = typer.Option("test", help="Which <split>.jsonl of a data folder to read."),
+    limit: int | None = typer.Option(None, help="Evaluate a seeded random sample of N items (file order kept)."),
+    batch_size: int = typer.Option(16, help="Prompts generated together."),
+    max_tokens: int = typer.Option(128, help="Cap on generated tokens per answer."),
+    temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temp > 0)."),
+    seed: int = typer.Option(0, help="Seed for --limit sampling and for sampling."),
+    task: str = typer.Option("auto", help="auto | sentiment | text."),
+    prompt_ticker: str = typer.Option("first", help="Labeled records: put the first gold ticker in the prompt (first) or none."),
+    metric: list[str] = typer.Option([], "--metric", help="Text metric: exact, contains or module:function (repeatable)."),
+    regex: str | None = typer.Option(None, help="Extract the answer with this regex (group 1), then exact-match it."),
+    stop: list[str] = typer.Option([], "--stop", help="Extra stop string (repeatable)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder [default: runs/eval-<time>]."),
+    test: bool = typer.Option(False, "--test", help="Instead: test loss and perplexity (teacher-forced, as in training) on <data>/<split>.jsonl."),
+    test_batches: int = typer.Option(-1, help="With --test: batches to evaluate (-1 = all)."),
+    max_seq_length: int | None = typer.Option(None, help="With --test: truncate longer samples [default: the run's, else 2048]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate answers for every item and score them: JSON/schema validity, accuracy, macro-F1, per-class
+    precision/recall, confusion matrix, score MAE/Pearson/Spearman, ticker P/R, latency and tokens/s.
+    Writes eval.json (metrics + per-item answers) and eval.md."""
+    from tickerpulse.config import ConfigError, build
+
+    if data is None:
+        raise ConfigError("--data is required (a .jsonl file or a folder with test.jsonl)")
+    if test:
+        _test_loss(model, adapter, data, split, batch_size, test_batches, max_seq_length, device, dtype, out)
+        return
+    from tickerpulse.evaluate.runner import EvalConfig, evaluate
+
+    cfg = build(EvalConfig, {
+        "model": model, "adapter": adapter, "data": data, "split": split, "limit": limit, "task": task,
+        "prompt_ticker": prompt_ticker, "batch_size": batch_size, "max_tokens": max_tokens, "temperature": temp,
+        "top_p": top_p, "seed": seed, "stop": stop, "metrics": metric, "regex": regex, "device": device,
+        "dtype": dtype, "out": str(out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")),
+    }, source="flags")
+    result = evaluate(cfg, progress=not quiet)
+    _print_summary(result)
+    console.print(f"wrote [bold]{cfg.out}/eval.json[/] and eval.md")
+
+
+def _print_summary(result: dict) -> None:
+    from rich.table import Table
+
+    from tickerpulse.evaluate.report import fmt, metric_rows
+
+    table = Table(title=f"{result['config']['model']}" + (f" + {result['config']['adapter']}" if result["config"].get("adapter") else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, values, kind, _ in metric_rows([result]):
+        table.add_row(label, fmt(values[0], kind))
+    console.print(table)
+
+
+def _test_loss(model: str, adapter: str | None, data: str, split: str, batch_size: int, test_batches: int,
+               max_seq_length: int | None, device: str, dtype: str, out: Path | None) -> None:
+    import json
+
+    from tickerpulse.train.evaluate import test_loss
+
+    folder = Path(data)
+    if folder.is_file():  # a single file: its folder, and the split its name says (test.jsonl -> test)
+        folder, split = folder.parent, folder.stem
+    result = test_loss(model, adapter, folder, split=split, batch_size=batch_size, num_batches=test_batches,
+                       max_seq_length=max_seq_length, device=device, dtype=dtype if dtype != "auto" else "float32")
+    console.print(f"Test loss {result['loss']:.3f}, Test ppl {result['ppl']:.3f} "
+                  f"({result['tokens']} trained tokens, split {result['split']}).")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "test_loss.json").write_text(json.dumps({**result, "model": model, "adapter": adapter,
+                                                        "data": str(folder)}, indent=2) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
