@@ -1,0 +1,191 @@
+"""Turn data rows into token ids and a label mask, with the model's own chat template.
+
+Rules (the case tables in tests/train/test_collate.py pin them down):
+- chat: the conversation is rendered with the tokenizer's chat template. With `mask_prompt` only the
+  assistant turns are trained (every assistant turn, content plus the template's turn terminator such as
+  `<|im_end|>`), otherwise every token is.
+- completions: rendered as a [user: prompt, assistant: completion] chat (as mlx-lm does) when the tokenizer
+  has a chat template, else as `prompt + completion`; with `mask_prompt` only the completion is trained.
+- text: every token is trained.
+- The sequence always ends in a stop token that is trained: the template's terminator when it is one of the
+  model's EOS ids, otherwise the tokenizer's EOS is appended. A model that never sees its stop token in
+  training never learns to stop.
+- Samples longer than `max_seq_length` are cut at the end and counted; a sample whose trained tokens were
+  all cut away is dropped and counted.
+
+Assistant turns are located in character space: `render(messages[:i], add_generation_prompt=True)` and
+`render(messages[:i+1])` must both be prefixes of the full rendering (true for ChatML, Llama 3, Gemma,
+Mistral...). Tokens whose character span overlaps an assistant span are trained. Templates that rewrite
+earlier turns (e.g. ones that drop past reasoning) are refused with an error instead of a silently wrong mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickerpulse.data.formats import Format
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One tokenized example. `labels[i]` is `input_ids[i]` where trained, IGNORE elsewhere (not shifted)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_trained(self) -> int:
+        """Tokens that are predicted (a label needs a previous token to be predicted from)."""
+        return sum(1 for lab in self.labels[1:] if lab != IGNORE)
+
+
+@dataclass
+class EncodedSplit:
+    """The samples of one split and what happened on the way."""
+
+    samples: list[Sample]
+    format: Format
+    rows: int
+    truncated: int = 0
+    dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.samples)
+
+
+class TemplateError(ValueError):
+    """The chat template cannot be used to locate assistant turns (or is missing)."""
+
+
+def stop_token_ids(tokenizer: Any, model_dir: str | None = None) -> set[int]:
+    """EOS ids that end a turn: the tokenizer's EOS plus the generation config's `eos_token_id`(s)."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if model_dir is not None:
+        try:
+            from transformers import GenerationConfig
+
+            eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+        except (OSError, ValueError):
+            eos = None
+        if eos is not None:
+            ids.update([eos] if isinstance(eos, int) else eos)
+    return ids
+
+
+class Encoder:
+    """Tokenizes rows of one format into `Sample`s.
+
+    Args:
+        tokenizer: a fast (offset-mapping capable) HF tokenizer.
+        mask_prompt: train on assistant / completion tokens only.
+        max_seq_length: samples are cut to this many tokens.
+        stop_ids: token ids that count as "the model stops here" (see `stop_token_ids`).
+    """
+
+    def __init__(self, tokenizer: Any, *, mask_prompt: bool = True, max_seq_length: int = 2048,
+                 stop_ids: Iterable[int] | None = None):
+        if not getattr(tokenizer, "is_fast", False):
+            raise TemplateError("a fast tokenizer (tokenizer.json) is needed to map template text to tokens")
+        self.tok = tokenizer
+        self.mask_prompt = mask_prompt
+        self.max_seq_length = max_seq_length
+        self.stop_ids = set(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer)
+        if tokenizer.eos_token_id is None:
+            raise TemplateError("the tokenizer has no EOS token: cannot teach the model to stop")
+        self.eos_id = int(tokenizer.eos_token_id)
+        self.has_template = bool(getattr(tokenizer, "chat_template", None))
+
+    # --- rendering ----------------------------------------------------------------------------------
+    def _render(self, messages: list[dict[str, Any]], tools: Any = None, gen: bool = False) -> str:
+        kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": gen}
+        if tools:
+            kwargs["tools"] = tools
+        return self.tok.apply_chat_template(messages, **kwargs)
+
+    def chat_spans(self, messages: list[dict[str, Any]], tools: Any = None) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered conversation and the character spans of its assistant turns (terminator included)."""
+        if not self.has_template:
+            raise TemplateError("the tokenizer has no chat template: use 'text' or 'completions' data, "
+                                "or a model with a chat template")
+        full = self._render(messages, tools)
+        spans = []
+        for i, msg in enumerate(messages):
+            if msg.get("role") != "assistant":
+                continue
+            head = self._render(messages[:i], tools, gen=True) if i else ""
+            upto = self._render(messages[: i + 1], tools)
+            if not (full.startswith(head) and full.startswith(upto) and len(head) <= len(upto)):
+                raise TemplateError(
+                    "the chat template renders earlier turns differently once later turns exist, so assistant "
+                    f"turn {i} cannot be located; train with mask_prompt: false or use another template"
+                )
+            end = len(upto.rstrip())  # the newline after a terminator is layout, not something to generate
+            spans.append((len(head), max(end, len(head))))
+        return full, spans
+
+    # --- encoding -----------------------------------------------------------------------------------
+    def _tokens(self, text: str, spans: Sequence[tuple[int, int]] | None, special: bool) -> tuple[list[int], list[bool]]:
+        enc = self.tok(text, add_special_tokens=special, return_offsets_mapping=True)
+        ids: list[int] = list(enc["input_ids"])
+        if spans is None:
+            return ids, [True] * len(ids)
+        trained = []
+        for s, e in enc["offset_mapping"]:
+            # added special tokens (BOS) have an empty (0, 0) span: never part of an assistant turn
+            trained.append(e > s and any(s < b and e > a for a, b in spans))
+        return ids, trained
+
+    def encode(self, row: dict[str, Any], fmt: Format) -> Sample | None:
+        """One row -> Sample (None when nothing trainable survives truncation)."""
+        if fmt == "chat":
+            text, spans = self.chat_spans(row["messages"], row.get("tools"))
+            ids, trained = self._tokens(text, spans if self.mask_prompt else None, special=False)
+        elif fmt == "completions":
+            if self.has_template:
+                msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
+                text, spans = self.chat_spans(msgs)
+                ids, trained = self._tokens(text, spans if self.mask_prompt else None, special=False)
+            else:
+                prompt_ids, _ = self._tokens(row["prompt"], None, special=True)
+                done_ids, _ = self._tokens(row["completion"], None, special=False)
+                ids = prompt_ids + done_ids
+                trained = [not self.mask_prompt] * len(prompt_ids) + [True] * len(done_ids)
+        else:
+            ids, trained = self._tokens(row["text"], None, special=True)
+        if not ids or ids[-1] not in self.stop_ids:
+            ids.append(self.eos_id)
+            trained.append(True)
+        truncated = len(ids) > self.max_seq_length
+        if truncated:
+            ids, trained = ids[: self.max_seq_length], trained[: self.max_seq_length]
+        labels = [t if ok else IGNORE for t, ok in zip(ids, trained)]
+        sample = Sample(ids, labels, truncated)
+        return sample if sample.n_trained else None
+
+    def encode_split(self, rows: Sequence[dict[str, Any]], fmt: Format) -> EncodedSplit:
+        """Encode every row; counts truncated and dropped samples."""
+        out = EncodedSplit([], fmt, len(rows))
+        for row in rows:
+            sample = self.encode(row, fmt)
+            if sample is None:
+                out.dropped += 1
+                continue
+            out.truncated += sample.truncated
+            out.samples.append(sample)
+        if out.truncated:
+            out.notes.append(f"{out.truncated} of {len(rows)} samples cut to max_seq_length={self.max_seq_length}")
+        if out.dropped:
+            out.notes.append(f"{out.dropped} samples dropped: no trained token left within max_seq_length")
+        return out

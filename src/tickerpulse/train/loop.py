@@ -1,0 +1,269 @@
+"""The training loop: one readable function, eval -> report -> save, with exact resume.
+
+One step = `grad_accumulation_steps` micro-batches of `batch_size` samples; the loss of a step is the mean
+token cross-entropy over all its trained tokens (micro-batches are weighted by their token counts, so
+accumulating is the same as one bigger batch). Validation runs before the first step (the base model's loss),
+every `steps_per_eval` steps and at the end; the best validation loss so far is saved at once as
+`adapters.safetensors`; `early_stopping_patience` evaluations without an improvement of more than
+`early_stopping_min_delta` end the run. Every `save_every` steps (and at the end, or on Ctrl-C) the weights
+go to `{step:07d}_adapters.safetensors` and the resume state to `checkpoint.pt`: optimizer, step, the data
+cursor, the early-stopping state and the torch / numpy / python RNG states. The learning rate and the data
+order are pure functions of the step (schedule.py, packing.py), so these are all a resume needs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tickerpulse.config import ConfigError
+from tickerpulse.train.collate import Sample
+from tickerpulse.train.config import TrainConfig
+from tickerpulse.train.loss import batch_loss
+from tickerpulse.train.packing import Batch, BatchPlan, eval_batches, make_batch
+from tickerpulse.train.peft_setup import TrainableModel
+from tickerpulse.train.report import Reporter
+from tickerpulse.train.run_folder import BEST, RunFolder, checkpoint_name
+from tickerpulse.train.schedule import build_schedule
+
+
+@dataclass
+class LoopState:
+    """Everything besides weights and optimizer moments that a resumed run must continue from."""
+
+    step: int = 0
+    best_step: int | None = None
+    best_val_loss: float = math.inf
+    bad_evals: int = 0
+    first_val_loss: float | None = None
+    last_val_loss: float | None = None
+    train_tokens: int = 0  # non-pad tokens through forward+backward
+    trained_tokens: int = 0  # tokens that carried a loss
+    pad_tokens: int = 0
+    train_time: float = 0.0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)  # val records, for the summary
+
+
+@dataclass
+class FitResult:
+    state: LoopState
+    status: str  # finished | stopped_early | interrupted
+    total_steps: int
+
+
+def total_steps(cfg: TrainConfig, plan: BatchPlan) -> int:
+    """iters, or ceil(epochs * optimizer steps per epoch) when `epochs` is set."""
+    if cfg.epochs is None:
+        return cfg.iters
+    return max(1, math.ceil(cfg.epochs * plan.per_epoch / cfg.grad_accumulation_steps))
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak accelerator memory (CUDA) or peak resident set size of this process (CPU)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW (or Adam); `optimizer_config: {adamw: {betas, eps, weight_decay}}` as in mlx-lm."""
+    extra = dict(cfg.optimizer_config.get(cfg.optimizer, {}))
+    if "betas" in extra:
+        extra["betas"] = tuple(extra["betas"])
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    kwargs = {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, **extra}
+    try:
+        return cls(params, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"optimizer_config.{cfg.optimizer}: {exc}") from None
+
+
+@torch.no_grad()
+def evaluate_loss(causal_lm: Any, batches: Sequence[Batch], device: str) -> tuple[float, int]:
+    """(mean token loss, tokens) over fixed batches, in eval mode (no dropout)."""
+    was_training = causal_lm.training
+    causal_lm.eval()
+    total, n = 0.0, 0
+    for b in batches:
+        total += batch_loss(causal_lm, b.to(device)).item()
+        n += b.n_targets
+    causal_lm.train(was_training)
+    return (total / n if n else math.nan), n
+
+
+def fit(
+    cfg: TrainConfig,
+    tm: TrainableModel,
+    train: Sequence[Sample],
+    valid: Sequence[Sample],
+    run: RunFolder,
+    reporter: Reporter,
+    *,
+    pad_id: int,
+    resume_state: dict[str, Any] | None = None,
+    on_save: Callable[[LoopState], None] | None = None,
+) -> FitResult:
+    """Train `tm` on `train`, validating on `valid`; writes checkpoints and metrics into `run`.
+
+    Args:
+        resume_state: the dict from `checkpoint.pt` (weights already loaded into `tm`).
+        on_save: called after every checkpoint / best save (the backend refreshes summary.json and the plot).
+    """
+    device = tm.device
+    accum = cfg.grad_accumulation_steps
+    plan = BatchPlan(len(train), cfg.batch_size, cfg.seed)
+    steps = total_steps(cfg, plan)
+    lr_at = build_schedule(cfg, steps)
+    params = [p for p in tm.model.parameters() if p.requires_grad]
+    opt = build_optimizer(cfg, params)
+    val_sets = [make_batch(valid, idx, max_seq_length=cfg.max_seq_length, pad_id=pad_id, packing=cfg.packing)
+                for idx in eval_batches(len(valid), cfg.batch_size, cfg.val_batches)]
+    st = LoopState()
+    if resume_state is not None:
+        opt.load_state_dict(resume_state["optimizer"])
+        st = LoopState(**resume_state["loop"])
+        expect = {"seed": cfg.seed, "batch_size": plan.batch_size, "samples": plan.n, "accum": accum}
+        if resume_state["data"] != expect:
+            raise ConfigError(f"cannot resume exactly: data/batching changed ({resume_state['data']} -> {expect})")
+        set_rng_state(resume_state["rng"])
+
+    def save_checkpoint(rng: dict[str, Any] | None = None) -> None:
+        meta = {"step": st.step, "kind": tm.kind, "fine_tune_type": cfg.fine_tune_type}
+        weights = tm.trainable_state()
+        run.save_weights(checkpoint_name(st.step), weights, meta)
+        if not val_sets:  # no validation data: the newest weights are the result (as in mlx-lm)
+            st.best_step = st.step
+            run.save_best(weights, meta, tm.model if tm.kind == "peft" else None)
+        run.save_state({
+            "step": st.step, "optimizer": opt.state_dict(), "rng": rng or rng_state(), "loop": st.__dict__,
+            "data": {"seed": cfg.seed, "batch_size": plan.batch_size, "samples": plan.n, "accum": accum},
+            "adapter_file": checkpoint_name(st.step),
+        })
+        if on_save:
+            on_save(st)
+
+    def validate() -> bool:
+        """Evaluate, keep the best adapter, return True when early stopping says stop."""
+        if not val_sets:
+            return False
+        val_loss, n = evaluate_loss(tm.causal_lm, val_sets, device)
+        improved = val_loss < st.best_val_loss - cfg.early_stopping_min_delta
+        if improved:
+            st.best_val_loss, st.best_step, st.bad_evals = val_loss, st.step, 0
+            run.save_best(tm.trainable_state(), {"step": st.step, "val_loss": val_loss, "kind": tm.kind,
+                                                 "fine_tune_type": cfg.fine_tune_type},
+                          tm.model if tm.kind == "peft" else None)
+        else:
+            st.bad_evals += 1
+        st.first_val_loss = val_loss if st.first_val_loss is None else st.first_val_loss
+        st.last_val_loss = val_loss
+        st.history.append({"step": st.step, "val_loss": val_loss})
+        reporter.log({"kind": "val", "step": st.step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
+                      "val_tokens": n, "is_best": improved, "best_step": st.best_step})
+        if on_save:
+            on_save(st)
+        patience = cfg.early_stopping_patience
+        return patience is not None and st.bad_evals >= patience
+
+    if resume_state is None:
+        validate()  # the untrained baseline; it is the first "best"
+
+    tm.model.train()
+    def new_window() -> dict[str, Any]:
+        return {"loss": 0.0, "targets": 0, "tokens": 0, "time": 0.0, "grad_norm": 0.0, "steps": 0}
+
+    window = new_window()
+    status = "finished"
+    step_rng = rng_state()
+    try:
+        while st.step < steps and not st.stopped_early:
+            t0 = time.perf_counter()
+            lr = lr_at(st.step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            micro = [make_batch(train, plan.indices(st.step * accum + j), max_seq_length=cfg.max_seq_length,
+                                pad_id=pad_id, packing=cfg.packing) for j in range(accum)]
+            n_targets = sum(b.n_targets for b in micro)
+            step_loss = 0.0
+            for b in micro:
+                loss = batch_loss(tm.causal_lm, b.to(device)) / n_targets
+                loss.backward()
+                step_loss += loss.item()
+            grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+                         if cfg.max_grad_norm else math.nan)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            st.step += 1
+            step_rng = rng_state()  # if interrupted before the next step completes, it is redone from here
+            dt = time.perf_counter() - t0
+            tokens = sum(b.n_tokens for b in micro)
+            st.train_time += dt
+            st.train_tokens += tokens
+            st.trained_tokens += n_targets
+            st.pad_tokens += sum(b.n_pad for b in micro)
+            for k, v in (("loss", step_loss * n_targets), ("targets", n_targets), ("tokens", tokens), ("time", dt),
+                         ("grad_norm", grad_norm), ("steps", 1)):
+                window[k] += v
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"loss is {step_loss} at step {st.step}: lower learning_rate or check data")
+
+            # --- report ------------------------------------------------------------------------------
+            if st.step % cfg.steps_per_report == 0 or st.step == steps:
+                reporter.log({
+                    "kind": "train", "step": st.step, "epoch": round(plan.epoch_of(st.step * accum), 4),
+                    "loss": window["loss"] / max(window["targets"], 1), "lr": lr,
+                    "tokens_per_sec": window["tokens"] / max(window["time"], 1e-9),
+                    "trained_tokens": window["targets"], "tokens": window["tokens"],
+                    "grad_norm": window["grad_norm"] / window["steps"],
+                    "peak_memory_mb": round(peak_memory_mb(device), 1),
+                })
+                window = new_window()
+            # --- eval --------------------------------------------------------------------------------
+            if st.step % cfg.steps_per_eval == 0 or st.step == steps:
+                st.stopped_early = validate()
+                if st.stopped_early:
+                    reporter.event(f"early stopping at step {st.step}: no val improvement > "
+                                   f"{cfg.early_stopping_min_delta} for {st.bad_evals} evaluations; "
+                                   f"best step {st.best_step} (val loss {st.best_val_loss:.4f})", st.step)
+            # --- save --------------------------------------------------------------------------------
+            if st.step % cfg.save_every == 0 or st.step == steps or st.stopped_early:
+                save_checkpoint()
+    except KeyboardInterrupt:
+        status = "interrupted"
+        reporter.event(f"interrupted at step {st.step}: saving a checkpoint to resume from", st.step)
+        opt.zero_grad(set_to_none=True)
+        if st.step > 0:
+            save_checkpoint(step_rng)
+    if st.stopped_early:
+        status = "stopped_early"
+    return FitResult(st, status, steps)

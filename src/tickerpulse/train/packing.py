@@ -1,0 +1,139 @@
+"""Batches: samples packed into rows of at most `max_seq_length` tokens, with no attention across samples.
+
+`batch_size` counts samples (as in mlx-lm), so packing changes only how much padding is computed, never
+which samples make up an optimizer step. Within a batch, samples are packed first-fit-decreasing into rows;
+rows are padded to the longest row.
+
+Isolation: every sample's `position_ids` restart at 0, and the model is called with `attention_mask=None`
+and `use_cache=False`. transformers then derives a block-diagonal causal mask from the position resets
+(`masking_utils.find_packed_sequence_indices`); with a cache or a 2-D attention mask it would not, and samples
+would silently attend to each other (tests/train/test_packing.py proves they do not). Padding forms its own
+block. Targets are shifted *within* each sample, so the last token of one sample never learns to predict the
+first token of the next.
+
+Data order is a pure function of (seed, micro-batch index): epoch e uses the permutation
+`numpy.random.default_rng([seed, e])`, so resuming needs only the step count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tickerpulse.train.collate import IGNORE, Sample
+
+
+@dataclass
+class Batch:
+    """Model inputs for one micro-batch (R rows x L tokens)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    targets: torch.Tensor  # next-token targets, IGNORE where nothing is trained (and at sample ends)
+    rows: list[list[int]]  # sample indices per row, in order
+    n_tokens: int  # real (non-pad) tokens
+    n_targets: int  # trained tokens
+
+    @property
+    def n_pad(self) -> int:
+        return self.input_ids.numel() - self.n_tokens
+
+    def to(self, device: str | torch.device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device),
+                     self.rows, self.n_tokens, self.n_targets)
+
+
+def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """First-fit decreasing: indices grouped into rows whose lengths sum to at most `max_len`.
+
+    Each sample must already fit (`Encoder` truncates). Row order follows the first (longest) sample.
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
+        n = lengths[i]
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(max_len - n)
+    return rows
+
+
+def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_length: int, pad_id: int,
+               packing: bool = True) -> Batch:
+    """Collate `samples[indices]` into one padded (packed) micro-batch."""
+    chosen = [samples[i] for i in indices]
+    if packing:
+        local_rows = pack_rows([len(s) for s in chosen], max_seq_length)
+    else:
+        local_rows = [[k] for k in range(len(chosen))]
+    width = max(sum(len(chosen[k]) for k in row) for row in local_rows)
+    n_rows = len(local_rows)
+    ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    pos = torch.zeros((n_rows, width), dtype=torch.long)
+    tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
+    n_tokens = n_targets = 0
+    for r, row in enumerate(local_rows):
+        at = 0
+        for k in row:
+            s = chosen[k]
+            n = len(s)
+            ids[r, at : at + n] = torch.tensor(s.input_ids)
+            pos[r, at : at + n] = torch.arange(n)
+            shifted = s.labels[1:] + [IGNORE]
+            tgt[r, at : at + n] = torch.tensor(shifted)
+            n_targets += sum(1 for t in shifted if t != IGNORE)
+            at += n
+        n_tokens += at
+        if at < width:  # padding is its own block: positions restart, nothing trained
+            pos[r, at:] = torch.arange(width - at)
+    rows = [[indices[k] for k in row] for row in local_rows]
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets)
+
+
+class BatchPlan:
+    """Which samples form micro-batch k: deterministic in (seed, k), so a resumed run sees the same data.
+
+    Training batches hold `batch_size` samples drawn without replacement from a per-epoch permutation; the
+    last incomplete batch of an epoch is dropped (as in mlx-lm), unless the split is smaller than one batch.
+    """
+
+    def __init__(self, n_samples: int, batch_size: int, seed: int):
+        if n_samples == 0:
+            raise ValueError("no training samples")
+        self.n = n_samples
+        self.batch_size = min(batch_size, n_samples)
+        self.seed = seed
+        self.per_epoch = max(1, self.n // self.batch_size)
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
+        return self._cache[1]
+
+    def indices(self, k: int) -> list[int]:
+        epoch, j = divmod(k, self.per_epoch)
+        return [int(i) for i in self._perm(epoch)[j * self.batch_size : (j + 1) * self.batch_size]]
+
+    def epoch_of(self, k: int) -> float:
+        return k / self.per_epoch
+
+
+def eval_batches(n_samples: int, batch_size: int, max_batches: int) -> list[list[int]]:
+    """Fixed, in-order batches for validation/test (-1 = all, the last one may be smaller)."""
+    chunks = [list(range(i, min(i + batch_size, n_samples))) for i in range(0, n_samples, batch_size)]
+    return chunks if max_batches < 0 else chunks[:max_batches]
+
+
+def padding_waste(batches: Sequence[Batch]) -> float:
+    """Fraction of computed positions that are padding."""
+    total = sum(b.input_ids.numel() for b in batches)
+    return 0.0 if total == 0 else sum(b.n_pad for b in batches) / total

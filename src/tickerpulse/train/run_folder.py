@@ -1,0 +1,173 @@
+"""The self-describing run folder. Everything needed to resume, evaluate, fuse, export and serve a run.
+
+Contract (other stages read these names; `tickerpulse.models.adapters.read_run` is the reader):
+
+    RUN/
+      config.yaml                   resolved TrainConfig (every key, after defaults < YAML < flags)
+      command.txt                   the exact command line(s), one per invocation (resumes append)
+      tokenizer/                    tokenizer files + chat_template.jinja used for training
+      data.json                     data fingerprint: per split path, sha256, rows, format, samples, tokens
+      adapter_config.json           PEFT LoraConfig (lora/dora/qlora) -> PeftModel.from_pretrained(base, RUN)
+      adapter_model.safetensors     best adapter, PEFT format (same tensors as adapters.safetensors)
+      adapters.safetensors          best adapter (mlx-lm's name); metadata: step, val_loss, kind
+      0000100_adapters.safetensors  checkpoints every save_every steps (and the last step)
+      checkpoint.pt                 resume state of the newest checkpoint (optimizer, step, RNG, data cursor)
+      metrics.jsonl                 one JSON per record: kind=train|val|test, step, loss, lr, tokens/s, ...
+      loss_curve.png                train and validation loss against step
+      summary.json                  status, base model, best_step, best_val_loss, tokens/s, peak memory, ...
+
+For full fine-tuning `adapters.safetensors` holds the trained block weights under their HF names and there is
+no adapter_config.json (plain PEFT cannot load it; `apply_adapter` can).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+CONFIG = "config.yaml"
+COMMAND = "command.txt"
+TOKENIZER = "tokenizer"
+DATA = "data.json"
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+BEST = "adapters.safetensors"
+STATE = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+PLOT = "loss_curve.png"
+SUMMARY = "summary.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{step:07d}_adapters.safetensors"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class RunFolder:
+    """Writes the files of one run (see the module docstring for the names)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def prepare(self, *, resume: bool) -> None:
+        """Create the folder; refuse to overwrite another run's results unless resuming."""
+        if not resume and (self.path / SUMMARY).exists():
+            from tickerpulse.config import ConfigError
+
+            raise ConfigError(f"{self.path} already holds a run (summary.json): pass --resume {self.path} to continue "
+                              "it or choose another --adapter-path")
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        (self.path / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+    def append_command(self, argv: list[str] | None = None) -> None:
+        line = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
+        with open(self.path / COMMAND, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def save_tokenizer(self, tokenizer: Any) -> None:
+        tokenizer.save_pretrained(str(self.path / TOKENIZER))
+
+    def write_data_fingerprint(self, splits: dict[str, dict[str, Any]]) -> None:
+        (self.path / DATA).write_text(json.dumps(splits, indent=2), encoding="utf-8")
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        tmp = self.path / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        tmp.replace(self.path / SUMMARY)
+
+    def read_summary(self) -> dict[str, Any]:
+        p = self.path / SUMMARY
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    # --- weights ------------------------------------------------------------------------------------
+    def save_weights(self, name: str, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+        from safetensors.torch import save_file
+
+        path = self.path / name
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        tmp.replace(path)
+        return path
+
+    def save_best(self, state: dict[str, torch.Tensor], metadata: dict[str, Any], peft_model: Any | None) -> None:
+        """adapters.safetensors (+ PEFT's adapter_model.safetensors and adapter_config.json)."""
+        self.save_weights(BEST, state, metadata)
+        if peft_model is not None:
+            self.save_weights(PEFT_WEIGHTS, state, {"format": "pt"})
+            self.write_peft_config(peft_model)
+
+    def write_peft_config(self, peft_model: Any) -> None:
+        peft_model.peft_config["default"].save_pretrained(str(self.path))
+
+    # --- resume state -------------------------------------------------------------------------------
+    def save_state(self, state: dict[str, Any]) -> None:
+        tmp = self.path / (STATE + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path / STATE)
+
+    def load_state(self) -> dict[str, Any]:
+        p = self.path / STATE
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: the run saved no checkpoint yet, nothing to resume")
+        return torch.load(p, map_location="cpu", weights_only=False)
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop records newer than the resumed step, so a resumed run's metrics read as one run."""
+        p = self.path / METRICS
+        if not p.exists():
+            return
+        keep = [ln for ln in p.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and (json.loads(ln).get("step") or 0) <= after_step and json.loads(ln).get("kind") != "test"]
+        p.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+
+    # --- plot ---------------------------------------------------------------------------------------
+    def plot(self) -> Path | None:
+        """loss_curve.png from metrics.jsonl: train loss and validation loss against step."""
+        p = self.path / METRICS
+        if not p.exists():
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        recs = [json.loads(ln) for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        train = [(r["step"], r["loss"]) for r in recs if r.get("kind") == "train"]
+        val = [(r["step"], r["val_loss"]) for r in recs if r.get("kind") == "val"]
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+        if train:
+            ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.2)
+        if val:
+            ax.plot(*zip(*val), label="validation loss", color="tab:orange", marker="o", markersize=3)
+            best = min(val, key=lambda sv: sv[1])
+            ax.axvline(best[0], color="tab:green", linestyle=":", linewidth=1, label=f"best step {best[0]}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats/token)")
+        ax.set_title(f"{self.path.name}: {time.strftime('%Y-%m-%d %H:%M')}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out = self.path / PLOT
+        fig.savefig(out)
+        plt.close(fig)
+        return out

@@ -1,0 +1,46 @@
+"""Fixtures for training tests: sentiment chat data built from the shared twitter dataset, in a tmp folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tickerpulse.data.sentiment import LABEL_SCORES, build_messages, format_answer
+
+
+def sentiment_chat_rows(source: Path, start: int, n: int) -> list[dict]:
+    """Rows `start..start+n` of a twitter-sentiment JSONL as chat rows with the canonical answer."""
+    rows = []
+    with open(source, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i < start:
+                continue
+            if len(rows) == n:
+                break
+            r = json.loads(line)
+            ticker = (r.get("tickers") or [None])[0]
+            answer = format_answer(ticker, r["label"], LABEL_SCORES[r["label"]])
+            rows.append({"messages": build_messages(r["text"], ticker) + [{"role": "assistant", "content": answer}]})
+    return rows
+
+
+def write_split_folder(folder: Path, splits: dict[str, list[dict]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sentiment_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train (64) / valid (16) / test (16) chat rows from twitter-financial-news-sentiment."""
+    src = shared_data / "twitter-financial-news-sentiment" / "train.jsonl"
+    return write_split_folder(tmp_path_factory.mktemp("sentiment"), {
+        "train": sentiment_chat_rows(src, 0, 64),
+        "valid": sentiment_chat_rows(src, 5000, 16),
+        "test": sentiment_chat_rows(src, 6000, 16),
+    })
