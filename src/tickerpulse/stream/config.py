@@ -45,7 +45,7 @@ class StreamConfig(StrictModel):
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight (http scorer).")
 
     # -- processing --------------------------------------------------------------------------------
-    max_records: int = Field(64, ge=1, le=100_000, description="Records per micro-batch (also Spark's maxOffsetsPerTrigger).")
+    max_records: int = Field(256, ge=1, le=100_000, description="Records per micro-batch (also Spark's maxOffsetsPerTrigger).")
     score_batch: int = Field(16, ge=1, le=4096, description="(post, ticker) items per model call.")
     poll_timeout: float = Field(1.0, gt=0, description="Seconds a poll waits for the first record.")
     max_attempts: int = Field(3, ge=1, le=20, description="Tries of a failing model call before dead-lettering.")
