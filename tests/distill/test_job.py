@@ -48,7 +48,7 @@ def _assert_dataset(out: Path, targets: dict[str, int]) -> dict[str, list[dict]]
             ok, reason = check_answer(assistant["content"], ans["ticker"], [ans["ticker"]] if ans["ticker"] else [])
             assert ok is not None, reason
             assert row["meta"]["prompt_hash"] == prompt["hash"] and row["meta"]["prompt_version"] == "sentiment-v1"
-    ids = [r["id"] for split in rows.values() for r in split]
+    ids = [r["meta"]["id"] for split in rows.values() for r in split]
     assert len(ids) == len(set(ids))
     return rows
 
@@ -224,13 +224,18 @@ def test_gold_teacher_via_cli(shared_data, tmp_path, dataset):
     assert report["agreement"]["written"]["rate"] == 1.0 and report["cost_usd"]["this_run"] == 0.0
     assert report["cache"]["path"] is None
     meta = rows["train"][0]["meta"]
-    assert meta["reasoning_source"] == "template" and meta["teacher"] == "gold-labels" and meta["endpoint"] == "gold"
-    if "fiqa" in dataset:  # the row's own continuous score is kept
-        from tickerpulse.distill.inputs import load_raw
+    assert meta["reasoning"] == "template" and meta["teacher"] == "gold-labels" and meta["endpoint"] == "gold"
+    assert json.loads(rows["train"][0]["messages"][2]["content"])["reasoning"].startswith("Template (gold ")
+    from tickerpulse.distill.inputs import load_raw
 
-        gold = {r.id: r.score for r in load_raw(shared_data / dataset)}
-        for r in rows["train"][:20]:
-            assert json.loads(r["messages"][2]["content"])["score"] == round(gold[r["id"]], 2)
+    raw = {r.id: r for r in load_raw(shared_data / dataset)}
+    for r in rows["train"]:
+        m, ans = r["meta"], json.loads(r["messages"][2]["content"])
+        gold = raw[m["id"]]
+        expected = gold.target_scores.get(m["ticker"], gold.score)  # FiQA: the target's own score
+        if expected is not None:
+            assert ans["score"] == round(expected, 2)
+        assert m["label"] == ans["sentiment"] == m["gold_label"] and m["text"] == gold.text
 
 
 def test_cli_errors_are_one_line(tmp_path, monkeypatch):

@@ -74,12 +74,29 @@ def test_real_data_has_no_cluster_across_splits(tfns_file):
     assert sorted(i for q in plan.queues.values() for i in q) == list(range(len(plan.rows)))
 
 
-def test_load_raw_csv_and_labels(tmp_path):
-    (tmp_path / "r.csv").write_text("id,text,label,tickers\na,$AAPL up,Bullish,AAPL\nb,flat day,,\n", encoding="utf-8")
+def test_load_raw_labeled_unlabeled_and_errors(tmp_path):
+    """Labeled files go through the data stage's record readers; text-only files are read as unlabeled."""
+    (tmp_path / "r.csv").write_text("text,label\n$AAPL up,Bullish\nflat day,neutral\n", encoding="utf-8")
     rows = load_raw(tmp_path / "r.csv")
-    assert [(r.id, r.label, r.tickers) for r in rows] == [("a", "positive", ["AAPL"]), ("b", None, [])]
-    (tmp_path / "bad.jsonl").write_text('{"text": "x", "label": "meh"}\n', encoding="utf-8")
+    assert [(r.label, r.tickers, r.source) for r in rows] == [("positive", ["AAPL"], "csv"), ("neutral", [], "csv")]
+    (tmp_path / "u.csv").write_text("text\n$AAPL up\nflat day\n", encoding="utf-8")
+    assert [(r.text, r.label) for r in load_raw(tmp_path / "u.csv")] == [("$AAPL up", None), ("flat day", None)]
+    (tmp_path / "u.jsonl").write_text('{"id": "a", "text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    assert [(r.id, r.label) for r in load_raw(tmp_path / "u.jsonl")] == [("a", None), ("u-2", None)]
     from tickerpulse.data.formats import DataError
 
-    with pytest.raises(DataError, match="bad.jsonl:1: label 'meh'"):
+    (tmp_path / "bad.jsonl").write_text('{"text": "x", "label": "meh"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="bad.jsonl:1: unknown label 'meh'"):
         load_raw(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.jsonl").write_text('{"id": "a", "text": "  "}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="empty.jsonl:1: 'text' must be a non-empty string"):
+        load_raw(tmp_path / "empty.jsonl")
+    with pytest.raises(FileNotFoundError):
+        load_raw(tmp_path / "missing.jsonl")
+
+
+def test_fiqa_keeps_per_target_scores(shared_data):
+    rows = load_raw(shared_data / "fiqa-sentiment" / "fiqa_task1.jsonl")
+    assert all(r.source == "fiqa" and r.score is not None for r in rows)
+    posts = [r for r in rows if any(t is not None for t in r.target_scores)]
+    assert posts and all(-1 <= s <= 1 for r in posts for s in r.target_scores.values())

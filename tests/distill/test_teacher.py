@@ -100,7 +100,7 @@ def test_gold_teacher_scores_and_template():
 
     a, b, c, d = asyncio.run(go())
     assert a.status == "ok" and a.answer == {"ticker": "AAPL", "sentiment": "positive", "score": 0.7,
-                                             "reasoning": "The post reads as good news for AAPL."}
+                                             "reasoning": "Template (gold raw label, no model reasoning): positive for $AAPL."}
     assert a.reasoning_source == "template"
     assert b.answer["score"] == -0.37 and b.answer["ticker"] is None
     assert c.answer["score"] == 0.7

@@ -1,8 +1,12 @@
-"""Raw input rows for distillation: `{id, text, label?, score?, tickers?}` from JSONL, CSV or a hub dataset.
+"""Raw input rows for distillation: a text, optionally with its gold judgement.
 
-Known limitation: this is a small reader kept local to distill until the foundation engineer's
-`tickerpulse.data.records` readers land; then `load_raw` delegates to them. Gold labels are strings
-(`negative|neutral|positive`, also `bearish|bullish`); a continuous `score` in [-1, 1] (FiQA) is kept.
+Labeled files go through the data stage's readers (`tickerpulse.data.records`: twitter-financial-news-
+sentiment, Financial PhraseBank, FiQA with per-target scores, CSV, `{text, label}` JSONL), so distill reads
+exactly what `tickerpulse data convert` reads. Files without gold labels (`{id?, text}` JSONL, or a CSV with
+a `text` column and no label/score column) are read by the small reader here, as are hub dataset ids.
+
+Known limitation: gold labels are all-or-nothing per file (a labeled file with an unlabeled row is an error
+naming the line, as in `data convert`).
 """
 
 from __future__ import annotations
@@ -13,20 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from tickerpulse.data.formats import DataError, iter_jsonl
-from tickerpulse.data.sentiment import LABELS, Label
-
-_LABEL_ALIASES = {"bearish": "negative", "bullish": "positive", "neg": "negative", "pos": "positive", "neu": "neutral"}
+from tickerpulse.data.records import Record, normalize_label, read_records
+from tickerpulse.data.sentiment import Label
 
 
 @dataclass
 class RawRow:
-    """One text to label, with its optional gold judgement."""
+    """One text to label. `target_scores` holds per-ticker gold scores (FiQA), `None` = the whole text."""
 
     id: str
     text: str
     label: Label | None = None
     score: float | None = None
     tickers: list[str] = field(default_factory=list)
+    source: str = "raw"
+    target_scores: dict[str | None, float] = field(default_factory=dict)
 
 
 def load_raw(source: str | Path, limit: int | None = None) -> list[RawRow]:
@@ -34,62 +39,69 @@ def load_raw(source: str | Path, limit: int | None = None) -> list[RawRow]:
 
     Args:
         source: path or hub id (`owner/name`, needs the `datasets` package and network).
-        limit: stop after this many rows (None: all).
+        limit: keep the first this-many rows (None: all).
 
     Raises:
         FileNotFoundError: the path does not exist and is not a hub id.
-        DataError: a row has no text or an unknown label (`file:line: reason`).
+        DataError: a row does not fit (`file:line: reason`).
     """
     path = Path(source)
     if path.is_dir():
         path = path / "train.jsonl"
     if path.is_file():
-        if path.suffix.lower() == ".csv":
-            items = _iter_csv(path)
-        else:
-            items = iter_jsonl(path)
-        rows = []
-        for lineno, obj in items:
-            rows.append(_to_row(obj, path, lineno))
-            if limit and len(rows) >= limit:
-                break
-        return rows
+        rows = _read_labeled(path) if _has_labels(path) else _read_unlabeled(path, limit)
+        return rows[:limit] if limit else rows
     if "/" in str(source) and not path.exists() and not str(source).startswith((".", "/")):
         return _load_hub(str(source), limit)
     raise FileNotFoundError(f"input {source} not found (expected a .jsonl/.csv file, a folder or a hub dataset id)")
 
 
-def _iter_csv(path: Path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, rec in enumerate(csv.DictReader(fh), start=2):  # line 1 is the header
-            yield i, {k: v for k, v in rec.items() if v not in (None, "")}
+def from_record(rec: Record) -> RawRow:
+    """A data-stage record as a raw row (per-target FiQA scores kept for the gold teacher)."""
+    from tickerpulse.data.convert import answer_targets
+
+    scores = {t.ticker: t.score for t in answer_targets(rec)} if rec.targets else {}
+    return RawRow(id=rec.id, text=rec.text, label=rec.label, score=rec.score, tickers=list(rec.tickers),  # type: ignore[arg-type]
+                  source=rec.source, target_scores=scores)
 
 
-def _to_row(obj: Any, path: Path | str, lineno: int) -> RawRow:
+def _has_labels(path: Path) -> bool:
+    """Does the file carry gold labels (label / score / FiQA targets)? Looks at the header or first row."""
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+        return "label" in header or "score" in header
+    for _, row in iter_jsonl(path):
+        return isinstance(row, dict) and any(k in row for k in ("label", "score", "targets"))
+    return False
+
+
+def _read_labeled(path: Path) -> list[RawRow]:
+    return [from_record(rec) for rec in read_records(path)]
+
+
+def _read_unlabeled(path: Path, limit: int | None) -> list[RawRow]:
+    rows: list[RawRow] = []
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            delim = "\t" if path.suffix.lower() == ".tsv" else ","
+            items: Any = ((i, r) for i, r in enumerate(csv.DictReader(fh, delimiter=delim), start=2))
+            rows = [_unlabeled(obj, path, lineno) for lineno, obj in items]
+    else:
+        for lineno, obj in iter_jsonl(path):
+            rows.append(_unlabeled(obj, path, lineno))
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+def _unlabeled(obj: Any, where: Path | str, lineno: int) -> RawRow:
     if not isinstance(obj, dict):
-        raise DataError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        raise DataError(where, lineno, f"expected a JSON object, got {type(obj).__name__}")
     text = obj.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise DataError(path, lineno, "'text' must be a non-empty string")
-    label = obj.get("label")
-    if label is not None:
-        key = str(label).strip().lower()
-        key = _LABEL_ALIASES.get(key, key)
-        if key not in LABELS:
-            raise DataError(path, lineno, f"label {label!r} is not one of {list(LABELS)} (or bearish/bullish)")
-        label = key
-    score = obj.get("score")
-    if score is not None:
-        try:
-            score = float(score)
-        except (TypeError, ValueError):
-            raise DataError(path, lineno, f"score {score!r} is not a number") from None
-        if not -1.0 <= score <= 1.0:
-            raise DataError(path, lineno, f"score {score} is outside [-1, 1]")
-    tickers = obj.get("tickers") or []
-    if isinstance(tickers, str):
-        tickers = [t for t in tickers.replace(",", " ").split() if t]
-    return RawRow(id=str(obj.get("id", f"row-{lineno}")), text=text, label=label, score=score, tickers=list(tickers))
+        raise DataError(where, lineno, "'text' must be a non-empty string")
+    return RawRow(id=str(obj.get("id") or f"{Path(str(where)).stem}-{lineno}"), text=text)
 
 
 def _load_hub(dataset_id: str, limit: int | None) -> list[RawRow]:
@@ -106,10 +118,16 @@ def _load_hub(dataset_id: str, limit: int | None) -> list[RawRow]:
     label_feature = getattr(ds, "features", {}).get("label")
     rows = []
     for i, rec in enumerate(ds, start=1):
-        rec = dict(rec)
-        if isinstance(rec.get("label"), int) and hasattr(label_feature, "int2str"):  # ClassLabel -> its name
-            rec["label"] = label_feature.int2str(rec["label"])
-        rows.append(_to_row(rec, dataset_id, i))
+        row = _unlabeled(dict(rec), dataset_id, i)
+        label = rec.get("label")
+        if label is not None:
+            if isinstance(label, int) and hasattr(label_feature, "int2str"):  # ClassLabel -> its name
+                label = label_feature.int2str(label)
+            try:
+                row.label = normalize_label(label)  # type: ignore[assignment]
+            except ValueError as exc:
+                raise DataError(dataset_id, i, f"{exc}; convert the dataset with `tickerpulse data convert`") from None
+        rows.append(row)
         if limit and len(rows) >= limit:
             break
     return rows

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 
 from tickerpulse.config import ConfigError, StrictModel
-from tickerpulse.data.sentiment import build_messages, format_answer, load_prompt
+from tickerpulse.data.sentiment import TICKER_RE, build_messages, format_answer, load_prompt, score_to_label
 from tickerpulse.distill.cache import Cache, cache_key
 from tickerpulse.distill.inputs import load_raw
 from tickerpulse.distill.select import SPLIT_ORDER, Plan, plan_splits
@@ -186,8 +186,13 @@ class _Job:
     def item(self, idx: int) -> Item:
         if idx not in self.items:
             row = self.plan.rows[idx]
-            tickers = extract_tickers(row.text)
-            self.items[idx] = Item(row.id, row.text, tickers[0] if tickers else None, tickers, row.label, row.score)
+            tickers = [t for t in extract_tickers(row.text) if TICKER_RE.match(t)]
+            target = tickers[0] if tickers else None
+            label, score = row.label, row.score
+            if target in row.target_scores:  # FiQA: the gold judgement of this very target
+                score = row.target_scores[target]
+                label = score_to_label(score)
+            self.items[idx] = Item(row.id, row.text, target, tickers, label, score, row.source)
         return self.items[idx]
 
     async def run(self, teacher: Teacher, handle_signals: bool) -> None:
@@ -319,21 +324,29 @@ class _Job:
         if checked is None:  # only reachable through a hand-edited cache
             raise TeacherError(f"cached answer for row {it.id} is invalid: {reason}")
         host = endpoint_host(self.teacher.endpoint)  # type: ignore[union-attr]
+        # the keys shared with `data convert` rows (id, record_id, source, text, ticker, label, score, reasoning,
+        # prompt_*) mean the same there, so `data split`/`data stats` read distilled rows too
         meta = {
-            "source_id": it.id,
-            "teacher": self.teacher.model,  # type: ignore[union-attr]
-            "endpoint": host,
+            "id": it.id,
+            "record_id": it.id,
+            "source": self.plan.rows[idx].source,
+            "text": it.text,
+            "ticker": it.target,
+            "label": checked.sentiment,
+            "score": round(checked.score, 2),
+            "reasoning": out.reasoning_source,
             "prompt_version": self.prompt["version"],
             "prompt_hash": self.prompt["hash"],
+            "teacher": self.teacher.model,  # type: ignore[union-attr]
+            "endpoint": host,
             "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.labelled_at)),
             "gold_label": it.gold_label,
-            "agreement": None if it.gold_label is None else ans["sentiment"] == it.gold_label,
-            "reasoning_source": out.reasoning_source,
+            "agreement": None if it.gold_label is None else checked.sentiment == it.gold_label,
             "response_format": out.response_format,
             "attempts": out.attempts,
         }
         messages = build_messages(it.text, it.target, self.cfg.prompt_version)
-        return {"messages": [*messages, {"role": "assistant", "content": content}], "id": it.id, "meta": meta}
+        return {"messages": [*messages, {"role": "assistant", "content": content}], "meta": meta}
 
     def write_outputs(self) -> dict[str, list[int]]:
         """Write train/valid/test.jsonl (atomically) and rejects.jsonl; returns the indices written per split."""

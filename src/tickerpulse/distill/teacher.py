@@ -50,11 +50,6 @@ FEEDBACK = (
     '"ticker", "sentiment", "score", "reasoning"; the score must agree with the sentiment '
     "(positive > 0, negative < 0, neutral within [-0.5, 0.5])."
 )
-_TEMPLATES = {
-    "positive": "The post reads as good news for {subject}.",
-    "negative": "The post reads as bad news for {subject}.",
-    "neutral": "The post gives no clear direction for {subject}.",
-}
 
 
 class TeacherError(ConfigError):
@@ -71,6 +66,7 @@ class Item:
     tickers: list[str]
     gold_label: str | None = None
     gold_score: float | None = None
+    source: str = "raw"  # the dataset reader that produced it (tfns, fpb, fiqa, csv, records, raw)
 
 
 @dataclass
@@ -228,12 +224,10 @@ class OpenAITeacher:
         backoff_cap: float = 30.0,
         stop: asyncio.Event | None = None,
     ):
-        import openai
-
-        self._openai = openai
         self.endpoint = base_url.rstrip("/")
         self.model = model
-        self.client = openai.AsyncOpenAI(base_url=self.endpoint, api_key=api_key, timeout=timeout, max_retries=0)
+        self._api_key, self.timeout = api_key, timeout
+        self._client: Any = None  # created on the first cache miss: a fully cached rerun never imports openai
         self.prompt_version = prompt_version
         self.fixed_format = response_format != "auto"
         self.mode = FORMAT_LADDER.index("json_schema" if response_format == "auto" else response_format)
@@ -242,10 +236,28 @@ class OpenAITeacher:
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.bucket = TokenBucket(rpm)
         self.stop = stop
-        self.format_fallbacks: list[str] = []  # "json_schema -> json_object: <server message>"
+        self.format_fallbacks: list[str] = []  # "json_schema -> json_object"
+        self._schemas: dict[str | None, dict[str, Any]] = {}
+
+    @property
+    def client(self) -> Any:
+        """The official `openai.AsyncOpenAI` client; its own retries are off (this class retries)."""
+        if self._client is None:
+            import openai
+
+            self._openai = openai
+            self._client = openai.AsyncOpenAI(base_url=self.endpoint, api_key=self._api_key, timeout=self.timeout,
+                                              max_retries=0)
+        return self._client
 
     async def aclose(self) -> None:
-        await self.client.close()
+        if self._client is not None:
+            await self._client.close()
+
+    def _schema(self, target: str | None) -> dict[str, Any]:
+        if target not in self._schemas:
+            self._schemas[target] = schema_for(target)
+        return self._schemas[target]
 
     async def label(self, item: Item) -> Outcome:
         out = Outcome(status="failed")
@@ -295,17 +307,20 @@ class OpenAITeacher:
 
     async def _send(self, messages: list[dict[str, str]], fmt: str, target: str | None, out: Outcome) -> Any:
         """POST once per attempt; retry transient errors with backoff. Raises 400s and `_GiveUp`."""
+        client = self.client
         oa = self._openai
         kwargs: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.seed is not None:
             kwargs["seed"] = self.seed
+        # response_format goes through extra_body: the same JSON on the wire, but the client's typed-dict
+        # transform (which walks the whole schema on every request) is skipped; it cost ~1/3 of client CPU.
         if fmt == "json_schema":
-            kwargs["response_format"] = {
+            kwargs["extra_body"] = {"response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "sentiment_answer", "strict": True, "schema": schema_for(target)},
-            }
+                "json_schema": {"name": "sentiment_answer", "strict": True, "schema": self._schema(target)},
+            }}
         elif fmt == "json_object":
-            kwargs["response_format"] = {"type": "json_object"}
+            kwargs["extra_body"] = {"response_format": {"type": "json_object"}}
         last = ""
         for attempt in range(self.max_retries + 1):
             if self.stop is not None and self.stop.is_set():
@@ -314,7 +329,7 @@ class OpenAITeacher:
             out.attempts += 1
             wait: float | None = None
             try:
-                return await self.client.chat.completions.create(model=self.model, messages=messages, **kwargs)
+                return await client.chat.completions.create(model=self.model, messages=messages, **kwargs)
             except (oa.AuthenticationError, oa.PermissionDeniedError) as exc:
                 raise TeacherError(
                     f"teacher {self.endpoint} refused the API key (HTTP {exc.status_code}): {_message(exc)}; "
@@ -391,18 +406,21 @@ def _message(exc: Any) -> str:
 
 
 class GoldTeacher:
-    """The dataset's own labels as the teacher: score = the row's own score when it agrees with the label,
-    else `LABEL_SCORES[label]`; reasoning from a template (provenance says `reasoning_source: template`)."""
+    """The dataset's own labels as the teacher: score = the row's own (per-target for FiQA) score when it
+    agrees with the label, else `LABEL_SCORES[label]`; the reasoning is the data stage's template sentence,
+    which says it is a template (and provenance says `reasoning: template`)."""
 
     endpoint = "gold"
     model = "gold-labels"
     cacheable = False
 
     async def label(self, item: Item) -> Outcome:
+        from tickerpulse.data.convert import template_reasoning
+
         if item.gold_label is None:
             return Outcome(status="rejected", reason="no gold label in the input row", reasoning_source="template")
-        subject = item.target or "the market"
-        reasoning = _TEMPLATES[item.gold_label].format(subject=subject)
+        subject = f"${item.target}" if item.target else "the market"
+        reasoning = template_reasoning(item.source, item.gold_label, subject)
         for score in (item.gold_score, LABEL_SCORES[item.gold_label]):
             if score is None:
                 continue
