@@ -5,6 +5,7 @@ dashboard as child processes; the store fills; the dashboard shows it in a real 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_stream_run_fills_the_store_and_the_dashboard_shows_it(shared_data: Path
         assert imgs == 0 and pwned is None
         assert "hostile-1" in json.dumps(snap["latest"]) and "<img src=x" in posts_text
     finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the whole process group
         try:
             out, _ = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
@@ -83,5 +84,6 @@ def test_stream_run_fills_the_store_and_the_dashboard_shows_it(shared_data: Path
             raise AssertionError(f"stream run did not stop on SIGINT:\n{out}")
     assert proc.returncode == 0, out
     assert f"dashboard: http://127.0.0.1:{port}/" in out
+    assert "Traceback" not in out
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)

@@ -46,11 +46,12 @@ def _logging(name: str, verbose: bool = False) -> None:
 
 
 def _stop_on_signals() -> threading.Event:
-    """A stop event set by the first SIGINT/SIGTERM; a second one exits at once."""
+    """A stop event set by SIGINT/SIGTERM (finish the batch, commit, exit). A second Ctrl-C exits at once;
+    a SIGTERM after a Ctrl-C (the supervisor stopping its children) does not."""
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+        if stop.is_set() and signum == signal.SIGINT:
             raise SystemExit(130)
         stop.set()
 

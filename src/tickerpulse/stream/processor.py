@@ -34,6 +34,7 @@ from tickerpulse.stream.store.base import Store, percentiles
 from tickerpulse.stream.tickers import asset_class, extract_tickers
 
 log = logging.getLogger("tickerpulse.stream.processor")
+IDLE_HEARTBEAT_S = 5.0  # an idle processor still reports this often (the dashboard calls 15 s of silence stale)
 
 
 @dataclass
@@ -144,25 +145,29 @@ def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig
 class Health:
     """Rolling pipeline metrics for the heartbeat: posts/s over the last `window_s`, lag percentiles."""
 
-    def __init__(self, window_s: float = 15.0):
+    def __init__(self, window_s: float = 60.0):
         self.window_s = window_s
         self.events: deque[tuple[float, int]] = deque()
         self.started = time.time()
         self.totals = {"records": 0, "posts": 0, "docs": 0, "dead_letters": 0, "retries": 0, "batches": 0}
         self.last: dict[str, Any] = {}
 
-    def update(self, records: Sequence[Record], res: BatchResult, write_ms: float, lag_records: int) -> dict[str, Any]:
+    def rate(self) -> float:
+        """Posts per second over the last `window_s` (or since the start)."""
         now = time.time()
-        self.events.append((now, res.posts))
         while self.events and self.events[0][0] < now - self.window_s:
             self.events.popleft()
         span = max(1.0, min(self.window_s, now - self.started))
+        return round(sum(n for _, n in self.events) / span, 3)
+
+    def update(self, records: Sequence[Record], res: BatchResult, write_ms: float, lag_records: int) -> dict[str, Any]:
+        self.events.append((time.time(), res.posts))
         for k, v in (("records", len(records)), ("posts", res.posts), ("docs", len(res.docs)),
                      ("dead_letters", len(res.dead)), ("retries", res.retries), ("batches", 1)):
             self.totals[k] += v
         lags = [(d.processed_at.timestamp() - d.ingested_at.timestamp()) * 1000 for d in res.docs]
         self.last = {
-            "posts_per_s": round(sum(n for _, n in self.events) / span, 3),
+            "posts_per_s": self.rate(),
             "lag_records": lag_records,
             "lag_ms": percentiles(lags, (50, 95)),
             "model_ms_per_item": round(res.model_ms / res.items, 2) if res.items else None,
@@ -197,7 +202,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
             "store": cfg.store, "topic": cfg.topic, "group": cfg.group,
             "started_at": datetime.fromtimestamp(health.started, timezone.utc).isoformat()}
     session = getattr(store, "session", None)
-    idle_since = time.monotonic()
+    idle_since = last_beat = time.monotonic()
     log.info("processor: %s -> %s (%s), scorer %s", cfg.topic, cfg.store, cfg.group, scorer.model_version)
     try:
         store.heartbeat("processor", {**meta, "status": "running", **health.totals})
@@ -206,6 +211,10 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
             if not records:
                 if until_idle is not None and time.monotonic() - idle_since >= until_idle:
                     break
+                if time.monotonic() - last_beat >= IDLE_HEARTBEAT_S:  # alive and caught up, not stale
+                    store.heartbeat("processor", {**meta, "status": "idle", **health.last,
+                                                  "posts_per_s": health.rate(), "lag_records": 0})
+                    last_beat = time.monotonic()
                 continue
             idle_since = time.monotonic()
             res = process_records(records, scorer, cfg)
@@ -223,6 +232,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
                 bus.produce(cfg.dead_letter_topic, d.dl_id, _dead_letter_value(d))
             bus.flush()
             consumer.commit(next_offsets(records))  # only after the store write: a crash before re-delivers
+            last_beat = time.monotonic()
             if on_batch:
                 on_batch(metrics)
         store.heartbeat("processor", {**meta, "status": "stopped", **health.last, **health.totals})

@@ -41,7 +41,7 @@ def health(store: Store, counts: dict[str, int]) -> dict[str, Any]:
     lag = percentiles([s["lag_ms"] for s in sample], (50, 95))
     model = percentiles([s["latency_ms"] for s in sample], (50, 95))
     status = proc.get("status", "not started")
-    if status == "running" and proc.get("updated"):
+    if status in ("running", "idle") and proc.get("updated"):
         from tickerpulse.stream.schema import to_utc
 
         age = time.time() - to_utc(proc["updated"]).timestamp()
