@@ -113,3 +113,21 @@ def test_html_written_for_text_tasks_without_plots(tmp_path):
     page = write_html_report([res, dict(res, name="n")], tmp_path).read_text()
     assert "exact" in page and "confusion.png" not in page and "scores.png" not in page
     assert Path(tmp_path / "report.html").is_file()
+
+
+def test_label_baseline_beside_generated_systems(results, tmp_path):
+    from types import SimpleNamespace
+
+    from tickerpulse.evaluate.runner import label_result
+
+    items = [SimpleNamespace(id=it["id"], text=it["text"], gold_label=it["gold_label"], gold_score=it["gold_score"])
+             for it in results[0]["items"]]
+    majority = label_result("majority", items, ["neutral"] * len(items), scores=[0.0] * len(items))
+    # gold: positive, positive, negative, neutral, neutral -> 2 of 5 right
+    assert majority["metrics"]["accuracy"] == pytest.approx(2 / 5)
+    # neutral P 2/5 R 1 F1 4/7; positive and negative F1 0 -> macro 4/21
+    assert majority["metrics"]["macro_f1"] == pytest.approx(4 / 21)
+    page = write_html_report([*results, majority], tmp_path).read_text()
+    assert "<th>majority</th>" in page and "<th>change</th>" not in page
+    rows = {label: values for label, values, _, _ in metric_rows([*results, majority])}
+    assert rows["JSON-valid"][2] is None and rows["accuracy"][2] == pytest.approx(0.4)

@@ -180,6 +180,28 @@ def score_answers(items: list[EvalItem], texts: list[str], task: Literal["sentim
     return metrics, per_item
 
 
+def label_result(name: str, items: list[EvalItem], labels: list[str], scores: list[float | None] | None = None,
+                 data_info: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
+    """An eval result for a system that outputs labels (and maybe scores) instead of JSON text: majority
+    class, VADER, TF-IDF + LR, fast label scoring. It has no JSON/schema rates; a label outside LABELS counts
+    as invalid. The dict has the eval.json shape, so `write_html_report` puts it beside generated ones.
+    """
+    if len(labels) != len(items) or (scores is not None and len(scores) != len(items)):
+        raise ValueError(f"{len(items)} items but {len(labels)} labels / {len(scores or labels)} scores")
+    from tickerpulse.data.sentiment import LABELS
+
+    pred = [lab if lab in LABELS else M.INVALID for lab in labels]
+    gold = [it.gold_label or "" for it in items]
+    metrics: dict[str, Any] = {"task": "sentiment", **M.classification_report(gold, pred), "scores": None}
+    if scores is not None and any(it.gold_score is not None for it in items):
+        metrics["scores"] = M.score_metrics([it.gold_score for it in items], scores)
+    records = [{"id": it.id, "text": it.text, "gold_label": g, "gold_score": it.gold_score, "label": p,
+                "score": None if scores is None else scores[i], "correct": p == g, "prediction": p}
+               for i, (it, g, p) in enumerate(zip(items, gold, pred))]
+    return {"tickerpulse_eval": EVAL_SCHEMA_VERSION, "name": name, "config": {"model": description or name},
+            "data": data_info or {}, "metrics": metrics, "items": records}
+
+
 def latency_metrics(run: GenerationRun) -> dict[str, Any]:
     """Per-item latency percentiles (seconds) and throughput of one generation run."""
     lat = sorted(a.latency for a in run.answers)
