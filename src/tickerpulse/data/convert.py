@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from tickerpulse.data.formats import DataError
 from tickerpulse.data.records import CsvColumns, Record, SourceFormat, read_records, write_jsonl
 from tickerpulse.data.sentiment import (
@@ -111,6 +113,8 @@ def _chat_rows(records: Iterable[Record], path: Path, report: ConvertReport, pro
     for i, rec in enumerate(records, start=1):
         try:
             rows = record_to_chat(rec, prompt_version)
+        except ValidationError as exc:  # the gold answer breaks the answer schema
+            raise DataError(path, i, f"record {rec.id}: {exc.errors()[0]['msg']}") from None
         except ValueError as exc:
             raise DataError(path, i, f"record {rec.id}: {exc}") from None
         for row in rows:

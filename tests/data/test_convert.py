@@ -1,0 +1,201 @@
+"""Labeled records from each dataset shape, conversion to chat JSONL, and `tickerpulse data convert`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tickerpulse.cli.main import app
+from tickerpulse.data.convert import answer_targets, convert, record_to_chat
+from tickerpulse.data.formats import DataError, load_jsonl
+from tickerpulse.data.records import CsvColumns, Record, detect_source, read_records
+from tickerpulse.data.sentiment import LABEL_SCORES, build_messages, load_prompt, parse_answer
+
+# One row in the shape of each shared dataset (and of the hub versions), written here.
+TFNS = {"id": "tfns-train-1", "text": "$CCL $RCL - Bookings weakness at two cruise lines", "label": "negative",
+        "original_label": 0, "tickers": ["CCL", "RCL"]}
+TFNS_HUB = {"text": "Stocks rally into the close", "label": 1}
+FPB = {"id": "fpb-allagree-7", "text": "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn .", "label": "positive"}
+FPB_HUB = {"sentence": "Net sales fell 5 % .", "label": 0}
+FIQA_POST = {"id": "fiqa-post-1", "kind": "post", "text": "$GRPN might be selling off ahead of $P earnings...",
+             "targets": [{"target": "P", "score": -0.202, "aspects": ["Stock"]}], "tickers": ["GRPN", "P"],
+             "score": -0.202, "label": "negative"}
+FIQA_HEADLINE = {"id": "fiqa-headline-2", "kind": "headline", "text": "Tesco sells unit to TalkTalk",
+                 "targets": [{"target": "TalkTalk", "score": 0.136, "aspects": []},
+                             {"target": "Tesco", "score": 0.192, "aspects": []}],
+                 "tickers": [], "score": 0.164, "label": "positive"}
+PLAIN = {"text": "$TSLA deliveries beat", "label": "bullish"}
+
+
+def jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("row,source", [
+    (TFNS, "tfns"), (TFNS_HUB, "tfns"), (FPB, "fpb"), (FPB_HUB, "fpb"), (FIQA_POST, "fiqa"),
+    (FIQA_HEADLINE, "fiqa"), (PLAIN, "records"),
+    ({"id": "r1", "text": "x", "label": "neutral", "source": "csv"}, "records"),
+])
+def test_detect_source(row, source):
+    assert detect_source(row) == source
+
+
+def test_detect_source_rejects_chat_and_unknown():
+    with pytest.raises(ValueError, match="already chat"):
+        detect_source({"messages": []})
+    with pytest.raises(ValueError, match="pass --format"):
+        detect_source({"body": "x"})
+
+
+# (row, expected record dict)
+RECORD_CASES = [
+    (TFNS, {"id": "tfns-train-1", "label": "negative", "tickers": ["CCL", "RCL"], "source": "tfns"}),
+    (TFNS_HUB, {"id": "tfns-0", "label": "positive", "source": "tfns"}),
+    (FPB, {"id": "fpb-allagree-7", "label": "positive", "source": "fpb"}),
+    (FPB_HUB, {"id": "fpb-0", "text": "Net sales fell 5 % .", "label": "negative", "source": "fpb"}),
+    (FIQA_POST, {"label": "negative", "score": -0.202, "tickers": ["P", "GRPN"],
+                 "targets": [{"target": "P", "ticker": "P", "score": -0.202, "label": "negative"}]}),
+    (FIQA_HEADLINE, {"label": "positive", "score": 0.164, "targets": [
+        {"target": "TalkTalk", "ticker": None, "score": 0.136, "label": "positive"},
+        {"target": "Tesco", "ticker": None, "score": 0.192, "label": "positive"}]}),
+    (PLAIN, {"label": "positive", "tickers": ["TSLA"], "source": "plain"}),
+]
+
+
+@pytest.mark.parametrize("row,expected", RECORD_CASES)
+def test_records_from_each_shape(tmp_path, row, expected):
+    [rec] = read_records(jsonl(tmp_path / "plain.jsonl", [row]))
+    d = rec.to_dict()
+    for key, value in expected.items():
+        assert d[key] == value, key
+    assert d["text"] == row.get("text", row.get("sentence"))
+    assert Record.from_dict(d).to_dict() == d  # records round-trip
+
+
+# (row, expected [(ticker, label, score)] of the chat rows)
+CHAT_CASES = [
+    (TFNS, [("CCL", "negative", LABEL_SCORES["negative"]), ("RCL", "negative", LABEL_SCORES["negative"])]),
+    (FPB, [(None, "positive", LABEL_SCORES["positive"])]),
+    (FIQA_POST, [("P", "negative", -0.2)]),  # GRPN has no gold target: no invented answer for it
+    (FIQA_HEADLINE, [(None, "positive", 0.16)]),  # company names share one market-level row, mean score
+]
+
+
+@pytest.mark.parametrize("row,expected", CHAT_CASES)
+def test_chat_rows_one_per_target(tmp_path, row, expected):
+    [rec] = read_records(jsonl(tmp_path / "in.jsonl", [row]))
+    rows = record_to_chat(rec)
+    got = []
+    for r in rows:
+        msgs = r["messages"]
+        assert msgs[:2] == build_messages(rec.text, r["meta"]["ticker"])
+        answer, err = parse_answer(msgs[2]["content"])
+        assert err is None, err
+        assert answer.reasoning.startswith("Template (gold ")  # templated reasoning says so
+        assert r["meta"]["reasoning"] == "template" and r["meta"]["prompt_hash"] == load_prompt()["hash"]
+        assert list(json.loads(msgs[2]["content"])) == ["ticker", "sentiment", "score", "reasoning"]
+        got.append((answer.ticker, answer.sentiment, answer.score))
+    assert got == expected
+    assert len({r["meta"]["id"] for r in rows}) == len(rows)
+
+
+def test_fiqa_headline_reasoning_names_the_companies(tmp_path):
+    [rec] = read_records(jsonl(tmp_path / "in.jsonl", [FIQA_HEADLINE]))
+    [row] = record_to_chat(rec)
+    assert "TalkTalk and Tesco" in json.loads(row["messages"][2]["content"])["reasoning"]
+
+
+def test_extract_tickers_fills_missing_tickers(tmp_path):
+    [rec] = read_records(jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "Why $AMD and $nvda ran", "label": "positive"}]))
+    assert rec.tickers == ["AMD", "NVDA"]
+    assert [t.ticker for t in answer_targets(rec)] == ["AMD", "NVDA"]
+
+
+@pytest.mark.parametrize("csv_text,cols,expected", [
+    ("text,label\nStocks up,positive\n", CsvColumns(), [("Stocks up", "positive", None, [])]),
+    ("headline;sent;sym\n$X beats;2;AAPL MSFT\n", CsvColumns(text="headline", label="sent", ticker="sym", delimiter=";",
+                                                           label_map={"2": "positive"}),
+     [("$X beats", "positive", None, ["AAPL", "MSFT"])]),
+    ("t,s\nDown big,-0.8\nFlat,0.05\n", CsvColumns(text="t", label=None, score="s"),
+     [("Down big", "negative", -0.8, []), ("Flat", "neutral", 0.05, [])]),
+    ("neutral,Plain sentence\nnegative,Bad quarter for $F\n", CsvColumns(text="1", label="0", header=False),
+     [("Plain sentence", "neutral", None, []), ("Bad quarter for $F", "negative", None, ["F"])]),
+])
+def test_csv_column_mapping(tmp_path, csv_text, cols, expected):
+    path = tmp_path / "in.csv"
+    path.write_text(csv_text)
+    recs = read_records(path, csv_columns=cols)
+    assert [(r.text, r.label, r.score, r.tickers) for r in recs] == expected
+
+
+@pytest.mark.parametrize("csv_text,cols,where,reason", [
+    ("text,label\nok,positive\nbad,maybe\n", CsvColumns(), "in.csv:3:", "unknown label 'maybe'"),
+    ("body,label\nx,positive\n", CsvColumns(), "in.csv:1:", "no column 'text'"),
+])
+def test_csv_errors_name_file_and_line(tmp_path, csv_text, cols, where, reason):
+    path = tmp_path / "in.csv"
+    path.write_text(csv_text)
+    with pytest.raises(DataError) as exc:
+        read_records(path, csv_columns=cols)
+    assert str(exc.value).startswith(where) and reason in str(exc.value)
+
+
+def test_jsonl_error_names_file_and_line(tmp_path):
+    path = jsonl(tmp_path / "in.jsonl", [TFNS, TFNS, {**TFNS, "label": "sideways"}])
+    with pytest.raises(DataError, match=r"in.jsonl:3: unknown label 'sideways'"):
+        read_records(path)
+
+
+def test_contradicting_gold_score_is_an_error(tmp_path):
+    path = jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "x", "label": "neutral", "score": 0.9}])
+    with pytest.raises(DataError, match="in.jsonl:1: record a: .*contradicts sentiment neutral"):
+        convert([path], "chat", tmp_path / "out.jsonl")
+
+
+def test_cli_convert_chat_folder_and_records_file(tmp_path):
+    tf = jsonl(tmp_path / "tfns.jsonl", [TFNS, {**TFNS, "id": "tfns-train-2", "tickers": []}])
+    fq = jsonl(tmp_path / "fiqa.jsonl", [FIQA_POST, FIQA_HEADLINE])
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "convert", str(tf), str(fq), "--to", "chat", "--out", str(tmp_path / "chat")])
+    assert res.exit_code == 0, res.output
+    rows, fmt = load_jsonl(tmp_path / "chat" / "tfns.jsonl")  # valid chat JSONL for training
+    assert fmt == "chat" and len(rows) == 4  # 2 tickers + 2 cashtags found in the text again
+    rows, _ = load_jsonl(tmp_path / "chat" / "fiqa.jsonl")
+    assert len(rows) == 2
+    res = runner.invoke(app, ["data", "convert", str(tf), str(fq), "--to", "records", "--out", str(tmp_path / "r.jsonl")])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in recs] == ["tfns", "tfns", "fiqa", "fiqa"]
+    res = runner.invoke(app, ["data", "convert", str(tf), "--to", "yaml", "--out", str(tmp_path / "x.jsonl")])
+    assert res.exit_code == 2 and "records or chat" in res.output
+
+
+def test_cli_convert_csv_flags(tmp_path):
+    path = tmp_path / "news.csv"
+    path.write_text("headline,sentiment,symbol\nApple beats,bullish,AAPL\nMarkets drift,0,\n")
+    res = CliRunner().invoke(app, ["data", "convert", str(path), "--to", "records", "--out", str(tmp_path / "o.jsonl"),
+                                   "--text-col", "headline", "--label-col", "sentiment", "--ticker-col", "symbol",
+                                   "--label-map", "0=neutral"])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [(r["label"], r.get("tickers")) for r in recs] == [("positive", ["AAPL"]), ("neutral", None)]
+
+
+@pytest.mark.parametrize("rel,records,min_rows", [
+    ("twitter-financial-news-sentiment/valid-a.jsonl", 1194, 1194),
+    ("financial-phrasebank/sentences_allagree.jsonl", 1805, 1805),
+    ("fiqa-sentiment/fiqa_task1.jsonl", 891, 891),
+])
+def test_real_datasets_convert_to_valid_chat(shared_data, tmp_path, rel, records, min_rows):
+    out = tmp_path / "chat.jsonl"
+    report = convert([shared_data / rel], "chat", out)
+    assert report.records == records and report.rows >= min_rows
+    rows, fmt = load_jsonl(out)
+    assert fmt == "chat" and len(rows) == report.rows
+    for row in rows[:: max(1, len(rows) // 200)]:
+        answer, err = parse_answer(row["messages"][-1]["content"])
+        assert err is None and answer.sentiment == row["meta"]["label"]
