@@ -75,6 +75,9 @@ def spark_session(opts: SparkOptions, app_name: str = "tickerpulse-stream") -> A
     require("pyarrow", "the Spark processor's pandas UDFs")
     from pyspark.sql import SparkSession
 
+    quiet = logging.getLogger("py4j")  # one INFO line per callback otherwise
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     b = (SparkSession.builder.master(opts.master).appName(app_name)

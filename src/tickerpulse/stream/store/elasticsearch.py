@@ -31,7 +31,6 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from importlib.resources import files
 from typing import Any
 
 from tickerpulse._optional import require
@@ -72,7 +71,9 @@ class StoreWriteError(RuntimeError):
 def index_template(index: str = "tickerpulse-sentiment", shards: int | None = None,
                    replicas: int | None = None) -> dict[str, Any]:
     """The shipped index template (`stream/kibana/index-template.json`) for documents index `index`."""
-    tpl = json.loads(files("tickerpulse.stream.kibana").joinpath("index-template.json").read_text())
+    from tickerpulse.stream.kibana import template_path
+
+    tpl = json.loads(template_path().read_text(encoding="utf-8"))
     tpl["index_patterns"] = [index]
     settings = tpl["template"]["settings"]
     if shards is not None:
@@ -102,6 +103,9 @@ class ElasticsearchStore:
                  api_key: str | None = None, username: str | None = None, password: str | None = None,
                  ca_certs: str | None = None, verify_certs: bool | None = None, request_timeout: float = 30.0):
         es = require("elasticsearch", "the Elasticsearch store")
+        quiet = logging.getLogger("elastic_transport.transport")  # one INFO line per request otherwise
+        if quiet.level == logging.NOTSET:
+            quiet.setLevel(logging.WARNING)
         self.url, self.index, self.read_only = url, index, read_only
         self.refresh = str(refresh).lower()
         if self.refresh not in {"true", "false", "wait_for"}:
