@@ -256,3 +256,12 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     ]:
         res = CliRunner().invoke(app, ["distill", "--quiet", *args])
         assert isinstance(res.exception, ConfigError) and message in str(res.exception), (args, res.output)
+
+
+def test_shipped_config_loads():
+    from tickerpulse.config import load
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load(DistillConfig, root / "configs" / "distill.yaml", {"n_train": 7})
+    assert cfg.teacher_model == "gpt-4o-mini" and cfg.n_train == 7 and cfg.concurrency == 8
+    assert cfg.teacher == "https://api.openai.com/v1" and cfg.response_format == "auto"

@@ -212,7 +212,7 @@ class _Job:
             teacher.stop = self.stop  # type: ignore[attr-defined]
         cache = None
         if self.teacher.cacheable:
-            self.cache_path = Path(self.cfg.cache) if self.cfg.cache else default_cache_path()
+            self.cache_path = Path(self.cfg.cache).expanduser() if self.cfg.cache else default_cache_path()
             cache = Cache(self.cache_path)
         t0 = time.perf_counter()
         try:
