@@ -17,12 +17,14 @@ from tests.stream.distributed.util import (BAD_RECORDS, corpus, drain, expected_
 pytestmark = pytest.mark.integration
 
 
-def _cfg(tmp_path: Path, kafka: str, es_url: str, topic: str, index: str, max_records: int) -> Any:
+def _cfg(tmp_path: Path, kafka: str, es_url: str, topic: str, index: str, max_records: int,
+         available_now: bool = True) -> Any:
     from tickerpulse.stream.config import StreamConfig
 
+    opts = {"available_now": True} if available_now else {"trigger_interval": "0 seconds"}
     return StreamConfig(dir=tmp_path, bus="kafka", kafka_bootstrap=kafka, topic=topic, store="elasticsearch",
                         es_url=es_url, es_index=index, processor="spark", scorer="vader", max_records=max_records,
-                        processor_options={"available_now": True})
+                        processor_options=opts)
 
 
 def test_kafka_spark_elasticsearch_counts_and_aggregates(noida: Any, spark: Any, tmp_path: Path) -> None:
@@ -85,13 +87,13 @@ def test_kafka_spark_elasticsearch_counts_and_aggregates(noida: Any, spark: Any,
 
 def test_spark_reads_the_whole_topic_from_tansu(tansu: Any, noida: Any, spark: Any, tmp_path: Path) -> None:
     """Tansu reports the base offset of the last batch + 1 as high watermark; a reader that stopped there
-    would lose the tail of every partition."""
+    would lose the tail of every partition. (Continuous trigger here, stopped by `until_idle`.)"""
     from tickerpulse.stream.bus.kafka import KafkaBus
     from tickerpulse.stream.spark.job import run_processor
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
 
     topic, index = unique("tansu"), unique("tp-tansu")
-    cfg = _cfg(tmp_path, tansu.kafka, noida.es_url, topic, index, max_records=500)
+    cfg = _cfg(tmp_path, tansu.kafka, noida.es_url, topic, index, max_records=500, available_now=False)
     posts = corpus(150)
     bus = KafkaBus(tansu.kafka, partitions=2)
     bus.ensure_topics([topic, cfg.dead_letter_topic])
@@ -99,7 +101,7 @@ def test_spark_reads_the_whole_topic_from_tansu(tansu: Any, noida: Any, spark: A
     raw = bus.end_offsets(topic, exact=False)
     assert sum(raw.values()) < len(posts), "Tansu's watermark is right now: this test no longer proves anything"
 
-    totals = run_processor(cfg, spark=spark)
+    totals = run_processor(cfg, until_idle=3.0, spark=spark)
     assert totals["records"] == len(posts) + len(BAD_RECORDS)
     store = ElasticsearchStore(noida.es_url, index, read_only=True)
     assert sorted(store.doc_ids()) == sorted(expected_docs(posts))

@@ -201,6 +201,17 @@ def mirror_offsets(bus: Any, group: str, ends: dict[str, dict[str, int]], done: 
         c.close()
 
 
+def _idle(query: Any, tracker: BatchTracker, idle_s: float) -> bool:
+    """No data for `idle_s` seconds, counted from the first finished trigger (JVM and query start-up take
+    longer than a typical idle timeout), and nothing being processed or waiting right now."""
+    if query.lastProgress is None:
+        tracker.last_data = max(tracker.last_data, time.monotonic())
+        return False
+    status = query.status
+    return (time.monotonic() - tracker.last_data >= idle_s and not status.get("isTriggerActive")
+            and not status.get("isDataAvailable"))
+
+
 def _graceful_stop(query: Any, wait_s: float = 20.0) -> None:
     """Let a running batch finish (its write and commit), then stop the query."""
     deadline = time.monotonic() + wait_s
@@ -246,8 +257,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
             if stop.is_set():
                 _graceful_stop(query)
                 break
-            if until_idle is not None and not opts.available_now and time.monotonic() - tracker.last_data >= until_idle \
-                    and not query.status.get("isTriggerActive"):
+            if until_idle is not None and not opts.available_now and _idle(query, tracker, until_idle):
                 _graceful_stop(query)
                 break
             query.awaitTermination(0.5)
@@ -258,7 +268,8 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
         mirror_offsets(bus, cfg.group, _end_offsets(query.lastProgress), committed)
         exc = query.exception()
         if exc is not None:
-            raise SparkJobError(f"streaming query failed: {exc}")
+            msg = str(getattr(exc, "desc", None) or exc)
+            raise SparkJobError(f"streaming query failed: {msg[:2000]}")
         store.heartbeat("processor", {**meta, "status": "stopped", **tracker.last, **tracker.totals})
     finally:
         if query.isActive:
