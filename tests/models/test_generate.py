@@ -132,3 +132,26 @@ def test_cli_generate_rejects_raw_with_system():
 
     res = CliRunner().invoke(app, ["generate", "--prompt", "x", "--raw", "--system", "s"])
     assert res.exit_code == 2 and "--system" in res.output
+
+
+def test_cli_generate_with_adapter(smollm2, smollm2_path, tmp_path):
+    """--adapter puts a real (random, non-zero) PEFT LoRA on the base: the greedy answer changes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from tickerpulse.cli.main import app
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(str(tmp_path / "run"))
+    del base, lora
+    prompt = "Name a stock exchange."
+    res = CliRunner().invoke(app, ["generate", "--adapter", str(tmp_path / "run"), "--prompt", prompt,
+                                   "--max-tokens", "6"])
+    assert res.exit_code == 0, res.output
+    model, tok = smollm2
+    plain = generate_batch(model, tok, [[{"role": "user", "content": prompt}]], max_tokens=6)[0].text
+    assert res.stdout.strip() and res.stdout.strip() != plain.strip()

@@ -13,7 +13,8 @@ err = Console(stderr=True)
 
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (or the whole prompt with --raw)."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Built-in name, hub id or local HF folder."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Built-in name, hub id or local HF folder "
+                                     "[default: the adapter run's base model, else smollm2-135m]."),
     adapter: Path | None = typer.Option(None, "--adapter", help="Run folder with a trained LoRA adapter."),
     system: str | None = typer.Option(None, "--system", help="System message (chat template only)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
@@ -32,6 +33,12 @@ def generate(
     if raw and system:
         raise typer.BadParameter("--system needs the chat template; drop --raw", param_hint="--system")
     _quiet_transformers()
+    if model is None:
+        model = "smollm2-135m"
+        if adapter is not None:
+            from tickerpulse.models.adapters import read_run
+
+            model = read_run(adapter).base_model
     with err.status(f"loading {model}" + (f" + {adapter}" if adapter else "")):
         lm, tok = load_model(model, device=device, dtype=dtype, adapter=adapter)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
