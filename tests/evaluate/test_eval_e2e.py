@@ -61,6 +61,16 @@ def test_compare_cli_base_vs_standalone_model_folder(valid_a, smollm2_path, tmp_
     assert [i["prediction"] for i in base["items"]] == [i["prediction"] for i in tuned["items"]]
     assert "| accuracy |" in res.output
 
+    # one base eval, many tuned runs: --reuse-base takes the saved base answers (same settings and items)
+    args = ["compare", "--base", "smollm2-135m", "--tuned", str(smollm2_path), "--data", str(valid_a), "--limit", "2",
+            "--quiet", "--reuse-base", str(out / "base")]
+    res = CliRunner().invoke(app, [*args, "--max-tokens", "6", "--out", str(tmp_path / "cmp2")])
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "cmp2" / "base" / "eval.json").read_text())
+    assert again["reused_from"] == str(out / "base") and again["items"] == base["items"]
+    res = CliRunner().invoke(app, [*args, "--max-tokens", "7", "--out", str(tmp_path / "cmp3")])
+    assert res.exit_code != 0 and "max_tokens=6" in str(res.exception)
+
 
 def test_user_errors_are_one_red_line_and_exit_2(tmp_path):
     import subprocess
@@ -76,3 +86,20 @@ def test_user_errors_are_one_red_line_and_exit_2(tmp_path):
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         err = " ".join(proc.stderr.split())  # rich wraps long lines at the terminal width
         assert err.startswith("error:") and msg in err, proc.stderr
+
+
+def test_eval_test_loss_and_perplexity(smollm2_path, tmp_path):
+    import math
+
+    from tickerpulse.data.sentiment import build_messages, format_answer
+
+    rows = [{"messages": [*build_messages(t, k), {"role": "assistant", "content": format_answer(k, lab, s, "")}]}
+            for t, k, lab, s in [("$AAPL beats estimates", "AAPL", "positive", 0.7), ("Fed holds rates", None, "neutral", 0.0)]]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["eval", "--model", str(smollm2_path), "--data", str(tmp_path), "--test",
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "Test loss" in res.output and "Test ppl" in res.output
+    tl = json.loads((tmp_path / "out" / "test_loss.json").read_text())
+    assert tl["tokens"] > 20 and tl["samples"] == 2 and 0 < tl["loss"] < 10
+    assert tl["ppl"] == pytest.approx(math.exp(tl["loss"]))

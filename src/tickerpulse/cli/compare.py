@@ -29,6 +29,7 @@ def compare_command(
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
     max_disagreements: int = typer.Option(100, help="Disagreeing items listed in the report."),
+    reuse_base: Path | None = typer.Option(None, "--reuse-base", help="A base-model eval.json made earlier with the same settings: reuse its answers."),
     from_eval: list[Path] = typer.Option([], "--from-eval", help="Skip generation: build the report from these eval.json files/folders (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -58,7 +59,8 @@ def compare_command(
         "batch_size": batch_size, "max_tokens": max_tokens, "temperature": temp, "top_p": top_p, "seed": seed,
         "metrics": metric, "regex": regex, "device": device, "dtype": dtype,
     }, source="flags")
-    results, path = compare(cfg, str(tuned), out, progress=not quiet, max_disagreements=max_disagreements)
+    results, path = compare(cfg, str(tuned), out, progress=not quiet, max_disagreements=max_disagreements,
+                            reuse_base=reuse_base)
     console.print(comparison_markdown(results), markup=False, highlight=False)
     console.print(f"wrote [bold]{path}[/]")
 

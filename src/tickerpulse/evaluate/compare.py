@@ -37,14 +37,22 @@ def tuned_side(tuned: str, base: str) -> tuple[str, str | None]:
     return tuned, None
 
 
+# Settings that must be equal for a saved base eval to stand in for a fresh one.
+_SAME = ("model", "split", "limit", "task", "prompt_ticker", "max_tokens", "temperature", "top_p", "seed",
+         "stop", "device", "dtype")
+
+
 def compare(base_cfg: EvalConfig, tuned: str, out: str | Path, *, progress: bool = True,
-            max_disagreements: int = 100, title: str | None = None) -> tuple[list[dict[str, Any]], Path]:
+            max_disagreements: int = 100, title: str | None = None,
+            reuse_base: str | Path | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Evaluate `base_cfg.model` and the tuned side on the same items; write both evals and the report.
 
     Args:
         base_cfg: the eval settings (model = base); the tuned run reuses them with its model/adapter.
         tuned: run folder (adapter on the base) or standalone model folder / named model.
         out: report folder.
+        reuse_base: an eval.json (or its folder) of the base model made earlier with the same settings and
+            items: used instead of generating the base answers again (one base eval, many tuned runs).
 
     Returns:
         ([base_result, tuned_result], path of report.html)
@@ -57,6 +65,11 @@ def compare(base_cfg: EvalConfig, tuned: str, out: str | Path, *, progress: bool
                                    task=base_cfg.task, prompt_ticker=base_cfg.prompt_ticker)
     results = []
     for name, cfg in (("base", base_cfg), ("tuned", tuned_cfg)):
+        if name == "base" and reuse_base is not None:
+            res = _reusable(load_eval(reuse_base), base_cfg, info, reuse_base)
+            write_eval(res, out / name)
+            results.append(res)
+            continue
         res = evaluate(cfg, items=items, task=task, data_info=info, label=name, progress=progress, write=False)
         write_eval(res, cfg.out or out / name)
         results.append(res)
@@ -64,6 +77,27 @@ def compare(base_cfg: EvalConfig, tuned: str, out: str | Path, *, progress: bool
     path = write_html_report(results, out, title=title or f"Base vs fine-tuned: {Path(info['path']).name}",
                              max_disagreements=max_disagreements, notes=_notes(results))
     return results, path
+
+
+def _reusable(saved: dict[str, Any], cfg: EvalConfig, info: dict[str, Any], where: Any) -> dict[str, Any]:
+    """The saved base eval, renamed "base", after checking it was made with the same settings and items.
+
+    Raises:
+        ConfigError: naming the first setting (or the item set) that differs.
+    """
+    from tickerpulse.config import ConfigError
+
+    old = saved.get("config", {})
+    for key in _SAME:
+        if old.get(key) != getattr(cfg, key):
+            raise ConfigError(f"--reuse-base {where}: it was made with {key}={old.get(key)!r}, this compare uses "
+                              f"{getattr(cfg, key)!r}; rerun without --reuse-base")
+    if old.get("adapter"):
+        raise ConfigError(f"--reuse-base {where}: that eval has an adapter ({old['adapter']}), it is not the base model")
+    if (Path(saved.get("data", {}).get("path", "")).resolve() != Path(info["path"]).resolve()
+            or saved.get("data", {}).get("fingerprint") != info.get("fingerprint")):
+        raise ConfigError(f"--reuse-base {where}: it covers different items than this compare")
+    return {**saved, "name": "base", "reused_from": str(where)}
 
 
 def report_from_evals(paths: list[str | Path], out: str | Path, names: list[str] | None = None,
