@@ -103,9 +103,12 @@ def test_cli_killed_halfway_resumes_to_exactly_600_rows(teacher_server, tfns_fil
     assert report["cache"]["hits"] == 600 and report["cache"]["sent"] == 0
     print(f"\ncache-hit rerun of 600 rows: {rerun_s:.1f} s wall (CLI start included)")
 
-    check = subprocess.run([sys.executable, "-m", "tickerpulse.cli.main", "data", "validate", str(out)],
-                           capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0, check.stdout + check.stderr
+    from typer.testing import CliRunner
+
+    from tickerpulse.cli.main import app
+
+    check = CliRunner().invoke(app, ["data", "validate", str(out)])
+    assert check.exit_code == 0 and check.output.count("ok ") == 3, check.output
 
 
 @pytest.mark.slow
@@ -245,6 +248,8 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     from tickerpulse.cli.main import app
     from tickerpulse.config import ConfigError
 
+    unlabeled = tmp_path / "u.jsonl"
+    unlabeled.write_text('{"text": "$AAPL up"}\n', encoding="utf-8")
     proc = _cli(["--input", "x.jsonl", "--out", str(tmp_path / "o"), "--teacher", "https://api.openai.com/v1"], tmp_path / "home")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "needs an API key" in err and err.count("error:") == 1 and "Traceback" not in err
@@ -253,6 +258,8 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
         (["--input", "x.jsonl", "--out", "o", "--teacher", "ftp://nope"], "expected 'gold' or an http(s) URL"),
         (["--input", "x.jsonl", "--out", "o", "--price-in", "1"], "give both --price-in and --price-out"),
         (["--input", "x.jsonl", "--out", "o", "--n-train", "0", "--n-valid", "0", "--n-test", "0"], "nothing to distill"),
+        (["--input", "x.jsonl", "--out", "o", "--teacher", "http://u:secret@127.0.0.1:9/v1"], "not in the URL"),
+        (["--input", str(unlabeled), "--out", "o", "--teacher", "gold"], "needs gold labels"),
     ]:
         res = CliRunner().invoke(app, ["distill", "--quiet", *args])
         assert isinstance(res.exception, ConfigError) and message in str(res.exception), (args, res.output)
@@ -265,3 +272,18 @@ def test_shipped_config_loads():
     cfg = load(DistillConfig, root / "configs" / "distill.yaml", {"n_train": 7})
     assert cfg.teacher_model == "gpt-4o-mini" and cfg.n_train == 7 and cfg.concurrency == 8
     assert cfg.teacher == "https://api.openai.com/v1" and cfg.response_format == "auto"
+
+
+def test_a_tampered_cache_entry_is_never_written(teacher_server, tfns_file, tmp_path):
+    import sqlite3
+
+    from tickerpulse.distill.teacher import TeacherError
+
+    cfg = DistillConfig(input=str(tfns_file), limit=200, teacher=teacher_server.url, teacher_model="gold-echo",
+                        out=tmp_path / "out", n_train=4, n_valid=1, n_test=1, cache=tmp_path / "c.sqlite")
+    run_distill(cfg)
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    db.execute("""UPDATE results SET answer = json_set(answer, '$.score', 5) WHERE rowid = 1""")
+    db.commit()
+    with pytest.raises(TeacherError, match="cached answer for row .* is invalid"):
+        run_distill(cfg)

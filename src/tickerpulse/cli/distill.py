@@ -66,6 +66,9 @@ def distill(
     except Interrupted as exc:
         console.print(f"[yellow]interrupted:[/] {exc}", highlight=False)
         raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # Ctrl-C while reading the input, before any request
+        console.print("[yellow]interrupted[/] before labelling started", highlight=False)
+        raise typer.Exit(130) from None
     c, a = report["counts"], report["agreement"]["written"]
     rate = f"{100 * a['rate']:.1f}%" if a["rate"] is not None else "n/a (no gold labels)"
     cost = report["cost_usd"]["this_run"]

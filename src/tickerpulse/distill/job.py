@@ -99,6 +99,8 @@ def teacher_url(teacher: str | None) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"--teacher {teacher!r}: expected 'gold' or an http(s) URL such as http://127.0.0.1:8080/v1")
+    if parts.username or parts.password:
+        raise ConfigError("--teacher: put credentials in TICKERPULSE_TEACHER_API_KEY / OPENAI_API_KEY, not in the URL")
     if parts.path in ("", "/"):
         url += "/v1"
     return url
@@ -156,6 +158,8 @@ def run_distill(
     stop = asyncio.Event()
     teacher = teacher or make_teacher(cfg, stop)
     rows = load_raw(cfg.input, cfg.limit)
+    if teacher.endpoint == "gold" and not any(r.label for r in rows):
+        raise ConfigError(f"--teacher gold needs gold labels, and {cfg.input} has none (no label/score column)")
     plan = plan_splits(rows, cfg.targets, cfg.seed, cfg.near_dup_threshold, cfg.drop_near_duplicates)
     job = _Job(cfg, plan, progress, stop)
     asyncio.run(job.run(teacher, handle_signals))
@@ -319,10 +323,13 @@ class _Job:
         """The chat row for an accepted index; re-validates so nothing invalid can be written."""
         it, out = self.item(idx), self.results[idx]
         ans = out.answer or {}
-        content = format_answer(ans.get("ticker"), ans.get("sentiment", ""), ans.get("score", 99), ans.get("reasoning", ""))
-        checked, reason = check_answer(content, it.target, it.tickers)
-        if checked is None:  # only reachable through a hand-edited cache
-            raise TeacherError(f"cached answer for row {it.id} is invalid: {reason}")
+        try:
+            content = format_answer(ans.get("ticker"), ans.get("sentiment", ""), ans.get("score", 99), ans.get("reasoning", ""))
+            checked, reason = check_answer(content, it.target, it.tickers)
+        except ValueError as exc:
+            checked, reason = None, str(exc)
+        if checked is None:  # only reachable through a hand-edited cache: never write it
+            raise TeacherError(f"cached answer for row {it.id} is invalid ({reason}); delete it from {self.cache_path}")
         host = endpoint_host(self.teacher.endpoint)  # type: ignore[union-attr]
         # the keys shared with `data convert` rows (id, record_id, source, text, ticker, label, score, reasoning,
         # prompt_*) mean the same there, so `data split`/`data stats` read distilled rows too
