@@ -1,7 +1,8 @@
 """Deterministic selection: drop exact duplicates, cluster near-duplicates, assign whole clusters to splits.
 
-Texts are compared after normalisation (lower case, URLs and punctuation removed), so a headline posted
-twice with different t.co links counts as an exact duplicate. Near-duplicates are found with MinHash over
+Texts are compared after the data stage's normalisation (`tickerpulse.data.split.normalize_text`: NFKC,
+lower case, URLs and punctuation removed), so a headline posted twice with different t.co links counts as
+an exact duplicate, exactly as `tickerpulse data split` groups it. Near-duplicates are found with MinHash over
 character 5-grams and LSH banding (16 bands x 4 rows, so pairs above ~0.5 Jaccard become candidates) and then
 confirmed with the exact Jaccard similarity; a cluster never straddles train/valid/test, so the student is
 never tested on a paraphrase of a training row.
@@ -13,23 +14,18 @@ with the default threshold this only merges families of templated headlines, whi
 from __future__ import annotations
 
 import random
-import re
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from tickerpulse.data.split import normalize_text  # the same grouping key as `tickerpulse data split`
 from tickerpulse.distill.inputs import RawRow
 
+__all__ = ["SPLIT_ORDER", "Plan", "near_duplicate_clusters", "normalize_text", "plan_splits", "shingles"]
+
 SPLIT_ORDER = ("train", "valid", "test")
-_URL = re.compile(r"https?://\S+|www\.\S+")
-_NON_WORD = re.compile(r"[^0-9a-z]+")
 _NUM_PERM, _BANDS = 64, 16
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, no URLs, letters and digits separated by single spaces."""
-    return _NON_WORD.sub(" ", _URL.sub(" ", text.lower())).strip()
 
 
 def shingles(norm: str, k: int = 5) -> set[int]:
