@@ -197,19 +197,22 @@ class ElasticsearchStore:
         self._write([{"_op_type": "index", "_index": idx, "_id": m.post_id, "_source": m.to_dict()} for m in marks])
 
     def dead_letter(self, items: Sequence[DeadLetter]) -> None:
-        """Index dead letters; a repeated `dl_id` keeps the larger `attempts` (read, then write)."""
+        """Index dead letters; a repeated `dl_id` keeps its first `created_at` and the larger `attempts`
+        (read, then write)."""
         if not items:
             return
         idx = self.indices["dead-letters"]
         items = list({d.dl_id: d for d in items}.values())
         prev = {}
-        for hit in self.es.mget(index=idx, ids=[d.dl_id for d in items], source=["attempts"])["docs"]:
+        for hit in self.es.mget(index=idx, ids=[d.dl_id for d in items], source=["attempts", "created_at"])["docs"]:
             if hit.get("found"):
-                prev[hit["_id"]] = int(hit["_source"].get("attempts") or 0)
+                prev[hit["_id"]] = hit["_source"]
         actions = []
         for d in items:
             src = d.to_dict()
-            src["attempts"] = max(d.attempts, prev.get(d.dl_id, 0))
+            if d.dl_id in prev:  # like the DuckDB store: first sighting's time, latest reason, most attempts
+                src["attempts"] = max(d.attempts, int(prev[d.dl_id].get("attempts") or 0))
+                src["created_at"] = prev[d.dl_id].get("created_at") or src["created_at"]
             actions.append({"_op_type": "index", "_index": idx, "_id": d.dl_id, "_source": src})
         self._write(actions)
 
