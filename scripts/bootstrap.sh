@@ -44,4 +44,14 @@ if [ "${SKIP_SYSTEM_DEPS:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 &&
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
     || echo "bootstrap: chromium install failed; browser tests will be skipped"
 fi
+# Spark (stream extra) needs a Java 17 runtime (Debian package; root on this machine).
+case ",$EXTRAS," in
+  *,stream,*)
+    if [ "${SKIP_SYSTEM_DEPS:-0}" != 1 ] && ! command -v java >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+       && command -v apt-get >/dev/null 2>&1; then
+      echo "bootstrap: installing openjdk-17-jre-headless for Spark (apt)"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null) \
+        || echo "bootstrap: Java install failed; the Spark tests will fail (install Java 17)"
+    fi ;;
+esac
 echo "bootstrap: ready ($VENV, extras: $EXTRAS)"
