@@ -23,9 +23,10 @@ def test_eval_cli_writes_eval_json_and_md_and_is_deterministic(valid_a, smollm2_
     out = tmp_path / "ev"
     res = CliRunner().invoke(app, ["eval", "--model", str(smollm2_path), "--data", str(valid_a), "--limit", str(N),
                                    "--max-tokens", str(MAX_TOKENS), "--batch-size", str(N), "--seed", "3",
-                                   "--metric", "contains", "--out", str(out), "--quiet"])
+                                   "--metric", "contains", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "accuracy" in res.output and "eval.json" in res.output
+    assert f"eval {N}/{N} items" in res.output  # not a terminal: plain progress lines
     ev = json.loads((out / "eval.json").read_text())
     m = ev["metrics"]
     assert m["task"] == "sentiment" and m["n"] == N == len(ev["items"])

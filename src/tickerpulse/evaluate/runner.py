@@ -118,6 +118,11 @@ def generate_answers(model: Any, tok: Any, items: list[EvalItem], *, batch_size:
                 n_tokens += r.n_tokens
             elapsed = time.perf_counter() - start
             bar.update(task, advance=len(chunk), tps=f"{n_tokens / elapsed:.0f} tok/s" if elapsed else "")
+            if progress and not bar.console.is_terminal:  # logs and CI: no live bar, so one line per batch
+                done = min(b + batch_size, len(order))
+                eta = elapsed / done * (len(order) - done)
+                bar.console.print(f"{label} {done}/{len(order)} items, {n_tokens / elapsed:.1f} tok/s, "
+                                  f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s", highlight=False)
     return GenerationRun([a for a in answers if a is not None], time.perf_counter() - start,
                          peak_memory_mb(getattr(model, "device", "cpu")))
 
