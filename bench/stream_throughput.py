@@ -52,6 +52,16 @@ def bench_one(name: str, corpus: Path, posts: int, rate: float, model: str, max_
     scorer = make_scorer(cfg.scorer, model=cfg.model, mode=cfg.mode, batch_size=cfg.score_batch)
     load_s = time.perf_counter() - t
     items = list(ReplaySource(corpus, speed=0, limit=posts).iter_posts())
+    # Reference: the scorer alone on the first (post, ticker) items, warm, same batch size (what the
+    # pipeline could reach if it added nothing). Under a loaded machine this moves with the load too.
+    from tickerpulse.stream.tickers import extract_tickers
+
+    probe = [(p.text, t) for p in items for t in extract_tickers(p.text)][: max(score_batch, 32 if scorer_kind == "vader" else score_batch)]
+    scorer.score(probe[:2])
+    t = time.perf_counter()
+    for i in range(0, len(probe), score_batch):
+        scorer.score(probe[i : i + score_batch])
+    direct = len(probe) / max(1e-9, time.perf_counter() - t)
     bus = SqliteBus(cfg.bus_path)
     bus.ensure_topics([cfg.topic, cfg.dead_letter_topic])
     store = DuckDBStore(cfg.db, persistent=True)  # one process: keep the connection (the CLI path reopens)
@@ -89,6 +99,7 @@ def bench_one(name: str, corpus: Path, posts: int, rate: float, model: str, max_
         "posts": produced.produced, "items": counts["docs"], "posts_with_ticker": counts["posts_with_ticker"],
         "dead_letters": counts["dead_letters"], "wall_s": round(wall, 2), "load_s": round(load_s, 2),
         "posts_per_s": round(produced.produced / wall, 2), "items_per_s": round(counts["docs"] / wall, 2),
+        "scorer_alone_items_per_s": round(direct, 2),
         "lag_ms": percentiles(lags, (50, 90, 95, 99)), "model_call_ms": percentiles(model_ms, (50, 95)),
         "batches": totals.get("batches"), "rate": rate or "all at once", "max_records": max_records,
         "score_batch": score_batch,
