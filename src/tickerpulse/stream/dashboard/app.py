@@ -61,6 +61,15 @@ def health(store: Store, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def _bucket(store: Store, ticker: str | None, window_s: float) -> int:
+    """About 60 buckets over the window, finer when the data cover only a sliver of it (a fresh stream or
+    a fast replay would otherwise be one dot)."""
+    bucket = max(1, int(window_s // 60))
+    while ticker and bucket > 1 and len(store.timeseries(ticker, bucket, window_s)) < 6:
+        bucket = max(1, bucket // 10)
+    return bucket
+
+
 def snapshot(store: Store, window_s: float = 3600, top_n: int = 10, series: int = 5) -> dict[str, Any]:
     """Everything the page shows, read in one store session."""
     with _session(store):
@@ -68,7 +77,7 @@ def snapshot(store: Store, window_s: float = 3600, top_n: int = 10, series: int 
         by_mentions = store.ticker_stats(window_s, top_n, "mentions")
         bullish = store.ticker_stats(window_s, top_n, "bullish")
         bearish = store.ticker_stats(window_s, top_n, "bearish")
-        bucket = max(1, int(window_s // 60))
+        bucket = _bucket(store, by_mentions[0].ticker if by_mentions else None, window_s)
         ts = {s.ticker: [p.to_dict() for p in store.timeseries(s.ticker, bucket, window_s)] for s in by_mentions[:series]}
         latest = [d.to_dict() for d in store.latest(25)]
         dead = [d.to_dict() for d in store.dead_letters(10)]

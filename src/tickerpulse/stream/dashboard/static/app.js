@@ -64,7 +64,8 @@ function lineChart(series, windowS) {
   }
   for (let i = 0; i <= 4; i++) {
     const t = t0 + ((t1 - t0) * i) / 4;
-    root.append(svg("text", { x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+    const opts = t1 - t0 < 5 * 60000 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+    root.append(svg("text", { x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, new Date(t).toLocaleTimeString([], opts)));
   }
   names.forEach((n, i) => {
     const pts = series[n].map((p) => [x(Date.parse(p.t)), y(p.mean_score), p]);
