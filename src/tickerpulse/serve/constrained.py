@@ -43,14 +43,14 @@ class UnsupportedSchema(ValueError):
 # ------------------------------------------------------------------------------------------------ nodes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Str:
     min_len: int = 0
     max_len: int | None = None
     pattern: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Num:
     integer: bool = False
     lo: Fraction | None = None
@@ -63,36 +63,38 @@ class Num:
         return "int" if self.integer else "bounded" if self.lo is not None or self.hi is not None else "free"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Lit:
     texts: tuple[str, ...]  # compact JSON texts (enum / const / true / false / null)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Obj:
     props: tuple[tuple[str, Any], ...] = ()
     required: frozenset[str] = frozenset()
     free: Any = None  # value node of arbitrary keys (only when there are no declared properties)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Arr:
     items: Any
     min_items: int = 0
     max_items: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Union:
     options: tuple[Any, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AnyV:
     """Any JSON value."""
 
 
 ANY = AnyV()
+ANY_STR = Str()
+ANY_NUM = Num()
 KEY = Str(max_len=256)
 FREE_OBJ = Obj(free=ANY)
 FREE_ARR = Arr(items=ANY)
@@ -354,7 +356,7 @@ def _push_value(st: tuple, node: Any, ch: str) -> tuple | None:
                 return _push_value(st, o, ch)
         return None
     if isinstance(node, AnyV):
-        node = {'"': Str(), "{": FREE_OBJ, "[": FREE_ARR, "t": BOOL, "f": BOOL, "n": NULL}.get(ch, Num())
+        node = {'"': ANY_STR, "{": FREE_OBJ, "[": FREE_ARR, "t": BOOL, "f": BOOL, "n": NULL}.get(ch, ANY_NUM)
     if isinstance(node, Str):
         return st + (("S", node, 0, 0, "" if node.pattern else None),) if ch == '"' else None
     if isinstance(node, Num):
@@ -441,9 +443,12 @@ def _str_step(rest: tuple, top: tuple, ch: str) -> tuple | None:
         if v is not None and not regex.fullmatch(node.pattern, v, partial=True):
             return None
         return rest + (("S", node, n + 1, 0, v),)
-    if esc >= 2:
-        if ch not in "0123456789abcdefABCDEF":
+    if esc >= 2:  # \uXXXX: esc 2..5 = digit to read; 6 = second digit after a 'd' (no lone surrogates)
+        if ch not in "0123456789abcdefABCDEF" or (esc == 6 and ch not in "01234567"):
             return None
+        if esc == 2 and ch in "dD":
+            return rest + (("S", node, n, 6, val),)
+        esc = 3 if esc == 6 else esc
         return rest + (("S", node, n + 1 if esc == 5 else n, 0 if esc == 5 else esc + 1, val),)
     if ch == '"':
         if n < node.min_len or (node.pattern is not None and not regex.fullmatch(node.pattern, val)):
@@ -565,7 +570,7 @@ def _top_completion(st: tuple) -> str | None:
         node, n, esc = top[1], top[2], top[3]
         if node.pattern is not None:
             return _pattern_completion(top[4], node) if esc == 0 else None
-        head = "n" if esc == 1 else "0" * (6 - esc) if esc >= 2 else ""
+        head = "n" if esc == 1 else "000" if esc == 6 else "0" * (6 - esc) if esc >= 2 else ""
         return head + "a" * max(0, node.min_len - n - (1 if head else 0)) + '"'
     if kind == "N":
         return "" if _num_complete(top[2], top[1]) else _num_completion(top[2], top[1])
@@ -660,8 +665,11 @@ def _single_next(st: tuple) -> str | None:
             return "," if more and count < node.min_items else "]" if not more else None
         return None
     if kind == "V":
-        fc = first_chars(top[1])
-        return next(iter(fc)) if len(fc) == 1 and not isinstance(top[1], Num) else None
+        if isinstance(top[1], Num):
+            fc = {c for c in "-0123456789" if _num_ok_prefix(c, top[1])}
+        else:
+            fc = first_chars(top[1])
+        return next(iter(fc)) if len(fc) == 1 else None
     if kind == "L":
         texts, pos = top[1], top[2]
         nxt = {t[pos] for t in texts if len(t) > pos}

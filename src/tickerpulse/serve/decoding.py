@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tickerpulse.models.generate import IncrementalDecoder
 
 
@@ -44,14 +46,10 @@ class GenRequest:
 
 class _Row:
     def __init__(self, req: GenRequest, tok: Any, device: Any) -> None:
-        import torch
-
         self.req = req
         self.dec = IncrementalDecoder(tok)
         self.emitted = 0
-        self.gen = None
-        if req.seed is not None and req.temperature > 0:
-            self.gen = torch.Generator(device=device).manual_seed(int(req.seed))
+        self.rng = np.random.default_rng(req.seed)
 
     def add_ids(self, ids: list[int]) -> None:
         r = self.req
@@ -88,17 +86,21 @@ class _Row:
             self.emitted = upto
 
 
-def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> int:
-    import torch
-
+def _sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """One token id from a row of logits (numpy: per-row work on a 50k vector is cheaper than torch ops)."""
     if temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, dim=-1)
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
     if top_p < 1.0:
-        sp, order = probs.sort(descending=True)
-        sp[(sp.cumsum(-1) - sp) >= top_p] = 0.0
-        return int(order[torch.multinomial(sp, 1, generator=gen)])
-    return int(torch.multinomial(probs, 1, generator=gen))
+        order = np.argsort(-p)
+        sp = p[order]
+        keep = (np.cumsum(sp) - sp) < top_p
+        sp = np.where(keep, sp, 0.0)
+        return int(order[rng.choice(len(sp), p=sp / sp.sum())])
+    return int(rng.choice(len(p), p=p))
 
 
 def decode(rt: Any, reqs: Sequence[GenRequest], adapter: str | None = None, prefix_ids: Sequence[int] | None = None) -> None:
@@ -142,7 +144,7 @@ def decode(rt: Any, reqs: Sequence[GenRequest], adapter: str | None = None, pref
         attn = torch.cat([attn, new_mask.to(dev)], dim=1)
         h = rt.hidden(x.to(dev), cache, attention_mask=attn, position_ids=pos.to(dev))
         last = h[torch.arange(len(rows)), torch.tensor([len(c) - 1 for c in chunks])]
-        logits = rt.logits(last).cpu()[:, :vocab]
+        logits = rt.logits(last).cpu()[:, :vocab].numpy()
         keep: list[int] = []
         nxt_chunks: list[list[int]] = []
         for i, row in enumerate(rows):
@@ -164,10 +166,8 @@ def decode(rt: Any, reqs: Sequence[GenRequest], adapter: str | None = None, pref
         chunks = nxt_chunks
 
 
-def _advance(rt: Any, row: _Row, logits: Any) -> list[int] | None:
+def _advance(rt: Any, row: _Row, logits: np.ndarray) -> list[int] | None:
     """Pick this row's next token(s) from its logits; None when the row is finished."""
-    import torch
-
     r = row.req
     if r.cancelled is not None and r.cancelled():
         r.finish_reason = "cancelled"
@@ -177,12 +177,17 @@ def _advance(rt: Any, row: _Row, logits: Any) -> list[int] | None:
     if c is not None:
         if hasattr(c, "observe"):
             c.observe(logits)
-        allowed = c.mask(budget)
-        if not bool(allowed.any()):
+        allowed = c.mask(budget).numpy()
+        if not allowed.any():
+            # No token keeps room to finish (the budget rule counts characters, an upper bound on tokens):
+            # write the shortest valid ending instead of cutting the JSON.
+            rest = c.close() if hasattr(c, "close") else None
+            if rest:
+                row.add_ids(rt.encode(rest))
             r.finish_reason = "length"
             return None
-        logits = logits.masked_fill(~allowed, float("-inf"))
-    tok = _sample(logits, r.temperature, r.top_p, row.gen)
+        logits = np.where(allowed, logits, -np.inf)
+    tok = _sample(logits, r.temperature, r.top_p, row.rng)
     if tok in rt.eos_ids and (c is None or c.complete()):
         r.finish_reason = "stop"
         return None
@@ -205,5 +210,4 @@ def _advance(rt: Any, row: _Row, logits: Any) -> list[int] | None:
         r.finish_reason = "length"
         return None
     row.emit(final=False)
-    del torch
     return ids

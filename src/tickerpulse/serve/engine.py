@@ -187,6 +187,11 @@ class SentimentEngine:
         self.stats["reasoning_texts"] += len(norm)
         return reason(self, adapter, norm, encoded, max_tokens=max_tokens)
 
+    @property
+    def prefix_ids(self) -> list[int]:
+        """Token ids of the cached system-prompt prefix (chat prompts that start with it reuse its KV)."""
+        return self._prefix_ids
+
     def schema(self) -> dict[str, Any]:
         from tickerpulse.data.sentiment import answer_json_schema
 

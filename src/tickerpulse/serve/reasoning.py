@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 from tickerpulse.data.sentiment import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer, answer_prefix
 from tickerpulse.serve import constrained as C
@@ -30,6 +33,7 @@ _SCORE = {
 _FIXED_CHARS = 40
 
 
+@lru_cache(maxsize=4096)
 def answer_node(ticker: str | None, label: str, max_chars: int = MAX_REASONING_CHARS) -> Any:
     """The answer schema with the ticker and label fixed and the score range of the label."""
     props = (("ticker", C.Lit((json.dumps(ticker),))), ("sentiment", C.Lit((json.dumps(label),))),
@@ -41,29 +45,33 @@ class SentimentConstraint:
     """First token: one of the label tokens (probabilities recorded); then the label's answer schema."""
 
     def __init__(self, ticker: str | None, label_ids: list[int], vocab: TokenVocab, eos_ids: set[int],
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, max_tokens: int = 48) -> None:
         self.ticker, self.label_ids, self.vocab, self.eos_ids = ticker, label_ids, vocab, eos_ids
-        self.temperature = temperature
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.reason_tokens = 0  # tokens sampled inside the reasoning string
         self.inner: JsonConstraint | None = None
         self.probs: Any = None
 
     def observe(self, logits: Any) -> None:
-        import torch
-
         if self.inner is None:
-            self.probs = torch.softmax(logits[self.label_ids].float() / self.temperature, dim=-1)
+            z = np.asarray(logits[self.label_ids], dtype=np.float64) / self.temperature
+            e = np.exp(z - z.max())
+            self.probs = e / e.sum()
 
     def mask(self, budget: int) -> Any:
         import torch
 
         if self.inner is not None:
+            if self.inner.state[-1][0] == "S":  # inside the reasoning: its own budget, plus '"}' to close
+                budget = min(budget, self.max_tokens - self.reason_tokens + 2)
             return self.inner.mask(budget)
-        m = torch.zeros(self.vocab.size, dtype=torch.bool)
+        m = np.zeros(self.vocab.size, dtype=bool)
         m[self.label_ids] = True
-        return m
+        return torch.from_numpy(m)
 
     def accept(self, token_id: int) -> bool:
         if self.inner is not None:
+            self.reason_tokens += self.inner.state[-1][0] == "S"
             return self.inner.accept(token_id)
         label = LABELS[self.label_ids.index(token_id)]
         self.inner = JsonConstraint(answer_node(self.ticker, label), self.vocab, self.eos_ids,
@@ -72,6 +80,9 @@ class SentimentConstraint:
 
     def forced(self) -> str:
         return self.inner.forced() if self.inner is not None else ""
+
+    def close(self) -> str | None:
+        return self.inner.close() if self.inner is not None else None
 
     def done(self) -> bool:
         return self.inner is not None and self.inner.done()
@@ -90,7 +101,7 @@ def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]],
     temp = engine._calib.get(adapter, 1.0)
     reqs, cons = [], []
     for (_, ticker), (ids, uses_prefix) in zip(norm, encoded):
-        con = SentimentConstraint(ticker, engine._label_ids, vocab, rt.eos_ids, temp)
+        con = SentimentConstraint(ticker, engine._label_ids, vocab, rt.eos_ids, temp, max(1, max_tokens))
         full = engine._prefix_ids + ids if uses_prefix else ids
         # max_tokens bounds the free part; the fixed JSON around it is allowed on top (budget counted in chars)
         reqs.append(GenRequest(prompt_ids=full, max_new_tokens=max(1, max_tokens) + _FIXED_CHARS, constraint=con))

@@ -12,7 +12,6 @@ Limitations: adapters must be LoRA-family PEFT adapters over this same base; one
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,56 +23,36 @@ class UnknownModel(ValueError):
     """The request names a model that is neither the base nor a loaded adapter (HTTP 404)."""
 
 
-def find_peft_folder(path: str | Path) -> Path:
-    """The folder holding a PEFT `adapter_config.json` for a run folder or an adapter folder.
+def _load_adapter_into(model: Any, name: str, path: str | Path) -> Any:
+    """Attach adapter `name` from a training run folder (or a PEFT adapter folder); returns the PeftModel.
 
-    Looks at `path`, then the usual run-folder subfolders (`adapter/`, `best/`, `final/`), then any child.
+    Uses the training stage's run-folder reader (`tickerpulse.models.adapters.read_run`), so a run folder
+    (`adapter_config.json` + `adapters.safetensors`) and a plain PEFT folder (`adapter_model.safetensors`) both work.
 
     Raises:
-        FileNotFoundError: no PEFT adapter there.
+        FileNotFoundError: not a run/adapter folder.
+        ValueError: a full fine-tune (not switchable: serve it with `--model` after `tickerpulse fuse`).
     """
-    root = Path(path).expanduser()
-    candidates = [root, root / "adapter", root / "best", root / "adapters", root / "final"]
-    if root.is_dir():
-        candidates += sorted(p for p in root.iterdir() if p.is_dir())
-    for c in candidates:
-        cfg = c / "adapter_config.json"
-        if cfg.is_file():
-            try:
-                if "peft_type" in json.loads(cfg.read_text()):
-                    return c
-            except (OSError, ValueError):
-                continue
-    raise FileNotFoundError(f"no PEFT adapter (adapter_config.json with peft_type) in {root}")
+    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
 
+    from tickerpulse.models.adapters import read_run
 
-def _load_adapter_into(model: Any, name: str, path: str | Path) -> Any:
-    """Attach adapter `name` from `path`; returns the (possibly newly wrapped) PeftModel."""
-    from peft import PeftModel
-
-    try:
-        folder = find_peft_folder(path)
-    except FileNotFoundError:
-        folder = None
-    if folder is None:
-        # A run folder in another layout (e.g. mlx-lm adapters.safetensors): the training stage knows how
-        # to read it; it must hand back a PEFT model we can name.
-        try:
-            from tickerpulse.models.adapters import apply_adapter
-        except ImportError:
-            raise FileNotFoundError(f"no PEFT adapter in {path}") from None
-        if isinstance(model, PeftModel):
-            raise FileNotFoundError(f"{path}: only PEFT-format adapters can be loaded next to others")
-        wrapped = apply_adapter(model, path)
-        if not isinstance(wrapped, PeftModel):
-            raise FileNotFoundError(f"{path}: the adapter was merged, not attached; serve needs a PEFT adapter")
-        if name != "default" and "default" in wrapped.peft_config:
-            wrapped.peft_config[name] = wrapped.peft_config.pop("default")  # cosmetic; keep 'default' usable
-        return wrapped
+    info = read_run(path)
+    if info.kind == "full" or info.peft_config_file is None:
+        raise ValueError(f"{path}: a full fine-tune cannot be switched per request; fuse it and serve it with --model")
+    lcfg = LoraConfig.from_pretrained(str(info.path))
+    lcfg.inference_mode = True
     if isinstance(model, PeftModel):
-        model.load_adapter(str(folder), adapter_name=name)
-        return model
-    return PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+        model.add_adapter(name, lcfg)
+    else:
+        model = get_peft_model(model, lcfg, adapter_name=name)
+    ref = next(model.parameters())
+    state = {k: v.to(ref.device) for k, v in load_file(str(info.adapter_file)).items()}
+    result = set_peft_model_state_dict(model, state, adapter_name=name)
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{info.adapter_file} does not fit this model: unexpected keys {result.unexpected_keys[:3]}")
+    return model
 
 
 class Runtime:
@@ -107,6 +86,8 @@ class Runtime:
         self.peft = wrapped if self.adapters else None
         self.hf = hf  # LoRA layers are injected in place, so calling hf runs the active adapter
         self.hf.eval()
+        if self.peft is not None:
+            self.peft.eval()
         self.device = next(hf.parameters()).device
         self.dtype = next(hf.parameters()).dtype
         self.eos_ids = eos_token_ids(hf, self.tok)

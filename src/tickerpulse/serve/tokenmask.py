@@ -10,7 +10,10 @@ accepts are walked character by character.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
+
+import numpy as np
 
 from tickerpulse.serve import constrained as C
 
@@ -22,8 +25,6 @@ class TokenVocab:
     """Decoded text of each token id ("" for special ids and partial UTF-8 pieces) and fast lookup tables."""
 
     def __init__(self, tok: Any, size: int) -> None:
-        import torch
-
         anchor = tok.convert_tokens_to_ids("a") if "a" in tok.get_vocab() else 0
         head = tok.decode([anchor], clean_up_tokenization_spaces=False)
         # Decoding [anchor, id] keeps SentencePiece's leading spaces that decoding [id] alone would drop.
@@ -33,12 +34,11 @@ class TokenVocab:
         strs += [""] * (size - len(strs))
         self.strs = strs[:size]
         self.size = size
-        self.lens = torch.tensor([len(t) for t in self.strs], dtype=torch.long)
+        self.lens = np.array([len(t) for t in self.strs], dtype=np.int64)
         bad = ('"', "\\")
-        self.safe = torch.tensor([bool(t) and not any(b in t for b in bad) and all(ord(c) >= 0x20 for c in t)
-                                  for t in self.strs])
-        self.quote_ids = [i for i, t in enumerate(self.strs)
-                          if t and any(b in t for b in bad) and all(ord(c) >= 0x20 for c in t)]
+        printable = [bool(t) and all(ord(c) >= 0x20 for c in t) for t in self.strs]
+        self.safe = np.array([p and not any(b in t for b in bad) for p, t in zip(printable, self.strs)])
+        self.quote_ids = [i for i, (p, t) in enumerate(zip(printable, self.strs)) if p and any(b in t for b in bad)]
         self.by_first: dict[str, list[int]] = {}
         for i, t in enumerate(self.strs):
             if t:
@@ -53,6 +53,30 @@ class TokenVocab:
             if v is None or v.size != size:
                 v = _VOCABS[id(tok)] = cls(tok, size)
             return v
+
+
+# state -> [(token id, characters its completion still needs)] for tokens that fit the grammar there
+_CANDIDATES: OrderedDict[Any, list[tuple[int, int]]] = OrderedDict()
+_CAND_LOCK = threading.Lock()
+
+
+def _cached(key: Any, compute: Any) -> list[tuple[int, int]]:
+    with _CAND_LOCK:
+        hit = _CANDIDATES.get(key)
+        if hit is not None:
+            _CANDIDATES.move_to_end(key)
+            return hit
+    val = compute()
+    with _CAND_LOCK:
+        _CANDIDATES[key] = val
+        if len(_CANDIDATES) > 20000:
+            _CANDIDATES.popitem(last=False)
+    return val
+
+
+def _need(st: tuple) -> int:
+    rest = C.completion(st)
+    return 0 if rest is None else len(rest)
 
 
 class JsonConstraint:
@@ -72,11 +96,6 @@ class JsonConstraint:
             raise ValueError(f"prefix {prefix!r} does not fit the schema")
         self.text = ""
 
-    def min_tokens(self) -> int:
-        """Characters (an upper bound on tokens) still needed to finish the JSON."""
-        rest = C.completion(self.state)
-        return 0 if rest is None else len(rest)
-
     def done(self) -> bool:
         """The value is closed (object/array/string ended): nothing may follow."""
         return self.state[-1] == ("R", True)
@@ -95,58 +114,79 @@ class JsonConstraint:
         self.text += self.vocab.strs[token_id]
         return True
 
+    def close(self) -> str | None:
+        """Write the shortest completion now (when the budget is spent); returns it, or None if unknown."""
+        rest = C.completion(self.state)
+        if rest is None:
+            return None
+        self.state = C.feed(self.state, rest)
+        self.text += rest
+        return rest
+
     def forced(self) -> str:
         """Advance over the characters the grammar forces; return them (the caller feeds their tokens)."""
         text, self.state = C.forced_text(self.state)
         self.text += text
         return text
 
-    def _fits(self, st: tuple, budget: int) -> bool:
-        rest = C.completion(st)
-        return rest is None or 1 + len(rest) <= budget
-
     def mask(self, budget: int) -> Any:
-        """Bool tensor [vocab]: tokens allowed now, given `budget` tokens left including this one."""
+        """Bool tensor [vocab]: tokens allowed now, given `budget` tokens left including this one.
+
+        A token is allowed when the text stays valid and the shortest completion after it (in characters,
+        an upper bound on tokens) fits in the budget left after it.
+        """
         import torch
 
-        v = self.vocab
-        st = self.state
-        m = torch.zeros(v.size, dtype=torch.bool)
+        v, st = self.vocab, self.state
+        m = np.zeros(v.size, dtype=bool)
         if self.complete():
             m[self.eos_ids] = True
         if self.done():
-            return m
+            return torch.from_numpy(m)
         top = st[-1]
         if top[0] == "S" and top[3] == 0 and top[1].pattern is None:
             node, n = top[1], top[2]
             rest = C.completion(st)
             tail = 0 if rest is None else len(rest) - (max(0, node.min_len - n) + 1)
-            ok = v.safe.clone()
+            ok = v.safe.copy()
             if node.max_len is not None:
                 ok &= v.lens <= node.max_len - n
             if rest is not None:
-                need = (node.min_len - n - v.lens).clamp(min=0) + 1 + tail
-                ok &= 1 + need <= budget
+                ok &= 2 + np.maximum(node.min_len - n - v.lens, 0) + tail <= budget
             m |= ok
-            for t in v.quote_ids:
-                nxt = C.feed(st, v.strs[t])
-                if nxt is not None and self._fits(nxt, budget):
-                    m[t] = True
-            return m
+            # Tokens with quotes/backslashes do not depend on how long a free string already is.
+            key = ("S", st[:-1], node, n if node.min_len or node.max_len is not None else -1)
+            cands = _cached(key, lambda: self._walk(st, v.quote_ids))
+        else:
+            cands = _cached(st, lambda: self._walk_all(st))
+        allowed = [t for t, need in cands if 1 + need <= budget]
+        if allowed:
+            m[allowed] = True
+        return torch.from_numpy(m)
+
+    def _walk(self, st: tuple, ids: list[int]) -> list[tuple[int, int]]:
+        out = []
+        for t in ids:
+            nxt = C.feed(st, self.vocab.strs[t])
+            if nxt is not None:
+                out.append((t, _need(nxt)))
+        return out
+
+    def _walk_all(self, st: tuple) -> list[tuple[int, int]]:
+        v = self.vocab
+        top = st[-1]
         firsts = v.ascii_first
         if top[0] == "L":
             firsts = list({*firsts, *(t[top[2]] for t in top[1] if len(t) > top[2])} & v.by_first.keys())
         elif top[0] == "S":
             firsts = list(v.by_first)
-        allowed: list[int] = []
+        out = []
         for c in firsts:
             s1 = C.step(st, c)
             if s1 is None:
                 continue
             for t in v.by_first[c]:
                 s2 = C.feed(s1, v.strs[t][1:])
-                if s2 is not None and self._fits(s2, budget):
-                    allowed.append(t)
-        if allowed:
-            m[torch.tensor(allowed)] = True
-        return m
+                if s2 is not None:
+                    out.append((t, _need(s2)))
+        return out

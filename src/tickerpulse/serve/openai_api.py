@@ -1,0 +1,223 @@
+"""Request and response models of the OpenAI protocol subset we serve, plus `/v1/sentiment`.
+
+Requests forbid unknown fields and reject options we do not implement (tools, logprobs, penalties, ...)
+with a 400 that names them, instead of silently ignoring them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_N = 8
+MAX_ITEMS = 256
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JsonSchemaSpec(Strict):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ResponseFormat(Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> "ResponseFormat":
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
+            raise ValueError("response_format json_schema needs json_schema.schema")
+        return self
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        parts = []
+        for p in self.content:
+            if p.get("type") != "text" or not isinstance(p.get("text"), str):
+                raise ValueError(f"message content part of type {p.get('type')!r} is not supported (text only)")
+            parts.append(p["text"])
+        return "".join(parts)
+
+
+class _Sampling(Strict):
+    model: str | None = None
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    # accepted only at their no-op values, so a client that sets them learns we do not implement them
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> "_Sampling":
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name) not in (None, 0, 0.0):
+                raise ValueError(f"{name} is not supported by this server")
+        if self.logit_bias:
+            raise ValueError("logit_bias is not supported by this server")
+        if self.logprobs not in (None, False, 0) or self.top_logprobs:
+            raise ValueError("logprobs are not supported by this server")
+        return self
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _no_tools(self) -> "ChatCompletionRequest":
+        if self.tools or self.functions or self.tool_choice not in (None, "none"):
+            raise ValueError("tools / function calling are not supported by this server")
+        return self
+
+    def limit(self, default: int) -> int:
+        return self.max_completion_tokens or self.max_tokens or default
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    max_tokens: int = Field(16, ge=1)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    @model_validator(mode="after")
+    def _unsupported_completion(self) -> "CompletionRequest":
+        if self.echo:
+            raise ValueError("echo is not supported by this server")
+        if self.suffix:
+            raise ValueError("suffix (insertion) is not supported by this server")
+        if self.best_of not in (None, 1):
+            raise ValueError("best_of is not supported by this server")
+        if isinstance(self.prompt, list) and not (1 <= len(self.prompt) <= MAX_N):
+            raise ValueError(f"prompt lists must hold 1 to {MAX_N} strings")
+        return self
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class SentimentItem(Strict):
+    text: str = Field(..., max_length=1_000_000)
+    ticker: str | None = None  # absent: extracted from the text; null: the market
+
+
+class SentimentRequest(Strict):
+    """One of `items`, `texts` or `text`. A top-level `ticker` applies to `texts`/`text`."""
+
+    items: list[SentimentItem] | None = Field(None, max_length=MAX_ITEMS)
+    texts: list[str] | None = Field(None, max_length=MAX_ITEMS)
+    text: str | None = None
+    ticker: str | None = None
+    mode: Literal["fast", "reasoning"] = "fast"
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=400)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "SentimentRequest":
+        given = [k for k in ("items", "texts", "text") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of items, texts or text")
+        if self.items is not None and "ticker" in self.model_fields_set:
+            raise ValueError("with items, put the ticker inside each item")
+        return self
+
+    def pairs(self) -> list[tuple[str, str | None, bool]]:
+        """(text, ticker, ticker_given) per input text."""
+        if self.items is not None:
+            return [(it.text, it.ticker, "ticker" in it.model_fields_set) for it in self.items]
+        texts = [self.text] if self.text is not None else list(self.texts or [])
+        given = "ticker" in self.model_fields_set
+        return [(t, self.ticker, given) for t in texts]
+
+
+# ------------------------------------------------------------------------------------------- responses
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def chat_response(rid: str, model: str, outs: list[tuple[str, str]], prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": fr,
+                     "logprobs": None} for i, (text, fr) in enumerate(outs)],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def chat_chunk(rid: str, model: str, index: int, delta: dict[str, Any], finish: str | None,
+               created: int) -> dict[str, Any]:
+    return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+
+def completion_response(rid: str, model: str, outs: list[tuple[str, str]], prompt_tokens: int,
+                        completion_tokens: int) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": i, "text": text, "finish_reason": fr, "logprobs": None} for i, (text, fr) in enumerate(outs)],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def completion_chunk(rid: str, model: str, index: int, text: str, finish: str | None, created: int) -> dict[str, Any]:
+    return {"id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}]}
+
+
+def error_body(message: str, etype: str = "invalid_request_error", code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": etype, "param": param, "code": code}}

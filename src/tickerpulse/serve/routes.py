@@ -1,0 +1,242 @@
+"""Route handlers: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/sentiment`, `/health`.
+
+Generation requests become `GenRequest` rows (one per choice) submitted to the batcher; streaming responses
+read text pieces the model thread pushes into an asyncio queue and send them as SSE chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tickerpulse.serve.app import BadRequest, sse
+from tickerpulse.serve.openai_api import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ResponseFormat,
+    SentimentRequest,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    error_body,
+    new_id,
+    usage,
+)
+
+
+def add_routes(app: Any, ctx: Any) -> None:
+    from fastapi.responses import StreamingResponse
+
+    rt = ctx.rt
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": rt.model_name, "adapters": list(rt.adapters), "default_model": ctx.default_model,
+                "queue_depth": ctx.batcher.depth(), "busy": ctx.batcher.busy, "device": str(rt.device),
+                "dtype": str(rt.dtype).replace("torch.", "")}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        ids = [ctx.default_model] + [m for m in rt.model_ids() if m != ctx.default_model]
+        return {"object": "list", "data": [_model_card(m, rt) for m in ids]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        rt.resolve(model_id)
+        return _model_card(model_id, rt)
+
+    @app.get("/v1/sentiment/schema")
+    async def sentiment_schema() -> dict[str, Any]:
+        return ctx.engine.schema()
+
+    @app.post("/v1/sentiment")
+    async def sentiment(req: SentimentRequest) -> dict[str, Any]:
+        from tickerpulse.data.sentiment import sanitize_text
+        from tickerpulse.serve.engine import DEFAULT_REASONING_TOKENS, clean_text, normalize_ticker
+        from tickerpulse.stream.tickers import extract_tickers
+
+        name, adapter = ctx.adapter(req.model)
+        items: list[tuple[str, str | None]] = []
+        index: list[int] = []
+        for i, (text, ticker, given) in enumerate(req.pairs()):
+            text = clean_text(text)
+            if given:
+                try:
+                    tickers = [normalize_ticker(ticker)]
+                except ValueError:
+                    raise BadRequest(f"text {i}: not a ticker symbol: {ticker!r}") from None
+            else:
+                tickers = [t for t in extract_tickers(sanitize_text(text)) if _valid_ticker(t)][:8] or [None]
+            for t in tickers:
+                items.append((text, t))
+                index.append(i)
+        max_tokens = req.max_tokens or DEFAULT_REASONING_TOKENS
+        answers = await ctx.batcher.submit(("sentiment", adapter, req.mode, max_tokens), items)
+        return {"object": "sentiment", "model": name, "mode": req.mode, "prompt_version": ctx.engine.prompt_version,
+                "results": answers, "text_index": index}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatCompletionRequest) -> Any:
+        from tickerpulse.models.generate import encode_prompt
+
+        name, adapter = ctx.adapter(req.model)
+        try:
+            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+            ids = encode_prompt(rt.tok, messages)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        except Exception as exc:  # the chat template refused the conversation (e.g. role order)
+            raise BadRequest(f"messages: the model's chat template rejected them: {exc}") from None
+        reqs = _gen_requests(ctx, [ids], req, req.limit(ctx.cfg.default_max_tokens))
+        rid = new_id("chatcmpl")
+        if req.stream:
+            job = ctx.batcher.enqueue(("generate", adapter), reqs)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_stream(ctx, job, reqs, rid, name, chat=True, include_usage=include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        done = await ctx.batcher.submit(("generate", adapter), reqs)
+        _raise_cancelled(done)
+        return chat_response(rid, name, [(r.text, _finish(r)) for r in done], len(ids), sum(r.generated for r in done))
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest) -> Any:
+        name, adapter = ctx.adapter(req.model)
+        prompts = [list(rt.tok(p, add_special_tokens=True)["input_ids"]) for p in req.prompts()]
+        if any(not p for p in prompts):
+            raise BadRequest("prompt: empty prompts are not supported")
+        reqs = _gen_requests(ctx, prompts, req, req.max_tokens)
+        rid = new_id("cmpl")
+        if req.stream:
+            job = ctx.batcher.enqueue(("generate", adapter), reqs)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_stream(ctx, job, reqs, rid, name, chat=False, include_usage=include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        done = await ctx.batcher.submit(("generate", adapter), reqs)
+        _raise_cancelled(done)
+        return completion_response(rid, name, [(r.text, _finish(r)) for r in done],
+                                   sum(len(p) for p in prompts), sum(r.generated for r in done))
+
+
+
+def _valid_ticker(t: str) -> bool:
+    from tickerpulse.serve.engine import normalize_ticker
+
+    try:
+        return normalize_ticker(t) is not None
+    except ValueError:
+        return False
+
+
+def _model_card(model_id: str, rt: Any) -> dict[str, Any]:
+    kind = "adapter" if model_id in rt.adapters else "base"
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "tickerpulse", "kind": kind,
+            "parent": rt.model_name if kind == "adapter" else None}
+
+
+def _finish(r: Any) -> str:
+    return "length" if r.finish_reason == "length" else "stop"
+
+
+def _raise_cancelled(reqs: list[Any]) -> None:
+    from tickerpulse.serve.batching import RequestTimeout
+
+    if any(r.finish_reason == "cancelled" for r in reqs):
+        raise RequestTimeout("request timed out while generating")
+
+
+def constraint_node(fmt: ResponseFormat | None) -> Any:
+    """Schema node for a response_format (None for plain text). Raises UnsupportedSchema."""
+    from tickerpulse.serve import constrained as C
+
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return C.FREE_OBJ
+    return C.compile_schema(fmt.json_schema.schema_)  # type: ignore[union-attr]
+
+
+def _gen_requests(ctx: Any, prompts: list[list[int]], req: Any, max_tokens: int) -> list[Any]:
+    """One GenRequest per (prompt, choice), checked against the server limits."""
+    from tickerpulse.serve import constrained as C
+    from tickerpulse.serve.decoding import GenRequest
+    from tickerpulse.serve.tokenmask import JsonConstraint, TokenVocab
+
+    rt = ctx.rt
+    context = int(getattr(rt.hf.config, "max_position_embeddings", 8192) or 8192)
+    node = constraint_node(req.response_format)
+    if node is not None:
+        shortest = C.min_value(node)
+        need = len(rt.encode(shortest)) if shortest is not None else 0
+        if need > max_tokens:
+            raise BadRequest(f"max_tokens {max_tokens} is too small for the response_format schema "
+                             f"(its shortest valid JSON takes {need} tokens)")
+        vocab = TokenVocab.get(rt.tok, rt.hf.config.vocab_size)
+    out = []
+    for ids in prompts:
+        if len(ids) > ctx.cfg.max_prompt_tokens:
+            raise BadRequest(f"prompt has {len(ids)} tokens; this server accepts at most {ctx.cfg.max_prompt_tokens}")
+        if len(ids) + max_tokens > context:
+            raise BadRequest(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context of {context}")
+        for j in range(req.n):
+            con = JsonConstraint(node, vocab, rt.eos_ids) if node is not None else None
+            seed = None if req.seed is None else req.seed + j
+            out.append(GenRequest(prompt_ids=ids, max_new_tokens=max_tokens, temperature=req.temperature,
+                                  top_p=req.top_p, seed=seed, stop=req.stops(), constraint=con))
+    return out
+
+
+async def _stream(ctx: Any, job: Any, reqs: list[Any], rid: str, model: str, chat: bool,
+                  include_usage: bool) -> AsyncIterator[str]:
+    """SSE chunks for a queued generation job; the model thread pushes pieces into `q`."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    for i, r in enumerate(reqs):
+        r.on_text = lambda piece, i=i: loop.call_soon_threadsafe(q.put_nowait, (i, piece))
+    created = int(time.time())
+
+    def chunk(i: int, text: str | None, finish: str | None) -> str:
+        if chat:
+            delta = {} if text is None else {"content": text}
+            return sse(chat_chunk(rid, model, i, delta, finish, created))
+        return sse(completion_chunk(rid, model, i, text or "", finish, created))
+
+    try:
+        if chat:
+            for i in range(len(reqs)):
+                yield sse(chat_chunk(rid, model, i, {"role": "assistant", "content": ""}, None, created))
+        while True:
+            getter = asyncio.ensure_future(q.get())
+            left = job.deadline - time.monotonic()
+            done, _ = await asyncio.wait({getter, job.future}, timeout=max(0.0, left) + 0.5,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                i, piece = getter.result()
+                yield chunk(i, piece, None)
+                continue
+            getter.cancel()
+            if not done:
+                job.cancel.set()
+                yield sse(error_body("request timed out while generating", "timeout_error", "timeout"))
+                break
+            while not q.empty():
+                i, piece = q.get_nowait()
+                yield chunk(i, piece, None)
+            exc = job.future.exception()
+            if exc is not None or any(r.finish_reason == "cancelled" for r in reqs):
+                msg = str(exc) if exc is not None else "request timed out while generating"
+                yield sse(error_body(msg, "server_error" if exc else "timeout_error"))
+                break
+            for i, r in enumerate(reqs):
+                yield chunk(i, None, _finish(r))
+            if include_usage:
+                body = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                        "created": created, "model": model, "choices": [],
+                        "usage": usage(sum(r.prompt_tokens for r in reqs), sum(r.generated for r in reqs))}
+                yield sse(body)
+            break
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel.set()  # a client that hangs up stops its rows at the next token
