@@ -5,7 +5,7 @@ and Spark's fixed cost per micro-batch.
 Both paths drain the same backlog: the corpus is produced to the bus first (timed apart), then the clock
 runs from "processor starts" to "last record committed":
   - embedded:    SQLite bus -> local processor (this process) -> DuckDB
-  - distributed: Kafka (noida-db, 3 partitions) -> Spark Structured Streaming local[2] (our Kafka reader,
+  - distributed: Kafka (noida-db, 2 partitions = local[2]'s cores) -> Spark Structured Streaming local[2] (our Kafka reader,
                  pandas-UDF scoring, foreachBatch) -> Elasticsearch (noida-db), trigger availableNow;
                  the SparkSession start is timed apart (paid once per job, not per post).
 Spark per-batch overhead: the same job over a topic of 1-record batches (maxOffsetsPerTrigger=1): the
@@ -81,7 +81,8 @@ def _spark_cfg(work: Path, noida, topic: str, index: str, scorer_kind: str, mode
                         processor_options={"available_now": True})
 
 
-def distributed(posts: list, scorer_kind: str, mode: str, model: str, max_offsets: int, noida, spark) -> dict:
+def distributed(posts: list, scorer_kind: str, mode: str, model: str, max_offsets: int, noida, spark,
+                partitions: int = 2) -> dict:
     from tickerpulse.stream.bus.kafka import KafkaBus
     from tickerpulse.stream.produce import run_source
     from tickerpulse.stream.spark.job import run_processor
@@ -90,7 +91,7 @@ def distributed(posts: list, scorer_kind: str, mode: str, model: str, max_offset
     work = Path(tempfile.mkdtemp(prefix="tp-bench-spark-"))
     topic, index = f"bench-{scorer_kind}-{mode}-{os.getpid()}", f"bench-{scorer_kind}-{mode}-{os.getpid()}"
     cfg = _spark_cfg(work, noida, topic, index, scorer_kind, mode, model, max_offsets)
-    bus = KafkaBus(noida.kafka, partitions=3)
+    bus = KafkaBus(noida.kafka, partitions=partitions)
     bus.ensure_topics([topic, cfg.dead_letter_topic])
     t = time.perf_counter()
     run_source(posts, bus, topic)
@@ -109,6 +110,7 @@ def distributed(posts: list, scorer_kind: str, mode: str, model: str, max_offset
     return {"path": "distributed (kafka + spark local[2] + elasticsearch)", "posts": len(posts), "docs": docs,
             "produce_s": round(produce_s, 2), "wall_s": round(wall, 2), "posts_per_s": round(len(posts) / wall, 1),
             "docs_per_s": round(docs / wall, 1), "batches": totals["batches"], "max_offsets_per_trigger": max_offsets,
+            "partitions": partitions, "startup_s": totals.get("startup_s"),
             "batch_ms": batch_ms, "first_batch_ms": batch_ms[0] if batch_ms else None,
             "steady_posts_per_s": round(steady_rows / (sum(steady) / 1000), 1) if steady else None}
 
@@ -197,9 +199,10 @@ def main() -> None:
            "spark_batch_overhead": overhead, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2), encoding="utf-8")
-    print(f"{'run':<7} {'path':<52} {'posts':>6} {'docs':>6} {'wall s':>7} {'posts/s':>8} {'batches':>7}")
+    print(f"{'run':<7} {'path':<52} {'posts':>6} {'docs':>6} {'wall s':>7} {'posts/s':>8} {'batches':>7} {'steady posts/s':>14}")
     for r in results:
-        print(f"{r['run']:<7} {r['path']:<52} {r['posts']:>6} {r['docs']:>6} {r['wall_s']:>7} {r['posts_per_s']:>8} {r['batches']!s:>7}")
+        print(f"{r['run']:<7} {r['path']:<52} {r['posts']:>6} {r['docs']:>6} {r['wall_s']:>7} {r['posts_per_s']:>8} "
+              f"{r['batches']!s:>7} {r.get('steady_posts_per_s') or '-':>14}")
     print(f"SparkSession start: {out['spark_session_start_s']} s")
     if overhead:
         print(f"Spark per-batch overhead (1-record batches): median {overhead['median_batch_ms']} ms "

@@ -134,6 +134,7 @@ class BatchTracker:
         self.started = time.time()
         self.lock = threading.Lock()
         self.last: dict[str, Any] = {}
+        self.startup_s: float | None = None
 
     def __call__(self, df: Any, batch_id: int) -> None:
         t0 = time.perf_counter()
@@ -225,7 +226,8 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
     """Registry hook of `--processor spark`: run the query until `stop` is set, until `until_idle` seconds
     pass without data, or (`processor_options.available_now`) until the topic's current end is processed.
 
-    Returns: totals {records, posts, docs, dead_letters, batches} and `batch_ms` (wall time per batch).
+    Returns: totals {records, posts, docs, dead_letters, batches}, `batch_ms` (wall time per batch) and
+        `startup_s` (query start to its first trigger).
     Raises:
         ConfigError: the bus is not Kafka, or a bad processor option.
         SparkJobError: the query failed (e.g. the store rejected writes after retries).
@@ -249,6 +251,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
     store.heartbeat("processor", {**meta, "status": "starting"})
     log.info("spark processor: %s -> %s via %s (%s), checkpoint under %s", cfg.topic, cfg.store, opts.master,
              opts.source, opts.checkpoint or Path(cfg.dir) / "spark-checkpoint")
+    started = time.time()
     query = start_query(cfg, opts, tracker, spark)
     committed: dict[tuple[str, int], int] = {}
     last_batch = -1
@@ -266,6 +269,11 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
                 last_batch = progress["batchId"]
                 mirror_offsets(bus, cfg.group, _end_offsets(progress), committed)
         mirror_offsets(bus, cfg.group, _end_offsets(query.lastProgress), committed)
+        first = next(iter(query.recentProgress), None)
+        if first:  # trigger start times are ISO-8601 UTC ("...Z"): from `start()` to the first trigger
+            from tickerpulse.stream.schema import to_utc
+
+            tracker.startup_s = round(to_utc(first["timestamp"]).timestamp() - started, 2)
         exc = query.exception()
         if exc is not None:
             msg = str(getattr(exc, "desc", None) or exc)
@@ -276,4 +284,4 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
             query.stop()
         store.close()
         bus.close()
-    return {**tracker.totals, "batch_ms": [round(x, 1) for x in tracker.batch_ms]}
+    return {**tracker.totals, "batch_ms": [round(x, 1) for x in tracker.batch_ms], "startup_s": tracker.startup_s}
