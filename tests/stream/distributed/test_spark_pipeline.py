@@ -108,3 +108,69 @@ def test_spark_reads_the_whole_topic_from_tansu(tansu: Any, noida: Any, spark: A
     assert store.counts()["dead_letters"] == len(BAD_RECORDS)
     store.close()
     bus.close()
+
+
+def test_spark_scores_through_the_sentiment_endpoint(noida: Any, spark: Any, smollm2_path: Path, tmp_path: Path) -> None:
+    """The real model behind `tickerpulse serve`: the pandas UDF sends batched `/v1/sentiment` requests
+    (score_batch items each, at most `concurrency` in flight per task) and the answers land in Elasticsearch."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+    from tickerpulse.data.sentiment import LABELS
+    from tickerpulse.stream.bus.kafka import KafkaBus
+    from tickerpulse.stream.config import StreamConfig
+    from tickerpulse.stream.schema import doc_id
+    from tickerpulse.stream.scoring import HttpScorer
+    from tickerpulse.stream.spark.job import run_processor
+    from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
+    from tickerpulse.stream.tickers import extract_tickers
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "tickerpulse.cli.main", "serve", "--port", str(port), "--threads", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "tickerpulse serve did not come up"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        probe = HttpScorer(url)
+        version = probe.model_version
+        probe.close()
+
+        topic, index = unique("http"), unique("tp-http")
+        cfg = StreamConfig(dir=tmp_path, bus="kafka", kafka_bootstrap=noida.kafka, topic=topic, store="elasticsearch",
+                           es_url=noida.es_url, es_index=index, processor="spark", scorer="http", url=url,
+                           concurrency=2, score_batch=4, processor_options={"available_now": True})
+        posts = [p for p in corpus(60, prefix="h") if extract_tickers(p.text)][:24]
+        want = {doc_id(p.id, t, version) for p in posts for t in extract_tickers(p.text)}
+        bus = KafkaBus(noida.kafka, partitions=2)
+        bus.ensure_topics([topic, cfg.dead_letter_topic])
+        produce(bus, topic, posts, bad=False)
+        totals = run_processor(cfg, spark=spark)
+        assert totals["records"] == len(posts)
+        store = ElasticsearchStore(noida.es_url, index, read_only=True)
+        assert sorted(store.doc_ids()) == sorted(want)
+        docs = store.latest(100)
+        assert {d.model_version for d in docs} == {version} and version.startswith("smollm2-135m")
+        assert all(d.sentiment in LABELS and -1 <= d.score <= 1 for d in docs)
+        assert store.counts()["dead_letters"] == 0
+        store.close()
+        bus.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
