@@ -12,7 +12,12 @@ from tickerpulse.cli.main import app
 from tickerpulse.data.convert import answer_targets, convert, record_to_chat
 from tickerpulse.data.formats import DataError, load_jsonl
 from tickerpulse.data.records import CsvColumns, Record, detect_source, read_records
-from tickerpulse.data.sentiment import LABEL_SCORES, build_messages, load_prompt, parse_answer
+from tickerpulse.data.sentiment import (
+    LABEL_SCORES,
+    build_messages,
+    load_prompt,
+    parse_answer,
+)
 
 # One row in the shape of each shared dataset (and of the hub versions), written here.
 TFNS = {"id": "tfns-train-1", "text": "$CCL $RCL - Bookings weakness at two cruise lines", "label": "negative",

@@ -13,7 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from tickerpulse.cli.main import app
-from tickerpulse.data.formats import DataError, check_row, detect_format, load_jsonl, load_split, validate_file
+from tickerpulse.data.formats import (
+    DataError,
+    check_row,
+    detect_format,
+    load_jsonl,
+    load_split,
+    validate_file,
+)
 
 CHAT = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
                      {"role": "assistant", "content": "a"}]}

@@ -24,7 +24,7 @@ def validate(
         console.print(f"[red]error:[/] no train/valid/test.jsonl in {folder}")
         raise typer.Exit(2)
     bad = False
-    for split, path in files.items():
+    for path in files.values():
         rep = validate_file(path, max_errors=max_errors)
         for err in rep.errors:
             typer.echo(err, err=True)

@@ -21,7 +21,13 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from tickerpulse.data.formats import DataError
-from tickerpulse.data.records import CsvColumns, Record, SourceFormat, read_records, write_jsonl
+from tickerpulse.data.records import (
+    CsvColumns,
+    Record,
+    SourceFormat,
+    read_records,
+    write_jsonl,
+)
 from tickerpulse.data.sentiment import (
     DEFAULT_PROMPT,
     LABEL_SCORES,

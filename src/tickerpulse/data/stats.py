@@ -61,7 +61,7 @@ def token_lengths(tok: Any, rows: list[dict[str, Any]], fmt: Format) -> list[int
         if not items:
             continue
         enc = tok([t for _, t in items], add_special_tokens=special)["input_ids"]
-        for (i, _), ids in zip(items, enc):
+        for (i, _), ids in zip(items, enc, strict=True):
             lengths[i] = len(ids)
     return lengths
 

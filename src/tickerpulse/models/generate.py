@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from tickerpulse.models.detokenize import IncrementalDecoder, held_back, stop_cut
+
 Prompt = str | Sequence[Mapping[str, Any]]
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -97,62 +99,6 @@ def _pad_id(tok: Any, eos: set[int]) -> int:
     return int(tok.pad_token_id) if tok.pad_token_id is not None else min(eos)
 
 
-# ------------------------------------------------------------------------------------------- detokenizing
-
-
-class IncrementalDecoder:
-    """Turn a growing token list into text pieces that are always whole characters.
-
-    Decoding token by token breaks multi-byte characters (an emoji spans several byte tokens) and
-    SentencePiece word boundaries, so we decode a short window and emit only the new suffix once it no
-    longer ends in the U+FFFD replacement character (the vLLM/TGI scheme).
-    """
-
-    def __init__(self, tok: Any):
-        self.tok = tok
-        self.tokens: list[int] = []
-        self.text = ""
-        self._prefix = 0  # start of the decode window
-        self._read = 0  # tokens already turned into text
-
-    def add(self, token_id: int) -> str:
-        """Append one token; return the new text it completes (may be empty)."""
-        self.tokens.append(token_id)
-        decode = self.tok.decode
-        prefix_text = decode(self.tokens[self._prefix : self._read], skip_special_tokens=True)
-        new_text = decode(self.tokens[self._prefix :], skip_special_tokens=True)
-        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            piece = new_text[len(prefix_text) :]
-            self._prefix, self._read = self._read, len(self.tokens)
-            self.text += piece
-            return piece
-        return ""
-
-    def flush(self) -> str:
-        """Whatever is still held back (an incomplete character at the very end)."""
-        full = self.tok.decode(self.tokens, skip_special_tokens=True)
-        piece = full[len(self.text) :] if full.startswith(self.text) else ""
-        self.text += piece
-        return piece
-
-
-def _stop_cut(text: str, stop: Sequence[str], search_from: int) -> int | None:
-    """Index where the earliest stop string starts in text[search_from:], or None."""
-    hits = [i for s in stop if (i := text.find(s, max(0, search_from))) >= 0]
-    return min(hits) if hits else None
-
-
-def _held_back(text: str, stop: Sequence[str]) -> int:
-    """Length of the longest suffix of `text` that could still grow into a stop string."""
-    best = 0
-    for s in stop:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                best = max(best, k)
-                break
-    return best
-
-
 # ---------------------------------------------------------------------------------------------- sampling
 
 
@@ -222,7 +168,7 @@ def _decode(
     next_pos = pos[:, -1:] + 1
     for step in range(max_tokens):
         nxt = _pick(out.logits[:, -1, :], temperature, top_p, gen)
-        events = list(zip(rows.tolist(), nxt.tolist()))
+        events = list(zip(rows.tolist(), nxt.tolist(), strict=True))
         yield events
         if step == max_tokens - 1:
             return
@@ -347,14 +293,14 @@ def stream_generate(
                     state.token_ids.append(token)
                     dec.add(token)
                     if stops:
-                        cut = _stop_cut(dec.text, stops, emitted - max(map(len, stops)))
+                        cut = stop_cut(dec.text, stops, emitted - max(map(len, stops)))
                         if cut is not None:
                             if cut > emitted:
                                 yield dec.text[emitted:cut]
                             emitted, cut_by_stop = cut, True
                             stats.finish_reason = "stop"
                             break
-                        safe = len(dec.text) - _held_back(dec.text, stops)
+                        safe = len(dec.text) - held_back(dec.text, stops)
                     else:
                         safe = len(dec.text)
                     if safe > emitted:
@@ -441,7 +387,7 @@ def generate_batch(
                     before = len(dec.text)
                     dec.add(token)
                     finished_at[row] = now
-                    if stops and (cut := _stop_cut(dec.text, stops, before - longest_stop)) is not None:
+                    if stops and (cut := stop_cut(dec.text, stops, before - longest_stop)) is not None:
                         reasons[row], cut_at[row] = "stop", cut
                         stopped.add(row)
             for row, i in enumerate(chunk):
