@@ -287,3 +287,21 @@ def test_a_tampered_cache_entry_is_never_written(teacher_server, tfns_file, tmp_
     db.commit()
     with pytest.raises(TeacherError, match="cached answer for row .* is invalid"):
         run_distill(cfg)
+
+
+def test_second_signal_abandons_requests_in_flight(teacher_server, tfns_file, tmp_path):
+    st = teacher_server.state
+    st.delay = 30.0  # every answer hangs: the first SIGTERM alone would wait for them
+    proc = _cli(["--input", str(tfns_file), "--limit", "300", "--teacher", teacher_server.url, "--teacher-model",
+                 "gold-echo", "--out", str(tmp_path / "o"), "--n-train", "8", "--n-valid", "0", "--n-test", "0",
+                 "--cache", str(tmp_path / "c.sqlite")], tmp_path / "home")
+    deadline = time.monotonic() + 120
+    while st.requests < 8:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None  # draining: waiting for the 8 answers in flight
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted twice" in err, err

@@ -44,9 +44,10 @@ def serve_url(smollm2_path, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~12 CPU generations: a few minutes on an idle machine, far more on a busy one
 def test_distill_through_tickerpulse_serve(serve_url, shared_data, tmp_path):
     out = tmp_path / "out"
-    cfg = DistillConfig(input=str(shared_data / "twitter-financial-news-sentiment" / "valid-a.jsonl"), limit=12,
+    cfg = DistillConfig(input=str(shared_data / "twitter-financial-news-sentiment" / "valid-a.jsonl"), limit=6,
                         teacher=serve_url, teacher_model="smollm2-135m", out=out, n_train=2, n_valid=1, n_test=1,
                         concurrency=2, timeout=1200, max_invalid=2, max_tokens=120, max_consecutive_failures=100,
                         cache=tmp_path / "c.sqlite")

@@ -204,8 +204,11 @@ class _Job:
         main = asyncio.current_task()
         signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
 
+        hard_stop = []
+
         def on_signal() -> None:
             if self.stop.is_set() and main is not None:
+                hard_stop.append(True)
                 main.cancel()  # second signal: stop waiting for requests in flight
             self.stop.set()
 
@@ -222,6 +225,8 @@ class _Job:
         try:
             await self._waves(cache)
         except asyncio.CancelledError:
+            if not hard_stop:  # cancelled by whoever runs us, not by our second signal: let it through
+                raise
             raise Interrupted("interrupted twice: requests in flight were abandoned") from None
         finally:
             self.label_seconds = time.perf_counter() - t0
