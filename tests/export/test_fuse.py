@@ -25,31 +25,31 @@ def _ids(tok, text: str, ticker: str | None) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["lora", "dora"])
 def test_fused_logits_equal_base_plus_adapter(kind, lora_adapter, dora_adapter, smollm2_path, tmp_path):
+    """Independent of fuse's own verification: other prompt, PEFT's own loader, plain transformers."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tickerpulse.export.fuse import fuse
 
     adapter = lora_adapter if kind == "lora" else dora_adapter
-    res = fuse(adapter, tmp_path / "fused", model="smollm2-135m")
-    assert res.dtype == "float32" and res.max_abs_logit_diff is not None and res.max_abs_logit_diff < 1e-4
+    res = fuse(adapter, tmp_path / "fused", model="smollm2-135m", verify=False)
+    assert res.dtype == "float32"
 
     tok = AutoTokenizer.from_pretrained(smollm2_path)
     base = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
     adapted = PeftModel.from_pretrained(base, adapter).eval()
     fused = AutoModelForCausalLM.from_pretrained(res.path, dtype=torch.float32).eval()
     assert not any("lora" in n for n, _ in fused.named_parameters())
+    ids = _ids(tok, *PROMPTS[1])
     with torch.no_grad():
-        for text, ticker in PROMPTS:
-            ids = _ids(tok, text, ticker)
-            want = adapted(ids).logits
-            got = fused(ids).logits
-            with adapted.disable_adapter():
-                plain = adapted(ids).logits
-            assert (want - plain).abs().max() > 0.5, "the adapter must really change the logits"
-            diff = float((got - want).abs().max())
-            print(f"{kind}: max |fused - (base + adapter)| = {diff:.2e} over {ids.shape[1]} tokens")
-            assert diff < 1e-4
+        want = adapted(ids).logits
+        got = fused(ids).logits
+        with adapted.disable_adapter():
+            plain = adapted(ids).logits
+    assert (want - plain).abs().max() > 0.5, "the adapter must really change the logits"
+    diff = float((got - want).abs().max())
+    print(f"{kind}: max |fused - (base + adapter)| = {diff:.2e} over {ids.shape[1]} tokens")
+    assert diff < 1e-4
 
 
 def test_fused_folder_is_standalone(fused_dir: Path, lora_adapter: Path, smollm2_path: Path):
@@ -78,33 +78,26 @@ def test_fused_folder_is_standalone(fused_dir: Path, lora_adapter: Path, smollm2
     assert card["verify"]["max_abs_logit_diff_fp32"] < 1e-4
 
 
-def test_fuse_bf16_output(lora_adapter: Path, tmp_path: Path):
-    from safetensors import safe_open
-
-    from tickerpulse.export.fuse import fuse
-
-    res = fuse(lora_adapter, tmp_path / "bf16", model="smollm2-135m", dtype="bfloat16")
-    with safe_open(str(res.path / "model.safetensors"), framework="pt") as fh:
-        key = next(k for k in fh.keys() if k.endswith("q_proj.weight"))
-        assert fh.get_tensor(key).dtype == torch.bfloat16
-    assert res.max_abs_logit_diff is not None and res.max_abs_logit_diff < 1.0  # bf16 rounding, not a broken merge
-
-
 def test_fuse_cli_and_user_errors(lora_adapter: Path, tmp_path: Path):
     from tickerpulse.cli.main import app
 
     runner = CliRunner()
     out = tmp_path / "cli"
     res = runner.invoke(app, ["fuse", "--adapter", str(lora_adapter), "--save-path", str(out),
-                              "--model", "smollm2-135m", "--no-verify"])
+                              "--model", "smollm2-135m", "--dtype", "bfloat16", "--no-verify"])
     assert res.exit_code == 0, res.output
-    assert (out / "model.safetensors").is_file()
-    assert json.loads((out / "tickerpulse.json").read_text())["verify"] is None
+    card = json.loads((out / "tickerpulse.json").read_text())
+    assert card["verify"] is None and card["dtype"] == "bfloat16"
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
+        key = next(k for k in fh.keys() if k.endswith("q_proj.weight"))
+        assert fh.get_tensor(key).dtype == torch.bfloat16
 
     # a second fuse into the same folder must not silently overwrite it
-    from tickerpulse.cli._errors import run_app
-
     import sys
+
+    from tickerpulse.cli._errors import run_app
 
     argv = sys.argv
     try:

@@ -4,6 +4,7 @@ back and answers like the PyTorch model; unsupported models fail loudly."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import shutil
@@ -23,7 +24,8 @@ def _reference_gguf() -> Path:
     return next(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
 
 
-def _fields(path: Path) -> dict:
+@functools.lru_cache(maxsize=4)
+def _fields(path: Path) -> tuple[dict, dict]:
     import gguf
 
     reader = gguf.GGUFReader(str(path))
@@ -41,7 +43,7 @@ def test_gguf_matches_llama_cpp_converter_output(gguf_f16: Path, fused_dir: Path
     ours, our_t = _fields(gguf_f16)
     assert set(ref) - set(ours) == RELEASE_KEYS
     for key in sorted(set(ref) - RELEASE_KEYS):
-        if key in ("general.name", "general.file_type"):
+        if key in ("general.name", "general.file_type", "GGUF.kv_count"):
             continue
         assert ours[key] == ref[key], key
     assert ours["general.file_type"] == 1  # MOSTLY_F16
@@ -76,16 +78,6 @@ def test_q_and_k_rows_are_permuted_like_llama_cpp(gguf_f16: Path, fused_dir: Pat
     assert np.corrcoef(ours_q.reshape(-1), hf_q.reshape(-1))[0, 1] < 0.5  # rows really were reordered
 
 
-def test_q8_0_export_is_quantized(gguf_q8: Path, gguf_f16: Path):
-    _, tensors = _fields(gguf_q8)
-    assert tensors["blk.0.ffn_up.weight"].tensor_type.name == "Q8_0"
-    assert tensors["token_embd.weight"].tensor_type.name == "Q8_0"
-    assert tensors["output_norm.weight"].tensor_type.name == "F32"
-    ratio = gguf_q8.stat().st_size / gguf_f16.stat().st_size
-    print(f"sizes: f16 {gguf_f16.stat().st_size / 2**20:.1f} MiB, q8_0 {gguf_q8.stat().st_size / 2**20:.1f} MiB")
-    assert 0.5 < ratio < 0.56  # 8.5 bits vs 16 bits per weight
-
-
 def test_transformers_reads_the_gguf_back_and_answers_the_same(gguf_f16: Path, fused_dir: Path):
     from tickerpulse.export.roundtrip import SENTIMENT_PROMPTS, check_gguf
 
@@ -99,15 +91,22 @@ def test_transformers_reads_the_gguf_back_and_answers_the_same(gguf_f16: Path, f
     assert rep.ok and eng.agree == len(eng.answers) == 2
 
 
-def test_export_cli_writes_default_path(fused_dir: Path, tmp_path: Path):
+def test_export_cli_q8_0_to_the_default_path(fused_dir: Path, gguf_f16: Path, tmp_path: Path):
     from tickerpulse.cli.main import app
 
     folder = tmp_path / "m"
     shutil.copytree(fused_dir, folder)
     res = CliRunner().invoke(app, ["export", "gguf", "--model", str(folder), "--outtype", "q8_0"])
     assert res.exit_code == 0, res.output
-    assert (folder / "m-Q8_0.gguf").is_file()
-    assert not list(folder.glob("*.tmp"))
+    q8 = folder / "m-Q8_0.gguf"
+    assert q8.is_file() and not list(folder.glob("*.tmp"))
+    _, tensors = _fields(q8)
+    assert tensors["blk.0.ffn_up.weight"].tensor_type.name == "Q8_0"
+    assert tensors["token_embd.weight"].tensor_type.name == "Q8_0"
+    assert tensors["output_norm.weight"].tensor_type.name == "F32"
+    ratio = q8.stat().st_size / gguf_f16.stat().st_size
+    print(f"sizes: f16 {gguf_f16.stat().st_size / 2**20:.1f} MiB, q8_0 {q8.stat().st_size / 2**20:.1f} MiB")
+    assert 0.5 < ratio < 0.56  # 8.5 bits vs 16 bits per weight
 
 
 def test_unsupported_architecture_is_a_clear_error(tmp_path: Path, fused_dir: Path):
@@ -132,8 +131,7 @@ def test_unknown_pre_tokenizer_needs_a_name(tmp_path: Path, fused_dir: Path):
     for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json"):
         shutil.copy(fused_dir / f, folder / f)
     tj = json.loads((folder / "tokenizer.json").read_text())
-    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-        {"type": "Digits", "individual_digits": True}, tj["pre_tokenizer"]]}
+    tj["pre_tokenizer"]["add_prefix_space"] = True  # "Hi" -> " Hi": other ids, another fingerprint
     (folder / "tokenizer.json").write_text(json.dumps(tj))
     with pytest.raises(Exception, match="--tokenizer-pre"):
         build_vocab(folder, 49152)
