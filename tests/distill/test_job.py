@@ -151,23 +151,23 @@ def test_faults_are_retried_then_reported_and_never_written(teacher_server, tfns
 
     st = teacher_server.state
     st.slow_seconds, st.retry_after = 1.5, 0.2
-    raw = load_raw(tfns_file, limit=400)
+    raw = load_raw(tfns_file, limit=250)
     plan_of = {}
     for i, row in enumerate(raw):
         if i % 10 in FAULT_PLANS:
             plan_of[sanitize_text(row.text)] = FAULT_PLANS[i % 10]
     st.set_faults({t: p for t, (p, _) in plan_of.items()})
     out = tmp_path / "out"
-    cfg = DistillConfig(input=str(tfns_file), limit=400, teacher=teacher_server.url, teacher_model="gold-echo", out=out,
-                        n_train=60, n_valid=20, n_test=20, concurrency=8, timeout=0.6, cache=tmp_path / "c.sqlite")
+    cfg = DistillConfig(input=str(tfns_file), limit=250, teacher=teacher_server.url, teacher_model="gold-echo", out=out,
+                        n_train=40, n_valid=10, n_test=10, concurrency=8, timeout=0.6, cache=tmp_path / "c.sqlite")
     report = run_distill(cfg)
 
     labelled = set(st.received)
     doomed = {t for t in labelled if plan_of.get(t, ([], False))[1]}
     assert doomed, "the first wave should hit some persistent faults"
     c = report["counts"]
-    assert c["written"] == {"train": 60, "valid": 20, "test": 20}  # rejected rows were replaced
-    assert c["rejected"] == len(doomed) and c["failed"] == 0 and c["labelled"] == 100 + len(doomed)
+    assert c["written"] == {"train": 40, "valid": 10, "test": 10}  # rejected rows were replaced
+    assert c["rejected"] == len(doomed) and c["failed"] == 0 and c["labelled"] == 60 + len(doomed)
     kinds = report["rejects"]["by_reason"]
     assert sum(kinds.values()) == len(doomed) and any("not JSON" in k for k in kinds)
     retries = report["retries"]
@@ -175,7 +175,7 @@ def test_faults_are_retried_then_reported_and_never_written(teacher_server, tfns
         assert retries.get(kind, 0) > 0, (kind, retries)
     for t in doomed:
         assert st.received[t] == 3  # max_invalid answers, each with the previous error as feedback
-    rows = _assert_dataset(out, {"train": 60, "valid": 20, "test": 20})
+    rows = _assert_dataset(out, {"train": 40, "valid": 10, "test": 10})
     written_texts = {sanitize_text(r["messages"][1]["content"].split("<post>\n", 1)[1].rsplit("\n</post>", 1)[0])
                      for split in rows.values() for r in split}
     assert not written_texts & doomed  # nothing invalid reaches the dataset
@@ -199,17 +199,17 @@ def test_faults_are_retried_then_reported_and_never_written(teacher_server, tfns
 
 def test_drop_disagreements_backfills_and_reports_agreement(teacher_server, tfns_file, tmp_path):
     teacher_server.state.disagree_every = 5  # ~20% of texts get a wrong label
-    base = dict(input=str(tfns_file), limit=800, teacher=teacher_server.url, teacher_model="gold-echo",
-                n_train=80, n_valid=20, n_test=20, cache=tmp_path / "c.sqlite")
+    base = dict(input=str(tfns_file), limit=400, teacher=teacher_server.url, teacher_model="gold-echo",
+                n_train=60, n_valid=15, n_test=15, cache=tmp_path / "c.sqlite")
     keep = run_distill(DistillConfig(out=tmp_path / "keep", **base))
     rate = keep["agreement"]["written"]["rate"]
     assert 0.6 < rate < 0.95 and keep["counts"]["dropped_disagreements"] == 0
     conf = keep["agreement"]["confusion_gold_to_teacher"]
     assert sum(conf[g][t] for g in conf for t in conf[g] if g != t) > 0
     drop = run_distill(DistillConfig(out=tmp_path / "drop", drop_disagreements=True, **base))
-    assert drop["counts"]["written"] == {"train": 80, "valid": 20, "test": 20}
+    assert drop["counts"]["written"] == {"train": 60, "valid": 15, "test": 15}
     assert drop["agreement"]["written"]["rate"] == 1.0 and drop["counts"]["dropped_disagreements"] > 0
-    assert drop["cache"]["hits"] == 120  # the first wave was cached by the first run
+    assert drop["cache"]["hits"] == 90  # the first wave was cached by the first run
 
 
 @pytest.mark.parametrize("dataset", ["fiqa-sentiment/fiqa_task1.jsonl", "twitter-financial-news-sentiment/valid-a.jsonl"])
@@ -292,7 +292,7 @@ def test_a_tampered_cache_entry_is_never_written(teacher_server, tfns_file, tmp_
 def test_second_signal_abandons_requests_in_flight(teacher_server, tfns_file, tmp_path):
     st = teacher_server.state
     st.delay = 30.0  # every answer hangs: the first SIGTERM alone would wait for them
-    proc = _cli(["--input", str(tfns_file), "--limit", "300", "--teacher", teacher_server.url, "--teacher-model",
+    proc = _cli(["--input", str(tfns_file), "--limit", "60", "--teacher", teacher_server.url, "--teacher-model",
                  "gold-echo", "--out", str(tmp_path / "o"), "--n-train", "8", "--n-valid", "0", "--n-test", "0",
                  "--cache", str(tmp_path / "c.sqlite")], tmp_path / "home")
     deadline = time.monotonic() + 120
