@@ -44,3 +44,27 @@ def sentiment_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) 
         "valid": sentiment_chat_rows(src, 5000, 16),
         "test": sentiment_chat_rows(src, 6000, 16),
     })
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small randomly initialised Llama with SmolLM2's tokenizer, chat template and vocabulary.
+
+    A real transformers model (same code paths as SmolLM2), ~60x cheaper: for loop mechanics (resume,
+    checkpoints, fine-tune types) where the weights themselves do not matter.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    cfg = AutoConfig.from_pretrained(smollm2_path)
+    cfg.update({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "head_dim": 16})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (smollm2_path / name).exists():
+            shutil.copy(smollm2_path / name, folder / name)
+    return folder

@@ -136,35 +136,54 @@ class Encoder:
         return full, spans
 
     # --- encoding -----------------------------------------------------------------------------------
-    def _tokens(self, text: str, spans: Sequence[tuple[int, int]] | None, special: bool) -> tuple[list[int], list[bool]]:
+    def _tokens(self, text: str, spans: Sequence[tuple[int, int]] | None, special: bool
+                ) -> tuple[list[int], list[bool], int | None]:
+        """(ids, in-span flags (all True without spans), index of the last token of the last span)."""
         enc = self.tok(text, add_special_tokens=special, return_offsets_mapping=True)
         ids: list[int] = list(enc["input_ids"])
         if spans is None:
-            return ids, [True] * len(ids)
-        trained = []
+            return ids, [True] * len(ids), len(ids) - 1 if ids else None
+        inside = []
         for s, e in enc["offset_mapping"]:
             # added special tokens (BOS) have an empty (0, 0) span: never part of an assistant turn
-            trained.append(e > s and any(s < b and e > a for a, b in spans))
-        return ids, trained
+            inside.append(e > s and any(s < b and e > a for a, b in spans))
+        last = max((i for i, f in enumerate(inside) if f), default=None)
+        return ids, inside, last
+
+    def _chat(self, messages: list[dict[str, Any]], tools: Any) -> tuple[list[int], list[bool], bool]:
+        """(ids, trained flags, ends-in-a-stop-token) of one conversation."""
+        try:
+            text, spans = self.chat_spans(messages, tools)
+        except TemplateError:
+            if self.mask_prompt:
+                raise
+            text, spans = self._render(messages, tools), None  # everything is trained: no turn to locate
+        ids, inside, last = self._tokens(text, spans, special=False)
+        if spans is None:  # last non-blank token
+            last = max((i for i, t in enumerate(ids) if self.tok.decode([t]).strip()), default=None)
+        stops = last is not None and ids[last] in self.stop_ids
+        if stops and messages[-1].get("role") == "assistant":
+            ids, inside = ids[: last + 1], inside[: last + 1]  # what follows the final stop token is layout
+        trained = inside if self.mask_prompt else [True] * len(ids)
+        return ids, trained, stops
 
     def encode(self, row: dict[str, Any], fmt: Format) -> Sample | None:
         """One row -> Sample (None when nothing trainable survives truncation)."""
         if fmt == "chat":
-            text, spans = self.chat_spans(row["messages"], row.get("tools"))
-            ids, trained = self._tokens(text, spans if self.mask_prompt else None, special=False)
+            ids, trained, stops = self._chat(row["messages"], row.get("tools"))
+        elif fmt == "completions" and self.has_template:
+            msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
+            ids, trained, stops = self._chat(msgs, None)
         elif fmt == "completions":
-            if self.has_template:
-                msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-                text, spans = self.chat_spans(msgs)
-                ids, trained = self._tokens(text, spans if self.mask_prompt else None, special=False)
-            else:
-                prompt_ids, _ = self._tokens(row["prompt"], None, special=True)
-                done_ids, _ = self._tokens(row["completion"], None, special=False)
-                ids = prompt_ids + done_ids
-                trained = [not self.mask_prompt] * len(prompt_ids) + [True] * len(done_ids)
+            prompt_ids, _, _ = self._tokens(row["prompt"], None, special=True)
+            done_ids, _, _ = self._tokens(row["completion"], None, special=False)
+            ids = prompt_ids + done_ids
+            trained = [not self.mask_prompt] * len(prompt_ids) + [True] * len(done_ids)
+            stops = bool(ids) and ids[-1] in self.stop_ids
         else:
-            ids, trained = self._tokens(row["text"], None, special=True)
-        if not ids or ids[-1] not in self.stop_ids:
+            ids, trained, _ = self._tokens(row["text"], None, special=True)
+            stops = bool(ids) and ids[-1] in self.stop_ids
+        if not stops:  # the answer does not end in a stop token: append the EOS and train it
             ids.append(self.eos_id)
             trained.append(True)
         truncated = len(ids) > self.max_seq_length

@@ -95,6 +95,10 @@ class TrainConfig(StrictModel):
     )
     quantize: Literal["4bit", "8bit"] | None = Field(None, description="QLoRA base quantization (bitsandbytes).")
     packing: bool = Field(True, description="Pack samples into max_seq_length rows, no cross-sample attention.")
+    share_prefix: bool = Field(
+        True, description="Compute a prompt prefix shared by a batch's samples (e.g. the system prompt) once per "
+        "packed row; loss and gradients are unchanged. Needs packing and prompt masking."
+    )
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping; null disables.")
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int | None = Field(None, ge=0, description="Overrides lr_schedule.warmup.")

@@ -16,6 +16,7 @@ from tickerpulse.models.loading import load_tokenizer, pick_device, pick_dtype
 from tickerpulse.models.registry import resolve
 from tickerpulse.train.collate import Encoder, stop_token_ids
 from tickerpulse.train.loop import evaluate_loss
+from tickerpulse.train.loss import supports_explicit_mask
 from tickerpulse.train.packing import eval_batches, make_batch
 
 
@@ -73,8 +74,9 @@ def test_loss(
         model = apply_adapter(model, adapter)
         model = model.get_base_model() if hasattr(model, "get_base_model") else model
     model.to(dev).eval()
-    batches = [make_batch(samples, idx, max_seq_length=max_len, pad_id=tok.pad_token_id, packing=True)
-               for idx in eval_batches(len(samples), batch_size, num_batches)]
+    share = bool(run_cfg.get("share_prefix", True)) and supports_explicit_mask(model, max_len)
+    batches = [make_batch(samples, idx, max_seq_length=max_len, pad_id=tok.pad_token_id, packing=True,
+                          share_prefix=share) for idx in eval_batches(len(samples), batch_size, num_batches)]
     with torch.no_grad():
         loss, n = evaluate_loss(model, batches, dev)
     return {"loss": loss, "ppl": math.exp(min(loss, 50)) if n else math.nan, "tokens": n,

@@ -27,7 +27,7 @@ import torch
 from tickerpulse.config import ConfigError
 from tickerpulse.train.collate import Sample
 from tickerpulse.train.config import TrainConfig
-from tickerpulse.train.loss import batch_loss
+from tickerpulse.train.loss import batch_loss, supports_explicit_mask
 from tickerpulse.train.packing import Batch, BatchPlan, eval_batches, make_batch
 from tickerpulse.train.peft_setup import TrainableModel
 from tickerpulse.train.report import Reporter
@@ -45,7 +45,8 @@ class LoopState:
     bad_evals: int = 0
     first_val_loss: float | None = None
     last_val_loss: float | None = None
-    train_tokens: int = 0  # non-pad tokens through forward+backward
+    train_tokens: int = 0  # tokens of the trained samples (a shared prefix counts once per sample)
+    computed_tokens: int = 0  # non-pad positions run through forward+backward
     trained_tokens: int = 0  # tokens that carried a loss
     pad_tokens: int = 0
     train_time: float = 0.0
@@ -121,6 +122,11 @@ def evaluate_loss(causal_lm: Any, batches: Sequence[Batch], device: str) -> tupl
     return (total / n if n else math.nan), n
 
 
+def use_shared_prefix(cfg: TrainConfig, causal_lm: Any) -> bool:
+    """Shared-prefix rows need packing and a model that takes an explicit 4-D mask (see packing.py)."""
+    return cfg.share_prefix and cfg.packing and supports_explicit_mask(causal_lm, cfg.max_seq_length)
+
+
 def fit(
     cfg: TrainConfig,
     tm: TrainableModel,
@@ -131,13 +137,14 @@ def fit(
     *,
     pad_id: int,
     resume_state: dict[str, Any] | None = None,
-    on_save: Callable[[LoopState], None] | None = None,
+    on_save: Callable[[LoopState, bool], None] | None = None,
 ) -> FitResult:
     """Train `tm` on `train`, validating on `valid`; writes checkpoints and metrics into `run`.
 
     Args:
         resume_state: the dict from `checkpoint.pt` (weights already loaded into `tm`).
-        on_save: called after every checkpoint / best save (the backend refreshes summary.json and the plot).
+        on_save: called after every evaluation (False) and checkpoint (True): the backend refreshes
+            summary.json, and the loss plot at checkpoints.
     """
     device = tm.device
     accum = cfg.grad_accumulation_steps
@@ -146,12 +153,14 @@ def fit(
     lr_at = build_schedule(cfg, steps)
     params = [p for p in tm.model.parameters() if p.requires_grad]
     opt = build_optimizer(cfg, params)
-    val_sets = [make_batch(valid, idx, max_seq_length=cfg.max_seq_length, pad_id=pad_id, packing=cfg.packing)
-                for idx in eval_batches(len(valid), cfg.batch_size, cfg.val_batches)]
+    share = use_shared_prefix(cfg, tm.causal_lm)
+    val_sets = [make_batch(valid, idx, max_seq_length=cfg.max_seq_length, pad_id=pad_id, packing=cfg.packing,
+                           share_prefix=share) for idx in eval_batches(len(valid), cfg.batch_size, cfg.val_batches)]
     st = LoopState()
     if resume_state is not None:
         opt.load_state_dict(resume_state["optimizer"])
-        st = LoopState(**resume_state["loop"])
+        known = set(LoopState.__dataclass_fields__)
+        st = LoopState(**{k: v for k, v in resume_state["loop"].items() if k in known})
         expect = {"seed": cfg.seed, "batch_size": plan.batch_size, "samples": plan.n, "accum": accum}
         if resume_state["data"] != expect:
             raise ConfigError(f"cannot resume exactly: data/batching changed ({resume_state['data']} -> {expect})")
@@ -170,7 +179,7 @@ def fit(
             "adapter_file": checkpoint_name(st.step),
         })
         if on_save:
-            on_save(st)
+            on_save(st, True)
 
     def validate() -> bool:
         """Evaluate, keep the best adapter, return True when early stopping says stop."""
@@ -191,7 +200,7 @@ def fit(
         reporter.log({"kind": "val", "step": st.step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
                       "val_tokens": n, "is_best": improved, "best_step": st.best_step})
         if on_save:
-            on_save(st)
+            on_save(st, False)
         patience = cfg.early_stopping_patience
         return patience is not None and st.bad_evals >= patience
 
@@ -212,7 +221,7 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr
             micro = [make_batch(train, plan.indices(st.step * accum + j), max_seq_length=cfg.max_seq_length,
-                                pad_id=pad_id, packing=cfg.packing) for j in range(accum)]
+                                pad_id=pad_id, packing=cfg.packing, share_prefix=share) for j in range(accum)]
             n_targets = sum(b.n_targets for b in micro)
             step_loss = 0.0
             for b in micro:
@@ -229,6 +238,7 @@ def fit(
             tokens = sum(b.n_tokens for b in micro)
             st.train_time += dt
             st.train_tokens += tokens
+            st.computed_tokens += sum(b.n_computed for b in micro)
             st.trained_tokens += n_targets
             st.pad_tokens += sum(b.n_pad for b in micro)
             for k, v in (("loss", step_loss * n_targets), ("targets", n_targets), ("tokens", tokens), ("time", dt),

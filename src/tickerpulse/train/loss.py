@@ -22,15 +22,39 @@ def decoder_and_head(causal_lm: Any) -> tuple[Any, Any]:
     return decoder, causal_lm.get_output_embeddings()
 
 
+def supports_explicit_mask(causal_lm: Any, max_seq_length: int) -> bool:
+    """Whether a shared-prefix row's 4-D mask can be handed to this model unchanged.
+
+    Yes for sdpa/eager attention without a sliding window shorter than the rows (a 4-D mask replaces the
+    model's own mask, sliding window included).
+    """
+    cfg = getattr(causal_lm, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    impl = getattr(cfg, "_attn_implementation", None)
+    window = getattr(cfg, "sliding_window", None)
+    return impl in ("sdpa", "eager") and (window is None or window >= max_seq_length)
+
+
+def _model_mask(causal_lm: Any, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    cfg = causal_lm.config
+    impl = getattr(getattr(cfg, "text_config", None) or cfg, "_attn_implementation", "sdpa")
+    if impl == "eager":  # eager attention adds the mask to the scores
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask  # sdpa: boolean, True = may attend
+
+
 def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
     """Sum of token cross-entropies over the batch's trained positions (divide by `batch.n_targets`).
 
-    `attention_mask=None` + reset `position_ids` + `use_cache=False` is what makes transformers build a
-    block-diagonal mask for packed rows (see packing.py).
+    Plain packed rows: `attention_mask=None` + reset `position_ids` + `use_cache=False` is what makes
+    transformers build a block-diagonal mask (see packing.py). Shared-prefix rows bring their own 4-D mask.
     """
     decoder, head = decoder_and_head(causal_lm)
-    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=None,
-                     use_cache=False).last_hidden_state
+    dtype = next(causal_lm.parameters()).dtype
+    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                     attention_mask=_model_mask(causal_lm, batch.mask, dtype), use_cache=False).last_hidden_state
     keep = batch.targets != IGNORE
     logits = head(hidden[keep]).float()
     cap = getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)

@@ -1,15 +1,25 @@
 """Batches: samples packed into rows of at most `max_seq_length` tokens, with no attention across samples.
 
-`batch_size` counts samples (as in mlx-lm), so packing changes only how much padding is computed, never
-which samples make up an optimizer step. Within a batch, samples are packed first-fit-decreasing into rows;
-rows are padded to the longest row.
+`batch_size` counts samples (as in mlx-lm), so packing changes only how much is computed, never which
+samples make up an optimizer step. Within a batch, samples are packed first-fit-decreasing into rows; rows
+are padded to the longest row.
 
-Isolation: every sample's `position_ids` restart at 0, and the model is called with `attention_mask=None`
-and `use_cache=False`. transformers then derives a block-diagonal causal mask from the position resets
-(`masking_utils.find_packed_sequence_indices`); with a cache or a 2-D attention mask it would not, and samples
-would silently attend to each other (tests/train/test_packing.py proves they do not). Padding forms its own
-block. Targets are shifted *within* each sample, so the last token of one sample never learns to predict the
-first token of the next.
+Isolation, plain packing: every sample's `position_ids` restart at 0 and the model is called with
+`attention_mask=None` and `use_cache=False`; transformers then derives a block-diagonal causal mask from the
+position resets (`masking_utils.find_packed_sequence_indices`). With a cache or a 2-D attention mask it would
+not, and samples would silently attend to each other (tests/train/test_packing.py proves they do not).
+Padding forms its own block. Targets are shifted *within* each sample, so the last token of one sample never
+learns to predict the first token of the next.
+
+Shared prompt prefix (`share_prefix`): when the samples of a batch start with the same untrained tokens
+(the task's system prompt, here ~110 of ~200 tokens per sample), a row holds that prefix once followed by
+several samples' remainders: `[prefix][rest 1][rest 2]...`. Each remainder continues the prefix's positions
+and attends to the prefix and causally to itself only (an explicit 4-D mask), so every sample sees exactly
+the attention and positions it would see alone and the loss and gradients are those of the unshared batch
+(the prefix's gradient is the sum over its samples), while the prefix is computed once per row instead of
+once per sample. It applies only when no trained token lies in the prefix or is predicted from its last
+token; otherwise rows are packed plainly. `Batch.n_tokens` counts the samples' tokens (what was trained
+on); `n_computed` the positions actually run through the model.
 
 Data order is a pure function of (seed, micro-batch index): epoch e uses the permutation
 `numpy.random.default_rng([seed, e])`, so resuming needs only the step count.
@@ -25,6 +35,8 @@ import torch
 
 from tickerpulse.train.collate import IGNORE, Sample
 
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth an explicit mask
+
 
 @dataclass
 class Batch:
@@ -34,16 +46,24 @@ class Batch:
     position_ids: torch.Tensor
     targets: torch.Tensor  # next-token targets, IGNORE where nothing is trained (and at sample ends)
     rows: list[list[int]]  # sample indices per row, in order
-    n_tokens: int  # real (non-pad) tokens
+    n_tokens: int  # tokens of the samples in the batch (a shared prefix counts once per sample)
     n_targets: int  # trained tokens
+    n_computed: int = -1  # non-pad positions computed (< n_tokens when a prefix is shared)
+    mask: torch.Tensor | None = None  # (R, 1, L, L) bool, True = may attend; None = derived from position_ids
+    prefix_len: int = 0  # shared prefix length (0 = plain packing)
+
+    def __post_init__(self) -> None:
+        if self.n_computed < 0:
+            self.n_computed = self.n_tokens
 
     @property
     def n_pad(self) -> int:
-        return self.input_ids.numel() - self.n_tokens
+        return self.input_ids.numel() - self.n_computed
 
     def to(self, device: str | torch.device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device),
-                     self.rows, self.n_tokens, self.n_targets)
+        mask = None if self.mask is None else self.mask.to(device)
+        return Batch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device), self.rows,
+                     self.n_tokens, self.n_targets, self.n_computed, mask, self.prefix_len)
 
 
 def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
@@ -66,10 +86,31 @@ def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
     return rows
 
 
+def shared_prefix_length(samples: Sequence[Sample]) -> int:
+    """Longest common prefix that carries no loss and whose last token predicts no trained token.
+
+    Every sample keeps at least one token after it. 0 when fewer than two samples.
+    """
+    if len(samples) < 2:
+        return 0
+    first = samples[0].input_ids
+    n = min(len(s) for s in samples) - 1
+    p = 0
+    while p < n and all(s.input_ids[p] == first[p] for s in samples):
+        p += 1
+    # labels[0..p] must all be untrained: labels[p] is the target of the prefix's last token
+    while p > 0 and any(lab != IGNORE for s in samples for lab in s.labels[: p + 1]):
+        p -= 1
+    return p
+
+
 def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_length: int, pad_id: int,
-               packing: bool = True) -> Batch:
-    """Collate `samples[indices]` into one padded (packed) micro-batch."""
+               packing: bool = True, share_prefix: bool = False) -> Batch:
+    """Collate `samples[indices]` into one padded (packed) micro-batch (see the module docstring)."""
     chosen = [samples[i] for i in indices]
+    prefix = shared_prefix_length(chosen) if packing and share_prefix else 0
+    if prefix >= MIN_SHARED_PREFIX:
+        return _shared_prefix_batch(chosen, indices, prefix, max_seq_length, pad_id)
     if packing:
         local_rows = pack_rows([len(s) for s in chosen], max_seq_length)
     else:
@@ -96,6 +137,43 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
             pos[r, at:] = torch.arange(width - at)
     rows = [[indices[k] for k in row] for row in local_rows]
     return Batch(ids, pos, tgt, rows, n_tokens, n_targets)
+
+
+def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: int, max_seq_length: int,
+                         pad_id: int) -> Batch:
+    rests = [len(s) - p for s in chosen]
+    local_rows = pack_rows(rests, max_seq_length - p)
+    width = p + max(sum(rests[k] for k in row) for row in local_rows)
+    n_rows = len(local_rows)
+    ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    pos = torch.zeros((n_rows, width), dtype=torch.long)
+    tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((n_rows, 1, width, width), dtype=torch.bool)
+    causal_p = torch.ones(p, p, dtype=torch.bool).tril()
+    head = torch.tensor(chosen[0].input_ids[:p])
+    n_targets = n_computed = 0
+    for r, row in enumerate(local_rows):
+        ids[r, :p] = head
+        pos[r, :p] = torch.arange(p)
+        mask[r, 0, :p, :p] = causal_p
+        at = p
+        for k in row:
+            s, n = chosen[k], rests[k]
+            ids[r, at : at + n] = torch.tensor(s.input_ids[p:])
+            pos[r, at : at + n] = torch.arange(p, p + n)
+            shifted = s.labels[p + 1 :] + [IGNORE]
+            tgt[r, at : at + n] = torch.tensor(shifted)
+            n_targets += sum(1 for t in shifted if t != IGNORE)
+            mask[r, 0, at : at + n, :p] = True
+            mask[r, 0, at : at + n, at : at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            at += n
+        n_computed += at
+        if at < width:  # padding attends to itself only (a fully masked row would give NaN)
+            pos[r, at:] = torch.arange(width - at)
+            mask[r, 0, at:, at:] = torch.eye(width - at, dtype=torch.bool)
+    rows = [[indices[k] for k in row] for row in local_rows]
+    n_tokens = sum(len(s) for s in chosen)
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, n_computed, mask, p)
 
 
 class BatchPlan:

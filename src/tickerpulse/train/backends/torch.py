@@ -23,7 +23,15 @@ from tickerpulse.models.registry import resolve
 from tickerpulse.train.backends import TrainResult
 from tickerpulse.train.collate import EncodedSplit, Encoder, stop_token_ids
 from tickerpulse.train.config import TrainConfig
-from tickerpulse.train.loop import LoopState, evaluate_loss, fit, peak_memory_mb, seed_everything, total_steps
+from tickerpulse.train.loop import (
+    LoopState,
+    evaluate_loss,
+    fit,
+    peak_memory_mb,
+    seed_everything,
+    total_steps,
+    use_shared_prefix,
+)
 from tickerpulse.train.packing import BatchPlan, eval_batches, make_batch, padding_waste
 from tickerpulse.train.peft_setup import TrainableModel, build_trainable_model
 from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
@@ -59,7 +67,7 @@ def _fingerprint(data: str, encoded: dict[str, EncodedSplit | None]) -> dict[str
 
 def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopState, status: str, steps: int,
              wall: float, stop_ids: set[int], tokenizer: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    computed = st.train_tokens + st.pad_tokens
+    computed = st.computed_tokens + st.pad_tokens
     return {
         "status": status,
         "backend": "torch",
@@ -77,6 +85,11 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "train_tokens": st.train_tokens,
         "trained_tokens": st.trained_tokens,
         "tokens_per_sec": st.train_tokens / st.train_time if st.train_time else None,
+        "computed_tokens": st.computed_tokens,
+        "computed_tokens_per_sec": st.computed_tokens / st.train_time if st.train_time else None,
+        "samples_per_sec": st.step * cfg.batch_size * cfg.grad_accumulation_steps / st.train_time
+        if st.train_time else None,
+        "shared_prefix": use_shared_prefix(cfg, tm.causal_lm),
         "padding_waste": st.pad_tokens / computed if computed else 0.0,
         "peak_memory_mb": round(peak_memory_mb(tm.device), 1),
         "train_time_s": round(st.train_time, 2),
@@ -153,10 +166,11 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
         if cfg.train:
             assert train_set is not None
 
-            def refresh(state: LoopState) -> None:
+            def refresh(state: LoopState, checkpoint: bool) -> None:
                 wall = prior_wall + time.perf_counter() - t_start
                 run.write_summary(_summary(cfg, tm, model_dir, state, "running", steps, wall, stop_ids, tokenizer, extra))
-                run.plot()
+                if checkpoint:
+                    run.plot()
 
             result = fit(cfg, tm, train_set.samples, valid_set.samples if valid_set else [], run, reporter,
                          pad_id=tokenizer.pad_token_id, resume_state=resume_state, on_save=refresh)
@@ -166,7 +180,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
                 tm.load_trainable_state(_load_weights(run / BEST))
             test = encoded["test"]
             batches = [make_batch(test.samples, idx, max_seq_length=cfg.max_seq_length,
-                                  pad_id=tokenizer.pad_token_id, packing=cfg.packing)
+                                  pad_id=tokenizer.pad_token_id, packing=cfg.packing,
+                                  share_prefix=use_shared_prefix(cfg, tm.causal_lm))
                        for idx in eval_batches(len(test.samples), cfg.batch_size, cfg.test_batches)]
             loss, n = evaluate_loss(tm.causal_lm, batches, tm.device)
             ppl = math.exp(min(loss, 50))
@@ -225,9 +240,12 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
     train_set = encoded.get("train")
     if train_set is not None and train_set.samples and steps:
         plan = BatchPlan(len(train_set.samples), cfg.batch_size, cfg.seed)
+        share = use_shared_prefix(cfg, tm.causal_lm)
         probe = [make_batch(train_set.samples, plan.indices(k), max_seq_length=cfg.max_seq_length, pad_id=0,
-                            packing=cfg.packing) for k in range(min(plan.per_epoch, 20))]
-        lines.append(f"padding waste (first {len(probe)} batches): {100 * padding_waste(probe):.1f}%")
+                            packing=cfg.packing, share_prefix=share) for k in range(min(plan.per_epoch, 20))]
+        shared = sum(b.n_tokens - b.n_computed for b in probe) / max(sum(b.n_tokens for b in probe), 1)
+        lines.append(f"padding waste (first {len(probe)} batches): {100 * padding_waste(probe):.1f}%"
+                     + (f"; shared prompt prefix saves {100 * shared:.1f}% of the tokens" if shared > 0 else ""))
     if resume_state is not None:
         lines.append(f"resuming at step {resume_state['step']} from {resume_state['adapter_file']}")
     for line in lines:

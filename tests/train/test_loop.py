@@ -1,0 +1,121 @@
+"""The training loop: exact resume, refusing to overwrite, the other fine-tune types (on a small Llama with
+SmolLM2's tokenizer, since the mechanics do not depend on the weights), and the
+no-backward-below-the-trained-blocks rule (on the real SmolLM2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tickerpulse.config import ConfigError
+from tickerpulse.train.api import resolve_config, train
+
+from .conftest import write_split_folder
+
+
+@pytest.fixture(scope="module")
+def short_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Short chat rows (tweet -> label word), so many steps stay cheap."""
+    rows = []
+    with open(shared_data / "twitter-financial-news-sentiment" / "train.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if len(r["text"]) < 90:
+                rows.append({"messages": [{"role": "user", "content": r["text"]},
+                                          {"role": "assistant", "content": r["label"]}]})
+            if len(rows) == 40:
+                break
+    return write_split_folder(tmp_path_factory.mktemp("short"), {"train": rows[:32], "valid": rows[32:]})
+
+
+def base_flags(data: Path, run: Path, model: Path, **kw) -> dict:
+    flags = {
+        "model": str(model), "data": str(data), "adapter_path": str(run), "dtype": "float32", "num_layers": 2, "batch_size": 2,
+        "max_seq_length": 96, "steps_per_report": 1, "steps_per_eval": 10, "val_batches": 1, "save_every": 10,
+        "seed": 3, "lora_parameters": {"rank": 4, "dropout": 0.1},  # dropout: the RNG state must be restored too
+        "lr_schedule": {"name": "cosine_decay", "warmup": 3, "arguments": [1e-3, 40, 1e-5]},
+    }
+    flags.update(kw)
+    return flags
+
+
+def losses(run: Path, kind: str = "train", key: str = "loss") -> dict[int, float]:
+    recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r[key] for r in recs if r["kind"] == kind}
+
+
+def test_resume_20_plus_20_equals_40_straight(short_data: Path, tiny_model: Path, tmp_path: Path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(resolve_config(None, base_flags(short_data, straight, tiny_model, iters=40)))
+    first = train(resolve_config(None, base_flags(short_data, split, tiny_model, iters=20)))
+    assert first.summary["step"] == 20 and (split / "0000020_adapters.safetensors").is_file()
+    resumed = train(resolve_config(None, {"resume": str(split), "iters": 40}))
+    assert resumed.summary["step"] == 40
+
+    a, b = losses(straight), losses(split)
+    assert sorted(a) == sorted(b) == list(range(1, 41))
+    assert max(abs(a[s] - b[s]) for s in a) < 1e-5, {s: (a[s], b[s]) for s in a if abs(a[s] - b[s]) >= 1e-5}
+    assert len(set(round(v, 4) for v in a.values())) > 10  # the losses really move
+    va, vb = losses(straight, "val", "val_loss"), losses(split, "val", "val_loss")
+    assert sorted(va) == sorted(vb) == [0, 10, 20, 30, 40]
+    assert max(abs(va[s] - vb[s]) for s in va) < 1e-5
+    wa, wb = load_file(straight / "0000040_adapters.safetensors"), load_file(split / "0000040_adapters.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6
+    assert (split / "command.txt").read_text().count("\n") == 2  # both invocations recorded
+    assert resumed.summary["best_step"] == train_summary(straight)["best_step"]
+
+
+def train_summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_refuses_to_overwrite_a_finished_run_and_resume_checks_data(short_data: Path, tiny_model: Path,
+                                                                    tmp_path: Path):
+    run = tmp_path / "r"
+    train(resolve_config(None, base_flags(short_data, run, tiny_model, iters=2, save_every=2, steps_per_eval=2)))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(resolve_config(None, base_flags(short_data, run, tiny_model, iters=2)))
+    with pytest.raises(ConfigError, match="data/batching changed"):
+        train(resolve_config(None, {"resume": str(run), "iters": 4, "batch_size": 3}))
+
+
+def test_no_graph_below_the_lowest_trained_block(smollm2_path):
+    from tickerpulse.train.peft_setup import build_trainable_model
+
+    cfg = resolve_config(None, {"num_layers": 2, "dtype": "float32"})
+    tm = build_trainable_model(cfg, smollm2_path)
+    assert tm.trained_layers == [28, 29]
+    seen: dict[int, bool] = {}
+    blocks = tm.causal_lm.model.layers
+    hooks = [blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(
+        i, (out[0] if isinstance(out, tuple) else out).requires_grad)) for i in (26, 27, 28)]
+    tm.causal_lm(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=False)
+    for h in hooks:
+        h.remove()
+    assert seen == {26: False, 27: False, 28: True}  # autograd records nothing below block 28
+    names = {n for n, p in tm.model.named_parameters() if p.requires_grad}
+    assert names and all(".layers.28." in n or ".layers.29." in n for n in names)
+    assert all(p.dtype == torch.float32 for p in tm.model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("kind", ["dora", "full"])
+def test_other_fine_tune_types_train_and_apply(kind: str, short_data: Path, tmp_path: Path, tiny_model: Path):
+    from transformers import AutoModelForCausalLM
+
+    from tickerpulse.models.adapters import apply_adapter, read_run
+
+    run = tmp_path / kind
+    res = train(resolve_config(None, base_flags(short_data, run, tiny_model, iters=2, num_layers=1, fine_tune_type=kind,
+                                                steps_per_eval=2, save_every=2, learning_rate=1e-3,
+                                                lr_schedule=None)))
+    assert res.summary["status"] == "finished" and res.summary["fine_tune_type"] == kind
+    info = read_run(run)
+    assert info.kind == ("full" if kind == "full" else "peft") and info.best_step is not None
+    assert (run / "adapter_config.json").is_file() == (kind != "full")
+    model = apply_adapter(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), run)
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3]])).logits).all()

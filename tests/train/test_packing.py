@@ -1,0 +1,211 @@
+"""Packing: rows respect max_seq_length, targets never cross samples, and samples in one packed row cannot
+see each other (proved on the real SmolLM2 forward pass, with a negative control that shows the test would
+catch a leak)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tickerpulse.models.loading import load_tokenizer
+from tickerpulse.train.collate import IGNORE, Encoder, Sample
+from tickerpulse.train.loss import batch_loss
+from tickerpulse.train.packing import BatchPlan, eval_batches, make_batch, pack_rows, padding_waste
+
+
+def chat(user: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(smollm2_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
+    return model, load_tokenizer(smollm2_path)
+
+
+def encode(tok, rows):
+    enc = Encoder(tok, max_seq_length=256)
+    return [enc.encode(r, "chat") for r in rows]
+
+
+def test_pack_rows_first_fit_decreasing():
+    lengths = [50, 30, 70, 20, 10, 60]
+    rows = pack_rows(lengths, 100)
+    assert sorted(i for r in rows for i in r) == list(range(6))
+    assert all(sum(lengths[i] for i in r) <= 100 for r in rows)
+    assert rows[0][0] == 2 and rows[1][0] == 5  # longest first
+    assert len(rows) == 3  # 270 tokens need at least 3 rows of 100
+
+
+def test_targets_are_shifted_within_each_sample():
+    a = Sample([10, 11, 12, 13], [IGNORE, IGNORE, 12, 13])
+    b = Sample([20, 21, 22], [20, 21, 22])
+    batch = make_batch([a, b], [0, 1], max_seq_length=16, pad_id=0)
+    assert batch.input_ids.shape == (1, 7)
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2]]
+    # a's last token predicts nothing (not b's first token); b's first label has no predecessor in b
+    assert batch.targets.tolist() == [[IGNORE, 12, 13, IGNORE, 21, 22, IGNORE]]
+    assert batch.n_targets == 4 and batch.n_tokens == 7 and batch.n_pad == 0
+    # two rows when they do not fit together; the short row is padded with its own position block
+    split = make_batch([a, b], [0, 1], max_seq_length=5, pad_id=0)
+    assert split.input_ids.shape == (2, 4) and split.n_pad == 1
+    assert split.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 2, 0]]
+    assert padding_waste([split]) == pytest.approx(1 / 8)
+
+
+def test_batch_plan_is_a_pure_function_of_seed_and_index():
+    plan, again = BatchPlan(10, 3, seed=7), BatchPlan(10, 3, seed=7)
+    assert plan.per_epoch == 3
+    epoch0 = [plan.indices(k) for k in range(3)]
+    assert [again.indices(k) for k in (2, 0, 1)] == [epoch0[2], epoch0[0], epoch0[1]]
+    assert len({i for b in epoch0 for i in b}) == 9  # without replacement within an epoch
+    assert plan.indices(3) != epoch0[0]  # the next epoch is reshuffled
+    assert BatchPlan(10, 3, seed=8).indices(0) != epoch0[0] or BatchPlan(10, 3, seed=8).indices(1) != epoch0[1]
+    assert eval_batches(10, 4, -1) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert eval_batches(10, 4, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def _logits_per_sample(model, samples, order, **kwargs):
+    """Pack samples[order] into one row; return {sample index: its logits}."""
+    batch = make_batch(samples, order, max_seq_length=4096, pad_id=0)
+    assert len(batch.rows) == 1
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **kwargs).logits[0]
+    out, at = {}, 0
+    for k in batch.rows[0]:
+        n = len(samples[k])
+        out[k] = logits[at : at + n]
+        at += n
+    return out
+
+
+def test_changing_one_packed_sample_leaves_the_others_unchanged(model_and_tok):
+    model, tok = model_and_tok
+    samples = encode(tok, [
+        chat("$AAPL beats estimates, raises guidance", '{"sentiment": "positive"}'),
+        chat("$TSLA recalls 2 million cars", '{"sentiment": "negative"}'),
+        chat("$MSFT to hold annual meeting", '{"sentiment": "neutral"}'),
+    ])
+    changed = samples[:1] + encode(tok, [chat("Oil slumps as OPEC output rises; airlines rally hard", "mixed")]) \
+        + samples[2:]
+    before = _logits_per_sample(model, samples, [0, 1, 2])
+    after = _logits_per_sample(model, changed, [0, 1, 2])
+    assert len(changed[1]) != len(samples[1])  # the change also moves the third sample's offset
+    torch.testing.assert_close(after[0], before[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(after[2], before[2], atol=1e-4, rtol=0)  # the sample *after* the change
+    assert not torch.allclose(after[1][-3:], before[1][-3:], atol=1e-2)
+    # and each packed sample equals the same sample run alone (positions restart per sample)
+    for k in range(3):
+        alone = _logits_per_sample(model, samples, [k])[k]
+        torch.testing.assert_close(before[k], alone, atol=1e-4, rtol=0)
+
+
+def test_negative_control_a_2d_mask_would_leak(model_and_tok):
+    """With a 2-D attention mask transformers skips packed-sequence detection: samples see each other.
+    This is why the loop passes attention_mask=None; the test above would fail on such a leak."""
+    model, tok = model_and_tok
+    samples = encode(tok, [chat("$AAPL up", "positive"), chat("$TSLA down", "negative")])
+    changed = encode(tok, [chat("$NVDA soars on AI demand", "positive"), chat("$TSLA down", "negative")])
+    ones = {"attention_mask": torch.ones(1, len(samples[0]) + len(samples[1]), dtype=torch.long)}
+    if len(changed[0]) != len(samples[0]):
+        ones_changed = {"attention_mask": torch.ones(1, len(changed[0]) + len(changed[1]), dtype=torch.long)}
+    else:
+        ones_changed = ones
+    leak_before = _logits_per_sample(model, samples, [0, 1], **ones)[1]
+    leak_after = _logits_per_sample(model, changed, [0, 1], **ones_changed)[1]
+    assert not torch.allclose(leak_before, leak_after, atol=1e-3)
+
+
+def test_packed_loss_equals_sum_of_per_sample_losses(model_and_tok):
+    model, tok = model_and_tok
+    samples = encode(tok, [chat("$AAPL up", '{"sentiment": "positive"}'),
+                           chat("$TSLA recalls cars", '{"sentiment": "negative"}'),
+                           chat("$F flat", '{"sentiment": "neutral"}')])
+    with torch.no_grad():
+        packed = batch_loss(model, make_batch(samples, [0, 1, 2], max_seq_length=4096, pad_id=0))
+        single = sum(batch_loss(model, make_batch(samples, [k], max_seq_length=4096, pad_id=0)) for k in range(3))
+        unpacked = batch_loss(model, make_batch(samples, [0, 1, 2], max_seq_length=4096, pad_id=0, packing=False))
+    assert packed.item() == pytest.approx(single.item(), rel=1e-5)
+    assert unpacked.item() == pytest.approx(single.item(), rel=1e-5)  # padding rows are isolated too
+    assert np.isfinite(packed.item())
+
+
+def sentiment_samples(tok, texts):
+    from tickerpulse.data.sentiment import build_messages, format_answer
+
+    rows = [{"messages": build_messages(t, tk) + [{"role": "assistant", "content": format_answer(tk, lab, sc)}]}
+            for t, tk, lab, sc in texts]
+    return encode(tok, rows)
+
+
+TEXTS = [("$AAPL beats estimates and raises guidance", "AAPL", "positive", 0.7),
+         ("$TSLA recalls 2 million cars over autopilot", "TSLA", "negative", -0.7),
+         ("$MSFT to hold its annual meeting on Dec 1", "MSFT", "neutral", 0.0)]
+
+
+def test_shared_prompt_prefix_is_exact_and_isolated(model_and_tok):
+    model, tok = model_and_tok
+    samples = sentiment_samples(tok, TEXTS)
+    batch = make_batch(samples, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True)
+    p = batch.prefix_len
+    assert p >= 100 and batch.mask is not None and len(batch.rows) == 1  # the system prompt and more
+    assert batch.n_computed == sum(len(s) for s in samples) - 2 * p and batch.n_tokens == sum(map(len, samples))
+
+    def per_sample(b, ss):
+        with torch.no_grad():
+            logits = model(input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask,
+                           use_cache=False).logits[0]
+        out, at = {}, b.prefix_len
+        for k in b.rows[0]:
+            n = len(ss[k]) - b.prefix_len
+            out[k] = torch.cat([logits[: b.prefix_len], logits[at : at + n]])
+            at += n
+        return out
+
+    shared = per_sample(batch, samples)
+    for k in range(3):
+        alone = _logits_per_sample(model, samples, [k])[k]
+        torch.testing.assert_close(shared[k], alone, atol=1e-4, rtol=0)
+    changed = samples[:1] + sentiment_samples(tok, [("Oil slumps as OPEC output rises; airlines rally", "DAL",
+                                                     "positive", 0.4)]) + samples[2:]
+    cbatch = make_batch(changed, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True)
+    assert cbatch.prefix_len == p
+    after = per_sample(cbatch, changed)
+    torch.testing.assert_close(after[0], shared[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(after[2], shared[2], atol=1e-4, rtol=0)
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradients(model_and_tok):
+    model, tok = model_and_tok
+    samples = sentiment_samples(tok, TEXTS)
+    params = [model.model.layers[0].self_attn.q_proj.weight, model.model.layers[29].mlp.down_proj.weight]
+    grads = {}
+    for share in (False, True):
+        for prm in params:
+            prm.requires_grad_(True)
+            prm.grad = None
+        batch = make_batch(samples, [0, 1, 2], max_seq_length=400, pad_id=0, share_prefix=share)
+        assert (batch.prefix_len > 0) == share
+        loss = batch_loss(model, batch)
+        loss.backward()
+        grads[share] = (loss.item(), [prm.grad.clone() for prm in params])
+        for prm in params:
+            prm.requires_grad_(False)
+            prm.grad = None
+    assert grads[True][0] == pytest.approx(grads[False][0], rel=1e-5)
+    for g_shared, g_plain in zip(grads[True][1], grads[False][1]):
+        assert (g_shared - g_plain).abs().max() <= 1e-4 * g_plain.abs().max() + 1e-7
+
+
+def test_no_prefix_sharing_when_the_prefix_would_carry_loss(model_and_tok):
+    _, tok = model_and_tok
+    plain = Encoder(tok, mask_prompt=False, max_seq_length=512)
+    from tickerpulse.data.sentiment import build_messages
+
+    rows = [{"messages": build_messages(t, tk) + [{"role": "assistant", "content": lab}]} for t, tk, lab, _ in TEXTS]
+    samples = [plain.encode(r, "chat") for r in rows]
+    batch = make_batch(samples, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True)
+    assert batch.prefix_len == 0 and batch.mask is None
