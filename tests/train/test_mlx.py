@@ -98,3 +98,36 @@ def test_peft_adapter_converted_to_mlx_gives_the_same_logits_and_converts_back(p
     for key in ("r", "lora_alpha", "layers_to_transform"):
         assert a[key] == b[key], key
     assert set(a["target_modules"]) == set(b["target_modules"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "mlx"])
+def test_same_config_trains_on_both_backends_and_the_run_loads_with_peft(backend, sentiment_data, smollm2_path,
+                                                                          tmp_path):
+    """The same TrainConfig trains a few steps on torch and on mlx; both run folders have the same layout and
+    the best adapter loads through `apply_adapter` (what fuse/eval/serve use)."""
+    from transformers import AutoModelForCausalLM
+
+    from tickerpulse.models.adapters import apply_adapter, read_run
+    from tickerpulse.train.api import resolve_config, train
+
+    run = tmp_path / "run"
+    cfg = resolve_config(None, {
+        "backend": backend, "data": str(sentiment_data), "adapter_path": str(run), "num_layers": 2,
+        "batch_size": 4, "max_seq_length": 320, "learning_rate": 1e-3, "iters": 2, "steps_per_report": 1,
+        "steps_per_eval": 1, "save_every": 1, "val_batches": 1, "early_stopping_patience": 3,
+        "lora_parameters": {"rank": 4, "scale": 2.0}, "dtype": "float32",
+    })
+    res = train(cfg)
+    s = res.summary
+    assert s["backend"] == backend and s["status"] == "finished" and s["step"] == 2
+    for name in ("config.yaml", "summary.json", "metrics.jsonl", "loss_curve.png", "adapters.safetensors",
+                 "adapter_config.json", "0000001_adapters.safetensors", "0000002_adapters.safetensors"):
+        assert (run / name).is_file(), name
+    kinds = {json.loads(ln)["kind"] for ln in (run / "metrics.jsonl").read_text().splitlines()}
+    assert {"train", "val"} <= kinds
+    info = read_run(run)
+    assert info.best_step == s["best_step"]
+    base = AutoModelForCausalLM.from_pretrained(str(smollm2_path), dtype=torch.float32)
+    model = apply_adapter(base, run)
+    assert sum(1 for n, _ in model.named_parameters() if "lora_B" in n) > 0
