@@ -267,6 +267,8 @@ def stream_generate(
     """
     import torch
 
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
     prompt_ids = encode_prompt(tok, prompt)
     eos = eos_token_ids(model, tok)
     stops = [s for s in (stop or []) if s]
@@ -356,8 +358,8 @@ def generate_batch(
     """
     import torch
 
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+    if batch_size < 1 or max_tokens < 1:
+        raise ValueError("batch_size and max_tokens must be >= 1")
     encoded = [encode_prompt(tok, p) for p in prompts]
     eos = eos_token_ids(model, tok)
     pad = _pad_id(tok, eos)
