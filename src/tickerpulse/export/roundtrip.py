@@ -174,12 +174,16 @@ def weight_type(gguf_path: Path) -> str:
 
 def _check_transformers(gguf_path: Path, ref: _Reference, chats: list[list[dict[str, str]]],
                         ref_tokens: list[list[int]], max_new_tokens: int, wtype: str) -> EngineReport:
+    import tempfile
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, name = str(gguf_path.parent), gguf_path.name
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    # Read the GGUF alone: next to an HF folder's tokenizer files transformers would mix those in.
+    with tempfile.TemporaryDirectory(prefix="tp-gguf-") as tmp:
+        (Path(tmp) / gguf_path.name).symlink_to(gguf_path)
+        tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32).eval()
     rep = EngineReport(engine="transformers", ok=False)
     ids = [ref.prompt_ids(m) for m in chats]
     rep.checks["prompt_ids_equal"] = all(ref.prompt_ids(m, tok) == i for m, i in zip(chats, ids))
@@ -232,7 +236,7 @@ def _check_llama_cpp(gguf_path: Path, ref: _Reference, chats: list[list[dict[str
     if time_tokens:
         rep.seconds_40 = _time_llama(llm, ref.prompt_ids(chats[0]), time_tokens)
         rep.tokens_per_s = time_tokens / rep.seconds_40
-    llm.close() if hasattr(llm, "close") else None
+    llm.close()
     _finish(rep)
     return rep
 
