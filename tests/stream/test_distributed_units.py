@@ -68,6 +68,10 @@ def test_spark_stages_as_plain_functions() -> None:
     rows = [{**r, **a} for r, a in zip(parsed.to_dict("records"), answers.to_dict("records"))]
     rows[list(parsed["ticker"]).index("TSLA")].update(sentiment=None, error="ScoringError: boom", attempts=3)
     docs, marks, dead = build_outputs(rows, "vader-3.3.2")
+    from tickerpulse.stream.spark.pipeline import model_version
+
+    assert model_version(_cfg()) == "vader-3.3.2"  # what the workers' scorer reports, without a model load
+    assert model_version(_cfg(scorer="engine", model="smollm2-135m")).startswith("smollm2-135m:")
     assert [d.doc_id for d in docs] == [doc_id("a1", "AAPL", "vader-3.3.2")]
     assert {m.post_id: m.n_tickers for m in marks} == {"a1": 2, "a2": 0}
     assert sorted((d.stage, d.code) for d in dead) == [("parse", "bad_json"), ("score", "model_failed")]

@@ -174,3 +174,15 @@ def test_spark_scores_through_the_sentiment_endpoint(noida: Any, spark: Any, smo
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_format_kafka_without_the_connector_is_a_config_error(spark: Any, tmp_path: Path) -> None:
+    """`processor_options.source: kafka` needs Spark's connector jar, which this machine cannot have: the
+    error must say so and name the alternative, not dump a JVM stack trace."""
+    from tickerpulse.config import ConfigError
+    from tickerpulse.stream.config import StreamConfig
+    from tickerpulse.stream.spark.job import build_stream, spark_options
+
+    cfg = StreamConfig(dir=tmp_path, bus="kafka", processor="spark", scorer="vader", processor_options={"source": "kafka"})
+    with pytest.raises(ConfigError, match="source: python"):
+        build_stream(spark, cfg, spark_options(cfg))

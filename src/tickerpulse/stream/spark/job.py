@@ -86,6 +86,8 @@ def spark_session(opts: SparkOptions, app_name: str = "tickerpulse-stream") -> A
          .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
          .config("spark.sql.execution.arrow.pyspark.enabled", "true")
          .config("spark.python.worker.reuse", "true")
+         # pandas sees Spark timestamps as naive wall-clock times in the session zone: make that zone UTC
+         .config("spark.sql.session.timeZone", "UTC")
          .config("spark.sql.streaming.stopTimeout", "30000"))
     for k, v in opts.conf.items():
         b = b.config(k, v)
@@ -107,8 +109,16 @@ def build_stream(spark: Any, cfg: StreamConfig, opts: SparkOptions) -> Any:
         reader = spark.readStream.format(NAME).option("probeTail", str(opts.probe_tail).lower())
     else:
         reader = spark.readStream.format("kafka").option("failOnDataLoss", "false")
-    raw = (reader.option("kafka.bootstrap.servers", cfg.kafka_bootstrap).option("subscribe", cfg.topic)
-           .option("startingOffsets", opts.starting_offsets).option("maxOffsetsPerTrigger", str(max_offsets)).load())
+    reader = (reader.option("kafka.bootstrap.servers", cfg.kafka_bootstrap).option("subscribe", cfg.topic)
+              .option("startingOffsets", opts.starting_offsets).option("maxOffsetsPerTrigger", str(max_offsets)))
+    try:
+        raw = reader.load()
+    except Exception as exc:  # pyspark's AnalysisException: the connector jar is not on the classpath
+        if opts.source == "kafka" and "kafka" in str(exc).lower() and "find" in str(exc).lower():
+            raise ConfigError("processor_options.source=kafka needs Spark's spark-sql-kafka connector (e.g. "
+                              "processor_options.conf: {spark.jars.packages: org.apache.spark:spark-sql-kafka-0-10_2.13:"
+                              "<Spark version>}); or use source: python") from None
+        raise
     conf = cfg.model_dump(mode="json")
 
     @pandas_udf(ANSWER_DDL)  # type: ignore[call-overload]
@@ -124,10 +134,11 @@ class BatchTracker:
     their stats, heartbeats to the store."""
 
     def __init__(self, cfg: StreamConfig, store: Any, meta: dict[str, Any]):
-        from tickerpulse.stream.spark.pipeline import write_partition
+        from tickerpulse.stream.spark.pipeline import model_version, write_partition
 
         self.cfg, self.store, self.meta = cfg, store, meta
-        self.writer = write_partition(cfg.model_dump(mode="json"))
+        self.version = meta.get("model_version") or model_version(cfg)
+        self.writer = write_partition(cfg.model_dump(mode="json"), self.version)
         self.totals = {"records": 0, "posts": 0, "docs": 0, "dead_letters": 0, "batches": 0}
         self.batch_ms: list[float] = []
         self.last_data = time.monotonic()
@@ -245,7 +256,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
     from tickerpulse.stream.spark.pipeline import model_version
 
     meta = {"pid": os.getpid(), "processor": "spark", "master": opts.master, "source": opts.source, "scorer": cfg.scorer,
-            "model_version": model_version(cfg.model_dump(mode="json")), "bus": cfg.bus, "store": cfg.store,
+            "model_version": model_version(cfg), "bus": cfg.bus, "store": cfg.store,
             "topic": cfg.topic, "group": cfg.group}
     tracker = BatchTracker(cfg, store, meta)
     store.heartbeat("processor", {**meta, "status": "starting"})

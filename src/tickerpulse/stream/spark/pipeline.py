@@ -54,9 +54,19 @@ def scorer_for(cfg: StreamConfig) -> Any:
                                                       url=cfg.url, concurrency=cfg.concurrency, batch_size=cfg.score_batch))
 
 
-def model_version(cfg: dict[str, Any]) -> str:
-    """The scorer's model version (goes into document ids), as a worker would compute it."""
-    return scorer_for(_cfg(cfg)).model_version
+def model_version(cfg: StreamConfig) -> str:
+    """The model version the workers' scorer will report (it goes into document ids), found without
+    loading the model: the engine's is a pure function of model/adapter/mode, the http scorer asks the
+    server which model it serves."""
+    from tickerpulse.stream import scoring
+
+    if cfg.scorer == "engine":
+        return scoring.model_version(cfg.model, cfg.adapter, cfg.mode)
+    scorer = scoring.make_scorer(cfg.scorer, url=cfg.url, mode=cfg.mode, concurrency=1)
+    try:
+        return scorer.model_version
+    finally:
+        scorer.close()
 
 
 # -- stage 1: parse + tickers --------------------------------------------------------------------------
@@ -177,10 +187,10 @@ def build_outputs(rows: list[dict[str, Any]], version: str) -> tuple[list[Sentim
     return list(docs.values()), list(marks.values()), list(dead.values())
 
 
-def write_partition(cfg: dict[str, Any]):  # -> Callable[[Iterator[Row]], Iterator[dict]]
+def write_partition(cfg: dict[str, Any], version: str):  # -> Callable[[Iterator[Row]], Iterator[dict]]
     """rdd.mapPartitions function: write one partition's documents, marks and dead letters to the store in
     one session (one bulk request for Elasticsearch), produce the dead letters to the dead-letter topic,
-    and yield one stats dict. A failure raises, so the batch fails and Spark retries it (writes are
+    and yield one stats dict. `version` is the scorer's model version (computed once by the driver). A failure raises, so the batch fails and Spark retries it (writes are
     idempotent)."""
 
     def run(it: Iterator[Any]) -> Iterator[dict[str, Any]]:
@@ -193,7 +203,6 @@ def write_partition(cfg: dict[str, Any]):  # -> Callable[[Iterator[Row]], Iterat
         if not rows:
             return
         t0 = time.perf_counter()
-        version = scorer_for(c).model_version
         docs, marks, dead = build_outputs(rows, version)
         store = store_for(c)
         session = getattr(store, "session", None)
