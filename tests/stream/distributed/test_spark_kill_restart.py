@@ -33,6 +33,7 @@ def _processor_child(supervisor: int) -> Any:
     return None
 
 
+@pytest.mark.timeout(1800)  # two Spark start-ups in subprocesses: minutes on a busy 2-core machine
 def test_stream_run_spark_killed_and_restarted_loses_and_duplicates_nothing(noida: Any, tmp_path: Path) -> None:
     from tickerpulse.stream.bus.kafka import KafkaBus
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
