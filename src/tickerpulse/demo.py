@@ -4,10 +4,11 @@ Each step is a function taking one shared `DemoContext` (output folder, model, c
 dict through which a step hands its results to later ones). Later stages append their steps to `STEPS`
 in pipeline order (distill -> train -> compare -> fuse -> serve -> stream); `--steps` runs a subset.
 
-v1 has one step, `base`: the default model answers the sentiment prompt for a handful of sample
-headlines (shipped in the package, written for this project), and each answer is shown raw, parsed with
-`parse_answer` (or the reason it failed), with its latency. Known limitation: the base model is not
-trained for the task yet, so most answers are expected to fail parsing; that is the point of the later steps.
+Steps: `base` (the default model answers the sentiment prompt for sample headlines shipped in the
+package, raw and parsed, with latency), then distill -> train -> compare -> fuse -> serve -> stream, each
+running the real `tickerpulse` command a user would type. Tweets come from ../shared/data when present,
+else from a generated headline corpus. Sized to finish in about 15 minutes on 2 CPU cores: the training run
+is short (it learns the answer format and some of the labels, not the full recipe).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class DemoContext:
     console: Console = field(default_factory=Console)
     max_tokens: int = 64
     limit: int | None = None  # sample headlines to use (None: all)
+    train_iters: int = 40  # a short LoRA run: enough to learn the answer format on 2 CPU cores
+    linger: bool = False  # keep the stream + dashboard running at the end (until Ctrl-C)
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,9 +111,196 @@ def step_base(ctx: DemoContext) -> None:
     ctx.state["base"] = {**summary, "answers": str(out)}
 
 
-# The story, in order. Later stages append their steps here.
+# ---------------------------------------------------------------------------------------------------------
+# The rest of the story: each step runs the real `tickerpulse` command a user would type, and shows it.
+
+SHARED_TWEETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "twitter-financial-news-sentiment"
+
+
+def _tp(ctx: DemoContext, *args: str, timeout: float = 1800) -> None:
+    """Run `tickerpulse ARGS` as a user would (same venv), echoing the command; raise on failure."""
+    import shlex
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("tickerpulse")
+    cmd = [str(exe) if exe.exists() else "tickerpulse", *args]
+    ctx.console.print(f"[bold cyan]$ tickerpulse {' '.join(shlex.quote(a) for a in args)}[/]", highlight=False)
+    proc = subprocess.run(cmd, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`tickerpulse {args[0]}` failed with exit code {proc.returncode}")
+
+
+def _generated_corpus(path: Path, n: int = 600, seed: int = 0) -> Path:
+    """A labeled headline corpus generated from templates, for machines without ../shared/data."""
+    import random
+
+    rng = random.Random(seed)
+    names = [("AAPL", "Apple"), ("MSFT", "Microsoft"), ("NVDA", "Nvidia"), ("TSLA", "Tesla"), ("AMZN", "Amazon"),
+             ("JPM", "JPMorgan"), ("XOM", "Exxon"), ("PFE", "Pfizer"), ("BA", "Boeing"), ("KO", "Coca-Cola")]
+    phrases = {
+        "positive": ["beats estimates and raises guidance", "jumps after record quarterly revenue",
+                     "upgraded to buy on strong demand", "announces a bigger buyback and dividend hike"],
+        "negative": ["misses estimates and cuts its outlook", "falls after a profit warning",
+                     "downgraded to sell as sales slow", "faces a probe over accounting problems"],
+        "neutral": ["to present at an industry conference next week", "schedules its quarterly earnings call",
+                    "names a new board member", "files its annual report"],
+    }
+    rows = []
+    for i in range(n):
+        label = rng.choices(list(phrases), weights=[3, 3, 4])[0]
+        sym, name = rng.choice(names)
+        text = f"${sym} {name} {rng.choice(phrases[label])}"
+        rows.append({"id": f"gen-{i}", "text": text, "label": label, "tickers": [sym]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def step_distill(ctx: DemoContext) -> None:
+    """Label raw tweets with the offline gold teacher into chat JSONL train/valid/test (the same path an
+    OpenAI-compatible teacher takes: `--teacher URL --teacher-model NAME`)."""
+    src = SHARED_TWEETS / "train.jsonl"
+    if not src.is_file():
+        ctx.console.print("[yellow]../shared/data not found: using a generated headline corpus[/]")
+        src = _generated_corpus(ctx.out / "generated_headlines.jsonl")
+    out = ctx.out / "distilled"
+    _tp(ctx, "distill", "--input", str(src), "--teacher", "gold", "--out", str(out), "--n-train", "400",
+        "--n-valid", "48", "--n-test", "64", "--seed", "0", "--quiet",
+        "--cache", str(ctx.out / "distill-cache.sqlite"))
+    _tp(ctx, "data", "stats", str(out), "--model", ctx.model)
+    ctx.state["distill"] = {"data": str(out)}
+
+
+def step_train(ctx: DemoContext) -> None:
+    """LoRA on the student: validation, best checkpoint, loss curve (a short run sized for the demo)."""
+    run = _fresh(ctx.out / "run")
+    _tp(ctx, "train", "--config", str(_configs_dir() / "lora-smollm2-sentiment.yaml"), "--model", ctx.model,
+        "--data", ctx.state["distill"]["data"], "--adapter-path", str(run), "--iters", str(ctx.train_iters),
+        "--batch-size", "8", "--learning-rate", "3e-4", "--steps-per-eval", "10", "--val-batches", "-1",
+        "--save-every", "10", "--steps-per-report", "5", "--max-seq-length", "384", "--no-test",
+        "--set", "warmup_steps=4")
+    summary = json.loads((run / "summary.json").read_text())
+    ctx.console.print(f"loss curve: {run / 'loss_curve.png'}", highlight=False)
+    ctx.state["train"] = {"run": str(run), **{k: summary.get(k) for k in ("best_step", "best_val_loss", "tokens_per_s")}}
+
+
+def step_compare(ctx: DemoContext) -> None:
+    """Base vs fine-tuned on the held-out test split: metric table, confusion matrices, HTML report."""
+    report = _fresh(ctx.out / "report")
+    _tp(ctx, "compare", "--base", ctx.model, "--tuned", ctx.state["train"]["run"], "--data",
+        ctx.state["distill"]["data"], "--split", "test", "--max-tokens", "64", "--batch-size", "16",
+        "--out", str(report), "--quiet")
+    ctx.console.print(f"report: {report / 'report.html'}", highlight=False)
+    ctx.state["compare"] = {"report": str(report / "report.html")}
+
+
+def step_fuse(ctx: DemoContext) -> None:
+    """Merge the adapter into a standalone model folder (checked: same logits as base + adapter)."""
+    fused = ctx.out / "fused"
+    _tp(ctx, "fuse", "--adapter", ctx.state["train"]["run"], "--save-path", str(fused), "--overwrite")
+    ctx.state["fuse"] = {"model": str(fused)}
+
+
+def step_serve(ctx: DemoContext) -> None:
+    """Serve the fused model over the OpenAI-compatible API and ask /v1/sentiment (fast and reasoning)."""
+    import subprocess
+    import sys
+
+    import httpx
+    from rich.table import Table
+
+    port = _free_port()
+    exe = Path(sys.executable).with_name("tickerpulse")
+    args = ["serve", "--model", ctx.state["fuse"]["model"], "--port", str(port)]
+    ctx.console.print(f"[bold cyan]$ tickerpulse {' '.join(args)} &[/]", highlight=False)
+    server = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.5)
+        heads = sample_headlines(ctx.limit)
+        table = Table(title=f"POST {base}/v1/sentiment (fused model)")
+        for col in ("headline", "expected", "fast", "ms", "reasoning mode", "ms"):
+            table.add_column(col)
+        results = []
+        for h in heads:
+            row = [_clip(h["text"], 60), h["label"]]
+            for mode in ("fast", "reasoning"):
+                t0 = time.perf_counter()
+                r = httpx.post(f"{base}/v1/sentiment", json={"text": h["text"], "ticker": h["ticker"], "mode": mode},
+                               timeout=120)
+                ms = (time.perf_counter() - t0) * 1000
+                r.raise_for_status()
+                ans = r.json()["results"][0]
+                desc = f"{ans['sentiment']} {ans['score']:+.2f}"
+                if mode == "reasoning":
+                    desc += f" — {_clip(ans.get('reasoning') or '', 50)}"
+                row += [desc, f"{ms:.0f}"]
+                results.append({"id": h["id"], "mode": mode, "ms": round(ms, 1), **ans})
+            table.add_row(*row)
+        ctx.console.print(table)
+        ctx.state["serve"] = {"answers": results}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def step_stream(ctx: DemoContext) -> None:
+    """Replay sample posts through the embedded pipeline (SQLite log -> processor -> DuckDB) scored by the
+    fused model, then show the dashboard."""
+    port = _free_port()
+    stream_dir = _fresh(ctx.out / "stream")
+    args = ["stream", "run", "--model", ctx.state["fuse"]["model"], "--dir", str(stream_dir), "--speed", "0",
+            "--port", str(port)]
+    if not ctx.linger:
+        args.append("--exit-when-done")
+    else:
+        ctx.console.print(f"[bold]dashboard: http://127.0.0.1:{port}/[/] (Ctrl-C to stop)")
+    _tp(ctx, *args, timeout=3600 * 24)
+    _tp(ctx, "stream", "status", "--dir", str(stream_dir))
+    ctx.console.print(f"[bold]dashboard:[/] tickerpulse dashboard --db {stream_dir / 'store.duckdb'}  "
+                      f"(then open the printed URL)", highlight=False)
+    ctx.state["stream"] = {"dir": str(stream_dir)}
+
+
+def _fresh(folder: Path) -> Path:
+    """A demo rerun starts its story over: clear this step's folder from the last run."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _configs_dir() -> Path:
+    """Shipped example configs (repo checkout) — the demo trains with the documented one."""
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+# The story, in order.
 STEPS: list[Step] = [
     Step("base", "the base model answers the sentiment prompt for sample headlines", step_base),
+    Step("distill", "a teacher labels raw tweets as validated JSON -> chat train/valid/test", step_distill),
+    Step("train", "LoRA fine-tune of the student with validation and the best checkpoint kept", step_train),
+    Step("compare", "base vs fine-tuned on the held-out test split -> HTML report", step_compare),
+    Step("fuse", "merge the adapter into a standalone model", step_fuse),
+    Step("serve", "OpenAI-compatible server: /v1/sentiment in fast and reasoning mode", step_serve),
+    Step("stream", "replayed posts -> bus -> processor -> store -> live dashboard", step_stream),
 ]
 
 

@@ -14,9 +14,12 @@ def demo(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Base model."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=8, help="Cap per generated answer."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N sample headlines."),
+    train_iters: int = typer.Option(40, "--train-iters", min=1, help="Optimizer steps of the demo's LoRA run."),
+    linger: bool = typer.Option(False, "--linger/--no-linger",
+                                help="Keep the stream and its dashboard running at the end until Ctrl-C."),
     list_steps: bool = typer.Option(False, "--list", help="List the steps and exit."),
 ) -> None:
-    """Show what the model does for a handful of sample headlines (later: the whole pipeline)."""
+    """The whole story on the embedded defaults: base answers, distill, train, compare, fuse, serve, stream."""
     import time
 
     from tickerpulse.demo import STEPS, DemoContext, run_demo, select_steps
@@ -35,7 +38,8 @@ def demo(
         select_steps(names)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--steps") from None
-    report = run_demo(DemoContext(out=out, model=model, console=console, max_tokens=max_tokens, limit=limit), names)
+    report = run_demo(DemoContext(out=out, model=model, console=console, max_tokens=max_tokens, limit=limit,
+                                  train_iters=train_iters, linger=linger), names)
     console.print(f"[green]demo done[/] in {time.perf_counter() - t0:.0f}s: {', '.join(report['steps'])} -> {out}/",
                   highlight=False)
 
