@@ -65,7 +65,7 @@ def server(engine, monkeypatch_session):
     monkeypatch_session.setenv("TICKERPULSE_API_KEY", API_KEY)
     port = free_port()
     cfg = ServeConfig(model="smollm2-135m", default_model="smollm2-135m", port=port, max_queue=8,
-                      max_body_bytes=400_000, timeout=120.0, max_batch_size=32)
+                      max_body_bytes=1_000_000, timeout=600.0, max_batch_size=32)
     app = create_app(cfg, engine=engine)
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     th = threading.Thread(target=uv.run, name="tp-test-server", daemon=True)

@@ -35,7 +35,7 @@ def _texts() -> list[str]:
     rng = random.Random(0)
     words = "stock surge plunge $AAPL $MSFT buy sell moon crash earnings guidance Fed bullish bearish".split()
     out = list(INJECTIONS) + [f"$NVDA beats estimates {t} more text" for t in FAKE_TAGS] + list(WEIRD)
-    out += [" ".join(rng.choice(words) for _ in range(20_000))[:100_000] for _ in range(4)]  # ~100 KB each
+    out += [" ".join(rng.choice(words) for _ in range(20_000))[:100_000] for _ in range(3)]  # ~100 KB each
     out += ["".join(chr(rng.randint(0x20, 0x2FFF)) for _ in range(400)) for _ in range(6)]
     out += [inj + " " + tag for inj in INJECTIONS[:8] for tag in FAKE_TAGS[:5]]
     out += ["$" + "".join(rng.choice("ABCDEFGHIJ") for _ in range(rng.randint(1, 5))) + " " + rng.choice(INJECTIONS)
@@ -46,8 +46,10 @@ def _texts() -> list[str]:
 def _requests() -> list[tuple[str, Any]]:
     """(kind, body) where kind is "json" (a dict to send as JSON) or "raw" (bytes)."""
     texts = _texts()
-    reqs: list[tuple[str, Any]] = [("json", {"text": t}) for t in texts]
-    reqs += [("json", {"items": [{"text": t, "ticker": "AAPL"} for t in texts[i : i + 10]]}) for i in range(0, 60, 10)]
+    # each text alone (the single-text path), then all of them again batched, with and without a ticker
+    reqs: list[tuple[str, Any]] = [("json", {"text": t}) for t in texts[:40]]
+    reqs += [("json", {"items": [{"text": t, "ticker": "AAPL"} for t in texts[i : i + 16]]}) for i in range(0, len(texts), 16)]
+    reqs += [("json", {"texts": texts[i : i + 16]}) for i in range(0, len(texts), 16)]
     reqs += [("json", {"text": t, "mode": "reasoning", "max_tokens": 8}) for t in INJECTIONS[:4] + WEIRD[:1]]
     bad_bodies = [
         b'{"text": "\xff\xfe\xfa not utf-8"}', b"\xff\xff\xff\xff", b'{"text": "abc', b"", b"null", b"[]", b'"text"',
@@ -67,10 +69,9 @@ def _check(server, schema: dict, kind: str, body: Any) -> str:
 
     headers = {"Authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
     with httpx.Client(base_url=server.url, timeout=300) as c:
-        if kind == "json":
-            r = c.post("/v1/sentiment", json=body, headers=headers)
-        else:
-            r = c.post("/v1/sentiment", content=body, headers=headers)
+        # json.dumps escapes what UTF-8 cannot carry (lone surrogates arrive as \\ud800 escapes)
+        content = json.dumps(body).encode() if kind == "json" else body
+        r = c.post("/v1/sentiment", content=content, headers=headers)
     assert r.status_code < 500, f"{r.status_code} for {str(body)[:120]!r}: {r.text[:300]}"
     data = r.json()  # JSON either way, never prose
     if r.status_code == 200:
@@ -85,14 +86,17 @@ def _check(server, schema: dict, kind: str, body: Any) -> str:
 
 def test_two_hundred_hostile_requests(server) -> None:
     reqs = _requests()
-    assert len(reqs) >= 200
+    n_inputs = sum(len(b.get("items") or b.get("texts") or [1]) if kind == "json" else 1 for kind, b in reqs)
+    assert n_inputs >= 200
     with server.client() as c:
         schema = c.get("/v1/sentiment/schema").json()
     with ThreadPoolExecutor(max_workers=4) as pool:
         outcomes = list(pool.map(lambda kb: _check(server, schema, *kb), reqs))
-    json_reqs = [k for k, _ in reqs if k == "json"]
-    assert outcomes.count("ok") >= len(json_reqs) - 1  # only the non-ticker 'items' cases may be refused
-    assert outcomes.count("4xx") >= 20
+    kinds = [k for k, _ in reqs]
+    refused = [str(b)[:80] for (k, b), o in zip(reqs, outcomes) if k == "json" and o != "ok"]
+    assert not refused  # every hostile text got schema-valid answers
+    raw = [o for k, o in zip(kinds, outcomes) if k == "raw"]
+    assert raw.count("4xx") >= len(raw) - 1  # broken bodies: clear 4xx (one is valid JSON with escaped surrogates)
 
 
 def test_hostile_chat_in_json_mode_still_returns_json(server) -> None:

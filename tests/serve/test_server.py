@@ -132,9 +132,9 @@ def test_api_key_required_except_health(server) -> None:
 
 def test_body_limit_gives_413(server) -> None:
     with server.client() as c:
-        r = c.post("/v1/sentiment", json={"text": "x" * 500_000})
+        r = c.post("/v1/sentiment", json={"text": "x" * 1_100_000})
         assert r.status_code == 413
-        chunked = c.post("/v1/sentiment", content=iter([b'{"text": "', b"y" * 450_000, b'"}']),
+        chunked = c.post("/v1/sentiment", content=iter([b'{"text": "', b"y" * 600_000, b"y" * 500_000, b'"}']),
                          headers={"content-type": "application/json"})
         assert chunked.status_code == 413
 

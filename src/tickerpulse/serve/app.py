@@ -92,8 +92,8 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     async def _invalid(_r: Request, exc: RequestValidationError) -> Any:
         parts = []
         for e in exc.errors()[:5]:
-            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "request body"
+            parts.append(f"{where}: {e.get('msg')}")
         return err(400, "; ".join(parts) or "invalid request", code="invalid_request")
 
     @app.exception_handler(ValidationError)

@@ -34,6 +34,7 @@ from tickerpulse.data.sentiment import (
     answer_prefix,
     build_messages,
     load_prompt,
+    sanitize_text,
 )
 
 Mode = Literal["fast", "reasoning"]
@@ -96,11 +97,14 @@ class SentimentEngine:
         device, dtype: as in `load_model` ("auto": fp32 on CPU).
         adapters: more named adapters (name -> folder) a call may pick with `adapter_name=`.
         prompt_version: the prompt file (`sentiment-v1`).
+        threads: torch intra-op threads (None keeps torch's default).
+        max_text_tokens: posts longer than this many tokens are cut (after `sanitize_text`'s 2000 chars).
     """
 
     def __init__(self, model: Any = "smollm2-135m", adapter: str | Path | None = None, device: str = "auto",
                  dtype: str = "auto", *, adapters: Mapping[str, str | Path] | None = None,
-                 prompt_version: str = DEFAULT_PROMPT, threads: int | None = None) -> None:
+                 prompt_version: str = DEFAULT_PROMPT, threads: int | None = None,
+                 max_text_tokens: int = 512) -> None:
         from tickerpulse.serve.runtime import Runtime
 
         named = dict(adapters or {})
@@ -113,6 +117,7 @@ class SentimentEngine:
         else:
             self.rt = Runtime(str(model), adapters=named, device=device, dtype=dtype, threads=threads)
         self.prompt_version = prompt_version
+        self.max_text_tokens = max_text_tokens
         self.prompt_hash = load_prompt(prompt_version)["hash"]
         tok = self.rt.tok
         self._label_ids = self._first_label_tokens()
@@ -148,8 +153,17 @@ class SentimentEngine:
         return ids
 
     def encode_item(self, text: str, ticker: str | None) -> tuple[list[int], bool]:
-        """(ids, uses_prefix): ids after the cached prefix when it applies, else the whole prompt."""
-        ids = self.rt.encode(self._prompt_text(clean_text(text), ticker))
+        """(ids, uses_prefix): ids after the cached prefix when it applies, else the whole prompt.
+
+        `sanitize_text` bounds a post to 2000 characters, but 2000 digits or CJK characters are 2000+ tokens:
+        posts longer than `max_text_tokens` are cut there (with " ...") so one post cannot stall a batch.
+        """
+        text = clean_text(text)
+        ids = self.rt.encode(self._prompt_text(text, ticker))
+        if len(ids) > len(self._prefix_ids) + self.max_text_tokens + 64:
+            body = self.rt.encode(sanitize_text(text))
+            text = self.rt.tok.decode(body[: self.max_text_tokens], skip_special_tokens=True) + " ..."
+            ids = self.rt.encode(self._prompt_text(text, ticker))
         p = len(self._prefix_ids)
         if ids[:p] == self._prefix_ids and len(ids) > p:
             return ids[p:], True

@@ -144,9 +144,20 @@ class CompletionRequest(_Sampling):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
+def _utf8(v: Any) -> Any:
+    """Lone surrogates (valid in JSON escapes, not in UTF-8) become U+FFFD instead of failing validation."""
+    if isinstance(v, str) and not v.isascii():
+        return v.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(v, list):
+        return [_utf8(x) for x in v]
+    return v
+
+
 class SentimentItem(Strict):
     text: str = Field(..., max_length=1_000_000)
     ticker: str | None = None  # absent: extracted from the text; null: the market
+
+    _clean = field_validator("text", mode="before")(classmethod(lambda cls, v: _utf8(v)))
 
 
 class SentimentRequest(Strict):
@@ -159,6 +170,8 @@ class SentimentRequest(Strict):
     mode: Literal["fast", "reasoning"] = "fast"
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=400)
+
+    _clean = field_validator("texts", "text", mode="before")(classmethod(lambda cls, v: _utf8(v)))
 
     @model_validator(mode="after")
     def _one_input(self) -> "SentimentRequest":
