@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TP := $(VENV)/bin/tickerpulse
 
-.PHONY: bootstrap bootstrap-stream demo test test-slow test-integration model bench clean
+.PHONY: bootstrap bootstrap-stream demo test test-slow test-integration clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -17,15 +17,13 @@ demo: bootstrap
 test: bootstrap
 	$(PY) -m pytest -q
 
-# Long tests (real training runs, builds) and tests against real servers; .ci/run runs both after `make test`.
+# Long tests (real training runs, builds) and tests against real servers. .ci/run runs `make test` then
+# `make test-integration`; `make test-slow` is run by hand (it does not fit CI's budget on 2 cores).
 test-slow: bootstrap
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 test-integration: bootstrap-stream
 	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]
-
-model: bootstrap
-	$(TP) recipe sentiment
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info demo_out
