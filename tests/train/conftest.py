@@ -68,3 +68,14 @@ def tiny_model(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         if (smollm2_path / name).exists():
             shutil.copy(smollm2_path / name, folder / name)
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot when the CPU is shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

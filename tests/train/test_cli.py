@@ -33,8 +33,8 @@ def cli_run(sentiment_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     work = tmp_path_factory.mktemp("cli")
     cfg = yaml.safe_load((ROOT / "configs" / "lora-smollm2-sentiment.yaml").read_text())
     cfg.update(data=str(sentiment_data), adapter_path=str(work / "run"), num_layers=2, batch_size=2,
-               max_seq_length=320, steps_per_eval=2, save_every=2, steps_per_report=1, val_batches=2,
-               test_batches=2, dtype="float32", lr_schedule=None, learning_rate=1e-3)
+               max_seq_length=320, steps_per_eval=2, save_every=2, steps_per_report=1, val_batches=1,
+               test_batches=1, dtype="float32", lr_schedule=None, learning_rate=1e-3)
     (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     proc = tickerpulse("train", "--config", "cfg.yaml", "--iters", "4", cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -92,7 +92,7 @@ def test_test_loss_matches_the_number_training_recorded(cli_run: Path, sentiment
     from tickerpulse.train import evaluate
 
     summary = json.loads((cli_run / "summary.json").read_text())
-    result = evaluate.test_loss(None, cli_run, sentiment_data, batch_size=2, num_batches=2)
+    result = evaluate.test_loss(None, cli_run, sentiment_data, batch_size=2, num_batches=1)
     assert result["loss"] == pytest.approx(summary["test_loss"], abs=1e-5)
     assert result["tokens"] == summary["test_tokens"] and result["ppl"] == pytest.approx(summary["test_ppl"], rel=1e-4)
 

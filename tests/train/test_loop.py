@@ -48,7 +48,7 @@ def losses(run: Path, kind: str = "train", key: str = "loss") -> dict[int, float
     return {r["step"]: r[key] for r in recs if r["kind"] == kind}
 
 
-def test_resume_20_plus_20_equals_40_straight(short_data: Path, tiny_model: Path, tmp_path: Path):
+def test_resume_20_plus_20_equals_40_straight(short_data: Path, tiny_model: Path, tmp_path: Path, one_thread):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(resolve_config(None, base_flags(short_data, straight, tiny_model, iters=40)))
     first = train(resolve_config(None, base_flags(short_data, split, tiny_model, iters=20)))
@@ -74,7 +74,7 @@ def train_summary(run: Path) -> dict:
 
 
 def test_refuses_to_overwrite_a_finished_run_and_resume_checks_data(short_data: Path, tiny_model: Path,
-                                                                    tmp_path: Path):
+                                                                    tmp_path: Path, one_thread):
     run = tmp_path / "r"
     train(resolve_config(None, base_flags(short_data, run, tiny_model, iters=2, save_every=2, steps_per_eval=2)))
     with pytest.raises(ConfigError, match="already holds a run"):
@@ -102,20 +102,25 @@ def test_no_graph_below_the_lowest_trained_block(smollm2_path):
     assert all(p.dtype == torch.float32 for p in tm.model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("kind", ["dora", "full"])
-def test_other_fine_tune_types_train_and_apply(kind: str, short_data: Path, tmp_path: Path, tiny_model: Path):
+@pytest.mark.parametrize("kind", ["dora", "full", "qlora"])
+def test_other_fine_tune_types_train_and_apply(kind: str, short_data: Path, tmp_path: Path, tiny_model: Path,
+                                               one_thread):
     from transformers import AutoModelForCausalLM
 
     from tickerpulse.models.adapters import apply_adapter, read_run
 
     run = tmp_path / kind
+    if kind == "qlora":
+        pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (dev extra)")
     res = train(resolve_config(None, base_flags(short_data, run, tiny_model, iters=2, num_layers=1, fine_tune_type=kind,
                                                 steps_per_eval=2, save_every=2, learning_rate=1e-3,
                                                 lr_schedule=None)))
+    assert res.summary["first_val_loss"] > 0
     assert res.summary["status"] == "finished" and res.summary["fine_tune_type"] == kind
     info = read_run(run)
     assert info.kind == ("full" if kind == "full" else "peft") and info.best_step is not None
     assert (run / "adapter_config.json").is_file() == (kind != "full")
+    assert json.loads((run / "adapter_config.json").read_text())["use_dora"] if kind == "dora" else True
     model = apply_adapter(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), run)
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3]])).logits).all()

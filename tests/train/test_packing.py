@@ -1,6 +1,7 @@
 """Packing: rows respect max_seq_length, targets never cross samples, and samples in one packed row cannot
-see each other (proved on the real SmolLM2 forward pass, with a negative control that shows the test would
-catch a leak)."""
+see each other -- proved on the real SmolLM2 forward pass for both attention paths (transformers' mask from
+reset position ids, and our varlen attention), with a negative control that shows the test would catch a
+leak; a shared prompt prefix gives the same logits, loss and gradients as running each sample alone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from tickerpulse.models.loading import load_tokenizer
+from tickerpulse.train.attention import LAYOUT_KW, NAME, enable_varlen, uses_varlen
 from tickerpulse.train.collate import IGNORE, Encoder, Sample
 from tickerpulse.train.loss import batch_loss
 from tickerpulse.train.packing import BatchPlan, eval_batches, make_batch, pack_rows, padding_waste
@@ -19,11 +21,42 @@ def chat(user: str, answer: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def model_and_tok(smollm2_path):
+def base_model(smollm2_path):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
-    return model, load_tokenizer(smollm2_path)
+    return AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
+
+
+def _attention(model, path: str):
+    if path == "varlen":
+        assert enable_varlen(model, 4096) and model.config._attn_implementation == NAME
+    else:
+        model.set_attn_implementation("sdpa")
+    return model
+
+
+@pytest.fixture(params=["sdpa-mask", "varlen"])
+def model_and_tok(request, base_model, smollm2_path):
+    """SmolLM2 with transformers' own packed-mask attention, or with our varlen attention."""
+    return _attention(base_model, request.param), load_tokenizer(smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+
+@pytest.fixture(params=["sdpa-mask", "varlen"])
+def tiny_and_tok(request, tiny_base, tiny_model, one_thread):
+    """The small Llama (same code paths, SmolLM2 tokenizer) for the costlier exactness checks."""
+    return _attention(tiny_base, request.param), load_tokenizer(tiny_model)
+
+
+@pytest.fixture
+def smollm2_varlen(base_model, smollm2_path):
+    return _attention(base_model, "varlen"), load_tokenizer(smollm2_path)
 
 
 def encode(tok, rows):
@@ -68,17 +101,29 @@ def test_batch_plan_is_a_pure_function_of_seed_and_index():
     assert eval_batches(10, 4, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
-def _logits_per_sample(model, samples, order, **kwargs):
-    """Pack samples[order] into one row; return {sample index: its logits}."""
-    batch = make_batch(samples, order, max_seq_length=4096, pad_id=0)
-    assert len(batch.rows) == 1
+def batch_of(model, samples, order, **kwargs):
+    return make_batch(samples, order, max_seq_length=4096, pad_id=0, varlen=uses_varlen(model), **kwargs)
+
+
+def forward_logits(model, batch, **kwargs):
+    """All-position logits of a batch through whichever attention path the model uses."""
+    extra = {LAYOUT_KW: batch.layout} if uses_varlen(model) else {"attention_mask": batch.mask}
+    extra.update(kwargs)
     with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **kwargs).logits[0]
-    out, at = {}, 0
-    for k in batch.rows[0]:
-        n = len(samples[k])
-        out[k] = logits[at : at + n]
-        at += n
+        return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **extra).logits
+
+
+def per_sample(model, samples, order, **kwargs):
+    """Pack samples[order] (sharing a prefix if asked); return {sample index: logits over the whole sample}."""
+    batch = batch_of(model, samples, order, share_prefix=kwargs.pop("share_prefix", False))
+    logits = forward_logits(model, batch, **kwargs)
+    p, out = batch.prefix_len, {}
+    for r, row in enumerate(batch.rows):
+        at = p
+        for k in row:
+            n = len(samples[k]) - p
+            out[k] = torch.cat([logits[r, :p], logits[r, at : at + n]])
+            at += n
     return out
 
 
@@ -91,43 +136,40 @@ def test_changing_one_packed_sample_leaves_the_others_unchanged(model_and_tok):
     ])
     changed = samples[:1] + encode(tok, [chat("Oil slumps as OPEC output rises; airlines rally hard", "mixed")]) \
         + samples[2:]
-    before = _logits_per_sample(model, samples, [0, 1, 2])
-    after = _logits_per_sample(model, changed, [0, 1, 2])
+    before = per_sample(model, samples, [0, 1, 2])
+    after = per_sample(model, changed, [0, 1, 2])
+    assert len(batch_of(model, samples, [0, 1, 2]).rows) == 1  # really one packed row
     assert len(changed[1]) != len(samples[1])  # the change also moves the third sample's offset
     torch.testing.assert_close(after[0], before[0], atol=1e-4, rtol=0)
     torch.testing.assert_close(after[2], before[2], atol=1e-4, rtol=0)  # the sample *after* the change
     assert not torch.allclose(after[1][-3:], before[1][-3:], atol=1e-2)
     # and each packed sample equals the same sample run alone (positions restart per sample)
     for k in range(3):
-        alone = _logits_per_sample(model, samples, [k])[k]
-        torch.testing.assert_close(before[k], alone, atol=1e-4, rtol=0)
+        torch.testing.assert_close(before[k], per_sample(model, samples, [k])[k], atol=1e-4, rtol=0)
 
 
-def test_negative_control_a_2d_mask_would_leak(model_and_tok):
+def test_negative_control_a_2d_mask_would_leak(base_model, smollm2_path):
     """With a 2-D attention mask transformers skips packed-sequence detection: samples see each other.
-    This is why the loop passes attention_mask=None; the test above would fail on such a leak."""
-    model, tok = model_and_tok
+    This is why the loop never passes one; the test above would fail on such a leak."""
+    base_model.set_attn_implementation("sdpa")
+    tok = load_tokenizer(smollm2_path)
     samples = encode(tok, [chat("$AAPL up", "positive"), chat("$TSLA down", "negative")])
     changed = encode(tok, [chat("$NVDA soars on AI demand", "positive"), chat("$TSLA down", "negative")])
-    ones = {"attention_mask": torch.ones(1, len(samples[0]) + len(samples[1]), dtype=torch.long)}
-    if len(changed[0]) != len(samples[0]):
-        ones_changed = {"attention_mask": torch.ones(1, len(changed[0]) + len(changed[1]), dtype=torch.long)}
-    else:
-        ones_changed = ones
-    leak_before = _logits_per_sample(model, samples, [0, 1], **ones)[1]
-    leak_after = _logits_per_sample(model, changed, [0, 1], **ones_changed)[1]
+    ones = lambda ss: torch.ones(1, len(ss[0]) + len(ss[1]), dtype=torch.long)  # noqa: E731
+    leak_before = per_sample(base_model, samples, [0, 1], attention_mask=ones(samples))[1]
+    leak_after = per_sample(base_model, changed, [0, 1], attention_mask=ones(changed))[1]
     assert not torch.allclose(leak_before, leak_after, atol=1e-3)
 
 
-def test_packed_loss_equals_sum_of_per_sample_losses(model_and_tok):
-    model, tok = model_and_tok
+def test_packed_loss_equals_sum_of_per_sample_losses(tiny_and_tok):
+    model, tok = tiny_and_tok
     samples = encode(tok, [chat("$AAPL up", '{"sentiment": "positive"}'),
                            chat("$TSLA recalls cars", '{"sentiment": "negative"}'),
                            chat("$F flat", '{"sentiment": "neutral"}')])
     with torch.no_grad():
-        packed = batch_loss(model, make_batch(samples, [0, 1, 2], max_seq_length=4096, pad_id=0))
-        single = sum(batch_loss(model, make_batch(samples, [k], max_seq_length=4096, pad_id=0)) for k in range(3))
-        unpacked = batch_loss(model, make_batch(samples, [0, 1, 2], max_seq_length=4096, pad_id=0, packing=False))
+        packed = batch_loss(model, batch_of(model, samples, [0, 1, 2]))
+        single = sum(batch_loss(model, batch_of(model, samples, [k])) for k in range(3))
+        unpacked = batch_loss(model, batch_of(model, samples, [0, 1, 2], packing=False))
     assert packed.item() == pytest.approx(single.item(), rel=1e-5)
     assert unpacked.item() == pytest.approx(single.item(), rel=1e-5)  # padding rows are isolated too
     assert np.isfinite(packed.item())
@@ -146,48 +188,42 @@ TEXTS = [("$AAPL beats estimates and raises guidance", "AAPL", "positive", 0.7),
          ("$MSFT to hold its annual meeting on Dec 1", "MSFT", "neutral", 0.0)]
 
 
-def test_shared_prompt_prefix_is_exact_and_isolated(model_and_tok):
-    model, tok = model_and_tok
+def test_shared_prompt_prefix_is_exact_and_isolated(tiny_and_tok):
+    check_shared_prefix(*tiny_and_tok)
+
+
+def test_shared_prompt_prefix_on_smollm2_with_varlen(smollm2_varlen):
+    check_shared_prefix(*smollm2_varlen)
+
+
+def check_shared_prefix(model, tok):
     samples = sentiment_samples(tok, TEXTS)
-    batch = make_batch(samples, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True)
+    batch = batch_of(model, samples, [0, 1, 2], share_prefix=True)
     p = batch.prefix_len
-    assert p >= 100 and batch.mask is not None and len(batch.rows) == 1  # the system prompt and more
+    assert p >= 100 and len(batch.rows) == 1  # the system prompt and more
+    assert (batch.layout is not None) == uses_varlen(model) and (batch.mask is None) == uses_varlen(model)
     assert batch.n_computed == sum(len(s) for s in samples) - 2 * p and batch.n_tokens == sum(map(len, samples))
-
-    def per_sample(b, ss):
-        with torch.no_grad():
-            logits = model(input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask,
-                           use_cache=False).logits[0]
-        out, at = {}, b.prefix_len
-        for k in b.rows[0]:
-            n = len(ss[k]) - b.prefix_len
-            out[k] = torch.cat([logits[: b.prefix_len], logits[at : at + n]])
-            at += n
-        return out
-
-    shared = per_sample(batch, samples)
+    shared = per_sample(model, samples, [0, 1, 2], share_prefix=True)
     for k in range(3):
-        alone = _logits_per_sample(model, samples, [k])[k]
-        torch.testing.assert_close(shared[k], alone, atol=1e-4, rtol=0)
+        torch.testing.assert_close(shared[k], per_sample(model, samples, [k])[k], atol=1e-4, rtol=0)
     changed = samples[:1] + sentiment_samples(tok, [("Oil slumps as OPEC output rises; airlines rally", "DAL",
                                                      "positive", 0.4)]) + samples[2:]
-    cbatch = make_batch(changed, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True)
-    assert cbatch.prefix_len == p
-    after = per_sample(cbatch, changed)
+    after = per_sample(model, changed, [0, 1, 2], share_prefix=True)
     torch.testing.assert_close(after[0], shared[0], atol=1e-4, rtol=0)
     torch.testing.assert_close(after[2], shared[2], atol=1e-4, rtol=0)
 
 
-def test_shared_prefix_gives_the_same_loss_and_gradients(model_and_tok):
-    model, tok = model_and_tok
+def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_and_tok):
+    model, tok = tiny_and_tok
     samples = sentiment_samples(tok, TEXTS)
-    params = [model.model.layers[0].self_attn.q_proj.weight, model.model.layers[29].mlp.down_proj.weight]
+    params = [model.model.layers[0].self_attn.k_proj.weight, model.model.layers[-1].mlp.down_proj.weight]
     grads = {}
     for share in (False, True):
         for prm in params:
             prm.requires_grad_(True)
             prm.grad = None
-        batch = make_batch(samples, [0, 1, 2], max_seq_length=400, pad_id=0, share_prefix=share)
+        batch = make_batch(samples, [0, 1, 2], max_seq_length=400, pad_id=0, share_prefix=share,
+                           varlen=uses_varlen(model))
         assert (batch.prefix_len > 0) == share
         loss = batch_loss(model, batch)
         loss.backward()
@@ -200,12 +236,12 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(model_and_tok):
         assert (g_shared - g_plain).abs().max() <= 1e-4 * g_plain.abs().max() + 1e-7
 
 
-def test_no_prefix_sharing_when_the_prefix_would_carry_loss(model_and_tok):
-    _, tok = model_and_tok
-    plain = Encoder(tok, mask_prompt=False, max_seq_length=512)
+def test_no_prefix_sharing_when_the_prefix_would_carry_loss(smollm2_path):
     from tickerpulse.data.sentiment import build_messages
 
+    tok = load_tokenizer(smollm2_path)
+    plain = Encoder(tok, mask_prompt=False, max_seq_length=512)
     rows = [{"messages": build_messages(t, tk) + [{"role": "assistant", "content": lab}]} for t, tk, lab, _ in TEXTS]
     samples = [plain.encode(r, "chat") for r in rows]
-    batch = make_batch(samples, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True)
-    assert batch.prefix_len == 0 and batch.mask is None
+    batch = make_batch(samples, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True, varlen=True)
+    assert batch.prefix_len == 0 and batch.mask is None and batch.layout is not None

@@ -14,6 +14,7 @@ from typing import Any
 from tickerpulse.data.formats import load_split
 from tickerpulse.models.loading import load_tokenizer, pick_device, pick_dtype
 from tickerpulse.models.registry import resolve
+from tickerpulse.train.attention import enable_varlen
 from tickerpulse.train.collate import Encoder, stop_token_ids
 from tickerpulse.train.loop import evaluate_loss
 from tickerpulse.train.loss import supports_explicit_mask
@@ -74,9 +75,11 @@ def test_loss(
         model = apply_adapter(model, adapter)
         model = model.get_base_model() if hasattr(model, "get_base_model") else model
     model.to(dev).eval()
-    share = bool(run_cfg.get("share_prefix", True)) and supports_explicit_mask(model, max_len)
+    varlen = enable_varlen(model, max_len)
+    share = bool(run_cfg.get("share_prefix", True)) and (varlen or supports_explicit_mask(model, max_len))
     batches = [make_batch(samples, idx, max_seq_length=max_len, pad_id=tok.pad_token_id, packing=True,
-                          share_prefix=share) for idx in eval_batches(len(samples), batch_size, num_batches)]
+                          share_prefix=share, varlen=varlen)
+               for idx in eval_batches(len(samples), batch_size, num_batches)]
     with torch.no_grad():
         loss, n = evaluate_loss(model, batches, dev)
     return {"loss": loss, "ppl": math.exp(min(loss, 50)) if n else math.nan, "tokens": n,

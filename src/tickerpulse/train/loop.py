@@ -122,9 +122,9 @@ def evaluate_loss(causal_lm: Any, batches: Sequence[Batch], device: str) -> tupl
     return (total / n if n else math.nan), n
 
 
-def use_shared_prefix(cfg: TrainConfig, causal_lm: Any) -> bool:
-    """Shared-prefix rows need packing and a model that takes an explicit 4-D mask (see packing.py)."""
-    return cfg.share_prefix and cfg.packing and supports_explicit_mask(causal_lm, cfg.max_seq_length)
+def use_shared_prefix(cfg: TrainConfig, tm: TrainableModel) -> bool:
+    """Shared-prefix rows need packing and varlen attention or a model that takes an explicit 4-D mask."""
+    return cfg.share_prefix and cfg.packing and (tm.varlen or supports_explicit_mask(tm.causal_lm, cfg.max_seq_length))
 
 
 def fit(
@@ -153,9 +153,10 @@ def fit(
     lr_at = build_schedule(cfg, steps)
     params = [p for p in tm.model.parameters() if p.requires_grad]
     opt = build_optimizer(cfg, params)
-    share = use_shared_prefix(cfg, tm.causal_lm)
+    share = use_shared_prefix(cfg, tm)
     val_sets = [make_batch(valid, idx, max_seq_length=cfg.max_seq_length, pad_id=pad_id, packing=cfg.packing,
-                           share_prefix=share) for idx in eval_batches(len(valid), cfg.batch_size, cfg.val_batches)]
+                           share_prefix=share, varlen=tm.varlen)
+                for idx in eval_batches(len(valid), cfg.batch_size, cfg.val_batches)]
     st = LoopState()
     if resume_state is not None:
         opt.load_state_dict(resume_state["optimizer"])
@@ -221,7 +222,8 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr
             micro = [make_batch(train, plan.indices(st.step * accum + j), max_seq_length=cfg.max_seq_length,
-                                pad_id=pad_id, packing=cfg.packing, share_prefix=share) for j in range(accum)]
+                                pad_id=pad_id, packing=cfg.packing, share_prefix=share, varlen=tm.varlen)
+                     for j in range(accum)]
             n_targets = sum(b.n_targets for b in micro)
             step_loss = 0.0
             for b in micro:

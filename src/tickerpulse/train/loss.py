@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tickerpulse.train.attention import LAYOUT_KW, uses_varlen
 from tickerpulse.train.collate import IGNORE
 from tickerpulse.train.packing import Batch
 
@@ -48,13 +49,20 @@ def _model_mask(causal_lm: Any, mask: torch.Tensor | None, dtype: torch.dtype) -
 def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
     """Sum of token cross-entropies over the batch's trained positions (divide by `batch.n_targets`).
 
-    Plain packed rows: `attention_mask=None` + reset `position_ids` + `use_cache=False` is what makes
-    transformers build a block-diagonal mask (see packing.py). Shared-prefix rows bring their own 4-D mask.
+    With varlen attention (the training default) the batch's segment layout goes to the attention function.
+    Otherwise, plain packed rows rely on `attention_mask=None` + reset `position_ids` + `use_cache=False`, from
+    which transformers builds a block-diagonal mask (see packing.py); shared-prefix rows bring a 4-D mask.
     """
     decoder, head = decoder_and_head(causal_lm)
-    dtype = next(causal_lm.parameters()).dtype
-    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                     attention_mask=_model_mask(causal_lm, batch.mask, dtype), use_cache=False).last_hidden_state
+    if uses_varlen(causal_lm):
+        if batch.layout is None:
+            raise ValueError("the model uses varlen attention: build batches with make_batch(..., varlen=True)")
+        hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=None,
+                         use_cache=False, **{LAYOUT_KW: batch.layout}).last_hidden_state
+    else:
+        dtype = next(causal_lm.parameters()).dtype
+        hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                         attention_mask=_model_mask(causal_lm, batch.mask, dtype), use_cache=False).last_hidden_state
     keep = batch.targets != IGNORE
     logits = head(hidden[keep]).float()
     cap = getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)

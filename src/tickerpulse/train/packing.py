@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tickerpulse.train.attention import Layout, build_layout
 from tickerpulse.train.collate import IGNORE, Sample
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth an explicit mask
@@ -51,6 +52,7 @@ class Batch:
     n_computed: int = -1  # non-pad positions computed (< n_tokens when a prefix is shared)
     mask: torch.Tensor | None = None  # (R, 1, L, L) bool, True = may attend; None = derived from position_ids
     prefix_len: int = 0  # shared prefix length (0 = plain packing)
+    layout: Layout | None = None  # segments for varlen attention (attention.py); replaces `mask`
 
     def __post_init__(self) -> None:
         if self.n_computed < 0:
@@ -62,8 +64,9 @@ class Batch:
 
     def to(self, device: str | torch.device) -> "Batch":
         mask = None if self.mask is None else self.mask.to(device)
+        layout = None if self.layout is None else self.layout.to(device)
         return Batch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device), self.rows,
-                     self.n_tokens, self.n_targets, self.n_computed, mask, self.prefix_len)
+                     self.n_tokens, self.n_targets, self.n_computed, mask, self.prefix_len, layout)
 
 
 def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
@@ -105,12 +108,16 @@ def shared_prefix_length(samples: Sequence[Sample]) -> int:
 
 
 def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_length: int, pad_id: int,
-               packing: bool = True, share_prefix: bool = False) -> Batch:
-    """Collate `samples[indices]` into one padded (packed) micro-batch (see the module docstring)."""
+               packing: bool = True, share_prefix: bool = False, varlen: bool = False) -> Batch:
+    """Collate `samples[indices]` into one padded (packed) micro-batch (see the module docstring).
+
+    varlen: describe the samples as segments for `attention.varlen_attention` (the model must use it);
+    a shared-prefix batch is then one row, since attention cost no longer grows with the row length.
+    """
     chosen = [samples[i] for i in indices]
     prefix = shared_prefix_length(chosen) if packing and share_prefix else 0
     if prefix >= MIN_SHARED_PREFIX:
-        return _shared_prefix_batch(chosen, indices, prefix, max_seq_length, pad_id)
+        return _shared_prefix_batch(chosen, indices, prefix, max_seq_length, pad_id, varlen)
     if packing:
         local_rows = pack_rows([len(s) for s in chosen], max_seq_length)
     else:
@@ -121,11 +128,13 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
     pos = torch.zeros((n_rows, width), dtype=torch.long)
     tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
     n_tokens = n_targets = 0
+    segments: list[tuple[int, int]] = []
     for r, row in enumerate(local_rows):
         at = 0
         for k in row:
             s = chosen[k]
             n = len(s)
+            segments.append((r * width + at, n))
             ids[r, at : at + n] = torch.tensor(s.input_ids)
             pos[r, at : at + n] = torch.arange(n)
             shifted = s.labels[1:] + [IGNORE]
@@ -136,26 +145,29 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
         if at < width:  # padding is its own block: positions restart, nothing trained
             pos[r, at:] = torch.arange(width - at)
     rows = [[indices[k] for k in row] for row in local_rows]
-    return Batch(ids, pos, tgt, rows, n_tokens, n_targets)
+    layout = build_layout(segments, None) if varlen else None
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, layout=layout)
 
 
 def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: int, max_seq_length: int,
-                         pad_id: int) -> Batch:
+                         pad_id: int, varlen: bool) -> Batch:
     rests = [len(s) - p for s in chosen]
-    local_rows = pack_rows(rests, max_seq_length - p)
+    local_rows = [list(range(len(chosen)))] if varlen else pack_rows(rests, max_seq_length - p)
     width = p + max(sum(rests[k] for k in row) for row in local_rows)
     n_rows = len(local_rows)
     ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
     pos = torch.zeros((n_rows, width), dtype=torch.long)
     tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((n_rows, 1, width, width), dtype=torch.bool)
+    mask = None if varlen else torch.zeros((n_rows, 1, width, width), dtype=torch.bool)
+    segments: list[tuple[int, int]] = []
     causal_p = torch.ones(p, p, dtype=torch.bool).tril()
     head = torch.tensor(chosen[0].input_ids[:p])
     n_targets = n_computed = 0
     for r, row in enumerate(local_rows):
         ids[r, :p] = head
         pos[r, :p] = torch.arange(p)
-        mask[r, 0, :p, :p] = causal_p
+        if mask is not None:
+            mask[r, 0, :p, :p] = causal_p
         at = p
         for k in row:
             s, n = chosen[k], rests[k]
@@ -164,16 +176,20 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
             shifted = s.labels[p + 1 :] + [IGNORE]
             tgt[r, at : at + n] = torch.tensor(shifted)
             n_targets += sum(1 for t in shifted if t != IGNORE)
-            mask[r, 0, at : at + n, :p] = True
-            mask[r, 0, at : at + n, at : at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            segments.append((r * width + at, n))
+            if mask is not None:
+                mask[r, 0, at : at + n, :p] = True
+                mask[r, 0, at : at + n, at : at + n] = torch.ones(n, n, dtype=torch.bool).tril()
             at += n
         n_computed += at
         if at < width:  # padding attends to itself only (a fully masked row would give NaN)
             pos[r, at:] = torch.arange(width - at)
-            mask[r, 0, at:, at:] = torch.eye(width - at, dtype=torch.bool)
+            if mask is not None:
+                mask[r, 0, at:, at:] = torch.eye(width - at, dtype=torch.bool)
     rows = [[indices[k] for k in row] for row in local_rows]
     n_tokens = sum(len(s) for s in chosen)
-    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, n_computed, mask, p)
+    layout = build_layout(segments, (0, p)) if varlen else None
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, n_computed, mask, p, layout)
 
 
 class BatchPlan:

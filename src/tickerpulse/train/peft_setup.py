@@ -7,6 +7,8 @@
 - Frozen base dtype (`dtype: auto`): on a CPU with native bf16 (avx512_bf16 / AMX) a LoRA/DoRA base is loaded
   in bf16, which is ~1.4x faster here; the adapter weights and the optimizer stay fp32. Full fine-tuning on
   CPU stays fp32 (AdamW on bf16 weights loses small updates). Pass `dtype: float32` for bit-exact runs.
+- Attention: packed samples attend only to themselves through `attention.varlen_attention` (per-sample
+  SDPA instead of a masked full row) when the model supports it.
 - No backward below the lowest trained block: nothing below it requires grad, so autograd records no graph
   there (we never call `enable_input_require_grads`, which would force a full backward).
 - QLoRA: 4-bit NF4 base through bitsandbytes. Where bitsandbytes cannot run (not installed, or no kernel for
@@ -23,6 +25,7 @@ import torch
 
 from tickerpulse.config import ConfigError
 from tickerpulse.models.loading import cpu_supports_bf16, pick_device, pick_dtype
+from tickerpulse.train.attention import enable_varlen
 from tickerpulse.train.config import TrainConfig
 
 
@@ -38,6 +41,7 @@ class TrainableModel:
     trainable_params: int
     total_params: int
     kind: str  # "peft" or "full"
+    varlen: bool = False  # attention.varlen_attention is on: batches must carry a layout
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: the PEFT adapter state dict, or the trained full weights."""
@@ -122,7 +126,8 @@ def build_trainable_model(cfg: TrainConfig, model_dir: str | Path) -> TrainableM
     if cfg.quantize:
         if cfg.fine_tune_type == "full":
             raise ConfigError("quantize cannot be combined with fine_tune_type: full (quantized weights do not train)")
-        kwargs["quantization_config"] = _quantization_config(cfg, device, dtype if dtype != torch.float32 else torch.bfloat16)
+        # compute in the base dtype: fp32 on CPUs without native bf16, where emulated bf16 is slower
+        kwargs["quantization_config"] = _quantization_config(cfg, device, dtype)
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if not cfg.quantize:
@@ -166,12 +171,13 @@ def build_trainable_model(cfg: TrainConfig, model_dir: str | Path) -> TrainableM
         for p in peft_model.parameters():
             if p.requires_grad and p.dtype != torch.float32:
                 p.data = p.data.float()
+    varlen = enable_varlen(causal_lm, cfg.max_seq_length)
     if cfg.grad_checkpoint:
         # non-reentrant: works although the block inputs do not require grad
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
-    return TrainableModel(peft_model, causal_lm, device, dtype, layers, trainable, total, kind)
+    return TrainableModel(peft_model, causal_lm, device, dtype, layers, trainable, total, kind, varlen)
 
 
 def _block_index(param_name: str) -> int | None:

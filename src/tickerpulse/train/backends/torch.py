@@ -89,7 +89,8 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "computed_tokens_per_sec": st.computed_tokens / st.train_time if st.train_time else None,
         "samples_per_sec": st.step * cfg.batch_size * cfg.grad_accumulation_steps / st.train_time
         if st.train_time else None,
-        "shared_prefix": use_shared_prefix(cfg, tm.causal_lm),
+        "shared_prefix": use_shared_prefix(cfg, tm),
+        "attention": "varlen" if tm.varlen else "sdpa-mask",
         "padding_waste": st.pad_tokens / computed if computed else 0.0,
         "peak_memory_mb": round(peak_memory_mb(tm.device), 1),
         "train_time_s": round(st.train_time, 2),
@@ -181,7 +182,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
             test = encoded["test"]
             batches = [make_batch(test.samples, idx, max_seq_length=cfg.max_seq_length,
                                   pad_id=tokenizer.pad_token_id, packing=cfg.packing,
-                                  share_prefix=use_shared_prefix(cfg, tm.causal_lm))
+                                  share_prefix=use_shared_prefix(cfg, tm), varlen=tm.varlen)
                        for idx in eval_batches(len(test.samples), cfg.batch_size, cfg.test_batches)]
             loss, n = evaluate_loss(tm.causal_lm, batches, tm.device)
             ppl = math.exp(min(loss, 50))
@@ -223,7 +224,8 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
     pct = 100 * tm.trainable_params / max(tm.total_params, 1)
     lines = [
         f"run folder {cfg.adapter_path}  (backend torch, device {tm.device}, base dtype "
-        f"{str(tm.base_dtype).replace('torch.', '')}, adapters fp32, {torch.get_num_threads()} threads)",
+        f"{str(tm.base_dtype).replace('torch.', '')}, adapters fp32, {torch.get_num_threads()} threads, "
+        f"{'varlen' if tm.varlen else 'masked'} attention)",
         f"model {cfg.model} -> {model_dir}",
         f"{cfg.fine_tune_type}: {tm.trainable_params:,} trainable of {tm.total_params:,} parameters ({pct:.3f}%), "
         f"blocks {tm.trained_layers[0]}..{tm.trained_layers[-1]}" + (
@@ -240,9 +242,10 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
     train_set = encoded.get("train")
     if train_set is not None and train_set.samples and steps:
         plan = BatchPlan(len(train_set.samples), cfg.batch_size, cfg.seed)
-        share = use_shared_prefix(cfg, tm.causal_lm)
+        share = use_shared_prefix(cfg, tm)
         probe = [make_batch(train_set.samples, plan.indices(k), max_seq_length=cfg.max_seq_length, pad_id=0,
-                            packing=cfg.packing, share_prefix=share) for k in range(min(plan.per_epoch, 20))]
+                            packing=cfg.packing, share_prefix=share, varlen=tm.varlen)
+                 for k in range(min(plan.per_epoch, 20))]
         shared = sum(b.n_tokens - b.n_computed for b in probe) / max(sum(b.n_tokens for b in probe), 1)
         lines.append(f"padding waste (first {len(probe)} batches): {100 * padding_waste(probe):.1f}%"
                      + (f"; shared prompt prefix saves {100 * shared:.1f}% of the tokens" if shared > 0 else ""))

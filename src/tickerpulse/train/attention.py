@@ -1,0 +1,123 @@
+"""Variable-length attention for packed rows: each sample attends only to itself (and a shared prefix).
+
+A packed row run through plain SDPA with a block-diagonal mask computes the scores of every pair of
+positions in the row and throws most of them away. Here the samples ("segments") of a batch are gathered
+into a (segments x longest segment) tensor and attend causally to themselves in one SDPA call; with a shared
+prompt prefix, each segment's keys are [prefix keys, own keys] and the prefix attends causally to itself
+once. Outputs are scattered back into the row. Autograd flows through the gathers, so the prefix's keys and
+values receive the sum of their segments' gradients: loss and gradients are those of running every sample
+alone (tests/train/test_packing.py checks logits and gradients against that).
+
+It is registered with transformers' `AttentionInterface` under `tickerpulse_varlen` and switched on for the
+training model only. The batch layout reaches it as the `tp_layout` keyword that transformers passes from
+the model's forward down to the attention function; a call without it (e.g. generation) falls back to SDPA.
+Models with a sliding window shorter than the rows or with attention-logit softcapping keep their own
+attention (the layout would bypass those).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+NAME = "tickerpulse_varlen"
+LAYOUT_KW = "tp_layout"
+
+
+@dataclass
+class Layout:
+    """Where the segments of a micro-batch sit, as flat indices into (rows * width) positions."""
+
+    prefix: torch.Tensor  # (p,) flat positions of the shared prefix (empty = none)
+    query_index: torch.Tensor  # (K, n_max) flat positions of each segment's tokens (padded with 0)
+    key_index: torch.Tensor  # (K, p + n_max) prefix positions then the segment's
+    valid: torch.Tensor  # (K, n_max) bool, real tokens
+    mask: torch.Tensor | None  # (K, 1, n_max, p + n_max) bool when p > 0; None = causal within each segment
+
+    def to(self, device: str | torch.device) -> "Layout":
+        return Layout(self.prefix.to(device), self.query_index.to(device), self.key_index.to(device),
+                      self.valid.to(device), None if self.mask is None else self.mask.to(device))
+
+
+def build_layout(segments: list[tuple[int, int]], prefix: tuple[int, int] | None) -> Layout:
+    """segments: (flat start, length) of each sample's own tokens; prefix: (flat start, length) or None."""
+    p_start, p = prefix if prefix else (0, 0)
+    k = len(segments)
+    n_max = max(n for _, n in segments)
+    ar = torch.arange(n_max)
+    starts = torch.tensor([s for s, _ in segments])
+    lengths = torch.tensor([n for _, n in segments])
+    valid = ar[None, :] < lengths[:, None]
+    query_index = torch.where(valid, starts[:, None] + ar[None, :], torch.zeros((), dtype=torch.long))
+    prefix_index = torch.arange(p_start, p_start + p)
+    key_index = torch.cat([prefix_index.expand(k, p), query_index], dim=1)
+    mask = None
+    if p:
+        causal = torch.ones(n_max, n_max, dtype=torch.bool).tril()
+        mask = torch.cat([torch.ones(n_max, p, dtype=torch.bool), causal], dim=1).expand(k, 1, n_max, p + n_max)
+    return Layout(prefix_index, query_index, key_index, valid, mask)
+
+
+def varlen_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers attention function: (B, H, L, D) inputs -> ((B, L, H, D) output, None)."""
+    layout: Layout | None = kwargs.pop(LAYOUT_KW, None)
+    if layout is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    b, h, length, d = query.shape
+    hkv = key.shape[1]
+    rep = h // hkv
+    q = query.transpose(1, 2).reshape(b * length, h, d)
+    k = key.transpose(1, 2).reshape(b * length, hkv, d)
+    v = value.transpose(1, 2).reshape(b * length, hkv, d)
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    qs = q[layout.query_index].transpose(1, 2)  # (K, H, n_max, D)
+    ks, vs = k[layout.key_index].transpose(1, 2), v[layout.key_index].transpose(1, 2)
+    seg = torch.nn.functional.scaled_dot_product_attention(
+        qs, ks, vs, attn_mask=layout.mask, dropout_p=dropout, scale=scaling, is_causal=layout.mask is None)
+    seg = seg.transpose(1, 2)[layout.valid]  # (tokens, H, D)
+    index = layout.query_index[layout.valid]
+    out = q.new_zeros(b * length, h, d)
+    if layout.prefix.numel():
+        pi = layout.prefix
+        pre = torch.nn.functional.scaled_dot_product_attention(
+            q[pi].transpose(0, 1)[None], k[pi].transpose(0, 1)[None], v[pi].transpose(0, 1)[None],
+            dropout_p=dropout, scale=scaling, is_causal=True)
+        out = out.index_copy(0, pi, pre[0].transpose(0, 1))
+    out = out.index_copy(0, index, seg)
+    return out.reshape(b, length, h, d), None
+
+
+def _text_config(cfg: Any) -> Any:
+    return getattr(cfg, "text_config", None) or cfg
+
+
+def supports_varlen(causal_lm: Any, max_seq_length: int) -> bool:
+    """sdpa/eager models without a short sliding window or attention softcapping."""
+    cfg = _text_config(getattr(causal_lm, "config", None))
+    impl = getattr(cfg, "_attn_implementation", None)
+    window = getattr(cfg, "sliding_window", None)
+    return (impl in ("sdpa", "eager", NAME) and (window is None or window >= max_seq_length)
+            and not getattr(cfg, "attn_logit_softcapping", None))
+
+
+def enable_varlen(causal_lm: Any, max_seq_length: int) -> bool:
+    """Switch `causal_lm` to varlen attention when it supports it; returns whether it did."""
+    if not supports_varlen(causal_lm, max_seq_length):
+        return False
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, varlen_attention)
+    causal_lm.set_attn_implementation(NAME)
+    return _text_config(causal_lm.config)._attn_implementation == NAME
+
+
+def uses_varlen(causal_lm: Any) -> bool:
+    return _text_config(getattr(causal_lm, "config", None))._attn_implementation == NAME
