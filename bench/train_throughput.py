@@ -112,8 +112,12 @@ def run_ours(data: Path, steps: int, batch: int, seed: int, dtype: str) -> dict:
             "final_loss": None}
 
 
-def worker(variant: str, data: Path, steps: int, batch: int, seed: int) -> None:
+def worker(variant: str, data: Path, steps: int, batch: int, seed: int, threads: int) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
     if variant == "hf":
         res = run_hf(data, steps, batch, seed)
@@ -123,8 +127,6 @@ def worker(variant: str, data: Path, steps: int, batch: int, seed: int) -> None:
         res = run_ours(data, steps, batch, seed, "float32")
     else:
         sys.exit(f"unknown variant {variant}")
-    import torch
-
     res.update(variant=variant, peak_rss_mb=round(peak_rss_mb(), 1), threads=torch.get_num_threads(),
                load_avg_before=load_before, load_avg_after=os.getloadavg()[0])
     print("RESULT " + json.dumps(res), flush=True)
@@ -137,11 +139,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="optimizer steps per variant")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads per variant (0 = torch default); "
+                    "on a CPU shared with other jobs 1 avoids oversubscribed OpenMP barriers")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, Path(args.data), args.steps, args.batch_size, args.seed)
+        worker(args.worker, Path(args.data), args.steps, args.batch_size, args.seed, args.threads)
         return
 
     results = {}
@@ -151,7 +155,8 @@ def main() -> None:
             print(f"== {variant}: {args.steps} steps x {args.batch_size} samples, seq {SEQ}", flush=True)
             proc = subprocess.run([sys.executable, __file__, "--worker", variant, "--data", str(data),
                                    "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                                   "--seed", str(args.seed)], capture_output=True, text=True)
+                                   "--seed", str(args.seed), "--threads", str(args.threads)],
+                                  capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 sys.exit(f"{variant} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -161,6 +166,7 @@ def main() -> None:
                   f"padding {100 * r['padding_waste']:.1f}%, load avg {r['load_avg_before']:.1f}->"
                   f"{r['load_avg_after']:.1f}", flush=True)
     report = {"model": "smollm2-135m", "rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
+              "threads": args.threads or "torch default",
               "max_seq_length": SEQ, "lora": {"rank": RANK, "alpha": ALPHA, "targets": "all-linear, all blocks"},
               "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
               "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

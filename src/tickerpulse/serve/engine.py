@@ -42,6 +42,8 @@ Item = tuple[str, "str | None"]
 
 # A forward pass costs about batch x length; cap it so one 2000-char text does not pad 31 short ones.
 TOKEN_BUDGET = 4096
+# Items of a pass are padded to its longest: start a new pass rather than pad more than this share (or 64 tokens).
+PAD_SLACK = 0.15
 DEFAULT_REASONING_TOKENS = 48
 
 
@@ -99,12 +101,13 @@ class SentimentEngine:
         prompt_version: the prompt file (`sentiment-v1`).
         threads: torch intra-op threads (None keeps torch's default).
         max_text_tokens: posts longer than this many tokens are cut (after `sanitize_text`'s 2000 chars).
+        prefix_cache: reuse the system prompt's KV (off only to measure what it saves).
     """
 
     def __init__(self, model: Any = "smollm2-135m", adapter: str | Path | None = None, device: str = "auto",
                  dtype: str = "auto", *, adapters: Mapping[str, str | Path] | None = None,
                  prompt_version: str = DEFAULT_PROMPT, threads: int | None = None,
-                 max_text_tokens: int = 512) -> None:
+                 max_text_tokens: int = 512, prefix_cache: bool = True) -> None:
         from tickerpulse.serve.runtime import Runtime
 
         named = dict(adapters or {})
@@ -118,6 +121,7 @@ class SentimentEngine:
             self.rt = Runtime(str(model), adapters=named, device=device, dtype=dtype, threads=threads)
         self.prompt_version = prompt_version
         self.max_text_tokens = max_text_tokens
+        self.prefix_cache = prefix_cache
         self.prompt_hash = load_prompt(prompt_version)["hash"]
         tok = self.rt.tok
         self._label_ids = self._first_label_tokens()
@@ -165,7 +169,7 @@ class SentimentEngine:
             text = self.rt.tok.decode(body[: self.max_text_tokens], skip_special_tokens=True) + " ..."
             ids = self.rt.encode(self._prompt_text(text, ticker))
         p = len(self._prefix_ids)
-        if ids[:p] == self._prefix_ids and len(ids) > p:
+        if self.prefix_cache and ids[:p] == self._prefix_ids and len(ids) > p:
             return ids[p:], True
         return ids, False
 
@@ -231,7 +235,8 @@ class SentimentEngine:
     def _label_pass(self, adapter: str | None, encoded: list[tuple[list[int], bool]]) -> list[Any]:
         """Label probabilities per item (3 floats, LABELS order). Call inside `rt.use(adapter)`.
 
-        Items are sorted by length and cut into forward passes of at most TOKEN_BUDGET padded tokens.
+        Items are sorted by length and cut into forward passes of at most TOKEN_BUDGET padded tokens, with
+        little padding (PAD_SLACK): compute is batch x longest, so mixing a 40- and a 110-token post wastes it.
         """
         import torch
 
@@ -242,12 +247,14 @@ class SentimentEngine:
         start = 0
         while start < len(order):
             use_prefix = encoded[order[start]][1]
-            end, longest = start, 0
+            end, longest, real = start, 0, 0
             while end < len(order) and encoded[order[end]][1] == use_prefix:
-                grown = max(longest, len(encoded[order[end]][0]))
-                if end > start and grown * (end - start + 1) > TOKEN_BUDGET:
+                n = len(encoded[order[end]][0])  # ascending, so the newcomer is the longest
+                padded, real_next = n * (end - start + 1), real + n
+                wasteful = padded - real_next > max(PAD_SLACK * real_next, 64)
+                if end > start and (padded > TOKEN_BUDGET or wasteful):
                     break
-                longest, end = grown, end + 1
+                longest, real, end = n, real_next, end + 1
             chunk, start = order[start:end], end
             kv = self.rt.prefix_kv(adapter, self._prefix_ids) if use_prefix else None
             cache = self.rt.cache_from_prefix(kv, len(chunk))
