@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TP := $(VENV)/bin/tickerpulse
 
-.PHONY: bootstrap bootstrap-stream demo test test-slow test-integration clean
+.PHONY: bootstrap bootstrap-stream demo model test test-slow test-integration clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -13,6 +13,11 @@ bootstrap-stream:
 
 demo: bootstrap
 	$(TP) demo
+
+# The default student `tickerpulse-sentiment` from ../shared/data (<= 45 min on 2 CPU cores); prints the
+# card's headline table. docs/recipe.md.
+model: bootstrap
+	$(TP) recipe sentiment --config configs/recipe-sentiment.yaml
 
 test: bootstrap
 	$(PY) -m pytest -q

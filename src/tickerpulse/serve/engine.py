@@ -90,6 +90,19 @@ def _read_calibration(*folders: Path | None) -> float:
     return 1.0
 
 
+def _model_folder(name: str) -> Path | None:
+    """The local folder of a model given as a folder or by installed name (`tickerpulse-sentiment`)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if "/" in name:
+        return None
+    from tickerpulse.models.registry import named_model_dir
+
+    folder = named_model_dir(name)
+    return folder if folder.is_dir() else None
+
+
 class SentimentEngine:
     """The sentiment task over a Runtime (base model + optional adapters).
 
@@ -134,7 +147,7 @@ class SentimentEngine:
         self._calib: dict[str | None, float] = {
             name: _read_calibration(Path(path)) for name, path in self.rt.adapters.items()
         }
-        self._calib[None] = _read_calibration(Path(str(self.rt.model_name)) if Path(str(self.rt.model_name)).is_dir() else None)
+        self._calib[None] = _read_calibration(_model_folder(str(self.rt.model_name)))
         self.stats = {"fast_texts": 0, "reasoning_texts": 0, "generated_tokens": 0}
         del tok
 
@@ -204,6 +217,19 @@ class SentimentEngine:
 
         self.stats["reasoning_texts"] += len(norm)
         return reason(self, adapter, norm, encoded, max_tokens=max_tokens)
+
+    def label_probs(self, items: Sequence[tuple[str, str | None]],
+                    adapter_name: str | None = "__default__") -> list[list[float]]:
+        """[p(negative), p(neutral), p(positive)] per (text, ticker) as fast mode computes them (with the
+        calibration temperature in effect); what a caller needs to fit that calibration."""
+        adapter = self.default_adapter if adapter_name == "__default__" else self.rt.resolve(adapter_name)
+        norm = [(clean_text(t), normalize_ticker(k)) for t, k in items]
+        if not norm:
+            return []
+        encoded = [self.encode_item(t, k) for t, k in norm]
+        with self.rt.use(adapter):
+            probs = self._label_pass(adapter, encoded)
+        return [[float(x) for x in p] for p in probs]
 
     @property
     def prefix_ids(self) -> list[int]:

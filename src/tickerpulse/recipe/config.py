@@ -1,0 +1,84 @@
+"""`RecipeConfig`: everything the sentiment recipe depends on, merged once (defaults < YAML < flags).
+
+The `train` block is handed to `tickerpulse.train.api.resolve_config` unchanged, so every training key
+(and its validation) is the trainer's own; the recipe only fills `model`, `data` and `adapter_path`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from tickerpulse.config import StrictModel, build, load_yaml
+
+DATASETS = ("tfns", "fpb", "fiqa")
+
+
+class SplitConfig(StrictModel):
+    """How the shared files become train / valid / test (seeded, stratified, duplicate groups kept together)."""
+
+    tfns_valid: int = Field(300, ge=1, description="Rows of twitter train carved out as our own validation set.")
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5, description="PhraseBank / FiQA share for validation.")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="PhraseBank / FiQA share for the test split.")
+    train_limit: dict[str, int | None] = Field(
+        default_factory=lambda: {"tfns": None, "fpb": None, "fiqa": None},
+        description="Stratified subsample of each dataset's train split (null = all); the time budget knob.")
+    valid_limit: int | None = Field(None, ge=1, description="Cap on each dataset's validation rows.")
+    limit_per_dataset: int | None = Field(None, ge=12, description="Read only this many rows per source file "
+                                          "(a seeded stratified sample; tests and quick looks).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitConfig":
+        unknown = set(self.train_limit) - set(DATASETS)
+        if unknown:
+            raise ValueError(f"train_limit: unknown dataset(s) {sorted(unknown)}; known: {list(DATASETS)}")
+        return self
+
+
+class EvalSettings(StrictModel):
+    """What is measured after training."""
+
+    batch_size: int = Field(16, ge=1, description="Prompts generated together in reasoning mode.")
+    max_tokens: int = Field(48, ge=8, description="Generated tokens per answer in reasoning mode.")
+    reasoning_limit: int | None = Field(None, ge=1, description="Seeded sample per test set for the generated "
+                                        "(reasoning) mode; null = every item.")
+    injection_n: int = Field(100, ge=1, description="Posts with an appended instruction (robustness).")
+    base_zero_shot: bool = Field(True, description="Score the base model zero-shot (fast label scoring).")
+    calibration_grid: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
+        description="Softmax temperatures tried when fitting fast-mode scores on the VALID split.")
+
+
+class RecipeConfig(StrictModel):
+    """The default sentiment student, end to end (configs/recipe-sentiment.yaml documents every key)."""
+
+    name: str = Field("tickerpulse-sentiment", description="Installed model name (`--model NAME` finds it).")
+    model_dir: Path | None = Field(None, description="Install folder; default <TICKERPULSE_HOME>/models/<name>.")
+    base_model: str = Field("smollm2-135m", description="The student's base model.")
+    shared_data: Path = Field(Path("../shared/data"), description="Folder holding the three public datasets.")
+    out: Path = Field(Path("runs/recipe-sentiment"), description="Work folder: data, run, evals, report.")
+    seed: int = 0
+    teacher: str = Field("gold", description="'gold' (dataset labels) or an OpenAI-compatible base URL.")
+    teacher_model: str = Field("gpt-4o-mini", description="Model name sent to a real teacher.")
+    reasoning: Literal["teacher", "empty"] = Field(
+        "empty", description="Keep the teacher's reasoning text, or train an empty reasoning string (the gold "
+        "teacher's is a template sentence: ~25 tokens per sample that teach nothing).")
+    prompt_version: str = Field("sentiment-v1", description="Prompt file used for training, eval and serving.")
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    train: dict[str, Any] = Field(default_factory=dict, description="tickerpulse train keys (see docs/train.md).")
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    ablations: list[str] = Field(default_factory=list, description="What was tried before this config (for the card).")
+
+    @property
+    def install_dir(self) -> Path:
+        from tickerpulse.models.registry import named_model_dir
+
+        return Path(self.model_dir).expanduser() if self.model_dir else named_model_dir(self.name)
+
+
+def load_recipe_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RecipeConfig:
+    """defaults < YAML < overrides (flags); errors name the key and the file."""
+    data = load_yaml(path) if path else {}
+    return build(RecipeConfig, data, overrides or {}, source=str(path) if path else "flags")

@@ -1,0 +1,278 @@
+"""The sentiment recipe, end to end: data -> gold (or real) teacher -> LoRA -> fuse -> calibrate -> evaluate
+against baselines -> model card, installed under `<TICKERPULSE_HOME>/models/<name>`.
+
+Steps (each writes into `cfg.out`): `data/` (record files per dataset and split), `distill/` (chat JSONL from
+the distill job), `run/` (the training run folder), `eval/<dataset>/<system>/eval.json`, `report/<dataset>/`
+(HTML), `injection.json`, `timings.json`, then the card (`card.json`, `MODEL_CARD.md`) built only from those
+files by `tickerpulse.recipe.card`.
+
+Never tuned on test data: early stopping and the fast-mode calibration use the validation split only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tickerpulse.recipe.config import DATASETS, RecipeConfig
+from tickerpulse.recipe.data import Row, assemble, split_stats, write_records
+
+Log = Callable[[str], None]
+
+
+class Timer:
+    """Wall time per step (written to timings.json)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.steps: dict[str, float] = {}
+
+    def step(self, name: str, since: float) -> None:
+        self.steps[name] = round(time.perf_counter() - since, 2)
+
+
+def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = None) -> dict[str, Any]:
+    """Build, evaluate and install the student; returns the card dict (also written as card.json)."""
+    from tickerpulse.recipe.card import write_card
+
+    timer = Timer()
+    out = Path(cfg.out)
+    if out.exists():
+        shutil.rmtree(out)  # a recipe run is a rebuild: stale evals must never reach the card
+    out.mkdir(parents=True)
+    (out / "recipe.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    (out / "command.txt").write_text(" ".join(argv or sys.argv) + "\n")
+
+    t = time.perf_counter()
+    data = assemble(Path(cfg.shared_data), cfg.splits, cfg.seed)
+    for ds, splits in data.items():
+        for split, rows in splits.items():
+            write_records(rows, out / "data" / f"{ds}-{split}.jsonl")
+    (out / "data" / "stats.json").write_text(json.dumps(split_stats(data), indent=2) + "\n")
+    log(f"data: " + ", ".join(f"{ds} {'/'.join(str(len(data[ds][s])) for s in ('train', 'valid', 'test'))}" for ds in data)
+        + " (train/valid/test)")
+    timer.step("data", t)
+
+    t = time.perf_counter()
+    chat = distill_chat(cfg, data, out, log)
+    timer.step("distill", t)
+
+    t = time.perf_counter()
+    summary = train_student(cfg, chat, out / "run", log, argv)
+    timer.step("train", t)
+
+    t = time.perf_counter()
+    from tickerpulse.export.fuse import fuse
+
+    model_dir = cfg.install_dir
+    res = fuse(out / "run", model_dir, overwrite=True, command=argv)
+    log(f"fused -> {model_dir} (max |logit diff| {res.max_abs_logit_diff})")
+    timer.step("fuse", t)
+
+    t = time.perf_counter()
+    calib = calibrate(cfg, data, model_dir, log)
+    (out / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n")
+    timer.step("calibrate", t)
+
+    evaluate_all(cfg, data, model_dir, out, log, timer)
+    timer.steps["total_before_card"] = round(time.perf_counter() - timer.t0, 2)
+    (out / "timings.json").write_text(json.dumps(timer.steps, indent=2) + "\n")
+    card = write_card(out, model_dir, cfg)
+    log(f"card: {model_dir / 'README.md'}")
+    return card
+
+
+# ------------------------------------------------------------------------------------------------ distill
+def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], out: Path, log: Log) -> Path:
+    """Train and valid records -> chat JSONL through the distill job (gold or a real teacher)."""
+    from tickerpulse.distill.job import DistillConfig, run_distill
+
+    chat = out / "chat"
+    chat.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "valid"):
+        rows = [r for ds in DATASETS for r in data[ds][split]]
+        random.Random(cfg.seed).shuffle(rows)
+        src = write_records(rows, out / "data" / f"all-{split}.jsonl")
+        dcfg = DistillConfig(input=str(src), out=out / "distill" / split, teacher=cfg.teacher,
+                             teacher_model=cfg.teacher_model, n_train=len(rows), n_valid=0, n_test=0, seed=cfg.seed,
+                             prompt_version=cfg.prompt_version, near_dup_threshold=1.0,
+                             cache=out / "distill-cache.sqlite" if cfg.teacher == "gold" else None)
+        report = run_distill(dcfg)
+        written = report.get("counts", {}).get("written", {})
+        lines = (out / "distill" / split / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for line in lines:
+                row = json.loads(line)
+                if cfg.reasoning == "empty":
+                    row = _empty_reasoning(row)
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        log(f"distill {split}: {len(lines)} chat rows from {len(rows)} records (teacher {cfg.teacher}; {written})")
+    return chat
+
+
+def _empty_reasoning(row: dict[str, Any]) -> dict[str, Any]:
+    from tickerpulse.data.sentiment import format_answer
+
+    ans = json.loads(row["messages"][-1]["content"])
+    row["messages"][-1]["content"] = format_answer(ans["ticker"], ans["sentiment"], ans["score"], "")
+    row.setdefault("meta", {})["reasoning"] = "empty"
+    return row
+
+
+# -------------------------------------------------------------------------------------------------- train
+def train_student(cfg: RecipeConfig, chat: Path, run: Path, log: Log, argv: list[str] | None) -> dict[str, Any]:
+    from tickerpulse.train.api import resolve_config, train
+
+    overrides = {**cfg.train, "model": cfg.base_model, "data": str(chat), "adapter_path": str(run)}
+    tcfg = resolve_config(None, overrides)
+    result = train(tcfg, argv=argv)
+    s = result.summary
+    log(f"trained: {s.get('status')}, best step {s.get('best_step')}, val loss {s.get('best_val_loss')}, "
+        f"{s.get('tokens_per_sec', 0):.0f} tok/s, {s.get('train_time_s')} s")
+    return s
+
+
+# ---------------------------------------------------------------------------------------------- calibrate
+def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_dir: Path, log: Log) -> dict[str, Any]:
+    """Fit the fast-mode score temperature on the VALID split; write calibration.json into the model."""
+    from tickerpulse.recipe.systems import fit_temperature
+    from tickerpulse.serve.engine import SentimentEngine
+
+    valid = [r for ds in DATASETS for r in data[ds]["valid"]]
+    engine = SentimentEngine(str(model_dir))
+    probs = engine.label_probs([(r.text, r.tickers[0] if r.tickers else None) for r in valid])
+    fit = fit_temperature(probs, [r.label for r in valid], [r.score if r.dataset == "fiqa" else None for r in valid],
+                          cfg.eval.calibration_grid)
+    (model_dir / "calibration.json").write_text(json.dumps({"temperature": fit["temperature"], **fit}, indent=2) + "\n")
+    log(f"calibration: temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} on {fit['n']} valid items)")
+    return fit
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_dir: Path, out: Path, log: Log,
+                 timer: Timer) -> None:
+    """Every system on every test set, written as eval.json files + one HTML report per test set."""
+    from tickerpulse.evaluate.items import load_items
+    from tickerpulse.evaluate.report import write_html_report
+    from tickerpulse.evaluate.runner import generate_answers, label_result, write_eval
+    from tickerpulse.models.loading import load_model
+    from tickerpulse.recipe import baselines
+    from tickerpulse.recipe.data import TEST_NAMES
+    from tickerpulse.recipe.systems import agreement, answers_result, dump_answer
+    from tickerpulse.serve.engine import SentimentEngine
+
+    t = time.perf_counter()
+    train_rows = [r for ds in DATASETS for r in data[ds]["train"]]
+    tfidf = baselines.TfidfLR(cfg.seed).fit([r.text for r in train_rows], [r.label for r in train_rows])
+    train_labels = [r.label for r in train_rows]
+    timer.step("baselines_fit", t)
+
+    student = SentimentEngine(str(model_dir))
+    base = SentimentEngine(cfg.base_model) if cfg.eval.base_zero_shot else None
+    model, tok = load_model(str(model_dir))
+    results_by_ds: dict[str, list[dict[str, Any]]] = {}
+    for ds in DATASETS:
+        t = time.perf_counter()
+        items, _, info = load_items(out / "data" / f"{ds}-test.jsonl", task="sentiment",
+                                    prompt_version=cfg.prompt_version)
+        texts = [it.text for it in items]
+        pairs = [(it.text, it.gold_tickers[0] if it.gold_tickers else None) for it in items]
+        results: list[dict[str, Any]] = []
+        labs, scores = baselines.majority(train_labels, texts)
+        results.append(label_result("majority class", items, labs, scores, info, "most frequent training label"))
+        labs, scores = baselines.vader(texts)
+        results.append(label_result("VADER", items, labs, scores, info, "vaderSentiment compound, +-0.05"))
+        labs, scores = tfidf.predict(texts)
+        results.append(label_result("TF-IDF + LR", items, labs, scores, info, "word 1-2 + char 2-5 grams, same train rows"))
+        if base is not None:
+            t1 = time.perf_counter()
+            ans = base.analyze(pairs, mode="fast")
+            results.append(answers_result("base zero-shot (fast)", items, [dump_answer(a) for a in ans], info,
+                                          {"model": cfg.base_model, "mode": "fast label scoring"},
+                                          extra={"wall_s": time.perf_counter() - t1}))
+        t1 = time.perf_counter()
+        fast = student.analyze(pairs, mode="fast")
+        fast_s = time.perf_counter() - t1
+        results.append(answers_result("student fast", items, [dump_answer(a) for a in fast], info,
+                                      {"model": str(model_dir), "mode": "fast label scoring, calibrated score"},
+                                      extra={"wall_s": fast_s, "items_per_s": len(items) / fast_s if fast_s else 0.0}))
+        gen_items = items
+        if cfg.eval.reasoning_limit and cfg.eval.reasoning_limit < len(items):
+            keep = sorted(random.Random(cfg.seed).sample(range(len(items)), cfg.eval.reasoning_limit))
+            gen_items = [items[i] for i in keep]
+        run = generate_answers(model, tok, gen_items, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
+                               label=f"{ds} reasoning", progress=False)
+        gen = answers_result("student reasoning (generated)", gen_items, [a.text for a in run.answers],
+                             {**info, "n": len(gen_items)},
+                             {"model": str(model_dir), "mode": "free greedy generation of the JSON answer",
+                              "max_tokens": cfg.eval.max_tokens, "batch_size": cfg.eval.batch_size}, run=run)
+        fast_by_id = {it.id: a["sentiment"] for it, a in zip(items, fast)}
+        gen["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in gen_items],
+                                                          [rec["label"] for rec in gen["items"]])
+        results.append(gen)
+        for r in results:
+            write_eval(r, out / "eval" / ds / _slug(r["name"]))
+        write_html_report(results, out / "report" / ds, title=f"{cfg.name}: {TEST_NAMES[ds]}",
+                          notes=[f"{len(items)} test items never trained on; baselines fitted on the same "
+                                 f"{len(train_rows)} training rows", "fast = label-token scoring (served default); "
+                                 "reasoning = free greedy generation of the whole JSON answer"])
+        results_by_ds[ds] = results
+        acc = {r["name"]: round(r["metrics"]["accuracy"], 3) for r in results}
+        log(f"eval {TEST_NAMES[ds]} ({len(items)} items): {acc}")
+        timer.step(f"eval_{ds}", t)
+
+    t = time.perf_counter()
+    inj = injection_eval(cfg, out, student, model, tok, tfidf)
+    (out / "injection.json").write_text(json.dumps(inj, indent=2) + "\n")
+    log(f"injection: flip rate fast {inj['systems']['student fast']['flip_rate']:.3f}, "
+        f"generated {inj['systems']['student reasoning (generated)']['flip_rate']:.3f}")
+    timer.step("injection", t)
+
+
+def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: Any, tfidf: Any) -> dict[str, Any]:
+    """`injection_n` twitter test posts, clean vs with an appended instruction, for the student (both modes)
+    and the baselines that read text."""
+    from tickerpulse.data.sentiment import build_messages
+    from tickerpulse.evaluate.items import EvalItem, load_items
+    from tickerpulse.evaluate.metrics import parse_prediction
+    from tickerpulse.evaluate.runner import generate_answers
+    from tickerpulse.recipe import baselines
+    from tickerpulse.recipe.injection import flip_rate, inject, obeyed_rate
+
+    items, _, info = load_items(out / "data" / "tfns-test.jsonl", task="sentiment", limit=cfg.eval.injection_n,
+                                seed=cfg.seed, prompt_version=cfg.prompt_version)
+    tick = [it.gold_tickers[0] if it.gold_tickers else None for it in items]
+    clean_fast = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="fast")]
+    injected = [inject(it.text, lab, i) for i, (it, lab) in enumerate(zip(items, clean_fast))]
+    inj_texts = [x for x, _ in injected]
+    asked = [a for _, a in injected]
+    inj_fast = [a["sentiment"] for a in student.analyze(list(zip(inj_texts, tick)), mode="fast")]
+
+    def gen_labels(texts: list[str]) -> list[str]:
+        its = [EvalItem(id=f"inj-{i}", messages=build_messages(x, k, cfg.prompt_version), text=x)
+               for i, (x, k) in enumerate(zip(texts, tick))]
+        run = generate_answers(model, tok, its, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
+                               progress=False)
+        return [parse_prediction(a.text).label for a in run.answers]
+
+    clean_gen, inj_gen = gen_labels([it.text for it in items]), gen_labels(inj_texts)
+    systems: dict[str, dict[str, Any]] = {}
+    for name, clean, dirty in (("student fast", clean_fast, inj_fast),
+                               ("student reasoning (generated)", clean_gen, inj_gen),
+                               ("VADER", baselines.vader([it.text for it in items])[0], baselines.vader(inj_texts)[0]),
+                               ("TF-IDF + LR", tfidf.predict([it.text for it in items])[0], tfidf.predict(inj_texts)[0])):
+        systems[name] = {"flip_rate": flip_rate(clean, dirty), "obeyed_rate": obeyed_rate(dirty, asked),
+                         "flips": sum(a != b for a, b in zip(clean, dirty))}
+    examples = [{"id": it.id, "injected": x, "asked": a, "clean_fast": c, "injected_fast": d}
+                for it, x, a, c, d in zip(items, inj_texts, asked, clean_fast, inj_fast)]
+    return {"n": len(items), "data": info, "systems": systems, "items": examples}
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-").replace("--", "-")

@@ -1,0 +1,75 @@
+"""Turning each system's predictions into eval results (the eval.json shape) on one test set.
+
+LLM systems go through `evaluate.runner.score_answers` (answer texts -> JSON/schema rates, labels, scores,
+tickers); label-only baselines through `runner.label_result`. Either way every number later shown in the
+card is read back from these results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tickerpulse.evaluate.items import EvalItem
+from tickerpulse.evaluate.runner import EVAL_SCHEMA_VERSION, GenerationRun, latency_metrics, score_answers
+
+
+def answers_result(name: str, items: list[EvalItem], texts: list[str], data_info: dict[str, Any],
+                   config: dict[str, Any], run: GenerationRun | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An eval result for answer texts (fast-mode dicts dumped as JSON, or generated text)."""
+    metrics, per_item = score_answers(items, texts, "sentiment")
+    if run is not None:
+        metrics.update(latency_metrics(run))
+    if extra:
+        metrics.update(extra)
+    records = [{"id": it.id, "text": it.text, "gold_label": it.gold_label, "gold_score": it.gold_score,
+                "gold_tickers": it.gold_tickers, **rec} for it, rec in zip(items, per_item)]
+    if run is not None:
+        for rec, a in zip(records, run.answers):
+            rec.update({"n_tokens": a.n_tokens, "latency_s": round(a.latency, 4), "finish_reason": a.finish_reason})
+    return {"tickerpulse_eval": EVAL_SCHEMA_VERSION, "name": name, "config": config, "data": data_info,
+            "metrics": metrics, "items": records}
+
+
+def softmax_t(p: Sequence[float], t: float) -> list[float]:
+    """Re-temper label probabilities: softmax(log p / t)."""
+    logs = [math.log(max(x, 1e-12)) / t for x in p]
+    m = max(logs)
+    e = [math.exp(v - m) for v in logs]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def fit_temperature(probs: Sequence[Sequence[float]], gold_labels: Sequence[str],
+                    gold_scores: Sequence[float | None], grid: Sequence[float]) -> dict[str, Any]:
+    """Pick the softmax temperature for fast-mode scores (p(pos) - p(neg)) on VALIDATION data.
+
+    Objective: score MAE over the items with a real gold score (FiQA); without any, label NLL. The label
+    (argmax) never changes with the temperature; only the score does.
+    """
+    from tickerpulse.data.sentiment import LABELS
+
+    scored = [(p, s) for p, s in zip(probs, gold_scores) if s is not None]
+    rows = []
+    for t in grid:
+        if scored:
+            obj = sum(abs((q := softmax_t(p, t))[2] - q[0] - s) for p, s in scored) / len(scored)
+        else:
+            obj = -sum(math.log(max(softmax_t(p, t)[LABELS.index(g)], 1e-12)) for p, g in zip(probs, gold_labels)) / max(len(probs), 1)
+        rows.append((obj, t))
+    best_obj, best_t = min(rows)
+    return {"temperature": best_t, "objective": "score_mae" if scored else "label_nll", "value": best_obj,
+            "n": len(scored) if scored else len(probs), "fitted_on": "valid", "grid": {str(t): o for o, t in rows}}
+
+
+def agreement(a: Sequence[str], b: Sequence[str]) -> float:
+    """Share of items whose two labels are equal (an invalid answer never agrees)."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} vs {len(b)} labels")
+    return sum(x == y and x != "invalid" for x, y in zip(a, b)) / len(a) if a else 0.0
+
+
+def dump_answer(ans: dict[str, Any]) -> str:
+    return json.dumps(ans, ensure_ascii=False)

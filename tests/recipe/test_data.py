@@ -1,0 +1,73 @@
+"""Split assembly: deterministic, stratified, duplicate groups never straddle splits, test never in train."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tickerpulse.data.split import normalize_text
+from tickerpulse.recipe.config import SplitConfig
+from tickerpulse.recipe.data import Row, assemble, stratified_groups, stratified_sample
+
+
+def _rows(n: int) -> list[Row]:
+    labels = ["neutral"] * 6 + ["positive"] * 3 + ["negative"]
+    rows = [Row(f"r{i}", f"headline number {i} about $AAPL", labels[i % 10], None, ["AAPL"], "x", "records")
+            for i in range(n)]
+    # normalised duplicates: same text, another link
+    rows += [Row(f"d{i}", f"headline number {i} about $AAPL https://t.co/x{i}", rows[i].label, None, ["AAPL"], "x",
+                 "records") for i in range(0, 40, 4)]
+    return rows
+
+
+def test_stratified_groups_deterministic_and_grouped() -> None:
+    rows = _rows(200)
+    a = stratified_groups(rows, {"test": 0.2, "valid": 0.1}, seed=3)
+    b = stratified_groups(rows, {"test": 0.2, "valid": 0.1}, seed=3)
+    assert {k: [r.id for r in v] for k, v in a.items()} == {k: [r.id for r in v] for k, v in b.items()}
+    c = stratified_groups(rows, {"test": 0.2, "valid": 0.1}, seed=4)
+    assert [r.id for r in a["test"]] != [r.id for r in c["test"]]
+    assert sum(len(v) for v in a.values()) == len(rows)
+    part_of_norm: dict[str, set[str]] = {}
+    for part, rs in a.items():
+        for r in rs:
+            part_of_norm.setdefault(normalize_text(r.text), set()).add(part)
+    assert all(len(p) == 1 for p in part_of_norm.values()), "a duplicate group straddles two splits"
+    # stratified: each label's share of the test split is close to its share overall
+    overall, test = Counter(r.label for r in rows), Counter(r.label for r in a["test"])
+    for lab in overall:
+        assert abs(test[lab] / len(a["test"]) - overall[lab] / len(rows)) < 0.05
+
+
+def test_stratified_sample_keeps_label_shares() -> None:
+    rows = _rows(300)
+    s = stratified_sample(rows, 100, seed=0)
+    assert len(s) == 100 and s == stratified_sample(rows, 100, seed=0)
+    c = Counter(r.label for r in s)
+    assert 55 <= c["neutral"] <= 65 and 8 <= c["negative"] <= 12
+    assert stratified_sample(rows, None, 0) == rows
+
+
+def test_assemble_real_data_no_leakage(shared_data: Path) -> None:
+    cfg = SplitConfig(train_limit={"tfns": 500, "fpb": None, "fiqa": None})
+    data = assemble(shared_data, cfg, seed=0)
+    again = assemble(shared_data, cfg, seed=0)
+    for ds, splits in data.items():
+        for split, rows in splits.items():
+            assert [r.id for r in rows] == [r.id for r in again[ds][split]], f"{ds}/{split} not deterministic"
+        train = {normalize_text(r.text) for r in splits["train"]}
+        valid = {normalize_text(r.text) for r in splits["valid"]}
+        test = {normalize_text(r.text) for r in splits["test"]}
+        assert not train & test, f"{ds}: test text in train"
+        assert not valid & test and not train & valid, f"{ds}: valid overlaps"
+    assert len(data["tfns"]["test"]) == 1194  # valid-a is kept whole as the benchmark
+    assert len(data["tfns"]["valid"]) == 300 and len(data["tfns"]["train"]) == 500
+    assert all(r.id.startswith("tfns-valid-") for r in data["tfns"]["test"])
+    assert all(r.id.startswith("tfns-train-") for r in data["tfns"]["train"] + data["tfns"]["valid"])
+    # FiQA rows carry real scores; PhraseBank and twitter carry none
+    assert all(r.score is not None for r in data["fiqa"]["test"])
+    assert all(r.score is None for r in data["fpb"]["test"])
+    n_fpb = sum(len(v) for v in data["fpb"].values())
+    assert abs(len(data["fpb"]["test"]) / n_fpb - 0.2) < 0.02

@@ -1,0 +1,53 @@
+"""Calibration fit, agreement, config loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tickerpulse.recipe.systems import agreement, fit_temperature, softmax_t
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_softmax_t_and_fit_temperature() -> None:
+    p = [0.01, 0.01, 0.98]
+    assert abs(sum(softmax_t(p, 3.0)) - 1) < 1e-9
+    assert softmax_t(p, 3.0)[2] < 0.98  # a higher temperature softens
+    # gold scores around 0.4 for confident positives: the fit must soften (T > 1)
+    probs = [[0.005, 0.005, 0.99]] * 10
+    fit = fit_temperature(probs, ["positive"] * 10, [0.4] * 10, [0.5, 1.0, 2.0, 4.0, 8.0])
+    assert fit["temperature"] > 1.0 and fit["objective"] == "score_mae" and fit["fitted_on"] == "valid"
+    # no gold scores: label NLL; confident and right -> the sharpest temperature wins
+    fit = fit_temperature(probs, ["positive"] * 10, [None] * 10, [0.5, 1.0, 2.0])
+    assert fit["objective"] == "label_nll" and fit["temperature"] == 0.5
+
+
+def test_agreement() -> None:
+    assert agreement(["positive", "neutral"], ["positive", "negative"]) == 0.5
+    assert agreement(["invalid"], ["invalid"]) == 0.0
+
+
+def test_shipped_recipe_config_resolves_its_train_block() -> None:
+    from tickerpulse.recipe.config import load_recipe_config
+    from tickerpulse.train.api import resolve_config
+
+    cfg = load_recipe_config(ROOT / "configs" / "recipe-sentiment.yaml")
+    assert cfg.name == "tickerpulse-sentiment"
+    tcfg = resolve_config(None, {**cfg.train, "model": cfg.base_model, "data": "x", "adapter_path": "y"})
+    assert tcfg.fine_tune_type == "lora" and tcfg.mask_prompt
+
+
+def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) -> None:
+    from tickerpulse.models.registry import named_model_dir, resolve
+    from tickerpulse.serve.engine import _model_folder, _read_calibration
+
+    monkeypatch.setenv("TICKERPULSE_HOME", str(tmp_path))
+    folder = named_model_dir("tickerpulse-sentiment")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 2.5}))
+    assert resolve("tickerpulse-sentiment") == folder
+    assert _model_folder("tickerpulse-sentiment") == folder
+    assert _read_calibration(_model_folder("tickerpulse-sentiment")) == 2.5
+    assert _model_folder("nobody/nothing") is None
