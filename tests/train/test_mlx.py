@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("mlx.core")
+from tickerpulse.models.mlx import import_mlx  # noqa: E402
+
+pytest.importorskip("mlx")
+import_mlx()  # before anything imports mlx.core: torch's BLAS on Linux (see tickerpulse.models.mlx)
 pytest.importorskip("mlx_lm")
 
 from tickerpulse.train.adapter_convert import (  # noqa: E402
@@ -129,5 +132,25 @@ def test_same_config_trains_on_both_backends_and_the_run_loads_with_peft(backend
     info = read_run(run)
     assert info.best_step == s["best_step"]
     base = AutoModelForCausalLM.from_pretrained(str(smollm2_path), dtype=torch.float32)
-    model = apply_adapter(base, run)
+    model = apply_adapter(base, run).eval()
     assert sum(1 for n, _ in model.named_parameters() if "lora_B" in n) > 0
+    steps = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    print(f"\n[{backend}] {s['train_time_s'] / 2:.1f} s/step, {s['tokens_per_sec']:.0f} tok/s, val loss "
+          f"{s['first_val_loss']:.4f} -> {s['best_val_loss']:.4f}, train losses "
+          f"{[round(r['loss'], 4) for r in steps if r['kind'] == 'train']}, wall {s['wall_time_s']:.0f}s")
+    if backend != "mlx":
+        return
+    # the PEFT files written at save time are the adapter MLX trained: same logits as MLX with RUN/mlx
+    import mlx.core as mx
+    from transformers import AutoTokenizer
+
+    from tickerpulse.models.mlx import load_mlx
+
+    ids = AutoTokenizer.from_pretrained(str(smollm2_path))(TEXT)["input_ids"]
+    with torch.no_grad():
+        torch_logits = model(torch.tensor([ids])).logits[0].numpy()
+    mlx_model, _ = load_mlx(smollm2_path, adapter_path=run / "mlx")
+    mlx_logits = np.array(mlx_model(mx.array([ids]))[0].astype(mx.float32))
+    diff = float(np.abs(mlx_logits - torch_logits).max())
+    print(f"[mlx] max |MLX(RUN/mlx) - PEFT(RUN)| logit = {diff:.2e}")
+    assert diff < 1e-3

@@ -117,14 +117,14 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
     """Train LoRA with mlx-lm on `cfg` (same keys and run folder as the torch backend)."""
     t_start = time.perf_counter()
     _check(cfg)
-    mx = require("mlx.core", "the MLX backend")
+    from tickerpulse.models.mlx import import_mlx, load_mlx
+
+    mx = import_mlx()
     nn = require("mlx.nn", "the MLX backend")
     optim = require("mlx.optimizers", "the MLX backend")
     from mlx.utils import tree_flatten, tree_map
     from mlx_lm.tuner.trainer import default_loss, evaluate, iterate_batches
     from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    from tickerpulse.models.mlx import load_mlx
 
     seed_everything(cfg.seed)
     mx.random.seed(cfg.seed)
