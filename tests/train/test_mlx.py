@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from tickerpulse.models.mlx import import_mlx  # noqa: E402
+from tickerpulse.models.mlx import import_mlx
 
 pytest.importorskip("mlx")
 import_mlx()  # before anything imports mlx.core: torch's BLAS on Linux (see tickerpulse.models.mlx)
 pytest.importorskip("mlx_lm")
 
-from tickerpulse.train.adapter_convert import (  # noqa: E402
+from tickerpulse.train.adapter_convert import (
     AdapterConvertError,
     convert_run,
     mlx_to_peft_weights,

@@ -25,13 +25,17 @@ def generate(
     raw: bool = typer.Option(False, "--raw/--chat", help="Send the prompt as is instead of through the chat template."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU), float32, bfloat16 or float16."),
+    backend: str = typer.Option("auto", "--backend", help="auto (mlx on Apple Silicon with mlx installed, else "
+                                "torch), torch or mlx (mlx-lm; a torch-trained LoRA run is converted)."),
 ) -> None:
     """Stream tokens with the model's chat template; print tokens/s and peak memory at the end (stderr)."""
     from tickerpulse.models.generate import stream_generate
     from tickerpulse.models.loading import load_model
+    from tickerpulse.train.backends import select_backend
 
     if raw and system:
         raise typer.BadParameter("--system needs the chat template; drop --raw", param_hint="--system")
+    backend = select_backend(backend)
     _quiet_transformers()
     if model is None:
         model = "smollm2-135m"
@@ -39,9 +43,12 @@ def generate(
             from tickerpulse.models.adapters import read_run
 
             model = read_run(adapter).base_model
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    if backend == "mlx":
+        _generate_mlx(model, adapter, prompt if raw else messages, max_tokens, temp, top_p, seed, stop)
+        return
     with err.status(f"loading {model}" + (f" + {adapter}" if adapter else "")):
         lm, tok = load_model(model, device=device, dtype=dtype, adapter=adapter)
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     stream = stream_generate(lm, tok, prompt if raw else messages, max_tokens=max_tokens, temperature=temp,
                              top_p=top_p, seed=seed, stop=stop or None)
     for piece in stream:
@@ -54,6 +61,28 @@ def generate(
         f"[dim]prompt {s.prompt_tokens} tok ({s.prompt_tokens_per_s:.1f} tok/s) | generated {s.generated_tokens} tok, "
         f"{s.tokens_per_s:.1f} tok/s | first token {s.ttft:.2f}s | total {s.seconds:.2f}s | "
         f"peak memory {s.peak_memory_mb:.0f} MiB | finish: {s.finish_reason}[/]",
+        highlight=False,
+    )
+
+
+def _generate_mlx(model: str, adapter: Path | None, prompt: str | list[dict[str, str]], max_tokens: int, temp: float,
+                  top_p: float, seed: int | None, stop: list[str]) -> None:
+    """The same command on mlx-lm (`--backend mlx`)."""
+    from tickerpulse.models.mlx import stream_generate_mlx
+
+    s: dict = {}
+    for piece in stream_generate_mlx(model, adapter, prompt, max_tokens=max_tokens, temperature=temp, top_p=top_p,
+                                     seed=seed, stop=stop or None):
+        if isinstance(piece, dict):
+            s = piece
+            continue
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    err.print(
+        f"[dim]mlx | prompt {s['prompt_tokens']} tok ({s['prompt_tps']:.1f} tok/s) | generated "
+        f"{s['generated_tokens']} tok, {s['tokens_per_s']:.1f} tok/s | peak memory {s['peak_memory_mb']:.0f} MiB | "
+        f"finish: {s['finish_reason']}[/]",
         highlight=False,
     )
 

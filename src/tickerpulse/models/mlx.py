@@ -18,8 +18,9 @@ import ctypes
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tickerpulse._optional import require
 
