@@ -154,3 +154,28 @@ def test_same_config_trains_on_both_backends_and_the_run_loads_with_peft(backend
     diff = float(np.abs(mlx_logits - torch_logits).max())
     print(f"[mlx] max |MLX(RUN/mlx) - PEFT(RUN)| logit = {diff:.2e}")
     assert diff < 1e-3
+
+
+def test_generate_on_mlx_refuses_a_dora_run_with_a_reason(tmp_path):
+    """`generate --backend mlx` on an adapter mlx-lm cannot express: one red line and exit 2, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.numpy import save_file
+
+    run = tmp_path / "dora"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "use_dora": True, "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"],
+        "base_model_name_or_path": "smollm2-135m"}))
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.ones((2, 4), "f4"),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": np.ones((4, 2), "f4"),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": np.ones(4, "f4")},
+              str(run / "adapter_model.safetensors"))
+    exe = Path(sys.executable).with_name("tickerpulse")
+    proc = subprocess.run([str(exe), "generate", "--backend", "mlx", "--adapter", str(run), "--prompt", "hi"],
+                          check=False, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error:" in proc.stderr and "dora" in proc.stderr.lower() and "Traceback" not in proc.stderr
