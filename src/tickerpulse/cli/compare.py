@@ -7,31 +7,33 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from tickerpulse.cli import _gen_options as opt
+
 console = Console()
 
 
 def compare_command(
     base: str | None = typer.Option(None, "--base", help="Base model: built-in name, hub id or local HF folder."),
     tuned: str | None = typer.Option(None, "--tuned", help="Training run folder (adapter on --base) or a standalone model folder."),
-    data: str | None = typer.Option(None, "--data", help="A .jsonl file (chat, completions or labeled records) or a data folder."),
+    data: str | None = opt.DATA,
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (report.html, PNGs, base/ and tuned/ evals)."),
-    split: str = typer.Option("test", help="Which <split>.jsonl of a data folder to read."),
-    limit: int | None = typer.Option(None, help="Evaluate a seeded random sample of N items (file order kept)."),
-    batch_size: int = typer.Option(16, help="Prompts generated together."),
-    max_tokens: int = typer.Option(128, help="Cap on generated tokens per answer."),
-    temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temp > 0)."),
-    seed: int = typer.Option(0, help="Seed for --limit sampling and for sampling."),
-    task: str = typer.Option("auto", help="auto | sentiment | text."),
-    prompt_ticker: str = typer.Option("first", help="Labeled records: first gold ticker in the prompt (first) or none."),
-    metric: list[str] = typer.Option([], "--metric", help="Text metric: exact, contains or module:function (repeatable)."),
-    regex: str | None = typer.Option(None, help="Extract the answer with this regex (group 1), then exact-match it."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
-    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
+    split: str = opt.SPLIT,
+    limit: int | None = opt.LIMIT,
+    batch_size: int = opt.BATCH_SIZE,
+    max_tokens: int = opt.MAX_TOKENS,
+    temp: float = opt.TEMP,
+    top_p: float = opt.TOP_P,
+    seed: int = opt.SEED,
+    task: str = opt.TASK,
+    prompt_ticker: str = opt.PROMPT_TICKER,
+    metric: list[str] = opt.METRIC,
+    regex: str | None = opt.REGEX,
+    device: str = opt.DEVICE,
+    dtype: str = opt.DTYPE,
     max_disagreements: int = typer.Option(100, help="Disagreeing items listed in the report."),
     reuse_base: Path | None = typer.Option(None, "--reuse-base", help="A base-model eval.json made earlier with the same settings: reuse its answers."),
     from_eval: list[Path] = typer.Option([], "--from-eval", help="Skip generation: build the report from these eval.json files/folders (repeatable)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = opt.QUIET,
 ) -> None:
     """Evaluate --base and --tuned on the same items, then write report.html: metric table side by side,
     confusion matrices, per-class F1, score scatter, latency, and the items where they disagree."""

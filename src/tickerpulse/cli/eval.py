@@ -8,32 +8,34 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from tickerpulse.cli import _gen_options as opt
+
 console = Console()
 
 
 def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="Base model: built-in name, hub id or local HF folder."),
     adapter: str | None = typer.Option(None, "--adapter", help="Training run folder whose adapter is applied."),
-    data: str | None = typer.Option(None, "--data", help="A .jsonl file (chat, completions or labeled records) or a data folder."),
-    split: str = typer.Option("test", help="Which <split>.jsonl of a data folder to read."),
-    limit: int | None = typer.Option(None, help="Evaluate a seeded random sample of N items (file order kept)."),
-    batch_size: int = typer.Option(16, help="Prompts generated together."),
-    max_tokens: int = typer.Option(128, help="Cap on generated tokens per answer."),
-    temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temp > 0)."),
-    seed: int = typer.Option(0, help="Seed for --limit sampling and for sampling."),
-    task: str = typer.Option("auto", help="auto | sentiment | text."),
-    prompt_ticker: str = typer.Option("first", help="Labeled records: put the first gold ticker in the prompt (first) or none."),
-    metric: list[str] = typer.Option([], "--metric", help="Text metric: exact, contains or module:function (repeatable)."),
-    regex: str | None = typer.Option(None, help="Extract the answer with this regex (group 1), then exact-match it."),
+    data: str | None = opt.DATA,
+    split: str = opt.SPLIT,
+    limit: int | None = opt.LIMIT,
+    batch_size: int = opt.BATCH_SIZE,
+    max_tokens: int = opt.MAX_TOKENS,
+    temp: float = opt.TEMP,
+    top_p: float = opt.TOP_P,
+    seed: int = opt.SEED,
+    task: str = opt.TASK,
+    prompt_ticker: str = opt.PROMPT_TICKER,
+    metric: list[str] = opt.METRIC,
+    regex: str | None = opt.REGEX,
     stop: list[str] = typer.Option([], "--stop", help="Extra stop string (repeatable)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
-    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
+    device: str = opt.DEVICE,
+    dtype: str = opt.DTYPE,
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder [default: runs/eval-<time>]."),
     test: bool = typer.Option(False, "--test", help="Instead: test loss and perplexity (teacher-forced, as in training) on <data>/<split>.jsonl."),
     test_batches: int = typer.Option(-1, help="With --test: batches to evaluate (-1 = all)."),
     max_seq_length: int | None = typer.Option(None, help="With --test: truncate longer samples [default: the run's, else 2048]."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = opt.QUIET,
 ) -> None:
     """Generate answers for every item and score them: JSON/schema validity, accuracy, macro-F1, per-class
     precision/recall, confusion matrix, score MAE/Pearson/Spearman, ticker P/R, latency and tokens/s.

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tickerpulse.config import ConfigError
+from tickerpulse.export.gguf import read_json_object
 
 FuseDtype = Literal["auto", "float32", "bfloat16", "float16"]
 FP32_TOLERANCE = 1e-3  # far above fp32 noise (~1e-4), far below a broken merge (> 0.1)
@@ -83,7 +84,7 @@ def read_run(adapter: str | Path) -> RunInfo:
     if not path.exists():
         raise FileNotFoundError(f"adapter not found: {path}")
     folder = path.parent if path.is_file() else path
-    peft_cfg = _read_json(folder / "adapter_config.json")
+    peft_cfg = read_json_object(folder / "adapter_config.json")
     try:
         from tickerpulse.models.adapters import read_run as read_training_run
     except ImportError:  # training stage not installed in this checkout: plain PEFT folders only
@@ -281,7 +282,7 @@ def _resolve_dtype(dtype: str, base_dir: Path) -> str:
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
         return dtype
-    cfg = _read_json(base_dir / "config.json")
+    cfg = read_json_object(base_dir / "config.json")
     saved = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
     return saved if saved in ("float32", "bfloat16", "float16") else "float32"
 
@@ -324,13 +325,6 @@ def _provenance(run: RunInfo, base_name: str, base_dir: Path, dtype: str, stops:
         "command": command if command is not None else sys.argv,
     }
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _sha256(path: Path) -> str:

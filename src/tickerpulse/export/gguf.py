@@ -107,7 +107,7 @@ def export_gguf(model: str | Path, out: str | Path | None = None, outtype: OutTy
     n_layers = int(cfg["num_hidden_layers"])
     vocab_size = int(cfg["vocab_size"])
     vocab = build_vocab(folder, vocab_size, tokenizer_pre=tokenizer_pre)
-    card = _read_json(folder / "tickerpulse.json")
+    card = read_json_object(folder / "tickerpulse.json")
 
     path = Path(out).expanduser() if out else default_out(folder, outtype)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +290,8 @@ def _iter_tensors(folder: Path) -> Iterator[tuple[str, Any]]:
                 yield key, fh.get_tensor(key).to(torch.float32).numpy()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file's contents, or {} when it is missing, broken or not an object (optional metadata)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
