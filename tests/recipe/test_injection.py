@@ -21,3 +21,18 @@ def test_inject_asks_for_another_label_deterministically() -> None:
             assert asked != lab and asked in text and text.startswith("Shares rise ")
             assert (text, asked) == inject("Shares rise", lab, i)
     assert obeyed_rate(["positive", "neutral"], ["positive", "negative"]) == 0.5
+
+
+def test_augment_keeps_the_clean_label_and_uses_training_phrasings() -> None:
+    from tickerpulse.recipe.data import Row
+    from tickerpulse.recipe.injection import TEMPLATES, augment
+
+    rows = [Row(f"r{i}", f"post {i}", ("negative", "neutral", "positive")[i % 3], None, [], "x", "records") for i in range(50)]
+    aug = augment(rows, 0.2, seed=1)
+    assert len(aug) == 10 and aug == augment(rows, 0.2, seed=1)
+    by_id = {r.id: r for r in rows}
+    for a in aug:
+        clean = by_id[a.id.removesuffix(":inj")]
+        assert a.label == clean.label and a.text.startswith(clean.text + " ")
+        assert not any(t.split("{")[0] in a.text for t in TEMPLATES)  # never the evaluation's phrasings
+    assert augment(rows, 0.0, 1) == []

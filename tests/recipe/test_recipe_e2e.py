@@ -22,7 +22,7 @@ def test_recipe_tiny_slice(shared_data: Path, smollm2_path: Path, tmp_path: Path
     exe = Path(sys.executable).with_name("tickerpulse")
     out, model_dir = tmp_path / "work", tmp_path / "model"
     cmd = [str(exe), "recipe", "sentiment", "--shared-data", str(shared_data), "--out", str(out),
-           "--model-dir", str(model_dir), "--limit-per-dataset", "36", "--iters", "2", "--reasoning-limit", "4",
+           "--model-dir", str(model_dir), "--limit-per-dataset", "36", "--iters", "2", "--generation-limit", "4", "--reasoning-limit", "8",
            "--injection-n", "4", "--set", "train.steps_per_eval=2", "--set", "train.val_batches=1",
            "--set", "eval.base_zero_shot=false"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1400,

@@ -24,7 +24,8 @@ def sentiment(
     teacher_model: str | None = typer.Option(None, help="Model name for a real teacher."),
     limit_per_dataset: int | None = typer.Option(None, help="Read only N rows per source file (quick looks, tests)."),
     iters: int | None = typer.Option(None, help="Training steps (overrides train.iters)."),
-    reasoning_limit: int | None = typer.Option(None, help="Generated-mode eval on a seeded sample of N items per test set."),
+    reasoning_limit: int | None = typer.Option(None, help="Served reasoning mode on a seeded sample of N items per test set."),
+    generation_limit: int | None = typer.Option(None, help="Free (unconstrained) generation on a seeded sample of N items per test set."),
     injection_n: int | None = typer.Option(None, help="Posts in the injection test (default 100)."),
     seed: int | None = typer.Option(None, help="Seed for splits, sampling and training."),
     set_: list[str] = typer.Option([], "--set", help="Any recipe key, e.g. --set train.num_layers=8 (repeatable)."),
@@ -45,7 +46,7 @@ def sentiment(
         over.setdefault("splits", {})["limit_per_dataset"] = limit_per_dataset
     if iters is not None:
         over.setdefault("train", {})["iters"] = iters
-    for key, val in (("reasoning_limit", reasoning_limit), ("injection_n", injection_n)):
+    for key, val in (("reasoning_limit", reasoning_limit), ("generation_limit", generation_limit), ("injection_n", injection_n)):
         if val is not None:
             over.setdefault("eval", {})[key] = val
     cfg = load_recipe_config(config, over)

@@ -40,10 +40,13 @@ class SplitConfig(StrictModel):
 class EvalSettings(StrictModel):
     """What is measured after training."""
 
-    batch_size: int = Field(16, ge=1, description="Prompts generated together in reasoning mode.")
-    max_tokens: int = Field(48, ge=8, description="Generated tokens per answer in reasoning mode.")
-    reasoning_limit: int | None = Field(None, ge=1, description="Seeded sample per test set for the generated "
-                                        "(reasoning) mode; null = every item.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together in free generation.")
+    max_tokens: int = Field(48, ge=8, description="Generated tokens per answer (free generation; reasoning text "
+                            "tokens in the served reasoning mode).")
+    reasoning_limit: int | None = Field(None, ge=1, description="Seeded sample per test set for the served "
+                                        "reasoning mode (constrained decoding); null = every item.")
+    generation_limit: int | None = Field(200, ge=1, description="Seeded sample per test set for free "
+                                         "(unconstrained) generation of the whole answer; null = every item.")
     injection_n: int = Field(100, ge=1, description="Posts with an appended instruction (robustness).")
     base_zero_shot: bool = Field(True, description="Score the base model zero-shot (fast label scoring).")
     calibration_grid: list[float] = Field(
@@ -65,6 +68,8 @@ class RecipeConfig(StrictModel):
     reasoning: Literal["teacher", "empty"] = Field(
         "empty", description="Keep the teacher's reasoning text, or train an empty reasoning string (the gold "
         "teacher's is a template sentence: ~25 tokens per sample that teach nothing).")
+    injection_augment: float = Field(0.1, ge=0, le=1, description="Share of training rows added again with an "
+                                     "appended instruction (other phrasings than the evaluation's) and the clean label.")
     prompt_version: str = Field("sentiment-v1", description="Prompt file used for training, eval and serving.")
     splits: SplitConfig = Field(default_factory=SplitConfig)
     train: dict[str, Any] = Field(default_factory=dict, description="tickerpulse train keys (see docs/train.md).")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tickerpulse.recipe.card import FAST, FREE, REASON
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
 from tickerpulse.recipe.data import Row, assemble, split_stats, write_records
 
@@ -97,6 +98,10 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], out: 
     chat.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid"):
         rows = [r for ds in DATASETS for r in data[ds][split]]
+        if split == "train":
+            from tickerpulse.recipe.injection import augment
+
+            rows += augment(rows, cfg.injection_augment, cfg.seed)
         random.Random(cfg.seed).shuffle(rows)
         src = write_records(rows, out / "data" / f"all-{split}.jsonl")
         dcfg = DistillConfig(input=str(src), out=out / "distill" / split, teacher=cfg.teacher,
@@ -199,20 +204,29 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         t1 = time.perf_counter()
         fast = student.analyze(pairs, mode="fast")
         fast_s = time.perf_counter() - t1
-        results.append(answers_result("student fast", items, [dump_answer(a) for a in fast], info,
+        results.append(answers_result(FAST, items, [dump_answer(a) for a in fast], info,
                                       {"model": str(model_dir), "mode": "fast label scoring, calibrated score"},
                                       extra={"wall_s": fast_s, "items_per_s": len(items) / fast_s if fast_s else 0.0}))
-        gen_items = items
-        if cfg.eval.reasoning_limit and cfg.eval.reasoning_limit < len(items):
-            keep = sorted(random.Random(cfg.seed).sample(range(len(items)), cfg.eval.reasoning_limit))
-            gen_items = [items[i] for i in keep]
-        run = generate_answers(model, tok, gen_items, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
-                               label=f"{ds} reasoning", progress=False)
-        gen = answers_result("student reasoning (generated)", gen_items, [a.text for a in run.answers],
-                             {**info, "n": len(gen_items)},
-                             {"model": str(model_dir), "mode": "free greedy generation of the JSON answer",
-                              "max_tokens": cfg.eval.max_tokens, "batch_size": cfg.eval.batch_size}, run=run)
         fast_by_id = {it.id: a["sentiment"] for it, a in zip(items, fast)}
+        rs_items = _sample(items, cfg.eval.reasoning_limit, cfg.seed)
+        t1 = time.perf_counter()
+        reasoned = student.analyze([(it.text, it.gold_tickers[0] if it.gold_tickers else None) for it in rs_items],
+                                   mode="reasoning", max_tokens=cfg.eval.max_tokens)
+        reason_s = time.perf_counter() - t1
+        served = answers_result(REASON, rs_items, [dump_answer(a) for a in reasoned], {**info, "n": len(rs_items)},
+                                {"model": str(model_dir), "mode": "served reasoning mode: label pass, then "
+                                 "schema-constrained generation of score and reasoning"},
+                                extra={"wall_s": reason_s, "items_per_s": len(rs_items) / reason_s if reason_s else 0.0})
+        served["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in rs_items],
+                                                             [rec["label"] for rec in served["items"]])
+        results.append(served)
+        gen_items = _sample(items, cfg.eval.generation_limit, cfg.seed)
+        run = generate_answers(model, tok, gen_items, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
+                               label=f"{ds} free generation", progress=False)
+        gen = answers_result(FREE, gen_items, [a.text for a in run.answers], {**info, "n": len(gen_items)},
+                             {"model": str(model_dir), "mode": "free greedy generation of the whole JSON answer "
+                              "(no constraint)", "max_tokens": cfg.eval.max_tokens, "batch_size": cfg.eval.batch_size},
+                             run=run)
         gen["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in gen_items],
                                                           [rec["label"] for rec in gen["items"]])
         results.append(gen)
@@ -220,8 +234,8 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
             write_eval(r, out / "eval" / ds / _slug(r["name"]))
         write_html_report(results, out / "report" / ds, title=f"{cfg.name}: {TEST_NAMES[ds]}",
                           notes=[f"{len(items)} test items never trained on; baselines fitted on the same "
-                                 f"{len(train_rows)} training rows", "fast = label-token scoring (served default); "
-                                 "reasoning = free greedy generation of the whole JSON answer"])
+                                 f"{len(train_rows)} training rows", "fast = label-token scoring (served default); reasoning = the served "
+                                 "reasoning mode (constrained); free generation = unconstrained greedy JSON on a sample"])
         results_by_ds[ds] = results
         acc = {r["name"]: round(r["metrics"]["accuracy"], 3) for r in results}
         log(f"eval {TEST_NAMES[ds]} ({len(items)} items): {acc}")
@@ -230,8 +244,8 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
     t = time.perf_counter()
     inj = injection_eval(cfg, out, student, model, tok, tfidf)
     (out / "injection.json").write_text(json.dumps(inj, indent=2) + "\n")
-    log(f"injection: flip rate fast {inj['systems']['student fast']['flip_rate']:.3f}, "
-        f"generated {inj['systems']['student reasoning (generated)']['flip_rate']:.3f}")
+    log(f"injection: flip rate fast {inj['systems'][FAST]['flip_rate']:.3f}, "
+        f"reasoning {inj['systems'][REASON]['flip_rate']:.3f}, free generation {inj['systems'][FREE]['flip_rate']:.3f}")
     timer.step("injection", t)
 
 
@@ -262,9 +276,12 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
         return [parse_prediction(a.text).label for a in run.answers]
 
     clean_gen, inj_gen = gen_labels([it.text for it in items]), gen_labels(inj_texts)
+    clean_rs = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="reasoning",
+                                                        max_tokens=cfg.eval.max_tokens)]
+    inj_rs = [a["sentiment"] for a in student.analyze(list(zip(inj_texts, tick)), mode="reasoning",
+                                                      max_tokens=cfg.eval.max_tokens)]
     systems: dict[str, dict[str, Any]] = {}
-    for name, clean, dirty in (("student fast", clean_fast, inj_fast),
-                               ("student reasoning (generated)", clean_gen, inj_gen),
+    for name, clean, dirty in ((FAST, clean_fast, inj_fast), (REASON, clean_rs, inj_rs), (FREE, clean_gen, inj_gen),
                                ("VADER", baselines.vader([it.text for it in items])[0], baselines.vader(inj_texts)[0]),
                                ("TF-IDF + LR", tfidf.predict([it.text for it in items])[0], tfidf.predict(inj_texts)[0])):
         systems[name] = {"flip_rate": flip_rate(clean, dirty), "obeyed_rate": obeyed_rate(dirty, asked),
@@ -272,6 +289,14 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
     examples = [{"id": it.id, "injected": x, "asked": a, "clean_fast": c, "injected_fast": d}
                 for it, x, a, c, d in zip(items, inj_texts, asked, clean_fast, inj_fast)]
     return {"n": len(items), "data": info, "systems": systems, "items": examples}
+
+
+def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """A seeded sample of `limit` items in file order (all when limit is None or larger)."""
+    if not limit or limit >= len(items):
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
 
 
 def _slug(name: str) -> str:

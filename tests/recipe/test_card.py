@@ -1,0 +1,62 @@
+"""The card is computed from the eval outputs on disk: change an eval.json and the card follows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tickerpulse.evaluate.items import EvalItem
+from tickerpulse.evaluate.runner import label_result, write_eval
+from tickerpulse.recipe.card import FAST, build_card, card_markdown, headline_markdown
+from tickerpulse.recipe.config import RecipeConfig
+from tickerpulse.recipe.systems import answers_result
+
+GOLD = ["positive", "negative", "neutral", "neutral", "positive"]
+SCORES = [0.6, -0.5, 0.0, 0.05, 0.3]
+
+
+def _items() -> list[EvalItem]:
+    return [EvalItem(id=f"i{k}", messages=[], gold_label=g, gold_score=s, gold_tickers=[], text=f"post {k}")
+            for k, (g, s) in enumerate(zip(GOLD, SCORES))]
+
+
+def _write_run(out: Path, fast_labels: list[str]) -> None:
+    items = _items()
+    for ds in ("tfns", "fpb", "fiqa"):
+        write_eval(label_result("VADER", items, ["positive"] * 5, [0.1] * 5), out / "eval" / ds / "vader")
+        texts = [json.dumps({"ticker": None, "sentiment": lab, "score": {"positive": 0.5, "negative": -0.5}.get(lab, 0.0),
+                             "reasoning": ""}) for lab in fast_labels]
+        write_eval(answers_result(FAST, items, texts, {}, {}), out / "eval" / ds / "student-fast")
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "summary.json").write_text(json.dumps({"status": "finished", "tokens_per_sec": 321.0, "step": 10,
+                                                           "total_steps": 10, "best_step": 10}))
+    (out / "timings.json").write_text(json.dumps({"train": 60.0, "total_before_card": 120.0}))
+    (out / "data").mkdir()
+    (out / "data" / "stats.json").write_text(json.dumps({"tfns": {"train": {"rows": 5, "labels": {"neutral": 5}}}}))
+    (out / "calibration.json").write_text(json.dumps({"temperature": 2.0, "objective": "score_mae", "value": 0.2, "n": 5}))
+    (out / "injection.json").write_text(json.dumps({"n": 4, "systems": {FAST: {"flip_rate": 0.25, "obeyed_rate": 0.25, "flips": 1}}}))
+
+
+def test_card_numbers_come_from_the_eval_files(tmp_path: Path) -> None:
+    _write_run(tmp_path, ["positive", "negative", "neutral", "positive", "positive"])
+    card = build_card(tmp_path, RecipeConfig())
+    row = card["results"]["tfns"][FAST]
+    assert row["accuracy"] == pytest.approx(4 / 5) and row["schema_valid"] == 1.0
+    assert row["recall"]["neutral"] == pytest.approx(0.5)
+    assert card["results"]["fiqa"][FAST]["score_mae"] == pytest.approx(sum(abs(a - b) for a, b in zip(SCORES, [0.5, -0.5, 0.0, 0.5, 0.5])) / 5)
+    targets = {t["key"]: t for t in card["targets"][FAST]}
+    assert targets["tfns_accuracy"]["value"] == pytest.approx(0.8)
+    assert not targets["tfns_accuracy"]["met"] and targets["tfns_accuracy"]["miss_by"] == pytest.approx(0.08)
+    assert targets["schema_valid"]["met"]
+    assert targets["injection_flip"]["value"] == 0.25 and not targets["injection_flip"]["met"]
+    assert card["train"]["tokens_per_sec"] == 321.0 and card["wall_time_s"] == 120.0
+    assert "80.0% ❌ missed by 8.0 pt" in headline_markdown(card)
+    assert "| student fast | 5 | 80.0% |" in card_markdown(card)
+
+    # rewrite one eval output: the card follows (nothing is cached or copied)
+    _write_run(tmp_path / "again", GOLD)
+    card2 = build_card(tmp_path / "again", RecipeConfig())
+    t2 = {t["key"]: t for t in card2["targets"][FAST]}
+    assert t2["tfns_accuracy"]["value"] == 1.0 and t2["tfns_accuracy"]["met"] and t2["tfns_accuracy"]["miss_by"] == 0.0
