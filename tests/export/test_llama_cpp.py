@@ -29,8 +29,9 @@ def test_llama_cpp_answers_like_pytorch(which: str, request: pytest.FixtureReque
     assert eng.skipped is None
     assert eng.checks == {"chat_template_equal": True, "eos_id_equal": True, "bos_id_equal": True,
                           "prompt_ids_equal": True}
-    assert eng.agree == len(eng.answers) == 4 and rep.ok
-    assert eng.identical >= 3  # at most one near-tie flip on 4 prompts
+    assert eng.agree == len(eng.answers) == 4 and rep.ok  # any difference starts at a near-tie of PyTorch's
+    if which == "gguf_f16":
+        assert eng.identical >= 3  # f16 rounding: at most one near-tie flip on 4 prompts
     print(f"{rep.weight_type}: llama.cpp {eng.tokens_per_s:.1f} tok/s vs PyTorch fp32 "
           f"{rep.reference_tokens_per_s:.1f} tok/s (40-token answer)")
 
@@ -79,12 +80,14 @@ def test_tiny_models_logits_match_llama_cpp(arch: str, smollm2_path: Path, tmp_p
     model.save_pretrained(folder)
     for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(smollm2_path / f, folder / f)
-    gguf = export_gguf(folder, tmp_path / f"{arch}.gguf", "f32").path
+    # SmolLM2's tokenizer on a qwen2 body: name its pre-tokenizer (llama.cpp keys it by model family)
+    gguf = export_gguf(folder, tmp_path / f"{arch}.gguf", "f32", tokenizer_pre="smollm").path
 
     ids = list(range(100, 160))
     with torch.no_grad():
         want = model(torch.tensor([ids])).logits[0].numpy()
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=128, logits_all=True, verbose=False)
+    # f32 KV cache (llama.cpp's default is f16, which alone moves logits by ~1e-3 relative)
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=128, logits_all=True, verbose=False, type_k=0, type_v=0)
     llm.eval(ids)
     got = np.asarray(llm.scores[: len(ids)])
     diff = float(np.abs(got - want).max())
