@@ -49,6 +49,8 @@ class EvalSettings(StrictModel):
                                          "(unconstrained) generation of the whole answer; null = every item.")
     injection_n: int = Field(100, ge=1, description="Posts with an appended instruction (robustness).")
     base_zero_shot: bool = Field(True, description="Score the base model zero-shot (fast label scoring).")
+    base_limit: int | None = Field(None, ge=1, description="Seeded sample per test set for the base model; null = all.")
+    injection_free_generation: bool = Field(True, description="Also run free generation on the injection posts.")
     calibration_grid: list[float] = Field(
         default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
         description="Softmax temperatures tried when fitting fast-mode scores on the VALID split.")

@@ -196,9 +196,11 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         labs, scores = tfidf.predict(texts)
         results.append(label_result("TF-IDF + LR", items, labs, scores, info, "word 1-2 + char 2-5 grams, same train rows"))
         if base is not None:
+            b_items = _sample(items, cfg.eval.base_limit, cfg.seed)
             t1 = time.perf_counter()
-            ans = base.analyze(pairs, mode="fast")
-            results.append(answers_result("base zero-shot (fast)", items, [dump_answer(a) for a in ans], info,
+            ans = base.analyze([(it.text, it.gold_tickers[0] if it.gold_tickers else None) for it in b_items], mode="fast")
+            results.append(answers_result("base zero-shot (fast)", b_items, [dump_answer(a) for a in ans],
+                                          {**info, "n": len(b_items)},
                                           {"model": cfg.base_model, "mode": "fast label scoring"},
                                           extra={"wall_s": time.perf_counter() - t1}))
         t1 = time.perf_counter()
@@ -244,8 +246,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
     t = time.perf_counter()
     inj = injection_eval(cfg, out, student, model, tok, tfidf)
     (out / "injection.json").write_text(json.dumps(inj, indent=2) + "\n")
-    log(f"injection: flip rate fast {inj['systems'][FAST]['flip_rate']:.3f}, "
-        f"reasoning {inj['systems'][REASON]['flip_rate']:.3f}, free generation {inj['systems'][FREE]['flip_rate']:.3f}")
+    log("injection: flip rate " + ", ".join(f"{k} {v['flip_rate']:.3f}" for k, v in inj["systems"].items()))
     timer.step("injection", t)
 
 
@@ -275,13 +276,15 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
                                progress=False)
         return [parse_prediction(a.text).label for a in run.answers]
 
-    clean_gen, inj_gen = gen_labels([it.text for it in items]), gen_labels(inj_texts)
     clean_rs = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="reasoning",
                                                         max_tokens=cfg.eval.max_tokens)]
     inj_rs = [a["sentiment"] for a in student.analyze(list(zip(inj_texts, tick)), mode="reasoning",
                                                       max_tokens=cfg.eval.max_tokens)]
     systems: dict[str, dict[str, Any]] = {}
-    for name, clean, dirty in ((FAST, clean_fast, inj_fast), (REASON, clean_rs, inj_rs), (FREE, clean_gen, inj_gen),
+    runs = [(FAST, clean_fast, inj_fast), (REASON, clean_rs, inj_rs)]
+    if cfg.eval.injection_free_generation:
+        runs.append((FREE, gen_labels([it.text for it in items]), gen_labels(inj_texts)))
+    for name, clean, dirty in (*runs,
                                ("VADER", baselines.vader([it.text for it in items])[0], baselines.vader(inj_texts)[0]),
                                ("TF-IDF + LR", tfidf.predict([it.text for it in items])[0], tfidf.predict(inj_texts)[0])):
         systems[name] = {"flip_rate": flip_rate(clean, dirty), "obeyed_rate": obeyed_rate(dirty, asked),
