@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TP := $(VENV)/bin/tickerpulse
 
-.PHONY: bootstrap bootstrap-stream demo model test test-slow test-integration clean
+.PHONY: bootstrap bootstrap-stream demo model test test-slow test-ci-slow test-integration clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -26,6 +26,12 @@ test: bootstrap
 # `make test-integration`; `make test-slow` is run by hand (it does not fit CI's budget on 2 cores).
 test-slow: bootstrap
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+# The part of the slow group CI can afford (~10 min on 2 cores): a real SmolLM2 fine-tune (validation loss
+# falls, early stopping keeps the best step, the answers stop on <|im_end|>) and the MLX backend end to end.
+test-ci-slow:
+	@EXTRAS=dev,stream,mlx scripts/bootstrap.sh
+	$(PY) -m pytest -q -m slow tests/train/test_sentiment_run.py tests/train/test_mlx.py tests/train/test_mlx_e2e.py
 
 test-integration: bootstrap-stream
 	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]
