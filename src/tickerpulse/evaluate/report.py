@@ -21,7 +21,8 @@ Row = tuple[str, list[Any], str, str]  # (label, values, kind: pct|num|int|sec, 
 
 
 # ------------------------------------------------------------------------------------------- table rows
-def _get(m: dict[str, Any], path: str) -> Any:
+def get_path(m: dict[str, Any] | None, path: str) -> Any:
+    """`m["a"]["b"]` for path "a.b", or None when any step is missing or null (metrics are sparse)."""
     node: Any = m
     for part in path.split("."):
         if not isinstance(node, dict) or node.get(part) is None:
@@ -68,7 +69,7 @@ def metric_rows(results: Sequence[Result]) -> list[Row]:
     ]
     rows = []
     for label, path, kind, better in spec:
-        values = [_get(m, path) for m in ms]
+        values = [get_path(m, path) for m in ms]
         if any(v is not None for v in values):
             rows.append((label, values, kind, better))
     return rows

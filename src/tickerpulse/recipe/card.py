@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tickerpulse.evaluate.report import get_path
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
 from tickerpulse.recipe.data import TEST_NAMES
 
@@ -28,15 +29,6 @@ TARGETS: tuple[tuple[str, str, str, float, bool, str], ...] = (
     ("fiqa_mae", "fiqa", "scores.mae", 0.25, False, "FiQA test score MAE"),
     ("fiqa_spearman", "fiqa", "scores.spearman", 0.65, True, "FiQA test score Spearman"),
 )
-
-
-def _get(d: dict[str, Any] | None, path: str) -> Any:
-    node: Any = d
-    for part in path.split("."):
-        if not isinstance(node, dict) or node.get(part) is None:
-            return None
-        node = node[part]
-    return node
 
 
 def load_evals(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -56,7 +48,7 @@ def system_row(m: dict[str, Any]) -> dict[str, Any]:
         "n": m.get("n"), "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
         "recall": {lab: pc[lab]["recall"] for lab in ("negative", "neutral", "positive") if lab in pc},
         "json_valid": m.get("json_valid"), "schema_valid": m.get("schema_valid"),
-        "score_mae": _get(m, "scores.mae"), "score_spearman": _get(m, "scores.spearman"),
+        "score_mae": get_path(m, "scores.mae"), "score_spearman": get_path(m, "scores.spearman"),
         "confusion": m.get("confusion"), "agreement_with_fast": m.get("agreement_with_fast"),
         "tokens_per_s": m.get("tokens_per_s"), "items_per_s": m.get("items_per_s"),
     }
@@ -84,12 +76,12 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     targets: dict[str, list[dict[str, Any]]] = {FAST: [], REASON: [], FREE: []}
     for mode in (FAST, REASON, FREE):
         for key, ds, path, thr, higher, what in TARGETS:
-            targets[mode].append(_target(key, what, _get(evals.get(ds, {}).get(mode), path), thr, higher))
+            targets[mode].append(_target(key, what, get_path(evals.get(ds, {}).get(mode), path), thr, higher))
         schema = [evals[ds][mode]["schema_valid"] for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
                                      min(schema) if schema else None, 1.0, True))
         targets[mode].append(_target("injection_flip", "injection flip rate",
-                                     _get(inj, f"systems.{mode}.flip_rate") if mode in inj["systems"] else None, 0.05, False))
+                                     get_path(inj, f"systems.{mode}.flip_rate") if mode in inj["systems"] else None, 0.05, False))
     return {
         "name": cfg.name,
         "base_model": cfg.base_model,
