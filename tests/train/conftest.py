@@ -38,9 +38,14 @@ def write_split_folder(folder: Path, splits: dict[str, list[dict]]) -> Path:
 @pytest.fixture(scope="session")
 def sentiment_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train (64) / valid (16) / test (16) chat rows from twitter-financial-news-sentiment."""
+    return twitter_split_folder(shared_data, tmp_path_factory.mktemp("sentiment"), n_train=64)
+
+
+def twitter_split_folder(shared_data: Path, folder: Path, n_train: int) -> Path:
+    """train (`n_train`, from row 0) / valid (16, from row 5000) / test (16, from row 6000) of twitter train."""
     src = shared_data / "twitter-financial-news-sentiment" / "train.jsonl"
-    return write_split_folder(tmp_path_factory.mktemp("sentiment"), {
-        "train": sentiment_chat_rows(src, 0, 64),
+    return write_split_folder(folder, {
+        "train": sentiment_chat_rows(src, 0, n_train),
         "valid": sentiment_chat_rows(src, 5000, 16),
         "test": sentiment_chat_rows(src, 6000, 16),
     })

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from tickerpulse.data.sentiment import parse_answer
 from tickerpulse.train.api import resolve_config, train
 
-from .conftest import sentiment_chat_rows, write_split_folder
+from .conftest import twitter_split_folder
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +24,7 @@ pytestmark = pytest.mark.slow
 def run_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train (320) / valid (16) / test (16): with only 64 training rows the best step (~1 epoch) comes
     before the model has learnt the answer format."""
-    src = shared_data / "twitter-financial-news-sentiment" / "train.jsonl"
-    return write_split_folder(tmp_path_factory.mktemp("sentiment-run"), {
-        "train": sentiment_chat_rows(src, 0, 320),
-        "valid": sentiment_chat_rows(src, 5000, 16),
-        "test": sentiment_chat_rows(src, 6000, 16),
-    })
+    return twitter_split_folder(shared_data, tmp_path_factory.mktemp("sentiment-run"), n_train=320)
 
 
 @pytest.fixture(scope="module")
