@@ -109,9 +109,7 @@ def load_items(
         raise DataError(path, 0, "file is empty")
     rows = len(items)
     resolved = _decide_task(items, kind or "", task, path)
-    if limit is not None and limit < len(items):
-        keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-        items = [items[i] for i in keep]
+    items = seeded_sample(items, limit, seed)
     fingerprint = hashlib.sha256("\n".join(i.id for i in items).encode()).hexdigest()[:16]
     info = {"path": str(path), "rows": rows, "n": len(items), "kind": kind, "fingerprint": fingerprint}
     return items, resolved, info
@@ -183,3 +181,12 @@ def _decide_task(items: list[EvalItem], kind: str, task: Task, path: Path) -> Li
         it.gold_label, it.gold_score = ans.sentiment, ans.score
         it.gold_tickers = [ans.ticker] if ans.ticker else []
     return "sentiment"
+
+
+def seeded_sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """A seeded random sample of `limit` items in their original order (all when limit is None or larger):
+    the shared files are clustered by label, so a head would not be representative."""
+    if limit is None or limit >= len(items):
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]

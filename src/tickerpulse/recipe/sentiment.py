@@ -56,7 +56,7 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
         for split, rows in splits.items():
             write_records(rows, out / "data" / f"{ds}-{split}.jsonl")
     (out / "data" / "stats.json").write_text(json.dumps(split_stats(data), indent=2) + "\n")
-    log(f"data: " + ", ".join(f"{ds} {'/'.join(str(len(data[ds][s])) for s in ('train', 'valid', 'test'))}" for ds in data)
+    log("data: " + ", ".join(f"{ds} {'/'.join(str(len(data[ds][s])) for s in ('train', 'valid', 'test'))}" for ds in data)
         + " (train/valid/test)")
     timer.step("data", t)
 
@@ -65,7 +65,7 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
     timer.step("distill", t)
 
     t = time.perf_counter()
-    summary = train_student(cfg, chat, out / "run", log, argv)
+    train_student(cfg, chat, out / "run", log, argv)
     timer.step("train", t)
 
     t = time.perf_counter()
@@ -163,7 +163,7 @@ def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_di
 def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_dir: Path, out: Path, log: Log,
                  timer: Timer) -> None:
     """Every system on every test set, written as eval.json files + one HTML report per test set."""
-    from tickerpulse.evaluate.items import load_items
+    from tickerpulse.evaluate.items import load_items, seeded_sample
     from tickerpulse.evaluate.report import write_html_report
     from tickerpulse.evaluate.runner import generate_answers, label_result, write_eval
     from tickerpulse.models.loading import load_model
@@ -187,7 +187,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         items, _, info = load_items(out / "data" / f"{ds}-test.jsonl", task="sentiment",
                                     prompt_version=cfg.prompt_version)
         texts = [it.text for it in items]
-        pairs = [(it.text, it.gold_tickers[0] if it.gold_tickers else None) for it in items]
+        pairs = [_question(it) for it in items]
         results: list[dict[str, Any]] = []
         labs, scores = baselines.majority(train_labels, texts)
         results.append(label_result("majority class", items, labs, scores, info, "most frequent training label"))
@@ -196,9 +196,9 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         labs, scores = tfidf.predict(texts)
         results.append(label_result("TF-IDF + LR", items, labs, scores, info, "word 1-2 + char 2-5 grams, same train rows"))
         if base is not None:
-            b_items = _sample(items, cfg.eval.base_limit, cfg.seed)
+            b_items = seeded_sample(items, cfg.eval.base_limit, cfg.seed)
             t1 = time.perf_counter()
-            ans = base.analyze([(it.text, it.gold_tickers[0] if it.gold_tickers else None) for it in b_items], mode="fast")
+            ans = base.analyze([_question(it) for it in b_items], mode="fast")
             results.append(answers_result("base zero-shot (fast)", b_items, [dump_answer(a) for a in ans],
                                           {**info, "n": len(b_items)},
                                           {"model": cfg.base_model, "mode": "fast label scoring"},
@@ -210,9 +210,9 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
                                       {"model": str(model_dir), "mode": "fast label scoring, calibrated score"},
                                       extra={"wall_s": fast_s, "items_per_s": len(items) / fast_s if fast_s else 0.0}))
         fast_by_id = {it.id: a["sentiment"] for it, a in zip(items, fast)}
-        rs_items = _sample(items, cfg.eval.reasoning_limit, cfg.seed)
+        rs_items = seeded_sample(items, cfg.eval.reasoning_limit, cfg.seed)
         t1 = time.perf_counter()
-        reasoned = student.analyze([(it.text, it.gold_tickers[0] if it.gold_tickers else None) for it in rs_items],
+        reasoned = student.analyze([_question(it) for it in rs_items],
                                    mode="reasoning", max_tokens=cfg.eval.max_tokens)
         reason_s = time.perf_counter() - t1
         served = answers_result(REASON, rs_items, [dump_answer(a) for a in reasoned], {**info, "n": len(rs_items)},
@@ -222,7 +222,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         served["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in rs_items],
                                                              [rec["label"] for rec in served["items"]])
         results.append(served)
-        gen_items = _sample(items, cfg.eval.generation_limit, cfg.seed)
+        gen_items = seeded_sample(items, cfg.eval.generation_limit, cfg.seed)
         run = generate_answers(model, tok, gen_items, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
                                label=f"{ds} free generation", progress=False)
         gen = answers_result(FREE, gen_items, [a.text for a in run.answers], {**info, "n": len(gen_items)},
@@ -262,7 +262,7 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
 
     items, _, info = load_items(out / "data" / "tfns-test.jsonl", task="sentiment", limit=cfg.eval.injection_n,
                                 seed=cfg.seed, prompt_version=cfg.prompt_version)
-    tick = [it.gold_tickers[0] if it.gold_tickers else None for it in items]
+    tick = [_question(it)[1] for it in items]
     clean_fast = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="fast")]
     injected = [inject(it.text, lab, i) for i, (it, lab) in enumerate(zip(items, clean_fast))]
     inj_texts = [x for x, _ in injected]
@@ -294,12 +294,9 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
     return {"n": len(items), "data": info, "systems": systems, "items": examples}
 
 
-def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
-    """A seeded sample of `limit` items in file order (all when limit is None or larger)."""
-    if not limit or limit >= len(items):
-        return items
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
+def _question(it: Any) -> tuple[str, str | None]:
+    """(text, first gold ticker or None): the question the engine is asked about an eval item."""
+    return it.text, it.gold_tickers[0] if it.gold_tickers else None
 
 
 def _slug(name: str) -> str:

@@ -203,11 +203,9 @@ class SentimentEngine:
         """
         if mode not in ("fast", "reasoning"):
             raise ValueError(f"mode must be 'fast' or 'reasoning', not {mode!r}")
-        adapter = self.default_adapter if adapter_name == "__default__" else self.rt.resolve(adapter_name)
-        norm = [(clean_text(t), normalize_ticker(k)) for t, k in items]
+        adapter, norm, encoded = self._prepare(items, adapter_name)
         if not norm:
             return []
-        encoded = [self.encode_item(t, k) for t, k in norm]
         if mode == "fast":
             with self.rt.use(adapter):
                 probs = self._label_pass(adapter, encoded)
@@ -222,11 +220,9 @@ class SentimentEngine:
                     adapter_name: str | None = "__default__") -> list[list[float]]:
         """[p(negative), p(neutral), p(positive)] per (text, ticker) as fast mode computes them (with the
         calibration temperature in effect); what a caller needs to fit that calibration."""
-        adapter = self.default_adapter if adapter_name == "__default__" else self.rt.resolve(adapter_name)
-        norm = [(clean_text(t), normalize_ticker(k)) for t, k in items]
+        adapter, norm, encoded = self._prepare(items, adapter_name)
         if not norm:
             return []
-        encoded = [self.encode_item(t, k) for t, k in norm]
         with self.rt.use(adapter):
             probs = self._label_pass(adapter, encoded)
         return [[float(x) for x in p] for p in probs]
@@ -245,6 +241,13 @@ class SentimentEngine:
         """Nothing to release (the model is freed with the engine); kept for the stream's Scorer protocol."""
 
     # ------------------------------------------------------------------------------------------ internals
+
+    def _prepare(self, items: Sequence[tuple[str, str | None]], adapter_name: str | None,
+                 ) -> tuple[str | None, list[tuple[str, str | None]], list[tuple[list[int], bool]]]:
+        """(adapter, cleaned (text, ticker) items, encoded prompts): the common start of every request."""
+        adapter = self.default_adapter if adapter_name == "__default__" else self.rt.resolve(adapter_name)
+        norm = [(clean_text(t), normalize_ticker(k)) for t, k in items]
+        return adapter, norm, [self.encode_item(t, k) for t, k in norm]
 
     def _fast_answer(self, ticker: str | None, p: Any) -> dict[str, Any]:
         label = LABELS[int(p.argmax())]

@@ -16,8 +16,7 @@ from tickerpulse.models.loading import load_tokenizer, pick_device, pick_dtype
 from tickerpulse.models.registry import resolve
 from tickerpulse.train.attention import enable_varlen
 from tickerpulse.train.collate import Encoder, stop_token_ids
-from tickerpulse.train.loop import evaluate_loss
-from tickerpulse.train.loss import supports_explicit_mask
+from tickerpulse.train.loop import can_share_prefix, evaluate_loss
 from tickerpulse.train.packing import eval_batches, make_batch
 
 
@@ -76,7 +75,7 @@ def test_loss(
         model = model.get_base_model() if hasattr(model, "get_base_model") else model
     model.to(dev).eval()
     varlen = enable_varlen(model, max_len)
-    share = bool(run_cfg.get("share_prefix", True)) and (varlen or supports_explicit_mask(model, max_len))
+    share = bool(run_cfg.get("share_prefix", True)) and can_share_prefix(model, max_len, varlen)
     batches = [make_batch(samples, idx, max_seq_length=max_len, pad_id=tok.pad_token_id, packing=True,
                           share_prefix=share, varlen=varlen)
                for idx in eval_batches(len(samples), batch_size, num_batches)]

@@ -122,9 +122,14 @@ def evaluate_loss(causal_lm: Any, batches: Sequence[Batch], device: str) -> tupl
     return (total / n if n else math.nan), n
 
 
+def can_share_prefix(causal_lm: Any, max_seq_length: int, varlen: bool) -> bool:
+    """Shared-prefix rows need varlen attention or a model that takes an explicit 4-D mask (see packing.py)."""
+    return varlen or supports_explicit_mask(causal_lm, max_seq_length)
+
+
 def use_shared_prefix(cfg: TrainConfig, tm: TrainableModel) -> bool:
-    """Shared-prefix rows need packing and varlen attention or a model that takes an explicit 4-D mask."""
-    return cfg.share_prefix and cfg.packing and (tm.varlen or supports_explicit_mask(tm.causal_lm, cfg.max_seq_length))
+    """The run asks for shared-prefix rows (`share_prefix`, with packing) and the model can take them."""
+    return cfg.share_prefix and cfg.packing and can_share_prefix(tm.causal_lm, cfg.max_seq_length, tm.varlen)
 
 
 def fit(
