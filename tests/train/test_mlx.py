@@ -25,6 +25,8 @@ from tickerpulse.train.adapter_convert import (
     peft_to_mlx_weights,
 )
 
+from .conftest import mlx_logits  # noqa: E402
+
 TEXT = "<|im_start|>user\n$AAPL beats earnings, shares jump 5%<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -76,20 +78,15 @@ def test_unsupported_adapters_are_refused_with_a_reason():
 
 @pytest.mark.slow
 def test_peft_adapter_converted_to_mlx_gives_the_same_logits_and_converts_back(peft_adapter, smollm2_path, tmp_path):
-    import mlx.core as mx
     from safetensors.numpy import load_file
-
-    from tickerpulse.models.mlx import load_mlx
 
     src, ids, torch_logits = peft_adapter
     mlx_dir = convert_run(src, tmp_path / "mlx", to="mlx")
     cfg = json.loads((mlx_dir / "adapter_config.json").read_text())
     assert cfg["num_layers"] == 3 and cfg["lora_parameters"]["scale"] == pytest.approx(3.0)
-    model, _ = load_mlx(smollm2_path, adapter_path=mlx_dir)
-    mlx_logits = np.array(model(mx.array([ids]))[0].astype(mx.float32))
-    base, _ = load_mlx(smollm2_path)
-    base_logits = np.array(base(mx.array([ids]))[0].astype(mx.float32))
-    diff = np.abs(mlx_logits - torch_logits).max()
+    mlx_out = mlx_logits(smollm2_path, ids, mlx_dir)
+    base_logits = mlx_logits(smollm2_path, ids)
+    diff = np.abs(mlx_out - torch_logits).max()
     effect = np.abs(base_logits - torch_logits).max()
     assert effect > 0.05, "the random adapter must change the logits for the test to mean anything"
     assert diff < 1e-3, f"max abs logit diff MLX vs PEFT {diff:.2e} (adapter effect {effect:.2f})"
@@ -141,17 +138,12 @@ def test_same_config_trains_on_both_backends_and_the_run_loads_with_peft(backend
     if backend != "mlx":
         return
     # the PEFT files written at save time are the adapter MLX trained: same logits as MLX with RUN/mlx
-    import mlx.core as mx
     from transformers import AutoTokenizer
-
-    from tickerpulse.models.mlx import load_mlx
 
     ids = AutoTokenizer.from_pretrained(str(smollm2_path))(TEXT)["input_ids"]
     with torch.no_grad():
         torch_logits = model(torch.tensor([ids])).logits[0].numpy()
-    mlx_model, _ = load_mlx(smollm2_path, adapter_path=run / "mlx")
-    mlx_logits = np.array(mlx_model(mx.array([ids]))[0].astype(mx.float32))
-    diff = float(np.abs(mlx_logits - torch_logits).max())
+    diff = float(np.abs(mlx_logits(smollm2_path, ids, run / "mlx") - torch_logits).max())
     print(f"[mlx] max |MLX(RUN/mlx) - PEFT(RUN)| logit = {diff:.2e}")
     assert diff < 1e-3
 

@@ -23,6 +23,8 @@ import pytest
 
 from tests.conftest import free_port
 
+from .conftest import mlx_logits
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TEXT = "$AAPL beats earnings, shares jump 5% after hours"
@@ -78,18 +80,13 @@ def test_fuse_gives_a_plain_transformers_model(run: Path, smollm2_path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tickerpulse.models.mlx import import_mlx, load_mlx
-
-    mx = import_mlx()
     tok = AutoTokenizer.from_pretrained(str(run.parent / "fused"))
     ids = tok.apply_chat_template([{"role": "user", "content": TEXT}], add_generation_prompt=True)
     ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
     fused = AutoModelForCausalLM.from_pretrained(str(run.parent / "fused"), dtype=torch.float32).eval()
     with torch.no_grad():
         t_logits = fused(torch.tensor([ids])).logits[0].numpy()
-    model, _ = load_mlx(smollm2_path, adapter_path=run / "mlx")
-    m_logits = np.array(model(mx.array([ids]))[0].astype(mx.float32))
-    diff = float(np.abs(m_logits - t_logits).max())
+    diff = float(np.abs(mlx_logits(smollm2_path, ids, run / "mlx") - t_logits).max())
     print(f"\n[mlx] max |MLX(base + RUN/mlx) - torch(fused)| logit = {diff:.2e}")
     assert diff < 1e-3
 
