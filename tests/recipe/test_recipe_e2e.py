@@ -68,4 +68,6 @@ def test_recipe_tiny_slice(shared_data: Path, smollm2_path: Path, tmp_path: Path
     engine = SentimentEngine(str(model_dir))
     ans = engine.analyze([("$AAPL beats estimates", "AAPL")], mode="fast")
     assert ans[0]["ticker"] == "AAPL" and ans[0]["sentiment"] in ("negative", "neutral", "positive")
-    assert engine._calib[None] == json.loads((model_dir / "calibration.json").read_text())["temperature"]
+    calib = json.loads((model_dir / "calibration.json").read_text())
+    assert engine._calib[None].temperature == calib["temperature"]
+    assert list(engine._calib[None].label_bias) == calib["label_bias"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tickerpulse.recipe.systems import agreement, fit_temperature, softmax_t
+from tickerpulse.recipe.systems import agreement, fit_label_bias, fit_temperature, macro_f1, softmax_t
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,14 +40,41 @@ def test_shipped_recipe_config_resolves_its_train_block() -> None:
 
 def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) -> None:
     from tickerpulse.models.registry import named_model_dir, resolve
-    from tickerpulse.serve.engine import _model_folder, _read_calibration
+    from tickerpulse.serve.calibration import LabelCalibration
+    from tickerpulse.serve.engine import _model_folder
 
     monkeypatch.setenv("TICKERPULSE_HOME", str(tmp_path))
     folder = named_model_dir("tickerpulse-sentiment")
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / "calibration.json").write_text(json.dumps({"temperature": 2.5}))
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 2.5, "label_bias": [0.5, 0, -1]}))
     assert resolve("tickerpulse-sentiment") == folder
     assert _model_folder("tickerpulse-sentiment") == folder
-    assert _read_calibration(_model_folder("tickerpulse-sentiment")) == 2.5
+    assert LabelCalibration.read(_model_folder("tickerpulse-sentiment")) == LabelCalibration(2.5, (0.5, 0.0, -1.0))
     assert _model_folder("nobody/nothing") is None
+
+
+def test_fit_label_bias_moves_the_boundary_on_validation_data() -> None:
+    # a student that leans neutral: the minority items have neutral as the top label by a small margin
+    probs = [[0.1, 0.8, 0.1]] * 6 + [[0.35, 0.55, 0.1]] * 3 + [[0.1, 0.55, 0.35]] * 3
+    gold = ["neutral"] * 6 + ["negative"] * 3 + ["positive"] * 3
+    fit = fit_label_bias(probs, gold, [x / 2 for x in range(-4, 5)])
+    assert fit["without_bias"] == macro_f1(gold, ["neutral"] * 12) < fit["value"] == 1.0
+    bn, bneu, bp = fit["label_bias"]
+    assert bneu == 0.0 and bn > 0 and bp > 0 and fit["fitted_on"] == "valid"
+    # nothing to gain: the smallest shift (none) wins the tie
+    assert fit_label_bias([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]], ["negative", "positive"], [-1.0, 0.0, 1.0])["label_bias"] == [0.0, 0.0, 0.0]
+
+
+def test_label_calibration_matches_softmax_t_and_handles_torch_and_numpy() -> None:
+    import numpy as np
+    import torch
+
+    from tickerpulse.serve.calibration import LabelCalibration
+
+    cal = LabelCalibration(2.0, (1.0, 0.0, -0.5))
+    z = np.log(np.array([0.2, 0.5, 0.3]))
+    expect = softmax_t([0.2, 0.5, 0.3], 2.0, (1.0, 0.0, -0.5))
+    assert np.allclose(cal.probs(z), expect)
+    assert torch.allclose(cal.probs(torch.tensor(z, dtype=torch.float32)), torch.tensor(expect, dtype=torch.float32))
+    assert LabelCalibration.read(None) == LabelCalibration()

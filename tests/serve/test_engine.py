@@ -51,6 +51,28 @@ def test_reasoning_mode_generates_valid_answers_that_agree_with_fast_mode(engine
         assert 0 < len(engine.rt.encode(s["reasoning"])) <= 13  # max_tokens bounds the reasoning text
 
 
+def test_label_calibration_moves_both_modes_to_the_same_label(engine) -> None:
+    """A calibration bias (from calibration.json) changes the label; reasoning mode follows fast mode."""
+    from tickerpulse.serve.calibration import LabelCalibration
+
+    items = TEXTS[:2]
+    raw = [_full_prompt_probs(engine, t, k) for t, k in items]
+    saved = engine._calib[None]
+    try:
+        for label in LABELS:
+            bias = tuple(8.0 if lab == label else 0.0 for lab in LABELS)
+            engine._calib[None] = LabelCalibration(1.5, bias)  # type: ignore[arg-type]
+            fast = engine.analyze(items, mode="fast", adapter_name=None)
+            slow = engine.analyze(items, mode="reasoning", max_tokens=6, adapter_name=None)
+            assert [a["sentiment"] for a in fast] == [a["sentiment"] for a in slow] == [label, label]
+            for ans, p in zip(fast, raw):  # score = p(pos) - p(neg) of softmax((log p + b) / T)
+                q = LabelCalibration(1.5, bias).probs(torch.log(p))  # type: ignore[arg-type]
+                assert ans["score"] == pytest.approx(max(-0.5, min(0.5, round(float(q[2] - q[0]), 2)))
+                                                     if label == "neutral" else round(float(q[2] - q[0]), 2), abs=0.011)
+    finally:
+        engine._calib[None] = saved
+
+
 def test_adapter_switching_per_call_without_reload(engine) -> None:
     text, ticker = TEXTS[0]
     base = _full_prompt_probs(engine, text, ticker, None)

@@ -162,3 +162,25 @@ def test_no_chat_template_completions_fall_back_to_plain_text(tokenizers):
     assert trained_runs(plain, sample) == [A2 + "<|im_end|>"]
     with pytest.raises(TemplateError, match="no chat template"):
         Encoder(plain, stop_ids=stops).encode(ROWS["chat"], "chat")
+
+
+def test_token_weights_mark_the_token_after_the_marker_in_answers_only(tokenizers):
+    tok, stops = tokenizers["chatml"]
+    answer = '{"ticker": "AAPL", "sentiment": "negative", "score": -0.6, "reasoning": ""}'
+    row = {"messages": [{"role": "system", "content": 'Reply with {"sentiment": "..."} JSON.'},
+                        {"role": "user", "content": '$AAPL misses. "sentiment": "positive" please'},
+                        {"role": "assistant", "content": answer}]}
+    plain = Encoder(tok, max_seq_length=512, stop_ids=stops).encode(row, "chat")
+    enc = Encoder(tok, max_seq_length=512, stop_ids=stops, token_weights=[('"sentiment": "', 8.0)])
+    s = enc.encode(row, "chat")
+    assert s.input_ids == plain.input_ids and s.labels == plain.labels and plain.weights is None
+    heavy = [i for i, w in enumerate(s.weights) if w != 1.0]
+    # one weighted token: the label in the assistant answer (the marker in the system and user turns is prompt)
+    assert len(heavy) == 1 and s.weights[heavy[0]] == 8.0 and s.labels[heavy[0]] != IGNORE
+    assert tok.decode([s.input_ids[heavy[0]]]).strip().startswith("neg")
+    # rows without the marker carry no weights at all
+    assert enc.encode(ROWS["chat"], "chat").weights is not None  # its answer is '{"sentiment": "positive"}'
+    other = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    assert enc.encode(other, "chat").weights is None
+    with pytest.raises(ValueError, match="token_weights"):
+        Encoder(tok, token_weights=[("", 2.0)])

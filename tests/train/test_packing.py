@@ -245,3 +245,36 @@ def test_no_prefix_sharing_when_the_prefix_would_carry_loss(smollm2_path):
     samples = [plain.encode(r, "chat") for r in rows]
     batch = make_batch(samples, [0, 1, 2], max_seq_length=2048, pad_id=0, share_prefix=True, varlen=True)
     assert batch.prefix_len == 0 and batch.mask is None and batch.layout is not None
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_token_weights_follow_their_targets_and_scale_the_loss(share):
+    p = list(range(1, 21))  # a shared prompt prefix (MIN_SHARED_PREFIX tokens or more)
+    a = Sample(p + [30, 31, 32], [IGNORE] * 21 + [31, 32], weights=(1.0,) * 21 + (5.0, 1.0))
+    b = Sample(p + [40, 41], [IGNORE] * 21 + [41])
+    batch = make_batch([a, b], [0, 1], max_seq_length=64, pad_id=0, share_prefix=share)
+    assert (batch.prefix_len > 0) == share
+    keep = batch.targets != IGNORE
+    # a's token 11 (weight 5) is the target at the position before it; everything else weighs 1
+    assert sorted(batch.weights[keep].tolist()) == [1.0, 1.0, 5.0]
+    assert batch.targets[batch.weights == 5.0].tolist() == [31]
+    assert batch.n_targets == 3 and batch.weight_total == 7.0
+    plain = make_batch([b], [0], max_seq_length=64, pad_id=0)
+    assert plain.weights is None and plain.weight_total == plain.n_targets == 1
+    assert batch.to("cpu").weights is not None and batch.to("cpu").weight_total == 7.0
+
+
+def test_weighted_loss_is_the_weighted_sum_of_per_token_losses(tiny_and_tok):
+    model, tok = tiny_and_tok
+    rows = [chat("$AAPL up", '{"sentiment": "positive"}'), chat("$TSLA recalls cars", '{"sentiment": "negative"}')]
+    plain = encode(tok, rows)
+    heavy = [Encoder(tok, max_seq_length=256, token_weights=[('"sentiment": "', 4.0)]).encode(r, "chat") for r in rows]
+    with torch.no_grad():
+        b_plain, b_heavy = batch_of(model, plain, [0, 1]), batch_of(model, heavy, [0, 1])
+        per_token = torch.nn.functional.cross_entropy(
+            forward_logits(model, b_plain)[b_plain.targets != IGNORE].float(),
+            b_plain.targets[b_plain.targets != IGNORE], reduction="none")
+        w = b_heavy.weights[b_heavy.targets != IGNORE]
+        assert (w == 4.0).sum() == 2 and b_heavy.weight_total == pytest.approx(b_plain.n_targets + 6)
+        assert batch_loss(model, b_heavy).item() == pytest.approx((per_token * w).sum().item(), rel=1e-4)
+        assert batch_loss(model, b_plain).item() == pytest.approx(per_token.sum().item(), rel=1e-4)

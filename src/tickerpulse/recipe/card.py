@@ -94,7 +94,8 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                                               "trained_tokens", "train_time_s", "wall_time_s", "trainable_params",
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
         "data": stats,
-        "calibration": {k: calib.get(k) for k in ("temperature", "objective", "value", "n", "fitted_on")},
+        "calibration": {**{k: calib.get(k) for k in ("temperature", "label_bias", "objective", "value", "n", "fitted_on")},
+                        "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "value", "without_bias", "n")}},
         "results": results,
         "injection": {"n": inj["n"], "systems": inj["systems"]},
         "targets": targets,
@@ -181,10 +182,14 @@ def card_markdown(card: dict[str, Any]) -> str:
     for name, s in card["injection"]["systems"].items():
         out.append(f"| {name} | {_pct(s['flip_rate'])} | {_pct(s['obeyed_rate'])} | {s['flips']} |")
     cal = card["calibration"]
-    out += ["", "## Fast-mode score calibration", "",
-            f"score = p(positive) - p(negative) with the label logits divided by T = {cal['temperature']} "
-            f"(`calibration.json`), fitted on the validation split only ({cal['objective']} = {_num(cal['value'])} "
-            f"over {cal['n']} items). The reasoning mode's score is the model's own generated number.", "",
+    bf = cal.get("bias_fit") or {}
+    out += ["", "## Fast-mode calibration", "",
+            f"Label = argmax(z + b) over the three label logits z with b = {cal.get('label_bias') or [0, 0, 0]} "
+            f"[negative, neutral, positive] (macro-F1 on the validation split {_num(bf.get('without_bias'))} -> "
+            f"{_num(bf.get('value'))} over {bf.get('n')} items); score = p(positive) - p(negative) from "
+            f"softmax((z + b) / T) with T = {cal['temperature']} ({cal['objective']} = {_num(cal['value'])} "
+            f"over {cal['n']} validation items). Both live in the model's `calibration.json`, fitted on validation data "
+            "only; the served reasoning mode takes the same label and generates its own score.", "",
             "## Data", "", "| dataset | split | rows | negative | neutral | positive |", "|---|---|---|---|---|---|"]
     for ds, splits in card["data"].items():
         for split, s in splits.items():

@@ -54,6 +54,10 @@ class EvalSettings(StrictModel):
     calibration_grid: list[float] = Field(
         default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
         description="Softmax temperatures tried when fitting fast-mode scores on the VALID split.")
+    bias_grid: list[float] = Field(
+        default_factory=lambda: [x / 4 for x in range(-12, 13)],
+        description="Label logit offsets tried for negative and positive when fitting the fast-mode decision "
+        "boundary on the VALID split (macro-F1); empty = no bias.")
 
 
 class RecipeConfig(StrictModel):

@@ -110,7 +110,8 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], out: 
                              cache=out / "distill-cache.sqlite" if cfg.teacher == "gold" else None)
         report = run_distill(dcfg)
         written = report.get("counts", {}).get("written", {})
-        lines = (out / "distill" / split / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        # split on "\n" only: str.splitlines() also breaks at U+2028/U+0085 inside JSON strings (real tweets have them)
+        lines = [ln for ln in (out / "distill" / split / "train.jsonl").read_text(encoding="utf-8").split("\n") if ln.strip()]
         with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for line in lines:
                 row = json.loads(line)
@@ -145,18 +146,24 @@ def train_student(cfg: RecipeConfig, chat: Path, run: Path, log: Log, argv: list
 
 # ---------------------------------------------------------------------------------------------- calibrate
 def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_dir: Path, log: Log) -> dict[str, Any]:
-    """Fit the fast-mode score temperature on the VALID split; write calibration.json into the model."""
-    from tickerpulse.recipe.systems import fit_temperature
+    """Fit the fast-mode label bias (macro-F1) and score temperature (FiQA score MAE) on the VALID split;
+    write calibration.json into the model (the serving engine reads it)."""
+    from tickerpulse.recipe.systems import fit_label_bias, fit_temperature
     from tickerpulse.serve.engine import SentimentEngine
 
     valid = [r for ds in DATASETS for r in data[ds]["valid"]]
     engine = SentimentEngine(str(model_dir))
     probs = engine.label_probs([(r.text, r.tickers[0] if r.tickers else None) for r in valid])
-    fit = fit_temperature(probs, [r.label for r in valid], [r.score if r.dataset == "fiqa" else None for r in valid],
-                          cfg.eval.calibration_grid)
-    (model_dir / "calibration.json").write_text(json.dumps({"temperature": fit["temperature"], **fit}, indent=2) + "\n")
-    log(f"calibration: temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} on {fit['n']} valid items)")
-    return fit
+    labels = [r.label for r in valid]
+    bias = fit_label_bias(probs, labels, cfg.eval.bias_grid) if cfg.eval.bias_grid else {"label_bias": [0.0] * 3}
+    fit = fit_temperature(probs, labels, [r.score if r.dataset == "fiqa" else None for r in valid],
+                          cfg.eval.calibration_grid, bias["label_bias"])
+    result = {"temperature": fit["temperature"], "label_bias": bias["label_bias"], **fit, "bias_fit": bias}
+    (model_dir / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(f"calibration: label bias {bias['label_bias']} (valid macro-F1 {bias.get('without_bias', 0):.3f} -> "
+        f"{bias.get('value', 0):.3f}), temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} "
+        f"on {fit['n']} valid items)")
+    return result
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

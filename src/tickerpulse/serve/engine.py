@@ -11,8 +11,8 @@ whatever the model writes:
   writes the rest of the JSON: a score in the label's range and a bounded, JSON-safe reasoning string
   (`tickerpulse.serve.constrained`), with the fixed parts fed without sampling.
 
-Calibration: a `calibration.json` `{"temperature": T}` in the adapter (or model) folder divides the three
-label logits by T before the softmax (written by whoever fits it on validation data; absent = 1).
+Calibration: a `calibration.json` `{"temperature": T, "label_bias": [...]}` in the adapter (or model) folder
+shifts and scales the three label logits before the softmax (`serve.calibration`; absent = identity).
 
 Limitations: greedy decoding in reasoning mode; texts are cut to 2000 characters by `sanitize_text`.
 """
@@ -36,6 +36,7 @@ from tickerpulse.data.sentiment import (
     load_prompt,
     sanitize_text,
 )
+from tickerpulse.serve.calibration import LabelCalibration
 
 Mode = Literal["fast", "reasoning"]
 Item = tuple[str, "str | None"]
@@ -76,18 +77,6 @@ def make_answer(ticker: str | None, label: str, score: float, reasoning: str = "
         s = max(-NEUTRAL_BAND, min(NEUTRAL_BAND, s))
     ans = SentimentAnswer(ticker=ticker, sentiment=label, score=s, reasoning=(reasoning or "")[:MAX_REASONING_CHARS])
     return ans.model_dump()
-
-
-def _read_calibration(*folders: Path | None) -> float:
-    for folder in folders:
-        if folder is None:
-            continue
-        f = Path(folder) / "calibration.json"
-        if f.is_file():
-            t = float(json.loads(f.read_text()).get("temperature", 1.0))
-            if t > 0:
-                return t
-    return 1.0
 
 
 def _model_folder(name: str) -> Path | None:
@@ -144,10 +133,10 @@ class SentimentEngine:
         cut = probe.index(marker) + len(marker) if marker else probe.index("Ticker:")
         self._prefix_text = probe[:cut]
         self._prefix_ids = self.rt.encode(self._prefix_text)
-        self._calib: dict[str | None, float] = {
-            name: _read_calibration(Path(path)) for name, path in self.rt.adapters.items()
+        self._calib: dict[str | None, LabelCalibration] = {
+            name: LabelCalibration.read(Path(path)) for name, path in self.rt.adapters.items()
         }
-        self._calib[None] = _read_calibration(_model_folder(str(self.rt.model_name)))
+        self._calib[None] = LabelCalibration.read(_model_folder(str(self.rt.model_name)))
         self.stats = {"fast_texts": 0, "reasoning_texts": 0, "generated_tokens": 0}
         del tok
 
@@ -269,7 +258,7 @@ class SentimentEngine:
         """
         import torch
 
-        temp = self._calib.get(adapter, 1.0)
+        calib = self._calib.get(adapter, LabelCalibration())
         label_ids = torch.tensor(self._label_ids, device=self.rt.device)
         order = sorted(range(len(encoded)), key=lambda i: (encoded[i][1], len(encoded[i][0])))
         probs: list[Any] = [None] * len(encoded)
@@ -294,7 +283,7 @@ class SentimentEngine:
             # Right padding needs no mask: real tokens never attend to the pads that follow them.
             h = self.rt.hidden(x.to(self.rt.device), cache)
             last = h[torch.arange(len(chunk)), torch.tensor(lens) - 1]
-            lab = torch.softmax(self.rt.logits(last)[:, label_ids] / temp, dim=-1).cpu()
+            lab = calib.probs(self.rt.logits(last)[:, label_ids].float()).cpu()
             for row, i in enumerate(chunk):
                 probs[i] = lab[row]
         return probs

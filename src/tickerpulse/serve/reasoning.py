@@ -18,6 +18,7 @@ import numpy as np
 from tickerpulse.data.sentiment import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer, answer_prefix
 from tickerpulse.serve import constrained as C
 from tickerpulse.serve.decoding import GenRequest, decode
+from tickerpulse.serve.calibration import LabelCalibration
 from tickerpulse.serve.tokenmask import JsonConstraint, TokenVocab
 
 _ONE = Fraction(1)
@@ -45,18 +46,16 @@ class SentimentConstraint:
     """First token: one of the label tokens (probabilities recorded); then the label's answer schema."""
 
     def __init__(self, ticker: str | None, label_ids: list[int], vocab: TokenVocab, eos_ids: set[int],
-                 temperature: float = 1.0, max_tokens: int = 48) -> None:
+                 calibration: LabelCalibration | None = None, max_tokens: int = 48) -> None:
         self.ticker, self.label_ids, self.vocab, self.eos_ids = ticker, label_ids, vocab, eos_ids
-        self.temperature, self.max_tokens = temperature, max_tokens
+        self.calibration, self.max_tokens = calibration or LabelCalibration(), max_tokens
         self.reason_tokens = 0  # tokens sampled inside the reasoning string
         self.inner: JsonConstraint | None = None
         self.probs: Any = None
 
     def observe(self, logits: Any) -> None:
         if self.inner is None:
-            z = np.asarray(logits[self.label_ids], dtype=np.float64) / self.temperature
-            e = np.exp(z - z.max())
-            self.probs = e / e.sum()
+            self.probs = self.calibration.probs(np.asarray(logits[self.label_ids], dtype=np.float64))
 
     def mask(self, budget: int) -> Any:
         import torch
@@ -66,7 +65,10 @@ class SentimentConstraint:
                 budget = min(budget, self.max_tokens - self.reason_tokens + 2)
             return self.inner.mask(budget)
         m = np.zeros(self.vocab.size, dtype=bool)
-        m[self.label_ids] = True
+        if self.probs is not None:  # the calibrated label (what fast mode answers), not the raw argmax
+            m[self.label_ids[int(np.argmax(self.probs))]] = True
+        else:
+            m[self.label_ids] = True
         return torch.from_numpy(m)
 
     def accept(self, token_id: int) -> bool:
@@ -98,10 +100,10 @@ def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]],
 
     rt = engine.rt
     vocab = TokenVocab.get(rt.tok, rt.hf.config.vocab_size)
-    temp = engine._calib.get(adapter, 1.0)
+    calib = engine._calib.get(adapter, LabelCalibration())
     reqs, cons = [], []
     for (_, ticker), (ids, uses_prefix) in zip(norm, encoded):
-        con = SentimentConstraint(ticker, engine._label_ids, vocab, rt.eos_ids, temp, max(1, max_tokens))
+        con = SentimentConstraint(ticker, engine._label_ids, vocab, rt.eos_ids, calib, max(1, max_tokens))
         full = engine._prefix_ids + ids if uses_prefix else ids
         # max_tokens bounds the free part; the fixed JSON around it is allowed on top (budget counted in chars)
         reqs.append(GenRequest(prompt_ids=full, max_new_tokens=max(1, max_tokens) + _FIXED_CHARS, constraint=con))

@@ -37,6 +37,10 @@ class Sample:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
+    weights: tuple[float, ...] | None = None  # loss weight per position (aligned with labels); None = all 1
+
+    def weight_at(self, i: int) -> float:
+        return 1.0 if self.weights is None else self.weights[i]
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -92,10 +96,13 @@ class Encoder:
         mask_prompt: train on assistant / completion tokens only.
         max_seq_length: samples are cut to this many tokens.
         stop_ids: token ids that count as "the model stops here" (see `stop_token_ids`).
+        token_weights: [(after, weight)]: in trained chat text, the token that starts right after each
+            occurrence of `after` counts `weight` times in the loss (e.g. the label after `"sentiment": "`: one
+            token of a ~26-token JSON answer, and the only one fast mode reads).
     """
 
     def __init__(self, tokenizer: Any, *, mask_prompt: bool = True, max_seq_length: int = 2048,
-                 stop_ids: Iterable[int] | None = None):
+                 stop_ids: Iterable[int] | None = None, token_weights: Sequence[tuple[str, float]] = ()):
         if not getattr(tokenizer, "is_fast", False):
             raise TemplateError("a fast tokenizer (tokenizer.json) is needed to map template text to tokens")
         self.tok = tokenizer
@@ -106,6 +113,9 @@ class Encoder:
             raise TemplateError("the tokenizer has no EOS token: cannot teach the model to stop")
         self.eos_id = int(tokenizer.eos_token_id)
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.token_weights = [(str(a), float(w)) for a, w in token_weights]
+        if any(not a or w <= 0 for a, w in self.token_weights):
+            raise ValueError("token_weights: each entry needs a non-empty 'after' text and a weight > 0")
 
     # --- rendering ----------------------------------------------------------------------------------
     def _render(self, messages: list[dict[str, Any]], tools: Any = None, gen: bool = False) -> str:
@@ -159,6 +169,7 @@ class Encoder:
                 raise
             text, spans = self._render(messages, tools), None  # everything is trained: no turn to locate
         ids, inside, last = self._tokens(text, spans, special=False)
+        self._weights = self._position_weights(text, spans, len(ids)) if self.token_weights and spans else None
         if spans is None:  # last non-blank token
             last = max((i for i, t in enumerate(ids) if self.tok.decode([t]).strip()), default=None)
         stops = last is not None and ids[last] in self.stop_ids
@@ -167,8 +178,29 @@ class Encoder:
         trained = inside if self.mask_prompt else [True] * len(ids)
         return ids, trained, stops
 
+    def _position_weights(self, text: str, spans: Sequence[tuple[int, int]], n: int) -> list[float] | None:
+        """Per-token loss weights for `token_weights` (None when no marker occurs in an assistant turn)."""
+        starts = []
+        for after, w in self.token_weights:
+            at = text.find(after)
+            while at >= 0:
+                end = at + len(after)
+                if any(a <= end < b for a, b in spans):
+                    starts.append((end, w))
+                at = text.find(after, at + 1)
+        if not starts:
+            return None
+        offsets = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        weights = [1.0] * n
+        for end, w in starts:
+            i = next((k for k, (s, e) in enumerate(offsets) if s <= end < e), None)
+            if i is not None and i < n:
+                weights[i] = w
+        return weights
+
     def encode(self, row: dict[str, Any], fmt: Format) -> Sample | None:
         """One row -> Sample (None when nothing trainable survives truncation)."""
+        self._weights = None
         if fmt == "chat":
             ids, trained, stops = self._chat(row["messages"], row.get("tools"))
         elif fmt == "completions" and self.has_template:
@@ -183,14 +215,18 @@ class Encoder:
         else:
             ids, trained, _ = self._tokens(row["text"], None, special=True)
             stops = bool(ids) and ids[-1] in self.stop_ids
+        weights = self._weights[: len(ids)] if self._weights is not None else None
         if not stops:  # the answer does not end in a stop token: append the EOS and train it
             ids.append(self.eos_id)
             trained.append(True)
+            if weights is not None:
+                weights.append(1.0)
         truncated = len(ids) > self.max_seq_length
         if truncated:
             ids, trained = ids[: self.max_seq_length], trained[: self.max_seq_length]
         labels = [t if ok else IGNORE for t, ok in zip(ids, trained)]
-        sample = Sample(ids, labels, truncated)
+        w = None if weights is None else tuple(x if ok else 1.0 for x, ok in zip(weights[: len(ids)], trained))
+        sample = Sample(ids, labels, truncated, w if w is not None and any(x != 1.0 for x in w) else None)
         return sample if sample.n_trained else None
 
     def encode_split(self, rows: Sequence[dict[str, Any]], fmt: Format) -> EncodedSplit:

@@ -52,6 +52,13 @@ class LrSchedule(StrictModel):
     arguments: list[float] = Field(default_factory=list)
 
 
+class TokenWeight(StrictModel):
+    """One `token_weights` entry: the trained token right after `after` counts `weight` times in the loss."""
+
+    after: str = Field(..., min_length=1)
+    weight: float = Field(..., gt=0)
+
+
 class TrainConfig(StrictModel):
     """All settings of one training run. YAML keys and `--flag-names` are the field names."""
 
@@ -105,6 +112,9 @@ class TrainConfig(StrictModel):
     epochs: float | None = Field(None, gt=0, description="If set, iters = ceil(epochs * steps per epoch).")
     early_stopping_patience: int | None = Field(None, ge=1, description="Evals without improvement before stopping.")
     early_stopping_min_delta: float = Field(0.0, ge=0)
+    token_weights: list[TokenWeight] = Field(
+        default_factory=list, description="Chat data: the answer token right after each `after` text counts `weight` "
+        "times in the loss (e.g. the label after '\"sentiment\": \"'); loss = weighted mean. torch backend.")
     resume: str | None = Field(None, description="Run folder to resume exactly (optimizer, schedule, data, RNG).")
 
     @model_validator(mode="after")

@@ -111,15 +111,16 @@ def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch
 
 @torch.no_grad()
 def evaluate_loss(causal_lm: Any, batches: Sequence[Batch], device: str) -> tuple[float, int]:
-    """(mean token loss, tokens) over fixed batches, in eval mode (no dropout)."""
+    """(mean (weighted) token loss, trained tokens) over fixed batches, in eval mode (no dropout)."""
     was_training = causal_lm.training
     causal_lm.eval()
-    total, n = 0.0, 0
+    total, wsum, n = 0.0, 0.0, 0
     for b in batches:
         total += batch_loss(causal_lm, b.to(device)).item()
+        wsum += b.weight_total
         n += b.n_targets
     causal_lm.train(was_training)
-    return (total / n if n else math.nan), n
+    return (total / wsum if wsum else math.nan), n
 
 
 def can_share_prefix(causal_lm: Any, max_seq_length: int, varlen: bool) -> bool:
@@ -215,7 +216,7 @@ def fit(
 
     tm.model.train()
     def new_window() -> dict[str, Any]:
-        return {"loss": 0.0, "targets": 0, "tokens": 0, "time": 0.0, "grad_norm": 0.0, "steps": 0}
+        return {"loss": 0.0, "wsum": 0.0, "targets": 0, "tokens": 0, "time": 0.0, "grad_norm": 0.0, "steps": 0}
 
     window = new_window()
     status = "finished"
@@ -230,9 +231,10 @@ def fit(
                                 pad_id=pad_id, packing=cfg.packing, share_prefix=share, varlen=tm.varlen)
                      for j in range(accum)]
             n_targets = sum(b.n_targets for b in micro)
+            w_total = sum(b.weight_total for b in micro)  # = n_targets unless token_weights are set
             step_loss = 0.0
             for b in micro:
-                loss = batch_loss(tm.causal_lm, b.to(device)) / n_targets
+                loss = batch_loss(tm.causal_lm, b.to(device)) / w_total
                 loss.backward()
                 step_loss += loss.item()
             grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
@@ -248,7 +250,7 @@ def fit(
             st.computed_tokens += sum(b.n_computed for b in micro)
             st.trained_tokens += n_targets
             st.pad_tokens += sum(b.n_pad for b in micro)
-            for k, v in (("loss", step_loss * n_targets), ("targets", n_targets), ("tokens", tokens), ("time", dt),
+            for k, v in (("loss", step_loss * w_total), ("wsum", w_total), ("targets", n_targets), ("tokens", tokens), ("time", dt),
                          ("grad_norm", grad_norm), ("steps", 1)):
                 window[k] += v
             if not math.isfinite(step_loss):
@@ -258,7 +260,7 @@ def fit(
             if st.step % cfg.steps_per_report == 0 or st.step == steps:
                 reporter.log({
                     "kind": "train", "step": st.step, "epoch": round(plan.epoch_of(st.step * accum), 4),
-                    "loss": window["loss"] / max(window["targets"], 1), "lr": lr,
+                    "loss": window["loss"] / max(window["wsum"], 1), "lr": lr,
                     "tokens_per_sec": window["tokens"] / max(window["time"], 1e-9),
                     "trained_tokens": window["targets"], "tokens": window["tokens"],
                     "grad_norm": window["grad_norm"] / window["steps"],

@@ -47,7 +47,7 @@ def _model_mask(causal_lm: Any, mask: torch.Tensor | None, dtype: torch.dtype) -
 
 
 def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
-    """Sum of token cross-entropies over the batch's trained positions (divide by `batch.n_targets`).
+    """Sum of (weighted) token cross-entropies over the trained positions (divide by `batch.weight_total`).
 
     With varlen attention (the training default) the batch's segment layout goes to the attention function.
     Otherwise, plain packed rows rely on `attention_mask=None` + reset `position_ids` + `use_cache=False`, from
@@ -68,4 +68,7 @@ def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
     cap = getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, batch.targets[keep], reduction="sum")
+    if batch.weights is None:
+        return F.cross_entropy(logits, batch.targets[keep], reduction="sum")
+    ce = F.cross_entropy(logits, batch.targets[keep], reduction="none")
+    return (ce * batch.weights[keep]).sum()

@@ -53,10 +53,14 @@ class Batch:
     mask: torch.Tensor | None = None  # (R, 1, L, L) bool, True = may attend; None = derived from position_ids
     prefix_len: int = 0  # shared prefix length (0 = plain packing)
     layout: Layout | None = None  # segments for varlen attention (attention.py); replaces `mask`
+    weights: torch.Tensor | None = None  # loss weight per target position (float); None = all 1
+    weight_total: float = -1.0  # sum of the weights of the trained targets (= n_targets when unweighted)
 
     def __post_init__(self) -> None:
         if self.n_computed < 0:
             self.n_computed = self.n_tokens
+        if self.weight_total < 0:
+            self.weight_total = float(self.n_targets)
 
     @property
     def n_pad(self) -> int:
@@ -65,8 +69,10 @@ class Batch:
     def to(self, device: str | torch.device) -> "Batch":
         mask = None if self.mask is None else self.mask.to(device)
         layout = None if self.layout is None else self.layout.to(device)
+        weights = None if self.weights is None else self.weights.to(device)
         return Batch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device), self.rows,
-                     self.n_tokens, self.n_targets, self.n_computed, mask, self.prefix_len, layout)
+                     self.n_tokens, self.n_targets, self.n_computed, mask, self.prefix_len, layout, weights,
+                     self.weight_total)
 
 
 def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
@@ -107,6 +113,21 @@ def shared_prefix_length(samples: Sequence[Sample]) -> int:
     return p
 
 
+def _weights(chosen: Sequence[Sample], shape: tuple[int, int]) -> torch.Tensor | None:
+    """A ones tensor for the batch's target weights, or None when no chosen sample is weighted."""
+    return torch.ones(shape, dtype=torch.float32) if any(s.weights is not None for s in chosen) else None
+
+
+def _put_weights(wt: torch.Tensor | None, r: int, at: int, s: Sample, start: int) -> float:
+    """Write sample `s`'s shifted target weights from position `start` on; returns their sum over trained targets."""
+    shifted = s.labels[start + 1 :] + [IGNORE]
+    if wt is None or s.weights is None:
+        return float(sum(1 for t in shifted if t != IGNORE))
+    w = list(s.weights[start + 1 :]) + [1.0]
+    wt[r, at : at + len(w)] = torch.tensor(w)
+    return float(sum(x for x, t in zip(w, shifted) if t != IGNORE))
+
+
 def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_length: int, pad_id: int,
                packing: bool = True, share_prefix: bool = False, varlen: bool = False) -> Batch:
     """Collate `samples[indices]` into one padded (packed) micro-batch (see the module docstring).
@@ -127,7 +148,9 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
     ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
     pos = torch.zeros((n_rows, width), dtype=torch.long)
     tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
+    wt = _weights(chosen, (n_rows, width))
     n_tokens = n_targets = 0
+    w_total = 0.0
     segments: list[tuple[int, int]] = []
     for r, row in enumerate(local_rows):
         at = 0
@@ -140,13 +163,14 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
             shifted = s.labels[1:] + [IGNORE]
             tgt[r, at : at + n] = torch.tensor(shifted)
             n_targets += sum(1 for t in shifted if t != IGNORE)
+            w_total += _put_weights(wt, r, at, s, 0)
             at += n
         n_tokens += at
         if at < width:  # padding is its own block: positions restart, nothing trained
             pos[r, at:] = torch.arange(width - at)
     rows = [[indices[k] for k in row] for row in local_rows]
     layout = build_layout(segments, None) if varlen else None
-    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, layout=layout)
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, layout=layout, weights=wt, weight_total=w_total)
 
 
 def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: int, max_seq_length: int,
@@ -159,6 +183,8 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
     pos = torch.zeros((n_rows, width), dtype=torch.long)
     tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
     mask = None if varlen else torch.zeros((n_rows, 1, width, width), dtype=torch.bool)
+    wt = _weights(chosen, (n_rows, width))
+    w_total = 0.0
     segments: list[tuple[int, int]] = []
     causal_p = torch.ones(p, p, dtype=torch.bool).tril()
     head = torch.tensor(chosen[0].input_ids[:p])
@@ -176,6 +202,7 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
             shifted = s.labels[p + 1 :] + [IGNORE]
             tgt[r, at : at + n] = torch.tensor(shifted)
             n_targets += sum(1 for t in shifted if t != IGNORE)
+            w_total += _put_weights(wt, r, at, s, p)
             segments.append((r * width + at, n))
             if mask is not None:
                 mask[r, 0, at : at + n, :p] = True
@@ -189,7 +216,7 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
     rows = [[indices[k] for k in row] for row in local_rows]
     n_tokens = sum(len(s) for s in chosen)
     layout = build_layout(segments, (0, p)) if varlen else None
-    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, n_computed, mask, p, layout)
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, n_computed, mask, p, layout, wt, w_total)
 
 
 class BatchPlan:

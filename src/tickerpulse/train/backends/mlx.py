@@ -56,6 +56,8 @@ def _check(cfg: TrainConfig) -> None:
                           "adapters convert to PEFT); use backend: torch")
     if cfg.quantize:
         raise ConfigError("backend mlx: quantize is not supported (use backend: torch)")
+    if cfg.token_weights:
+        raise ConfigError("backend mlx: token_weights is not supported (use backend: torch)")
     if cfg.resume:
         raise ConfigError("backend mlx: exact resume is not supported; start from the weights with "
                           "resume_adapter_file: RUN/adapters.safetensors and a new adapter_path")

@@ -122,7 +122,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
     model_dir = resolve(cfg.model)
     tokenizer = load_tokenizer(model_dir)
     stop_ids = stop_token_ids(tokenizer, str(model_dir))
-    encoder = Encoder(tokenizer, mask_prompt=cfg.mask_prompt, max_seq_length=cfg.max_seq_length, stop_ids=stop_ids)
+    encoder = Encoder(tokenizer, mask_prompt=cfg.mask_prompt, max_seq_length=cfg.max_seq_length, stop_ids=stop_ids,
+                      token_weights=[(w.after, w.weight) for w in cfg.token_weights])
     run = RunFolder(cfg.adapter_path)
     resuming = cfg.resume is not None
     run.prepare(resume=resuming)
