@@ -54,16 +54,35 @@ def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) 
     assert _model_folder("nobody/nothing") is None
 
 
-def test_fit_label_bias_moves_the_boundary_on_validation_data() -> None:
+def test_fit_label_bias_moves_the_boundary_only_when_it_holds_out() -> None:
     # a student that leans neutral: the minority items have neutral as the top label by a small margin
-    probs = [[0.1, 0.8, 0.1]] * 6 + [[0.35, 0.55, 0.1]] * 3 + [[0.1, 0.55, 0.35]] * 3
-    gold = ["neutral"] * 6 + ["negative"] * 3 + ["positive"] * 3
+    probs = ([[0.1, 0.8, 0.1]] * 6 + [[0.35, 0.55, 0.1]] * 3 + [[0.1, 0.55, 0.35]] * 3) * 4
+    gold = (["neutral"] * 6 + ["negative"] * 3 + ["positive"] * 3) * 4
     fit = fit_label_bias(probs, gold, [x / 2 for x in range(-4, 5)])
-    assert fit["without_bias"] == macro_f1(gold, ["neutral"] * 12) < fit["value"] == 1.0
+    assert fit["without_bias"] == macro_f1(gold, ["neutral"] * 48) < fit["value"] == 1.0
     bn, bneu, bp = fit["label_bias"]
-    assert bneu == 0.0 and bn > 0 and bp > 0 and fit["fitted_on"] == "valid"
+    assert bneu == 0.0 and bn > 0 and bp > 0 and fit["kept"] and fit["cv_gain"] > 0 and fit["fitted_on"] == "valid"
     # nothing to gain: the smallest shift (none) wins the tie
-    assert fit_label_bias([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]], ["negative", "positive"], [-1.0, 0.0, 1.0])["label_bias"] == [0.0, 0.0, 0.0]
+    assert fit_label_bias([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]] * 4, ["negative", "positive"] * 4,
+                          [-1.0, 0.0, 1.0])["label_bias"] == [0.0, 0.0, 0.0]
+    # noise: an offset that only fits the items it was fitted on is not kept
+    import random
+
+    rng = random.Random(1)
+    noisy = [[rng.random() + 0.01 for _ in range(3)] for _ in range(60)]
+    labels = [rng.choice(["negative", "neutral", "positive"]) for _ in range(60)]
+    fit = fit_label_bias([[x / sum(p) for x in p] for p in noisy], labels, [x / 4 for x in range(-8, 9)])
+    assert fit["kept"] == (fit["cv_gain"] > 0)
+    assert fit["label_bias"] == (fit["fitted_bias"] if fit["kept"] else [0.0, 0.0, 0.0])
+
+
+def test_fit_label_bias_objective_is_the_mean_over_datasets() -> None:
+    probs = [[0.3, 0.4, 0.3]] * 20 + [[0.3, 0.4, 0.3]] * 4
+    gold = ["neutral"] * 20 + ["positive"] * 4
+    fit = fit_label_bias(probs, gold, [0.0, 0.5], groups=["a"] * 20 + ["b"] * 4)
+    per_dataset = (macro_f1(gold[:20], ["neutral"] * 20) + macro_f1(gold[20:], ["neutral"] * 4)) / 2
+    assert fit["objective"] == "mean_macro_f1_over_datasets" and fit["without_bias"] == per_dataset
+    assert fit["without_bias"] != macro_f1(gold, ["neutral"] * 24)  # not the pooled macro-F1
 
 
 def test_label_calibration_matches_softmax_t_and_handles_torch_and_numpy() -> None:

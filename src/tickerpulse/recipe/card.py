@@ -95,7 +95,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
         "data": stats,
         "calibration": {**{k: calib.get(k) for k in ("temperature", "label_bias", "objective", "value", "n", "fitted_on")},
-                        "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "value", "without_bias", "n")}},
+                        "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "value", "without_bias", "fitted_bias", "cv_gain", "kept", "n")}},
         "results": results,
         "injection": {"n": inj["n"], "systems": inj["systems"]},
         "targets": targets,
@@ -183,13 +183,17 @@ def card_markdown(card: dict[str, Any]) -> str:
         out.append(f"| {name} | {_pct(s['flip_rate'])} | {_pct(s['obeyed_rate'])} | {s['flips']} |")
     cal = card["calibration"]
     bf = cal.get("bias_fit") or {}
+    kept = bf.get("kept")
     out += ["", "## Fast-mode calibration", "",
             f"Label = argmax(z + b) over the three label logits z with b = {cal.get('label_bias') or [0, 0, 0]} "
-            f"[negative, neutral, positive] (macro-F1 on the validation split {_num(bf.get('without_bias'))} -> "
-            f"{_num(bf.get('value'))} over {bf.get('n')} items); score = p(positive) - p(negative) from "
-            f"softmax((z + b) / T) with T = {cal['temperature']} ({cal['objective']} = {_num(cal['value'])} "
-            f"over {cal['n']} validation items). Both live in the model's `calibration.json`, fitted on validation data "
-            "only; the served reasoning mode takes the same label and generates its own score.", "",
+            f"[negative, neutral, positive]. Offsets fitted on the validation splits for mean macro-F1 over the "
+            f"datasets: {bf.get('fitted_bias')} ({_num(bf.get('without_bias'))} -> "
+            f"{_num(bf.get('value') if kept else None) if kept else 'kept out'}), cross-validated gain "
+            f"{_num(bf.get('cv_gain'))}: {'kept' if kept else 'not kept (no gain on held-out validation items)'}. "
+            f"Score = p(positive) - p(negative) from softmax((z + b) / T) with T = {cal['temperature']} "
+            f"({cal['objective']} = {_num(cal['value'])} over {cal['n']} validation items). Both live in the model's "
+            "`calibration.json`, fitted on validation data only; the served reasoning mode takes the same label "
+            "and generates its own score.", "",
             "## Data", "", "| dataset | split | rows | negative | neutral | positive |", "|---|---|---|---|---|---|"]
     for ds, splits in card["data"].items():
         for split, s in splits.items():

@@ -155,13 +155,15 @@ def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_di
     engine = SentimentEngine(str(model_dir))
     probs = engine.label_probs([(r.text, r.tickers[0] if r.tickers else None) for r in valid])
     labels = [r.label for r in valid]
-    bias = fit_label_bias(probs, labels, cfg.eval.bias_grid) if cfg.eval.bias_grid else {"label_bias": [0.0] * 3}
+    bias = (fit_label_bias(probs, labels, cfg.eval.bias_grid, [r.dataset for r in valid], seed=cfg.seed)
+            if cfg.eval.bias_grid else {"label_bias": [0.0] * 3})
     fit = fit_temperature(probs, labels, [r.score if r.dataset == "fiqa" else None for r in valid],
                           cfg.eval.calibration_grid, bias["label_bias"])
     result = {"temperature": fit["temperature"], "label_bias": bias["label_bias"], **fit, "bias_fit": bias}
     (model_dir / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
-    log(f"calibration: label bias {bias['label_bias']} (valid macro-F1 {bias.get('without_bias', 0):.3f} -> "
-        f"{bias.get('value', 0):.3f}), temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} "
+    log(f"calibration: label bias {bias['label_bias']} (fitted {bias.get('fitted_bias')}, valid mean macro-F1 "
+        f"{bias.get('without_bias', 0):.3f} -> {bias.get('value', 0):.3f}, cross-validated gain "
+        f"{bias.get('cv_gain', 0):+.3f}: {'kept' if bias.get('kept') else 'not kept'}), temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} "
         f"on {fit['n']} valid items)")
     return result
 
