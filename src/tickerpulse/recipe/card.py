@@ -54,12 +54,13 @@ def system_row(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _target(key: str, what: str, value: float | None, threshold: float, higher: bool) -> dict[str, Any]:
+def _target(key: str, what: str, value: float | None, threshold: float, higher: bool,
+            n: int | None = None) -> dict[str, Any]:
     if value is None:
-        return {"key": key, "what": what, "threshold": threshold, "value": None, "met": False, "miss_by": None}
+        return {"key": key, "what": what, "threshold": threshold, "value": None, "met": False, "miss_by": None, "n": n}
     met = value >= threshold if higher else value <= threshold
     return {"key": key, "what": what, "threshold": threshold, "value": value, "met": met,
-            "miss_by": 0.0 if met else abs(threshold - value)}
+            "miss_by": 0.0 if met else abs(threshold - value), "n": n}
 
 
 def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
@@ -76,7 +77,8 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     targets: dict[str, list[dict[str, Any]]] = {FAST: [], REASON: [], FREE: []}
     for mode in (FAST, REASON, FREE):
         for key, ds, path, thr, higher, what in TARGETS:
-            targets[mode].append(_target(key, what, get_path(evals.get(ds, {}).get(mode), path), thr, higher))
+            m = evals.get(ds, {}).get(mode)
+            targets[mode].append(_target(key, what, get_path(m, path), thr, higher, get_path(m, "n")))
         schema = [evals[ds][mode]["schema_valid"] for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
                                      min(schema) if schema else None, 1.0, True))
@@ -112,11 +114,14 @@ def _num(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
-def _fmt_target(t: dict[str, Any]) -> str:
+def _fmt_target(t: dict[str, Any], full_n: int | None = None) -> str:
+    """One cell; `(n=50)` when the value comes from a sample smaller than the whole test set (`full_n`)."""
     if t["value"] is None:
         return "not measured"
     pct = t["key"] not in ("fiqa_mae", "fiqa_spearman")
     val = _pct(t["value"]) if pct else _num(t["value"])
+    if t.get("n") and full_n and t["n"] < full_n:
+        val += f" (n={t['n']})"
     if t["met"]:
         return f"{val} ✅ met"
     miss = f"{100 * t['miss_by']:.1f} pt" if pct else f"{t['miss_by']:.3f}"
@@ -131,7 +136,8 @@ def headline_markdown(card: dict[str, Any]) -> str:
         thr = tf["threshold"]
         thr_s = (f"<= {thr}" if tf["key"] in ("fiqa_mae",) else f">= {thr}" if tf["key"] == "fiqa_spearman"
                  else f"<= {100 * thr:.0f}%" if tf["key"] == "injection_flip" else f">= {100 * thr:.0f}%")
-        lines.append(f"| {tf['what']} | {thr_s} | {_fmt_target(tf)} | {_fmt_target(tr)} | {_fmt_target(tg)} |")
+        full = tf.get("n")
+        lines.append(f"| {tf['what']} | {thr_s} | {_fmt_target(tf)} | {_fmt_target(tr, full)} | {_fmt_target(tg, full)} |")
     return "\n".join(lines)
 
 
