@@ -28,10 +28,12 @@ test-slow: bootstrap
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 # The part of the slow group CI can afford (~10 min on 2 cores): a real SmolLM2 fine-tune (validation loss
-# falls, early stopping keeps the best step, the answers stop on <|im_end|>) and the MLX backend end to end.
+# falls, early stopping keeps the best step, the answers stop on <|im_end|>), the MLX backend end to end and
+# the sentiment recipe on a tiny slice (card numbers recomputed from its eval files).
 test-ci-slow:
 	@EXTRAS=dev,stream,mlx scripts/bootstrap.sh
-	$(PY) -m pytest -q -m slow tests/train/test_sentiment_run.py tests/train/test_mlx.py tests/train/test_mlx_e2e.py
+	$(PY) -m pytest -q -m slow tests/train/test_sentiment_run.py tests/train/test_mlx.py tests/train/test_mlx_e2e.py \
+		tests/recipe/test_recipe_e2e.py
 
 test-integration: bootstrap-stream
 	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]
