@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
-from tickerpulse.recipe.systems import agreement, fit_label_bias, fit_temperature, macro_f1, softmax_t
+from tickerpulse.data.sentiment import LABELS
+from tickerpulse.evaluate import metrics
+from tickerpulse.recipe.systems import agreement, fit_label_bias, fit_temperature, softmax_t
 
+macro_f1 = partial(metrics.macro_f1, labels=LABELS)  # over the three labels, as the bias fit scores it
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -194,7 +194,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"Label = argmax(z + b) over the three label logits z with b = {cal.get('label_bias') or [0, 0, 0]} "
             f"[negative, neutral, positive]. Offsets fitted on the validation splits for mean macro-F1 over the "
             f"datasets: {bf.get('fitted_bias')} ({_num(bf.get('without_bias'))} -> "
-            f"{_num(bf.get('value') if kept else None) if kept else 'kept out'}), cross-validated gain "
+            f"{_num(bf.get('value')) if kept else 'kept out'}), cross-validated gain "
             f"{_num(bf.get('cv_gain'))}: {'kept' if kept else 'not kept (no gain on held-out validation items)'}. "
             f"Score = p(positive) - p(negative) from softmax((z + b) / T) with T = {cal['temperature']} "
             f"({cal['objective']} = {_num(cal['value'])} over {cal['n']} validation items). Both live in the model's "

@@ -92,6 +92,7 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
 # ------------------------------------------------------------------------------------------------ distill
 def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], out: Path, log: Log) -> Path:
     """Train and valid records -> chat JSONL through the distill job (gold or a real teacher)."""
+    from tickerpulse.data.formats import iter_jsonl
     from tickerpulse.distill.job import DistillConfig, run_distill
 
     chat = out / "chat"
@@ -110,15 +111,14 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], out: 
                              cache=out / "distill-cache.sqlite" if cfg.teacher == "gold" else None)
         report = run_distill(dcfg)
         written = report.get("counts", {}).get("written", {})
-        # split on "\n" only: str.splitlines() also breaks at U+2028/U+0085 inside JSON strings (real tweets have them)
-        lines = [ln for ln in (out / "distill" / split / "train.jsonl").read_text(encoding="utf-8").split("\n") if ln.strip()]
+        # iter_jsonl reads by "\n" (str.splitlines() would also break at U+2028 inside tweets) and names file:line
+        rows_out = [row for _, row in iter_jsonl(out / "distill" / split / "train.jsonl")]
         with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-            for line in lines:
-                row = json.loads(line)
+            for row in rows_out:
                 if cfg.reasoning == "empty":
                     row = _empty_reasoning(row)
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        log(f"distill {split}: {len(lines)} chat rows from {len(rows)} records (teacher {cfg.teacher}; {written})")
+        log(f"distill {split}: {len(rows_out)} chat rows from {len(rows)} records (teacher {cfg.teacher}; {written})")
     return chat
 
 

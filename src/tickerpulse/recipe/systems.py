@@ -34,35 +34,24 @@ def answers_result(name: str, items: list[EvalItem], texts: list[str], data_info
 
 
 def softmax_t(p: Sequence[float], t: float, bias: Sequence[float] = (0.0, 0.0, 0.0)) -> list[float]:
-    """Re-calibrate label probabilities: softmax((log p + bias) / t) (as `serve.calibration` does to logits)."""
-    logs = [(math.log(max(x, 1e-12)) + b) / t for x, b in zip(p, bias)]
-    m = max(logs)
-    e = [math.exp(v - m) for v in logs]
-    s = sum(e)
-    return [v / s for v in e]
+    """Re-calibrate label probabilities p as the server would: `LabelCalibration(t, bias)` on log p (softmax
+    is shift-invariant, so log p stands in for the label logits)."""
+    from tickerpulse.serve.calibration import LabelCalibration
 
-
-def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
-    from tickerpulse.data.sentiment import LABELS
-
-    f1 = []
-    for c in LABELS:
-        tp = sum(g == c and q == c for g, q in zip(gold, pred))
-        fp = sum(g != c and q == c for g, q in zip(gold, pred))
-        fn = sum(g == c and q != c for g, q in zip(gold, pred))
-        f1.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(f1) / len(f1)
+    logs = [math.log(max(x, 1e-12)) for x in p]
+    return [float(q) for q in LabelCalibration(t, tuple(bias)).probs(logs)]  # type: ignore[arg-type]
 
 
 def _bias_objective(logs: Sequence[Sequence[float]], gold: Sequence[str], groups: Sequence[str],
                     bias: Sequence[float]) -> float:
-    """Mean macro-F1 over the groups (datasets) of the labels argmax(log p + bias)."""
+    """Mean macro-F1 (over the three labels) across the groups (datasets) of the labels argmax(log p + bias)."""
     from tickerpulse.data.sentiment import LABELS
+    from tickerpulse.evaluate.metrics import macro_f1
 
     pred = [LABELS[max(range(3), key=lambda k: z[k] + bias[k])] for z in logs]
     names = sorted(set(groups))
     return sum(macro_f1([g for g, n in zip(gold, groups) if n == name],
-                        [q for q, n in zip(pred, groups) if n == name]) for name in names) / len(names)
+                        [q for q, n in zip(pred, groups) if n == name], LABELS) for name in names) / len(names)
 
 
 def _bias_search(logs: Sequence[Sequence[float]], gold: Sequence[str], groups: Sequence[str],

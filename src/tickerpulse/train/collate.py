@@ -39,9 +39,6 @@ class Sample:
     truncated: bool = False
     weights: tuple[float, ...] | None = None  # loss weight per position (aligned with labels); None = all 1
 
-    def weight_at(self, i: int) -> float:
-        return 1.0 if self.weights is None else self.weights[i]
-
     def __len__(self) -> int:
         return len(self.input_ids)
 
@@ -147,38 +144,42 @@ class Encoder:
 
     # --- encoding -----------------------------------------------------------------------------------
     def _tokens(self, text: str, spans: Sequence[tuple[int, int]] | None, special: bool
-                ) -> tuple[list[int], list[bool], int | None]:
-        """(ids, in-span flags (all True without spans), index of the last token of the last span)."""
+                ) -> tuple[list[int], list[bool], int | None, list[tuple[int, int]]]:
+        """(ids, in-span flags (all True without spans), index of the last token of the last span, character
+        offsets of each token)."""
         enc = self.tok(text, add_special_tokens=special, return_offsets_mapping=True)
         ids: list[int] = list(enc["input_ids"])
+        offsets = [tuple(o) for o in enc["offset_mapping"]]
         if spans is None:
-            return ids, [True] * len(ids), len(ids) - 1 if ids else None
+            return ids, [True] * len(ids), len(ids) - 1 if ids else None, offsets
         inside = []
-        for s, e in enc["offset_mapping"]:
+        for s, e in offsets:
             # added special tokens (BOS) have an empty (0, 0) span: never part of an assistant turn
             inside.append(e > s and any(s < b and e > a for a, b in spans))
         last = max((i for i, f in enumerate(inside) if f), default=None)
-        return ids, inside, last
+        return ids, inside, last, offsets
 
-    def _chat(self, messages: list[dict[str, Any]], tools: Any) -> tuple[list[int], list[bool], bool]:
-        """(ids, trained flags, ends-in-a-stop-token) of one conversation."""
+    def _chat(self, messages: list[dict[str, Any]], tools: Any
+              ) -> tuple[list[int], list[bool], bool, list[float] | None]:
+        """(ids, trained flags, ends-in-a-stop-token, `token_weights` per token or None) of one conversation."""
         try:
             text, spans = self.chat_spans(messages, tools)
         except TemplateError:
             if self.mask_prompt:
                 raise
             text, spans = self._render(messages, tools), None  # everything is trained: no turn to locate
-        ids, inside, last = self._tokens(text, spans, special=False)
-        self._weights = self._position_weights(text, spans, len(ids)) if self.token_weights and spans else None
+        ids, inside, last, offsets = self._tokens(text, spans, special=False)
         if spans is None:  # last non-blank token
             last = max((i for i, t in enumerate(ids) if self.tok.decode([t]).strip()), default=None)
         stops = last is not None and ids[last] in self.stop_ids
         if stops and messages[-1].get("role") == "assistant":
             ids, inside = ids[: last + 1], inside[: last + 1]  # what follows the final stop token is layout
         trained = inside if self.mask_prompt else [True] * len(ids)
-        return ids, trained, stops
+        weights = self._position_weights(text, spans, offsets[: len(ids)]) if self.token_weights and spans else None
+        return ids, trained, stops, weights
 
-    def _position_weights(self, text: str, spans: Sequence[tuple[int, int]], n: int) -> list[float] | None:
+    def _position_weights(self, text: str, spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[int, int]]
+                          ) -> list[float] | None:
         """Per-token loss weights for `token_weights` (None when no marker occurs in an assistant turn)."""
         starts = []
         for after, w in self.token_weights:
@@ -190,43 +191,40 @@ class Encoder:
                 at = text.find(after, at + 1)
         if not starts:
             return None
-        offsets = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        weights = [1.0] * n
+        weights = [1.0] * len(offsets)
         for end, w in starts:
             i = next((k for k, (s, e) in enumerate(offsets) if s <= end < e), None)
-            if i is not None and i < n:
+            if i is not None:
                 weights[i] = w
         return weights
 
     def encode(self, row: dict[str, Any], fmt: Format) -> Sample | None:
         """One row -> Sample (None when nothing trainable survives truncation)."""
-        self._weights = None
+        weights: list[float] | None = None
         if fmt == "chat":
-            ids, trained, stops = self._chat(row["messages"], row.get("tools"))
+            ids, trained, stops, weights = self._chat(row["messages"], row.get("tools"))
         elif fmt == "completions" and self.has_template:
             msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-            ids, trained, stops = self._chat(msgs, None)
+            ids, trained, stops, weights = self._chat(msgs, None)
         elif fmt == "completions":
-            prompt_ids, _, _ = self._tokens(row["prompt"], None, special=True)
-            done_ids, _, _ = self._tokens(row["completion"], None, special=False)
+            prompt_ids = self._tokens(row["prompt"], None, special=True)[0]
+            done_ids = self._tokens(row["completion"], None, special=False)[0]
             ids = prompt_ids + done_ids
             trained = [not self.mask_prompt] * len(prompt_ids) + [True] * len(done_ids)
             stops = bool(ids) and ids[-1] in self.stop_ids
         else:
-            ids, trained, _ = self._tokens(row["text"], None, special=True)
+            ids, trained = self._tokens(row["text"], None, special=True)[:2]
             stops = bool(ids) and ids[-1] in self.stop_ids
-        weights = self._weights[: len(ids)] if self._weights is not None else None
         if not stops:  # the answer does not end in a stop token: append the EOS and train it
             ids.append(self.eos_id)
             trained.append(True)
-            if weights is not None:
-                weights.append(1.0)
         truncated = len(ids) > self.max_seq_length
         if truncated:
             ids, trained = ids[: self.max_seq_length], trained[: self.max_seq_length]
         labels = [t if ok else IGNORE for t, ok in zip(ids, trained)]
-        w = None if weights is None else tuple(x if ok else 1.0 for x, ok in zip(weights[: len(ids)], trained))
-        sample = Sample(ids, labels, truncated, w if w is not None and any(x != 1.0 for x in w) else None)
+        if weights is not None:  # an appended EOS weighs 1; weights of untrained positions are irrelevant
+            weights = [w if ok else 1.0 for w, ok in zip(weights + [1.0] * (len(ids) - len(weights)), trained)]
+        sample = Sample(ids, labels, truncated, tuple(weights) if weights and any(w != 1.0 for w in weights) else None)
         return sample if sample.n_trained else None
 
     def encode_split(self, rows: Sequence[dict[str, Any]], fmt: Format) -> EncodedSplit:
