@@ -46,6 +46,52 @@ def _model_mask(causal_lm: Any, mask: torch.Tensor | None, dtype: torch.dtype) -
     return mask  # sdpa: boolean, True = may attend
 
 
+HEAD_CHUNK = 128  # target positions per chunk of the fused head + cross-entropy
+
+
+class _FrozenHeadCrossEntropy(torch.autograd.Function):
+    """sum_i w_i * CE(h_i @ W^T, t_i) for a frozen, bias-free output projection W, in chunks of rows.
+
+    The gradient w.r.t. h is known in the forward pass (w * (softmax - onehot) @ W), so each chunk's
+    `rows x vocab` logits live only inside the loop: no full logits tensor, no separate log-softmax
+    backward and zero-filled gradient (on a 49k vocabulary these passes were ~5% of a training step).
+    Same arithmetic as the unfused path: logits in W's dtype, softmax and loss in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                weights: torch.Tensor | None) -> torch.Tensor:
+        total = hidden.new_zeros((), dtype=torch.float32)
+        grad = torch.empty_like(hidden) if hidden.requires_grad else None
+        for i in range(0, hidden.shape[0], HEAD_CHUNK):
+            logits = (hidden[i : i + HEAD_CHUNK] @ weight.T).float()
+            t = targets[i : i + HEAD_CHUNK]
+            lse = torch.logsumexp(logits, dim=-1)
+            ce = lse - logits.gather(1, t[:, None]).squeeze(1)
+            w = None if weights is None else weights[i : i + HEAD_CHUNK].float()
+            total += (ce if w is None else ce * w).sum()
+            if grad is not None:
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+                if w is not None:
+                    probs.mul_(w[:, None])
+                grad[i : i + HEAD_CHUNK] = probs.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        (grad,) = ctx.saved_tensors
+        return (None if grad is None else grad * grad_out.to(grad.dtype)), None, None, None
+
+
+def _fusable_head(causal_lm: Any, head: Any) -> bool:
+    """A frozen nn.Linear without bias or logit softcapping: the fused loss applies."""
+    cap = getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)
+    return (isinstance(head, torch.nn.Linear) and type(head) is torch.nn.Linear and head.bias is None
+            and not head.weight.requires_grad and not cap)
+
+
 def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
     """Sum of (weighted) token cross-entropies over the trained positions (divide by `batch.weight_total`).
 
@@ -64,6 +110,9 @@ def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
         hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
                          attention_mask=_model_mask(causal_lm, batch.mask, dtype), use_cache=False).last_hidden_state
     keep = batch.targets != IGNORE
+    if _fusable_head(causal_lm, head):
+        weights = None if batch.weights is None else batch.weights[keep]
+        return _FrozenHeadCrossEntropy.apply(hidden[keep], head.weight, batch.targets[keep], weights)
     logits = head(hidden[keep]).float()
     cap = getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)
     if cap:
