@@ -174,8 +174,16 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
                 if checkpoint:
                     run.plot()
 
-            result = fit(cfg, tm, train_set.samples, valid_set.samples if valid_set else [], run, reporter,
-                         pad_id=tokenizer.pad_token_id, resume_state=resume_state, on_save=refresh)
+            # flush denormals on CPU: without it step time grew ~15% over the first 120 steps of the recipe
+            # (denormal arithmetic as tiny values appear in the adapter, gradients and AdamW's moments), with
+            # it it stayed flat; values below ~1e-38 carry nothing for training
+            ftz = tm.device == "cpu" and torch.set_flush_denormal(True)
+            try:
+                result = fit(cfg, tm, train_set.samples, valid_set.samples if valid_set else [], run, reporter,
+                             pad_id=tokenizer.pad_token_id, resume_state=resume_state, on_save=refresh)
+            finally:
+                if ftz:
+                    torch.set_flush_denormal(False)
             status, st = result.status, result.state
         if cfg.test and encoded["test"] is not None and status != "interrupted":
             if cfg.train:  # evaluate what ships: the best adapter
