@@ -55,7 +55,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_hf(data: Path, steps: int, batch: int, seed: int) -> dict:
+def run_hf(data: Path, steps: int, batch: int, seed: int, bf16: bool = False) -> dict:
     """transformers Trainer + PEFT LoRA, fp32, padding to the longest sample of each batch."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -71,7 +71,8 @@ def run_hf(data: Path, steps: int, batch: int, seed: int) -> dict:
     rows, fmt = load_jsonl(data / "train.jsonl")
     samples = Encoder(tok, max_seq_length=SEQ).encode_split(rows, fmt).samples
     dataset = [{"input_ids": s.input_ids, "attention_mask": [1] * len(s), "labels": s.labels} for s in samples]
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    # hf-bf16: what an HF user does on a CPU with native bf16: bf16 base, fp32 adapters, Trainer(bf16=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
     model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
     counted = {"tokens": 0, "computed": 0}
@@ -86,7 +87,7 @@ def run_hf(data: Path, steps: int, batch: int, seed: int) -> dict:
     args = TrainingArguments(
         output_dir=str(data / "hf_out"), per_device_train_batch_size=batch, max_steps=steps, learning_rate=2e-4,
         logging_steps=max(1, steps // 4), save_strategy="no", report_to=[], use_cpu=True, seed=seed,
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, bf16=bf16,
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
     t0 = time.perf_counter()
@@ -121,6 +122,8 @@ def worker(variant: str, data: Path, steps: int, batch: int, seed: int, threads:
     load_before = os.getloadavg()[0]
     if variant == "hf":
         res = run_hf(data, steps, batch, seed)
+    elif variant == "hf-bf16":
+        res = run_hf(data, steps, batch, seed, bf16=True)
     elif variant == "ours":
         res = run_ours(data, steps, batch, seed, "auto")
     elif variant == "ours-fp32":
@@ -134,7 +137,7 @@ def worker(variant: str, data: Path, steps: int, batch: int, seed: int, threads:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="hf,ours", help="comma-separated: hf, ours, ours-fp32")
+    ap.add_argument("--variants", default="hf,ours", help="comma-separated: hf, hf-bf16, ours, ours-fp32")
     ap.add_argument("--rows", type=int, default=256, help="chat rows built from the twitter train split")
     ap.add_argument("--steps", type=int, default=16, help="optimizer steps per variant")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -170,11 +173,10 @@ def main() -> None:
               "max_seq_length": SEQ, "lora": {"rank": RANK, "alpha": ALPHA, "targets": "all-linear, all blocks"},
               "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
               "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if "hf" in results:
-        for v in results:
-            if v != "hf":
-                report[f"ratio_{v}_vs_hf"] = results[v]["tokens_per_sec"] / results["hf"]["tokens_per_sec"]
-                print(f"{v} / hf = {report[f'ratio_{v}_vs_hf']:.2f}x")
+    for ref in [r for r in ("hf", "hf-bf16") if r in results]:
+        for v in [v for v in results if v.startswith("ours")]:
+            report[f"ratio_{v}_vs_{ref}"] = results[v]["tokens_per_sec"] / results[ref]["tokens_per_sec"]
+            print(f"{v} / {ref} = {report[f'ratio_{v}_vs_{ref}']:.2f}x")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"train_throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
