@@ -2,7 +2,7 @@
 
 A packed row run through plain SDPA with a block-diagonal mask computes the scores of every pair of
 positions in the row and throws most of them away. Here the samples ("segments") of a batch are gathered
-into a (segments x longest segment) tensor and attend causally to themselves in one SDPA call; with a shared
+into a (segments x longest segment) tensor and attend causally to themselves in one batched call; with a shared
 prompt prefix, each segment's keys are [prefix keys, own keys] and the prefix attends causally to itself
 once. Outputs are scattered back into the row. Autograd flows through the gathers, so the prefix's keys and
 values receive the sum of their segments' gradients: loss and gradients are those of running every sample

@@ -9,7 +9,7 @@
   bf16 on the fly, see `lora_in_base_dtype`). Full fine-tuning on
   CPU stays fp32 (AdamW on bf16 weights loses small updates). Pass `dtype: float32` for bit-exact runs.
 - Attention: packed samples attend only to themselves through `attention.varlen_attention` (per-sample
-  SDPA instead of a masked full row) when the model supports it.
+  attention instead of a masked full row) when the model supports it.
 - No backward below the lowest trained block: nothing below it requires grad, so autograd records no graph
   there (we never call `enable_input_require_grads`, which would force a full backward).
 - QLoRA: 4-bit NF4 base through bitsandbytes. Where bitsandbytes cannot run (not installed, or no kernel for
