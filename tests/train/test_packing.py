@@ -278,3 +278,38 @@ def test_weighted_loss_is_the_weighted_sum_of_per_token_losses(tiny_and_tok):
         assert (w == 4.0).sum() == 2 and b_heavy.weight_total == pytest.approx(b_plain.n_targets + 6)
         assert batch_loss(model, b_heavy).item() == pytest.approx((per_token * w).sum().item(), rel=1e-4)
         assert batch_loss(model, b_plain).item() == pytest.approx(per_token.sum().item(), rel=1e-4)
+
+
+MANY = TEXTS + [("Oil slumps as OPEC output rises; airlines rally on cheaper jet fuel", "DAL", "positive", 0.4),
+                ("$NVDA", "NVDA", "neutral", 0.0),
+                ("$BA shares fall after another delivery halt; analysts cut targets across the board and warn on "
+                 "cash flow for the rest of the year", "BA", "negative", -0.6),
+                ("$GME squeezes again", "GME", "positive", 0.3),
+                ("$JPM to report earnings on Friday before the bell", "JPM", "neutral", 0.0),
+                ("$XOM cuts dividend", "XOM", "negative", -0.5)]
+
+
+def test_many_segments_of_different_lengths_are_exact(tiny_and_tok):
+    """9 samples of very different lengths (varlen pads every segment to the longest): every sample's logits
+    equal running it alone, and loss and gradients equal the unshared batch."""
+    model, tok = tiny_and_tok
+    samples = sentiment_samples(tok, MANY)
+    order = list(range(len(samples)))
+    batch = batch_of(model, samples, order, share_prefix=True)
+    assert batch.prefix_len >= 100 and len(batch.rows) == 1
+    shared = per_sample(model, samples, order, share_prefix=True)
+    for k in order:
+        torch.testing.assert_close(shared[k], per_sample(model, samples, [k])[k], atol=1e-4, rtol=0)
+    prm = model.model.layers[0].self_attn.k_proj.weight
+    result = {}
+    for share in (False, True):
+        prm.requires_grad_(True)
+        prm.grad = None
+        loss = batch_loss(model, make_batch(samples, order, max_seq_length=4096, pad_id=0, share_prefix=share,
+                                            varlen=uses_varlen(model)))
+        loss.backward()
+        result[share] = (loss.item(), prm.grad.clone())
+        prm.requires_grad_(False)
+        prm.grad = None
+    assert result[True][0] == pytest.approx(result[False][0], rel=1e-5)
+    assert (result[True][1] - result[False][1]).abs().max() <= 1e-4 * result[False][1].abs().max() + 1e-7
