@@ -127,35 +127,35 @@ def test_other_fine_tune_types_train_and_apply(kind: str, short_data: Path, tmp_
 
 
 def test_lora_runs_in_the_bf16_base_dtype_with_fp32_master_weights(tiny_model):
-    """bf16 base: LoRA's products run in bf16 (no fp32 copies of activations), the adapter weights, their
-    gradients and the optimizer stay fp32, and the output matches PEFT's own fp32-cast LoRA to bf16 rounding."""
+    """bf16 base: LoRA's products run in bf16 (no fp32 copies of activations), the adapter weights and their
+    gradients stay fp32, and the output matches PEFT's own fp32-cast LoRA to bf16 rounding. DoRA is untouched."""
     from tickerpulse.train.peft_setup import build_trainable_model
 
     cfg = resolve_config(None, {"num_layers": 2, "dtype": "bfloat16", "lora_parameters": {"rank": 8, "scale": 2.0}})
     tm = build_trainable_model(cfg, tiny_model)
-    plain = build_trainable_model(cfg.model_copy(update={"fine_tune_type": "dora"}), tiny_model)  # untouched path
     assert tm.base_dtype == torch.bfloat16
-    lora = [m for m in tm.causal_lm.modules() if hasattr(m, "lora_A")]
-    assert lora and all(m.cast_input_dtype_enabled is False for m in lora)
+    assert all(m.cast_input_dtype_enabled is False for m in tm.causal_lm.modules() if hasattr(m, "lora_A"))
     torch.manual_seed(0)
     for p in tm.model.parameters():  # a non-zero update so that the LoRA branch matters
         if p.requires_grad:
             p.data.normal_(0, 0.05)
-    # the same adapter weights through PEFT's default LoRA (fp32 products): magnitude vectors are not used
-    plain_lora = build_trainable_model(cfg, tiny_model)
-    for m in plain_lora.causal_lm.modules():
+
+    peft_default = build_trainable_model(cfg, tiny_model)  # the same weights through PEFT's fp32-cast path
+    for m in peft_default.causal_lm.modules():
         if hasattr(m, "lora_A"):
             m.cast_input_dtype_enabled = True
             for sub in [*m.lora_A.values(), *m.lora_B.values()]:
                 sub.__dict__.pop("forward", None)  # back to nn.Linear.forward
-    plain_lora.model.load_state_dict(tm.model.state_dict())
+    peft_default.model.load_state_dict(tm.model.state_dict())
     ids = torch.tensor([[1, 5, 9, 14, 3, 7, 2, 11]])
     out = tm.causal_lm(input_ids=ids, use_cache=False).logits.float()
-    ref = plain_lora.causal_lm(input_ids=ids, use_cache=False).logits.float()
+    ref = peft_default.causal_lm(input_ids=ids, use_cache=False).logits.float()
     assert (out - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+
     out.sum().backward()
-    grads = [p.grad for p in tm.model.parameters() if p.requires_grad]
-    assert grads and all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads)
-    assert all(p.dtype == torch.float32 for p in tm.model.parameters() if p.requires_grad)
-    assert not any(hasattr(m, "lora_A") and m.cast_input_dtype_enabled is False
-                   for m in plain.causal_lm.modules())  # DoRA keeps PEFT's fp32 path
+    trained = [p for p in tm.model.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0 for p in trained)
+
+    dora = build_trainable_model(cfg.model_copy(update={"fine_tune_type": "dora"}), tiny_model)
+    assert not any(getattr(m, "cast_input_dtype_enabled", True) is False for m in dora.causal_lm.modules())
