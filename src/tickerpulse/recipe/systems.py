@@ -85,17 +85,19 @@ def fit_label_bias(probs: Sequence[Sequence[float]], gold_labels: Sequence[str],
     zero = (0.0, 0.0, 0.0)
     value, bias = _bias_search(logs, gold_labels, groups, grid)
     without = _bias_objective(logs, gold_labels, groups, zero)
+    def subset(idx: Sequence[int]) -> tuple[list[list[float]], list[str], list[str]]:
+        return [logs[i] for i in idx], [gold_labels[i] for i in idx], [groups[i] for i in idx]
+
     order = list(range(len(probs)))
     random.Random(seed).shuffle(order)
     gains = []
     for f in range(folds):
         held = set(order[f::folds])
-        sub = lambda keep: ([logs[i] for i in keep], [gold_labels[i] for i in keep], [groups[i] for i in keep])  # noqa: E731
         fit_idx = [i for i in range(len(probs)) if i not in held]
         if not fit_idx or not held:
             continue
-        _, b = _bias_search(*sub(fit_idx), grid)
-        test = sub(sorted(held))
+        _, b = _bias_search(*subset(fit_idx), grid)
+        test = subset(sorted(held))
         gains.append(_bias_objective(*test, b) - _bias_objective(*test, zero))
     cv_gain = sum(gains) / len(gains) if gains else 0.0
     keep = bias != zero and cv_gain > 0

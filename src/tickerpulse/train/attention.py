@@ -27,6 +27,11 @@ LAYOUT_KW = "tp_layout"
 SEGMENT_MULTIPLE = 8  # segments are padded to a multiple of this (oneDNN builds a kernel per new shape)
 
 
+def round_up(n: int, multiple: int) -> int:
+    """Padded sizes: oneDNN compiles and keeps a kernel per new matmul shape, so fewer shapes = less of both."""
+    return -(-n // multiple) * multiple
+
+
 @dataclass
 class Layout:
     """Where the segments of a micro-batch sit, as flat indices into (rows * width) positions."""
@@ -52,7 +57,7 @@ def build_layout(segments: list[tuple[int, int]], prefix: tuple[int, int] | None
     """segments: (flat start, length) of each sample's own tokens; prefix: (flat start, length) or None."""
     p_start, p = prefix if prefix else (0, 0)
     k = len(segments)
-    n_max = -(-max(n for _, n in segments) // SEGMENT_MULTIPLE) * SEGMENT_MULTIPLE  # few distinct shapes
+    n_max = round_up(max(n for _, n in segments), SEGMENT_MULTIPLE)
     ar = torch.arange(n_max)
     starts = torch.tensor([s for s, _ in segments])
     lengths = torch.tensor([n for _, n in segments])

@@ -85,11 +85,14 @@ class _FrozenHeadCrossEntropy(torch.autograd.Function):
         return (None if grad is None else grad * grad_out.to(grad.dtype)), None, None, None
 
 
+def _logit_softcap(causal_lm: Any) -> float | None:
+    return getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)
+
+
 def _fusable_head(causal_lm: Any, head: Any) -> bool:
-    """A frozen nn.Linear without bias or logit softcapping: the fused loss applies."""
-    cap = getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)
-    return (isinstance(head, torch.nn.Linear) and type(head) is torch.nn.Linear and head.bias is None
-            and not head.weight.requires_grad and not cap)
+    """A frozen plain nn.Linear (not a subclass) without bias or logit softcapping: the fused loss applies."""
+    return (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+            and not _logit_softcap(causal_lm))
 
 
 def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
@@ -114,7 +117,7 @@ def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
         weights = None if batch.weights is None else batch.weights[keep]
         return _FrozenHeadCrossEntropy.apply(hidden[keep], head.weight, batch.targets[keep], weights)
     logits = head(hidden[keep]).float()
-    cap = getattr(getattr(causal_lm, "config", None), "final_logit_softcapping", None)
+    cap = _logit_softcap(causal_lm)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     if batch.weights is None:

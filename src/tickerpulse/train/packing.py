@@ -33,15 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tickerpulse.train.attention import Layout, build_layout
+from tickerpulse.train.attention import Layout, build_layout, round_up
 from tickerpulse.train.collate import IGNORE, Sample
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth an explicit mask
 VARLEN_WIDTH_MULTIPLE = 64  # varlen rows are padded to a multiple of this: few distinct matmul shapes
-
-
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 @dataclass
@@ -149,8 +145,8 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
     else:
         local_rows = [[k] for k in range(len(chosen))]
     width = max(sum(len(chosen[k]) for k in row) for row in local_rows)
-    if varlen:  # every new row width costs oneDNN a new kernel (time and memory kept for the whole run)
-        width = _round_up(width, VARLEN_WIDTH_MULTIPLE)
+    if varlen:
+        width = round_up(width, VARLEN_WIDTH_MULTIPLE)
     n_rows = len(local_rows)
     ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
     pos = torch.zeros((n_rows, width), dtype=torch.long)
@@ -186,7 +182,7 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
     local_rows = [list(range(len(chosen)))] if varlen else pack_rows(rests, max_seq_length - p)
     width = p + max(sum(rests[k] for k in row) for row in local_rows)
     if varlen:
-        width = _round_up(width, VARLEN_WIDTH_MULTIPLE)
+        width = round_up(width, VARLEN_WIDTH_MULTIPLE)
     n_rows = len(local_rows)
     ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
     pos = torch.zeros((n_rows, width), dtype=torch.long)

@@ -188,17 +188,16 @@ def _linear_in_input_dtype(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tens
     return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
 
 
-def lora_in_base_dtype(causal_lm: Any) -> int:
+def lora_in_base_dtype(causal_lm: Any) -> None:
     """Run LoRA's low-rank products in the (bf16) activation dtype; the fp32 weights stay the masters.
 
     PEFT casts every LoRA layer's input up to the adapter's fp32 and the result back down: two copies of a
     full activation per adapted linear, forward and backward (~20% of a step here). Casting the rank-r
     weights instead is what autocast does: the product runs in bf16 with fp32 accumulation, gradients reach
-    the fp32 weights through the cast. Plain LoRA only (DoRA's norms stay in fp32). Returns layers changed.
+    the fp32 weights through the cast. Plain LoRA only (DoRA's norms stay in fp32).
     """
     import types
 
-    n = 0
     for module in causal_lm.modules():
         if not (hasattr(module, "lora_A") and hasattr(module, "lora_B")):
             continue
@@ -206,8 +205,6 @@ def lora_in_base_dtype(causal_lm: Any) -> int:
         for sub in [*module.lora_A.values(), *module.lora_B.values()]:
             if isinstance(sub, torch.nn.Linear):
                 sub.forward = types.MethodType(_linear_in_input_dtype, sub)
-        n += 1
-    return n
 
 
 def _block_index(param_name: str) -> int | None:
