@@ -69,6 +69,24 @@ def test_resume_20_plus_20_equals_40_straight(short_data: Path, tiny_model: Path
     assert resumed.summary["best_step"] == train_summary(straight)["best_step"]
 
 
+def test_time_budget_ends_the_run_with_the_schedule_decayed(short_data: Path, tiny_model: Path, tmp_path: Path,
+                                                             one_thread):
+    run = tmp_path / "budget"
+    flags = base_flags(short_data, run, tiny_model, iters=100_000, time_budget=2.0, steps_per_eval=1_000,
+                       lr_schedule={"name": "cosine", "warmup": 3})
+    res = train(resolve_config(None, flags))
+    s = res.summary
+    assert s["status"] == "time_budget" and s["time_budget_s"] == 2.0
+    assert 10 < s["step"] < 100_000 and 2.0 <= s["train_time_s"] < 4.0
+    lrs = losses(run, key="lr")
+    assert sorted(lrs) == list(range(1, s["step"] + 1))
+    after_warmup = [lrs[k] for k in sorted(lrs) if k > 4]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))  # decaying in time
+    assert after_warmup[-1] < 0.1 * max(lrs.values())  # ... down to (nearly) its end at the budget
+    assert sorted(losses(run, "val", "val_loss")) == [0, s["step"]]  # the last step is validated
+    assert (run / f"{s['step']:07d}_adapters.safetensors").is_file() and s["best_step"] is not None
+
+
 def train_summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 

@@ -43,3 +43,15 @@ def test_short_names_fill_arguments_from_the_run():
 def test_bad_schedule_arguments_are_config_errors():
     with pytest.raises(ConfigError, match="decay_steps"):
         build_schedule(cfg(lr_schedule={"name": "cosine_decay", "arguments": [1e-4, 0]}), 10)
+
+
+def test_time_budget_moves_the_schedule_by_whichever_is_further_along():
+    from tickerpulse.train.loop import schedule_position
+
+    assert schedule_position(30, 999.0, 100, None) == 30  # no budget: steps only
+    assert schedule_position(30, 10.0, 100, 100.0) == 30  # steps ahead of time
+    assert schedule_position(30, 50.0, 100, 100.0) == pytest.approx(50.0)  # half the time spent: mid-schedule
+    assert schedule_position(30, 500.0, 100, 100.0) == 100  # past the budget: the schedule's end
+    lr = build_schedule(cfg(learning_rate=1e-3, lr_schedule={"name": "cosine"}, warmup_steps=10), 110)
+    # 60% of the time spent = position 66 = 55 of the 100 cosine steps; fractional positions are valid inputs
+    assert lr(schedule_position(11, 60.0, 110, 100.0)) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 0.55)))

@@ -19,6 +19,8 @@ def train(
     num_layers: int | None = typer.Option(None, help="Blocks to train counted from the top; -1 = all."),
     iters: int | None = typer.Option(None, help="Optimizer steps."),
     epochs: float | None = typer.Option(None, help="Train this many epochs instead of --iters."),
+    time_budget: float | None = typer.Option(None, help="End training after this many seconds of steps; the lr "
+                                             "schedule then decays in time (iters/epochs stay the upper bound)."),
     batch_size: int | None = typer.Option(None, help="Samples per micro-batch."),
     grad_accumulation_steps: int | None = typer.Option(None, help="Micro-batches per optimizer step."),
     learning_rate: float | None = typer.Option(None, help="Peak learning rate."),
@@ -51,7 +53,7 @@ def train(
 
     flags = {
         "model": model, "data": data, "fine_tune_type": fine_tune_type, "num_layers": num_layers, "iters": iters,
-        "epochs": epochs, "batch_size": batch_size, "grad_accumulation_steps": grad_accumulation_steps,
+        "epochs": epochs, "time_budget": time_budget, "batch_size": batch_size, "grad_accumulation_steps": grad_accumulation_steps,
         "learning_rate": learning_rate, "max_seq_length": max_seq_length, "adapter_path": adapter_path,
         "resume": resume, "resume_adapter_file": resume_adapter_file, "steps_per_report": steps_per_report,
         "steps_per_eval": steps_per_eval, "val_batches": val_batches, "save_every": save_every,

@@ -57,7 +57,7 @@ class LoopState:
 @dataclass
 class FitResult:
     state: LoopState
-    status: str  # finished | stopped_early | interrupted
+    status: str  # finished | time_budget | stopped_early | interrupted
     total_steps: int
 
 
@@ -66,6 +66,14 @@ def total_steps(cfg: TrainConfig, plan: BatchPlan) -> int:
     if cfg.epochs is None:
         return cfg.iters
     return max(1, math.ceil(cfg.epochs * plan.per_epoch / cfg.grad_accumulation_steps))
+
+
+def schedule_position(step: int, train_time: float, steps: int, time_budget: float | None) -> float:
+    """Where the lr schedule stands: the step count, or the spent share of `time_budget` in steps when that is
+    further along (a time-budgeted run then still warms up by step and decays to its end value in time)."""
+    if time_budget is None:
+        return float(step)
+    return max(float(step), min(train_time / time_budget, 1.0) * steps)
 
 
 def peak_memory_mb(device: str) -> float:
@@ -221,10 +229,15 @@ def fit(
     window = new_window()
     status = "finished"
     step_rng = rng_state()
+    budget = cfg.time_budget
+
+    def out_of_time() -> bool:
+        return budget is not None and st.train_time >= budget
+
     try:
-        while st.step < steps and not st.stopped_early:
+        while st.step < steps and not st.stopped_early and not out_of_time():
             t0 = time.perf_counter()
-            lr = lr_at(st.step)
+            lr = lr_at(schedule_position(st.step, st.train_time, steps, budget))
             for group in opt.param_groups:
                 group["lr"] = lr
             micro = [make_batch(train, plan.indices(st.step * accum + j), max_seq_length=cfg.max_seq_length,
@@ -255,9 +268,10 @@ def fit(
                 window[k] += v
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"loss is {step_loss} at step {st.step}: lower learning_rate or check data")
+            last = st.step == steps or out_of_time()
 
             # --- report ------------------------------------------------------------------------------
-            if st.step % cfg.steps_per_report == 0 or st.step == steps:
+            if st.step % cfg.steps_per_report == 0 or last:
                 reporter.log({
                     "kind": "train", "step": st.step, "epoch": round(plan.epoch_of(st.step * accum), 4),
                     "loss": window["loss"] / max(window["wsum"], 1), "lr": lr,
@@ -268,14 +282,14 @@ def fit(
                 })
                 window = new_window()
             # --- eval --------------------------------------------------------------------------------
-            if st.step % cfg.steps_per_eval == 0 or st.step == steps:
+            if st.step % cfg.steps_per_eval == 0 or last:
                 st.stopped_early = validate()
                 if st.stopped_early:
                     reporter.event(f"early stopping at step {st.step}: no val improvement > "
                                    f"{cfg.early_stopping_min_delta} for {st.bad_evals} evaluations; "
                                    f"best step {st.best_step} (val loss {st.best_val_loss:.4f})", st.step)
             # --- save --------------------------------------------------------------------------------
-            if st.step % cfg.save_every == 0 or st.step == steps or st.stopped_early:
+            if st.step % cfg.save_every == 0 or last or st.stopped_early:
                 save_checkpoint()
     except KeyboardInterrupt:
         status = "interrupted"
@@ -285,4 +299,7 @@ def fit(
             save_checkpoint(step_rng)
     if st.stopped_early:
         status = "stopped_early"
+    elif status == "finished" and st.step < steps:
+        status = "time_budget"
+        reporter.event(f"time budget of {budget:g} s reached at step {st.step} of {steps}", st.step)
     return FitResult(st, status, steps)

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from tickerpulse.config import ConfigError
 from tickerpulse.train.config import TrainConfig
 
-Schedule = Callable[[int], float]
+Schedule = Callable[[float], float]  # a time-budgeted run asks at fractional positions
 
 
 def cosine_decay(init: float, decay_steps: int, minimum: float = 0.0) -> Schedule:
     if decay_steps < 1:
         raise ConfigError(f"lr_schedule: cosine decay_steps must be >= 1, got {decay_steps}")
 
-    def lr(k: int) -> float:
+    def lr(k: float) -> float:
         s = min(k, decay_steps)
         return max(init * 0.5 * (1.0 + math.cos(math.pi * s / decay_steps)), minimum)
 
@@ -39,7 +39,7 @@ def linear_schedule(init: float, end: float, steps: int) -> Schedule:
     if steps < 1:
         raise ConfigError(f"lr_schedule: linear steps must be >= 1, got {steps}")
 
-    def lr(k: int) -> float:
+    def lr(k: float) -> float:
         return init + (end - init) * min(k, steps) / steps
 
     return lr

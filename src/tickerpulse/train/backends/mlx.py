@@ -58,6 +58,8 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("backend mlx: quantize is not supported (use backend: torch)")
     if cfg.token_weights:
         raise ConfigError("backend mlx: token_weights is not supported (use backend: torch)")
+    if cfg.time_budget is not None:
+        raise ConfigError("backend mlx: time_budget is not supported (use backend: torch, or iters)")
     if cfg.resume:
         raise ConfigError("backend mlx: exact resume is not supported; start from the weights with "
                           "resume_adapter_file: RUN/adapters.safetensors and a new adapter_path")

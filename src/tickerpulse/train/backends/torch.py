@@ -76,6 +76,7 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "fine_tune_type": cfg.fine_tune_type,
         "step": st.step,
         "total_steps": steps,
+        "time_budget_s": cfg.time_budget,
         "best_step": st.best_step,
         "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss,
         "best_adapter": BEST,
@@ -240,7 +241,9 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
         f"blocks {tm.trained_layers[0]}..{tm.trained_layers[-1]}" + (
             f", rank {cfg.lora_parameters.rank}, alpha {cfg.lora_parameters.lora_alpha:g}, "
             f"keys {cfg.lora_parameters.keys or 'all-linear'}" if tm.kind == "peft" else ""),
-        f"steps {steps} x batch {cfg.batch_size} x accum {cfg.grad_accumulation_steps}, lr {cfg.learning_rate:g}, "
+        f"steps {steps} x batch {cfg.batch_size} x accum {cfg.grad_accumulation_steps}"
+        + (f" or {cfg.time_budget:g} s of steps, whichever ends first" if cfg.time_budget else "")
+        + f", lr {cfg.learning_rate:g}, "
         f"max_seq_length {cfg.max_seq_length}, packing {'on' if cfg.packing else 'off'}, "
         f"mask_prompt {'on' if cfg.mask_prompt else 'off'}, grad checkpoint {'on' if cfg.grad_checkpoint else 'off'}",
     ]
