@@ -9,7 +9,7 @@ import pytest
 
 from tickerpulse.evaluate.items import EvalItem
 from tickerpulse.evaluate.runner import label_result, write_eval
-from tickerpulse.recipe.card import FAST, build_card, card_markdown, headline_markdown
+from tickerpulse.recipe.card import FAST, REASON, build_card, card_markdown, headline_markdown
 from tickerpulse.recipe.config import RecipeConfig
 from tickerpulse.recipe.systems import answers_result
 
@@ -60,3 +60,17 @@ def test_card_numbers_come_from_the_eval_files(tmp_path: Path) -> None:
     card2 = build_card(tmp_path / "again", RecipeConfig())
     t2 = {t["key"]: t for t in card2["targets"][FAST]}
     assert t2["tfns_accuracy"]["value"] == 1.0 and t2["tfns_accuracy"]["met"] and t2["tfns_accuracy"]["miss_by"] == 0.0
+
+
+def test_a_sampled_column_shows_fast_mode_on_the_same_items(tmp_path: Path) -> None:
+    _write_run(tmp_path, ["positive", "negative", "neutral", "positive", "negative"])  # fast: 3 of 5 right
+    sample = _items()[:2]  # the two items fast mode gets right: an easy sample
+    texts = [json.dumps({"ticker": None, "sentiment": g, "score": s, "reasoning": ""})
+             for g, s in zip(GOLD[:2], SCORES[:2])]
+    for ds in ("tfns", "fpb", "fiqa"):
+        write_eval(answers_result(REASON, sample, texts, {"n": 2}, {}), tmp_path / "eval" / ds / "student-reasoning")
+    card = build_card(tmp_path, RecipeConfig())
+    t = {x["key"]: x for x in card["targets"][REASON]}
+    assert t["tfns_accuracy"]["value"] == 1.0 and t["tfns_accuracy"]["fast_same_items"] == 1.0
+    assert t["fiqa_mae"]["fast_same_items"] == pytest.approx((abs(0.6 - 0.5) + abs(-0.5 + 0.5)) / 2)
+    assert "100.0% (n=2; fast mode on these items: 100.0%) ✅ met" in headline_markdown(card)

@@ -313,3 +313,22 @@ def test_many_segments_of_different_lengths_are_exact(tiny_and_tok):
         prm.grad = None
     assert result[True][0] == pytest.approx(result[False][0], rel=1e-5)
     assert (result[True][1] - result[False][1]).abs().max() <= 1e-4 * result[False][1].abs().max() + 1e-7
+
+
+def test_length_grouped_batches_see_every_sample_once_per_epoch_in_similar_length_batches():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 200, size=203).tolist()
+    plan = BatchPlan(203, 8, seed=5, lengths=lengths, group=5)
+    plain = BatchPlan(203, 8, seed=5)
+    epoch = [plan.indices(k) for k in range(plan.per_epoch)]
+    assert plan.per_epoch == 25 and len({i for b in epoch for i in b}) == 200  # without replacement
+    assert [BatchPlan(203, 8, seed=5, lengths=lengths, group=5).indices(k) for k in (3, 0)] == [epoch[3], epoch[0]]
+
+    def spread(p: BatchPlan) -> float:  # mean (longest - shortest) within a batch
+        return float(np.mean([np.ptp([lengths[i] for i in p.indices(k)]) for k in range(p.per_epoch)]))
+
+    assert spread(plan) < 0.5 * spread(plain)
+    firsts = [lengths[b[0]] for b in epoch]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # batch order is shuffled
+    assert plan.indices(25) != epoch[0]  # the next epoch regroups
+    assert BatchPlan(203, 8, seed=5, lengths=lengths, group=1).indices(0) == plain.indices(0)  # group 1 = off

@@ -31,14 +31,31 @@ TARGETS: tuple[tuple[str, str, str, float, bool, str], ...] = (
 )
 
 
-def load_evals(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """dataset -> system name -> metrics, read from out/eval/<dataset>/<system>/eval.json."""
+def load_evals(out: Path, with_items: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+    """dataset -> system name -> metrics (or the whole eval.json), read from out/eval/<dataset>/<system>/."""
     evals: dict[str, dict[str, dict[str, Any]]] = {}
     for ds in DATASETS:
         for f in sorted((out / "eval" / ds).glob("*/eval.json")):
             r = json.loads(f.read_text(encoding="utf-8"))
-            evals.setdefault(ds, {})[r["name"]] = r["metrics"]
+            evals.setdefault(ds, {})[r["name"]] = r if with_items else r["metrics"]
     return evals
+
+
+def fast_on_items(fast_items: list[dict[str, Any]], ids: set[str], path: str) -> float | None:
+    """Fast mode's metric `path` on the items with these ids: a sampled column's number next to fast mode's
+    on the very same items (a sample can be easier or harder than the whole test set)."""
+    from tickerpulse.evaluate.metrics import accuracy, macro_f1, score_metrics
+
+    items = [it for it in fast_items if it["id"] in ids]
+    if not items:
+        return None
+    gold, pred = [it["gold_label"] for it in items], [it["label"] or "" for it in items]
+    if path == "accuracy":
+        return accuracy(gold, pred)
+    if path == "macro_f1":
+        return macro_f1(gold, pred)
+    scores = score_metrics([it["gold_score"] for it in items], [it["score"] for it in items])
+    return get_path(scores, path.removeprefix("scores.")) if scores else None
 
 
 def system_row(m: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +83,7 @@ def _target(key: str, what: str, value: float | None, threshold: float, higher: 
 def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     """The card dict from the run's files (see the module docstring)."""
     evals = load_evals(out)
+    full = load_evals(out, with_items=True)
     inj = json.loads((out / "injection.json").read_text())
     summary = json.loads((out / "run" / "summary.json").read_text())
     timings = json.loads((out / "timings.json").read_text())
@@ -78,7 +96,11 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     for mode in (FAST, REASON, FREE):
         for key, ds, path, thr, higher, what in TARGETS:
             m = evals.get(ds, {}).get(mode)
-            targets[mode].append(_target(key, what, get_path(m, path), thr, higher, get_path(m, "n")))
+            t = _target(key, what, get_path(m, path), thr, higher, get_path(m, "n"))
+            if mode != FAST and m is not None and FAST in full.get(ds, {}):
+                ids = {it["id"] for it in full[ds][mode]["items"]}
+                t["fast_same_items"] = fast_on_items(full[ds][FAST]["items"], ids, path)
+            targets[mode].append(t)
         schema = [evals[ds][mode]["schema_valid"] for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
                                      min(schema) if schema else None, 1.0, True))
@@ -91,7 +113,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
         "prompt_version": cfg.prompt_version,
         "wall_time_s": timings.get("total_before_card"),
         "timings_s": timings,
-        "train": {k: summary.get(k) for k in ("status", "best_step", "step", "total_steps", "best_val_loss",
+        "train": {k: summary.get(k) for k in ("status", "best_step", "step", "total_steps", "time_budget_s", "best_val_loss",
                                               "first_val_loss", "tokens_per_sec", "samples_per_sec", "train_tokens",
                                               "trained_tokens", "train_time_s", "wall_time_s", "trainable_params",
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
@@ -121,7 +143,9 @@ def _fmt_target(t: dict[str, Any], full_n: int | None = None) -> str:
     pct = t["key"] not in ("fiqa_mae", "fiqa_spearman")
     val = _pct(t["value"]) if pct else _num(t["value"])
     if t.get("n") and full_n and t["n"] < full_n:
-        val += f" (n={t['n']})"
+        same = t.get("fast_same_items")
+        shown = "" if same is None else f"; fast mode on these items: {_pct(same) if pct else _num(same)}"
+        val += f" (n={t['n']}{shown})"
     if t["met"]:
         return f"{val} ✅ met"
     miss = f"{100 * t['miss_by']:.1f} pt" if pct else f"{t['miss_by']:.3f}"
@@ -150,7 +174,9 @@ def card_markdown(card: dict[str, Any]) -> str:
            "```", "", "## Targets (test data never trained on, never tuned on)", "", headline_markdown(card), "",
            f"Wall time of the whole recipe: **{card['wall_time_s'] / 60:.1f} min** "
            f"(steps: {', '.join(f'{k} {v:.0f}s' for k, v in card['timings_s'].items() if k != 'total_before_card')}).",
-           f"Training: {tr['status']}, {tr['step']} of {tr['total_steps']} steps, best step {tr['best_step']} "
+           f"Training: {tr['status']}, {tr['step']} of {tr['total_steps']} steps"
+           + (f" (time budget {tr['time_budget_s']:g} s)" if tr.get("time_budget_s") else "")
+           + f", best step {tr['best_step']} "
            f"(val loss {_num(tr['best_val_loss'])} from {_num(tr['first_val_loss'])}), "
            f"**{(tr['tokens_per_sec'] or 0):.0f} tokens/s** ({(tr['samples_per_sec'] or 0):.2f} samples/s), "
            f"{tr['train_time_s']} s, {tr['trainable_params']} trainable parameters in blocks {tr['trained_layers']}, "

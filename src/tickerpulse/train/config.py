@@ -106,6 +106,9 @@ class TrainConfig(StrictModel):
         True, description="Compute a prompt prefix shared by a batch's samples (e.g. the system prompt) once per "
         "packed row; loss and gradients are unchanged. Needs packing and prompt masking."
     )
+    length_group_batches: int = Field(
+        0, ge=0, description="Sort each run of N batches by sample length before cutting it into batches (batch "
+        "order shuffled): batches of similar lengths pad less. 0 = off. Like HF group_by_length (N = 50 there).")
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping; null disables.")
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int | None = Field(None, ge=0, description="Overrides lr_schedule.warmup.")

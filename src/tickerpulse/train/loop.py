@@ -61,6 +61,11 @@ class FitResult:
     total_steps: int
 
 
+def batch_plan(cfg: TrainConfig, train: Sequence[Sample]) -> BatchPlan:
+    """The run's training batches (length-grouped when `length_group_batches` is set)."""
+    return BatchPlan(len(train), cfg.batch_size, cfg.seed, [len(s) for s in train], cfg.length_group_batches)
+
+
 def total_steps(cfg: TrainConfig, plan: BatchPlan) -> int:
     """iters, or ceil(epochs * optimizer steps per epoch) when `epochs` is set."""
     if cfg.epochs is None:
@@ -162,7 +167,7 @@ def fit(
     """
     device = tm.device
     accum = cfg.grad_accumulation_steps
-    plan = BatchPlan(len(train), cfg.batch_size, cfg.seed)
+    plan = batch_plan(cfg, train)
     steps = total_steps(cfg, plan)
     lr_at = build_schedule(cfg, steps)
     params = [p for p in tm.model.parameters() if p.requires_grad]
@@ -171,12 +176,14 @@ def fit(
     val_sets = [make_batch(valid, idx, max_seq_length=cfg.max_seq_length, pad_id=pad_id, packing=cfg.packing,
                            share_prefix=share, varlen=tm.varlen)
                 for idx in eval_batches(len(valid), cfg.batch_size, cfg.val_batches)]
+    data_key = {"seed": cfg.seed, "batch_size": plan.batch_size, "samples": plan.n, "accum": accum,
+                **({"length_group_batches": plan.group} if plan.lengths is not None else {})}
     st = LoopState()
     if resume_state is not None:
         opt.load_state_dict(resume_state["optimizer"])
         known = set(LoopState.__dataclass_fields__)
         st = LoopState(**{k: v for k, v in resume_state["loop"].items() if k in known})
-        expect = {"seed": cfg.seed, "batch_size": plan.batch_size, "samples": plan.n, "accum": accum}
+        expect = data_key
         if resume_state["data"] != expect:
             raise ConfigError(f"cannot resume exactly: data/batching changed ({resume_state['data']} -> {expect})")
         set_rng_state(resume_state["rng"])
@@ -190,7 +197,7 @@ def fit(
             run.save_best(weights, meta, tm.model if tm.kind == "peft" else None)
         run.save_state({
             "step": st.step, "optimizer": opt.state_dict(), "rng": rng or rng_state(), "loop": st.__dict__,
-            "data": {"seed": cfg.seed, "batch_size": plan.batch_size, "samples": plan.n, "accum": accum},
+            "data": data_key,
             "adapter_file": checkpoint_name(st.step),
         })
         if on_save:

@@ -229,21 +229,44 @@ class BatchPlan:
 
     Training batches hold `batch_size` samples drawn without replacement from a per-epoch permutation; the
     last incomplete batch of an epoch is dropped (as in mlx-lm), unless the split is smaller than one batch.
+
+    With `lengths` and `group` > 1, each run of `group` batches of the permutation is sorted by sample length
+    before being cut into batches, and the epoch's batches are then shuffled: every sample is still seen once
+    per epoch in a random batch position, but a batch holds samples of similar length. Varlen attention pads
+    a batch's segments to its longest one, so such batches compute less padding.
     """
 
-    def __init__(self, n_samples: int, batch_size: int, seed: int):
+    def __init__(self, n_samples: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None,
+                 group: int = 0):
         if n_samples == 0:
             raise ValueError("no training samples")
+        if lengths is not None and len(lengths) != n_samples:
+            raise ValueError(f"lengths: {len(lengths)} values for {n_samples} samples")
         self.n = n_samples
         self.batch_size = min(batch_size, n_samples)
         self.seed = seed
         self.per_epoch = max(1, self.n // self.batch_size)
+        self.lengths = None if lengths is None or group <= 1 else np.asarray(lengths)
+        self.group = group
         self._cache: tuple[int, np.ndarray] | None = None
 
     def _perm(self, epoch: int) -> np.ndarray:
         if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(self.n)
+            if self.lengths is not None:
+                perm = self._grouped(perm, rng)
+            self._cache = (epoch, perm)
         return self._cache[1]
+
+    def _grouped(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        bs, size = self.batch_size, self.group * self.batch_size
+        assert self.lengths is not None
+        runs = [perm[i : i + size] for i in range(0, self.n, size)]
+        perm = np.concatenate([r[np.argsort(self.lengths[r], kind="stable")] for r in runs])
+        full = self.per_epoch * bs
+        batches = perm[:full].reshape(self.per_epoch, bs)[rng.permutation(self.per_epoch)]
+        return np.concatenate([batches.reshape(-1), perm[full:]])
 
     def indices(self, k: int) -> list[int]:
         epoch, j = divmod(k, self.per_epoch)

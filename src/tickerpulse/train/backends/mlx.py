@@ -60,6 +60,8 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("backend mlx: token_weights is not supported (use backend: torch)")
     if cfg.time_budget is not None:
         raise ConfigError("backend mlx: time_budget is not supported (use backend: torch, or iters)")
+    if cfg.length_group_batches:
+        raise ConfigError("backend mlx: length_group_batches is not supported (use backend: torch)")
     if cfg.resume:
         raise ConfigError("backend mlx: exact resume is not supported; start from the weights with "
                           "resume_adapter_file: RUN/adapters.safetensors and a new adapter_path")

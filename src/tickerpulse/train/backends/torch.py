@@ -25,6 +25,7 @@ from tickerpulse.train.collate import EncodedSplit, Encoder, stop_token_ids
 from tickerpulse.train.config import TrainConfig
 from tickerpulse.train.loop import (
     LoopState,
+    batch_plan,
     evaluate_loss,
     fit,
     peak_memory_mb,
@@ -32,7 +33,7 @@ from tickerpulse.train.loop import (
     total_steps,
     use_shared_prefix,
 )
-from tickerpulse.train.packing import BatchPlan, eval_batches, make_batch, padding_waste
+from tickerpulse.train.packing import eval_batches, make_batch, padding_waste
 from tickerpulse.train.peft_setup import TrainableModel, build_trainable_model
 from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
 from tickerpulse.train.run_folder import BEST, METRICS, RunFolder, sha256_file
@@ -152,7 +153,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
     steps = 0
     if cfg.train:
         assert train_set is not None
-        plan = BatchPlan(len(train_set.samples), cfg.batch_size, cfg.seed)
+        plan = batch_plan(cfg, train_set.samples)
         steps = total_steps(cfg, plan)
     names = tracker_names(cfg.report_to, cfg.wandb)
     console_sink = ConsoleSink(steps, resume_state["step"] if resume_state else 0)
@@ -253,7 +254,7 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
                          + "".join(f"; {n}" for n in enc.notes))
     train_set = encoded.get("train")
     if train_set is not None and train_set.samples and steps:
-        plan = BatchPlan(len(train_set.samples), cfg.batch_size, cfg.seed)
+        plan = batch_plan(cfg, train_set.samples)
         share = use_shared_prefix(cfg, tm)
         probe = [make_batch(train_set.samples, plan.indices(k), max_seq_length=cfg.max_seq_length, pad_id=0,
                             packing=cfg.packing, share_prefix=share, varlen=tm.varlen)
