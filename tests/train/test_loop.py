@@ -99,6 +99,8 @@ def test_refuses_to_overwrite_a_finished_run_and_resume_checks_data(short_data: 
         train(resolve_config(None, base_flags(short_data, run, tiny_model, iters=2)))
     with pytest.raises(ConfigError, match="data/batching changed"):
         train(resolve_config(None, {"resume": str(run), "iters": 4, "batch_size": 3}))
+    with pytest.raises(ConfigError, match="data/batching changed"):  # length grouping orders the data too
+        train(resolve_config(None, {"resume": str(run), "iters": 4, "length_group_batches": 4}))
 
 
 def test_no_graph_below_the_lowest_trained_block(smollm2_path):

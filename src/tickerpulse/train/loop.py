@@ -183,9 +183,8 @@ def fit(
         opt.load_state_dict(resume_state["optimizer"])
         known = set(LoopState.__dataclass_fields__)
         st = LoopState(**{k: v for k, v in resume_state["loop"].items() if k in known})
-        expect = data_key
-        if resume_state["data"] != expect:
-            raise ConfigError(f"cannot resume exactly: data/batching changed ({resume_state['data']} -> {expect})")
+        if resume_state["data"] != data_key:
+            raise ConfigError(f"cannot resume exactly: data/batching changed ({resume_state['data']} -> {data_key})")
         set_rng_state(resume_state["rng"])
 
     def save_checkpoint(rng: dict[str, Any] | None = None) -> None:
