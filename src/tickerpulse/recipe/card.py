@@ -31,13 +31,13 @@ TARGETS: tuple[tuple[str, str, str, float, bool, str], ...] = (
 )
 
 
-def load_evals(out: Path, with_items: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
-    """dataset -> system name -> metrics (or the whole eval.json), read from out/eval/<dataset>/<system>/."""
+def load_evals(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """dataset -> system name -> its eval.json (metrics and items), read from out/eval/<dataset>/<system>/."""
     evals: dict[str, dict[str, dict[str, Any]]] = {}
     for ds in DATASETS:
         for f in sorted((out / "eval" / ds).glob("*/eval.json")):
             r = json.loads(f.read_text(encoding="utf-8"))
-            evals.setdefault(ds, {})[r["name"]] = r if with_items else r["metrics"]
+            evals.setdefault(ds, {})[r["name"]] = r
     return evals
 
 
@@ -82,8 +82,8 @@ def _target(key: str, what: str, value: float | None, threshold: float, higher: 
 
 def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     """The card dict from the run's files (see the module docstring)."""
-    evals = load_evals(out)
-    full = load_evals(out, with_items=True)
+    full = load_evals(out)
+    evals = {ds: {name: r["metrics"] for name, r in systems.items()} for ds, systems in full.items()}
     inj = json.loads((out / "injection.json").read_text())
     summary = json.loads((out / "run" / "summary.json").read_text())
     timings = json.loads((out / "timings.json").read_text())
