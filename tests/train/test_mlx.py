@@ -102,6 +102,30 @@ def test_peft_adapter_converted_to_mlx_gives_the_same_logits_and_converts_back(p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "mlx"])
+def test_a_time_budget_ends_training_on_both_backends(backend, sentiment_data, smollm2_path, tmp_path):
+    """`time_budget` ends the run on the clock, validated and checkpointed, with the lr decayed in time."""
+    from tickerpulse.train.api import resolve_config, train
+
+    run = tmp_path / "run"
+    cfg = resolve_config(None, {
+        "backend": backend, "data": str(sentiment_data), "adapter_path": str(run), "num_layers": 2,
+        "batch_size": 2, "max_seq_length": 320, "learning_rate": 1e-3, "iters": 100_000, "time_budget": 4.0,
+        "steps_per_report": 1, "steps_per_eval": 100_000, "save_every": 100_000, "val_batches": 1,
+        "lr_schedule": {"name": "cosine"}, "lora_parameters": {"rank": 4, "scale": 2.0}, "dtype": "float32",
+    })
+    s = train(cfg).summary
+    assert s["status"] == "time_budget" and s["time_budget_s"] == 4.0 and 1 <= s["step"] < 100_000
+    assert s["train_time_s"] >= 4.0
+    recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in recs if r["kind"] == "train"]
+    assert len(lrs) == s["step"] and lrs == sorted(lrs, reverse=True)
+    assert s["step"] < 3 or lrs[-1] < lrs[0]
+    assert [r["step"] for r in recs if r["kind"] == "val"] == [0, s["step"]]
+    assert (run / f"{s['step']:07d}_adapters.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "mlx"])
 def test_same_config_trains_on_both_backends_and_the_run_loads_with_peft(backend, sentiment_data, smollm2_path,
                                                                           tmp_path):
     """The same TrainConfig trains a few steps on torch and on mlx; both run folders have the same layout and

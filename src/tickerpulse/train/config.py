@@ -116,7 +116,7 @@ class TrainConfig(StrictModel):
     time_budget: float | None = Field(
         None, gt=0, description="Seconds of optimizer steps (validation excluded) after which training ends; "
         "iters/epochs stay the upper bound. The lr schedule follows whichever of steps or time is further along, "
-        "so its decay completes on a slow machine too. torch backend.")
+        "so its decay completes on a slow machine too.")
     early_stopping_patience: int | None = Field(None, ge=1, description="Evals without improvement before stopping.")
     early_stopping_min_delta: float = Field(0.0, ge=0)
     token_weights: list[TokenWeight] = Field(

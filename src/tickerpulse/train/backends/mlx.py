@@ -12,8 +12,9 @@ assistant turn / the completion only), rendered with the model's own chat templa
 `iterate_batches` (length-sorted, padded, no packing).
 
 Limitations (errors, not silent fallbacks): fine_tune_type lora only (DoRA / full / QLoRA: use the torch
-backend), no exact `resume` (start from weights with `resume_adapter_file`), no `hf_dataset`,
-`grad_checkpoint` is ignored.
+backend), no exact `resume` (start from weights with `resume_adapter_file`), no `hf_dataset`, no
+`token_weights`, no `length_group_batches` (mlx-lm's batches are length-sorted already); `grad_checkpoint`
+is ignored. `time_budget` works as on torch.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from tickerpulse.train.adapter_convert import (
 )
 from tickerpulse.train.backends import TrainResult
 from tickerpulse.train.config import TrainConfig
-from tickerpulse.train.loop import LoopState, peak_memory_mb, seed_everything
+from tickerpulse.train.loop import LoopState, peak_memory_mb, schedule_position, seed_everything
 from tickerpulse.train.peft_setup import trained_layer_indices
 from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
 from tickerpulse.train.run_folder import BEST, METRICS, PEFT_WEIGHTS, RunFolder, checkpoint_name, sha256_file
@@ -58,8 +59,6 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("backend mlx: quantize is not supported (use backend: torch)")
     if cfg.token_weights:
         raise ConfigError("backend mlx: token_weights is not supported (use backend: torch)")
-    if cfg.time_budget is not None:
-        raise ConfigError("backend mlx: time_budget is not supported (use backend: torch, or iters)")
     if cfg.length_group_batches:
         raise ConfigError("backend mlx: length_group_batches is not supported (use backend: torch)")
     if cfg.resume:
@@ -250,7 +249,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
     def summary(status: str) -> dict[str, Any]:
         return {
             "status": status, "backend": "mlx", "base_model": cfg.model, "base_model_path": str(model_dir),
-            "fine_tune_type": "lora", "step": st.step, "total_steps": steps, "best_step": st.best_step,
+            "fine_tune_type": "lora", "step": st.step, "total_steps": steps, "time_budget_s": cfg.time_budget,
+            "best_step": st.best_step,
             "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss, "best_adapter": BEST,
             "mlx_adapter": f"{MLX_SUBDIR}/", "first_val_loss": st.first_val_loss, "last_val_loss": st.last_val_loss,
             "stopped_early": st.stopped_early, "train_tokens": st.train_tokens, "trained_tokens": st.trained_tokens,
@@ -283,9 +283,14 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
             model.train()
             validate()
             window = {"loss": 0.0, "targets": 0, "tokens": 0, "time": 0.0, "grad_norm": 0.0, "steps": 0}
-            while st.step < steps and not st.stopped_early:
+            budget = cfg.time_budget
+
+            def out_of_time() -> bool:
+                return budget is not None and st.train_time >= budget
+
+            while st.step < steps and not st.stopped_early and not out_of_time():
                 t0 = time.perf_counter()
-                lr = lr_at(st.step)
+                lr = lr_at(schedule_position(st.step, st.train_time, steps, budget))
                 grads, loss_sum, ntoks, tokens = None, mx.array(0.0), mx.array(0), 0
                 for _ in range(cfg.grad_accumulation_steps):
                     batch, lengths = next(batches)
@@ -312,7 +317,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
                 for k, v in (("loss", loss * n_t), ("targets", n_t), ("tokens", tokens), ("time", dt),
                              ("grad_norm", float(gnorm.item())), ("steps", 1)):
                     window[k] += v
-                if st.step % cfg.steps_per_report == 0 or st.step == steps:
+                last = st.step == steps or out_of_time()
+                if st.step % cfg.steps_per_report == 0 or last:
                     reporter.log({"kind": "train", "step": st.step,
                                   "loss": window["loss"] / max(window["targets"], 1), "lr": lr,
                                   "tokens_per_sec": window["tokens"] / max(window["time"], 1e-9),
@@ -320,13 +326,13 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
                                   "grad_norm": window["grad_norm"] / window["steps"],
                                   "peak_memory_mb": round(peak_memory_mb("cpu"), 1)})
                     window = {k: 0 if k in ("targets", "tokens", "steps") else 0.0 for k in window}
-                if st.step % cfg.steps_per_eval == 0 or st.step == steps:
+                if st.step % cfg.steps_per_eval == 0 or last:
                     st.stopped_early = validate()
                     if st.stopped_early:
                         reporter.event(f"early stopping at step {st.step}: no val improvement > "
                                        f"{cfg.early_stopping_min_delta} for {st.bad_evals} evaluations; best step "
                                        f"{st.best_step} (val loss {st.best_val_loss:.4f})", st.step)
-                if st.step % cfg.save_every == 0 or st.step == steps or st.stopped_early:
+                if st.step % cfg.save_every == 0 or last or st.stopped_early:
                     meta = {"step": st.step}
                     if sets["valid"] is None:  # no validation data: the newest weights are the result
                         st.best_step = st.step
@@ -337,6 +343,9 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
                     run.plot()
             if st.stopped_early:
                 status = "stopped_early"
+            elif st.step < steps:
+                status = "time_budget"
+                reporter.event(f"time budget of {budget:g} s reached at step {st.step} of {steps}", st.step)
         if cfg.test and sets["test"] is not None:
             if cfg.train and (run / MLX_SUBDIR / "adapters.safetensors").is_file():  # evaluate what ships
                 model.load_weights(str(run / MLX_SUBDIR / "adapters.safetensors"), strict=False)
