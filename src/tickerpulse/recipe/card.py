@@ -43,19 +43,18 @@ def load_evals(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
 
 def fast_on_items(fast_items: list[dict[str, Any]], ids: set[str], path: str) -> float | None:
     """Fast mode's metric `path` on the items with these ids: a sampled column's number next to fast mode's
-    on the very same items (a sample can be easier or harder than the whole test set)."""
-    from tickerpulse.evaluate.metrics import accuracy, macro_f1, score_metrics
+    on the very same items (a sample can be easier or harder than the whole test set). Rescored from the
+    stored answers the way the eval itself scored them."""
+    from tickerpulse.evaluate.items import EvalItem
+    from tickerpulse.evaluate.runner import score_answers
 
-    items = [it for it in fast_items if it["id"] in ids]
-    if not items:
+    records = [it for it in fast_items if it["id"] in ids]
+    if not records:
         return None
-    gold, pred = [it["gold_label"] for it in items], [it["label"] or "" for it in items]
-    if path == "accuracy":
-        return accuracy(gold, pred)
-    if path == "macro_f1":
-        return macro_f1(gold, pred)
-    scores = score_metrics([it["gold_score"] for it in items], [it["score"] for it in items])
-    return get_path(scores, path.removeprefix("scores.")) if scores else None
+    items = [EvalItem(id=r["id"], messages=[], gold_label=r["gold_label"], gold_score=r["gold_score"],
+                      gold_tickers=r["gold_tickers"], text=r["text"]) for r in records]
+    metrics, _ = score_answers(items, [r["prediction"] for r in records], "sentiment")
+    return get_path(metrics, path)
 
 
 def system_row(m: dict[str, Any]) -> dict[str, Any]:

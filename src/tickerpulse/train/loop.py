@@ -63,7 +63,8 @@ class FitResult:
 
 def batch_plan(cfg: TrainConfig, train: Sequence[Sample]) -> BatchPlan:
     """The run's training batches (length-grouped when `length_group_batches` is set)."""
-    return BatchPlan(len(train), cfg.batch_size, cfg.seed, [len(s) for s in train], cfg.length_group_batches)
+    group = cfg.length_group_batches
+    return BatchPlan(len(train), cfg.batch_size, cfg.seed, [len(s) for s in train] if group > 1 else None, group)
 
 
 def total_steps(cfg: TrainConfig, plan: BatchPlan) -> int:
@@ -79,6 +80,11 @@ def schedule_position(step: int, train_time: float, steps: int, time_budget: flo
     if time_budget is None:
         return float(step)
     return max(float(step), min(train_time / time_budget, 1.0) * steps)
+
+
+def out_of_time(st: LoopState, time_budget: float | None) -> bool:
+    """Whether a time-budgeted run has spent its budget (seconds of steps, validation excluded)."""
+    return time_budget is not None and st.train_time >= time_budget
 
 
 def peak_memory_mb(device: str) -> float:
@@ -236,12 +242,8 @@ def fit(
     status = "finished"
     step_rng = rng_state()
     budget = cfg.time_budget
-
-    def out_of_time() -> bool:
-        return budget is not None and st.train_time >= budget
-
     try:
-        while st.step < steps and not st.stopped_early and not out_of_time():
+        while st.step < steps and not st.stopped_early and not out_of_time(st, budget):
             t0 = time.perf_counter()
             lr = lr_at(schedule_position(st.step, st.train_time, steps, budget))
             for group in opt.param_groups:
@@ -274,7 +276,7 @@ def fit(
                 window[k] += v
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"loss is {step_loss} at step {st.step}: lower learning_rate or check data")
-            last = st.step == steps or out_of_time()
+            last = st.step == steps or out_of_time(st, budget)
 
             # --- report ------------------------------------------------------------------------------
             if st.step % cfg.steps_per_report == 0 or last:

@@ -42,7 +42,7 @@ from tickerpulse.train.adapter_convert import (
 )
 from tickerpulse.train.backends import TrainResult
 from tickerpulse.train.config import TrainConfig
-from tickerpulse.train.loop import LoopState, peak_memory_mb, schedule_position, seed_everything
+from tickerpulse.train.loop import LoopState, out_of_time, peak_memory_mb, schedule_position, seed_everything
 from tickerpulse.train.peft_setup import trained_layer_indices
 from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
 from tickerpulse.train.run_folder import BEST, METRICS, PEFT_WEIGHTS, RunFolder, checkpoint_name, sha256_file
@@ -284,11 +284,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
             validate()
             window = {"loss": 0.0, "targets": 0, "tokens": 0, "time": 0.0, "grad_norm": 0.0, "steps": 0}
             budget = cfg.time_budget
-
-            def out_of_time() -> bool:
-                return budget is not None and st.train_time >= budget
-
-            while st.step < steps and not st.stopped_early and not out_of_time():
+            while st.step < steps and not st.stopped_early and not out_of_time(st, budget):
                 t0 = time.perf_counter()
                 lr = lr_at(schedule_position(st.step, st.train_time, steps, budget))
                 grads, loss_sum, ntoks, tokens = None, mx.array(0.0), mx.array(0), 0
@@ -317,7 +313,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
                 for k, v in (("loss", loss * n_t), ("targets", n_t), ("tokens", tokens), ("time", dt),
                              ("grad_norm", float(gnorm.item())), ("steps", 1)):
                     window[k] += v
-                last = st.step == steps or out_of_time()
+                last = st.step == steps or out_of_time(st, budget)
                 if st.step % cfg.steps_per_report == 0 or last:
                     reporter.log({"kind": "train", "step": st.step,
                                   "loss": window["loss"] / max(window["targets"], 1), "lr": lr,
