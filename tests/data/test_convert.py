@@ -71,6 +71,16 @@ RECORD_CASES = [
 ]
 
 
+def test_mixed_records_file_keeps_each_rows_fields(tmp_path):
+    """A records file whose first row is a twitter record must not read every row as twitter: FiQA's real
+    score and every row's source survive (the recipe writes one such file per split)."""
+    rows = [rec.to_dict() for row in (TFNS, FIQA_POST, FPB)
+            for rec in read_records(jsonl(tmp_path / "one.jsonl", [row]))]
+    mixed = read_records(jsonl(tmp_path / "mixed.jsonl", rows))
+    assert [r.to_dict() for r in mixed] == rows
+    assert [(r.source, r.score) for r in mixed] == [("tfns", None), ("fiqa", -0.202), ("fpb", None)]
+
+
 @pytest.mark.parametrize("row,expected", RECORD_CASES)
 def test_records_from_each_shape(tmp_path, row, expected):
     [rec] = read_records(jsonl(tmp_path / "plain.jsonl", [row]))

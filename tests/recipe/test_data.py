@@ -71,3 +71,29 @@ def test_assemble_real_data_no_leakage(shared_data: Path) -> None:
     assert all(r.score is None for r in data["fpb"]["test"])
     n_fpb = sum(len(v) for v in data["fpb"].values())
     assert abs(len(data["fpb"]["test"]) / n_fpb - 0.2) < 0.02
+
+
+def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) -> None:
+    """The gold teacher's chat answers keep every row's own judgement: FiQA's real per-target score (not the
+    label's stock +-0.7) and the row's dataset, also for injection-augmented copies."""
+    import json
+
+    from tickerpulse.data.formats import iter_jsonl
+    from tickerpulse.recipe.config import RecipeConfig
+    from tickerpulse.recipe.sentiment import distill_chat
+
+    cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, splits=SplitConfig(limit_per_dataset=40),
+                       injection_augment=0.5)
+    data = assemble(shared_data, cfg.splits, seed=0)
+    chat = distill_chat(cfg, data, tmp_path, log=lambda *_: None)
+    gold = {r.id: r for ds in data.values() for r in ds["train"]}
+    rows = [row for _, row in iter_jsonl(chat / "train.jsonl")]
+    seen = Counter()
+    for row in rows:
+        meta, ans = row["meta"], json.loads(row["messages"][-1]["content"])
+        src = gold[meta["id"].removesuffix(":inj")]
+        assert ans["sentiment"] == src.label and meta["source"] == src.dataset, meta["id"]
+        if src.score is not None:
+            assert ans["score"] == pytest.approx(round(src.score, 2)), meta["id"]
+        seen[src.dataset] += 1
+    assert set(seen) == {"tfns", "fpb", "fiqa"} and sum(seen.values()) == len(rows)

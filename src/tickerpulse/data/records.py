@@ -152,6 +152,8 @@ def detect_source(row: dict[str, Any]) -> SourceFormat:
     """Which reader fits a JSON row, from its fields (ValueError says what was seen)."""
     if not isinstance(row, dict):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    if "source" in row and "text" in row and ("label" in row or "score" in row):
+        return "records"  # our own records (`Record.to_dict` always names the source), also when mixed
     if isinstance(row.get("targets"), list) and "source" not in row:
         return "fiqa"
     if "original_label" in row or str(row.get("id", "")).startswith("tfns-"):
