@@ -74,3 +74,11 @@ def test_a_sampled_column_shows_fast_mode_on_the_same_items(tmp_path: Path) -> N
     assert t["tfns_accuracy"]["value"] == 1.0 and t["tfns_accuracy"]["fast_same_items"] == 1.0
     assert t["fiqa_mae"]["fast_same_items"] == pytest.approx((abs(0.6 - 0.5) + abs(-0.5 + 0.5)) / 2)
     assert "100.0% (n=2; fast mode on these items: 100.0%) ✅ met" in headline_markdown(card)
+
+
+def test_small_miss_is_not_printed_as_zero() -> None:
+    from tickerpulse.recipe.card import _fmt_target
+
+    t = {"key": "tfns_macro_f1", "value": 0.8497, "met": False, "miss_by": 0.0003}
+    assert _fmt_target(t).endswith("missed by 0.03 pt")
+    assert _fmt_target({**t, "miss_by": 0.026}).endswith("missed by 2.6 pt")

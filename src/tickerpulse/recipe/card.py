@@ -147,7 +147,9 @@ def _fmt_target(t: dict[str, Any], full_n: int | None = None) -> str:
         val += f" (n={t['n']}{shown})"
     if t["met"]:
         return f"{val} ✅ met"
-    miss = f"{100 * t['miss_by']:.1f} pt" if pct else f"{t['miss_by']:.3f}"
+    pts = 100 * t["miss_by"]
+    # a miss under 0.05 pt must not print as "missed by 0.0 pt"
+    miss = (f"{pts:.1f} pt" if pts >= 0.05 else f"{pts:.2f} pt") if pct else f"{t['miss_by']:.3f}"
     return f"{val} ❌ missed by {miss}"
 
 
