@@ -81,6 +81,15 @@ def test_mixed_records_file_keeps_each_rows_fields(tmp_path):
     assert [(r.source, r.score) for r in mixed] == [("tfns", None), ("fiqa", -0.202), ("fpb", None)]
 
 
+def test_concatenated_dataset_files_keep_each_rows_fields(tmp_path):
+    """Shared files joined into one (twitter first): each row is read by its own dataset's reader."""
+    singles = [read_records(jsonl(tmp_path / f"{i}.jsonl", [row]))[0].to_dict()
+               for i, row in enumerate((TFNS, FIQA_POST, FPB))]
+    mixed = read_records(jsonl(tmp_path / "joined.jsonl", [TFNS, FIQA_POST, FPB]))
+    assert [r.to_dict() for r in mixed] == singles
+    assert mixed[1].targets and mixed[1].score == -0.202
+
+
 @pytest.mark.parametrize("row,expected", RECORD_CASES)
 def test_records_from_each_shape(tmp_path, row, expected):
     [rec] = read_records(jsonl(tmp_path / "plain.jsonl", [row]))

@@ -212,13 +212,16 @@ def _from_records(row: dict[str, Any], n: int, source: str) -> Record:
 
 
 def read_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Iterator[Record]:
-    """Records from a JSONL dataset file; DataError names file:line of a row that does not fit."""
+    """Records from a JSONL dataset file; DataError names file:line of a row that does not fit.
+
+    Without `fmt` each row is read by the reader its own fields fit, so a file mixing datasets (the recipe's
+    records, or shared files concatenated) keeps every row's score, targets and source."""
     path = Path(path)
-    chosen = fmt
     n = 0
     for lineno, row in iter_jsonl(path):
+        chosen = fmt
         try:
-            chosen = chosen or detect_source(row)
+            chosen = fmt or detect_source(row)
             if chosen == "tfns":
                 rec = _from_tfns(row, n)
             elif chosen == "fpb":
