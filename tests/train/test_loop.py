@@ -179,3 +179,56 @@ def test_lora_runs_in_the_bf16_base_dtype_with_fp32_master_weights(tiny_model):
 
     dora = build_trainable_model(cfg.model_copy(update={"fine_tune_type": "dora"}), tiny_model)
     assert not any(getattr(m, "cast_input_dtype_enabled", True) is False for m in dora.causal_lm.modules())
+
+
+def test_early_stopping_on_the_weighted_token_loss_keeps_the_best_label_step(short_data: Path, tmp_path: Path,
+                                                                            tiny_model: Path, one_thread):
+    """`early_stopping_metric: weighted_token_loss`: every validation logs the loss of the token_weights positions
+    alone (here the label after '"sentiment": "', recomputed below from plain full-vocabulary logits), and the
+    best adapter is the step where that loss, not the whole-answer loss, was lowest."""
+    from transformers import AutoModelForCausalLM
+
+    from tickerpulse.models.adapters import apply_adapter
+    from tickerpulse.models.loading import load_tokenizer
+
+    marker = '"sentiment": "'
+    rows = []
+    for split in ("train", "valid"):
+        for ln in (short_data / f"{split}.jsonl").read_text().splitlines():
+            m = json.loads(ln)["messages"]
+            rows.append((split, [m[0], {"role": "assistant", "content": '{"sentiment": "%s", "score": 0.0}' % m[1]["content"]}]))
+    data = write_split_folder(tmp_path / "json", {s: [{"messages": m} for sp, m in rows if sp == s]
+                                                  for s in ("train", "valid")})
+    run = tmp_path / "marked"
+    with pytest.raises(ValueError, match="needs token_weights"):
+        resolve_config(None, base_flags(data, run, tiny_model, early_stopping_metric="weighted_token_loss"))
+    res = train(resolve_config(None, base_flags(
+        data, run, tiny_model, iters=30, steps_per_eval=5, save_every=5, val_batches=-1, learning_rate=3e-3,
+        lora_parameters={"rank": 4}, lr_schedule=None, early_stopping_metric="weighted_token_loss",
+        token_weights=[{"after": marker, "weight": 4.0}])))
+    s = res.summary
+    marked, whole = losses(run, "val", "val_weighted_token_loss"), losses(run, "val", "val_loss")
+    assert sorted(marked) == sorted(whole) == [0, 5, 10, 15, 20, 25, 30]
+    assert s["early_stopping_metric"] == "weighted_token_loss"
+    assert s["best_step"] == min(marked, key=marked.get) and s["best_metric"] == pytest.approx(marked[s["best_step"]])
+    assert s["best_val_loss"] == pytest.approx(whole[s["best_step"]])
+    assert s["best_step"] != min(whole, key=whole.get)  # this run's two metrics disagree: the choice is visible
+    best, at_best = load_file(run / "adapters.safetensors"), load_file(run / f"{s['best_step']:07d}_adapters.safetensors")
+    assert all(torch.equal(best[k], at_best[k]) for k in best)
+
+    tok = load_tokenizer(tiny_model)
+    model = apply_adapter(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                          run / f"{s['step']:07d}_adapters.safetensors").eval()
+    ces = []
+    for sp, msgs in rows:
+        if sp != "valid":
+            continue
+        text = tok.apply_chat_template(msgs, tokenize=False)
+        at = text.rindex(marker) + len(marker)
+        enc = tok(text, return_offsets_mapping=True, add_special_tokens=False)
+        i = next(j for j, (a, b) in enumerate(enc["offset_mapping"]) if a <= at < b)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([enc["input_ids"][: i + 1]])).logits[0, i - 1].float()
+        ces.append(torch.nn.functional.cross_entropy(logits[None], torch.tensor([enc["input_ids"][i]])).item())
+    assert marked[s["step"]] == pytest.approx(sum(ces) / len(ces), rel=1e-3)
+    assert abs(marked[s["step"]] - whole[s["step"]]) > 1e-3  # a different number than the whole-answer loss

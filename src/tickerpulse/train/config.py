@@ -119,6 +119,9 @@ class TrainConfig(StrictModel):
         "so its decay completes on a slow machine too.")
     early_stopping_patience: int | None = Field(None, ge=1, description="Evals without improvement before stopping.")
     early_stopping_min_delta: float = Field(0.0, ge=0)
+    early_stopping_metric: Literal["val_loss", "weighted_token_loss"] = Field(
+        "val_loss", description="What early stopping and the best adapter follow: the validation loss, or the mean "
+        "loss of the token_weights positions alone (e.g. the label token a classifier reads). torch backend.")
     token_weights: list[TokenWeight] = Field(
         default_factory=list, description="Chat data: the answer token right after each `after` text counts `weight` "
         "times in the loss (e.g. the label after '\"sentiment\": \"'); loss = weighted mean. torch backend.")
@@ -132,6 +135,8 @@ class TrainConfig(StrictModel):
             raise ValueError("num_layers must be -1 (all) or a positive number of blocks")
         if self.val_batches == 0 or self.val_batches < -1:
             raise ValueError("val_batches must be -1 (all) or positive")
+        if self.early_stopping_metric == "weighted_token_loss" and not self.token_weights:
+            raise ValueError("early_stopping_metric weighted_token_loss needs token_weights (the positions it scores)")
         return self
 
     @property

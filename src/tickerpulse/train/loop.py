@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from tickerpulse.config import ConfigError
-from tickerpulse.train.collate import Sample
+from tickerpulse.train.collate import IGNORE, Sample
 from tickerpulse.train.config import TrainConfig
-from tickerpulse.train.loss import batch_loss, supports_explicit_mask
+from tickerpulse.train.loss import batch_loss, supports_explicit_mask, token_losses
 from tickerpulse.train.packing import Batch, BatchPlan, eval_batches, make_batch
 from tickerpulse.train.peft_setup import TrainableModel
 from tickerpulse.train.report import Reporter
@@ -41,7 +41,8 @@ class LoopState:
 
     step: int = 0
     best_step: int | None = None
-    best_val_loss: float = math.inf
+    best_val_loss: float = math.inf  # val loss at best_step
+    best_metric: float = math.inf  # early_stopping_metric at best_step (= best_val_loss for "val_loss")
     bad_evals: int = 0
     first_val_loss: float | None = None
     last_val_loss: float | None = None
@@ -128,18 +129,48 @@ def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch
         raise ConfigError(f"optimizer_config.{cfg.optimizer}: {exc}") from None
 
 
+@dataclass
+class ValLosses:
+    """One evaluation: the (weighted) training loss and the loss of the `token_weights` positions alone."""
+
+    loss: float  # mean token loss, weighted like training (`token_weights`)
+    tokens: int  # trained tokens
+    weighted_token_loss: float  # mean unweighted loss over the token_weights positions (nan without any)
+    weighted_tokens: int
+
+    def metric(self, name: str) -> float:
+        """The early-stopping metric `name` (TrainConfig.early_stopping_metric)."""
+        return self.weighted_token_loss if name == "weighted_token_loss" else self.loss
+
+
 @torch.no_grad()
-def evaluate_loss(causal_lm: Any, batches: Sequence[Batch], device: str) -> tuple[float, int]:
-    """(mean (weighted) token loss, trained tokens) over fixed batches, in eval mode (no dropout)."""
+def validation_losses(causal_lm: Any, batches: Sequence[Batch], device: str) -> ValLosses:
+    """Both validation losses over fixed batches from one forward pass each, in eval mode (no dropout)."""
     was_training = causal_lm.training
     causal_lm.eval()
-    total, wsum, n = 0.0, 0.0, 0
+    total = wsum = marked = 0.0
+    n = n_marked = 0
     for b in batches:
-        total += batch_loss(causal_lm, b.to(device)).item()
+        b = b.to(device)
+        ce = token_losses(causal_lm, b)
+        if b.weights is None:
+            total += ce.sum().item()
+        else:
+            w = b.weights[b.targets != IGNORE]
+            total += (ce * w).sum().item()
+            sel = w != 1.0
+            marked += ce[sel].sum().item()
+            n_marked += int(sel.sum().item())
         wsum += b.weight_total
         n += b.n_targets
     causal_lm.train(was_training)
-    return (total / wsum if wsum else math.nan), n
+    return ValLosses(total / wsum if wsum else math.nan, n, marked / n_marked if n_marked else math.nan, n_marked)
+
+
+def evaluate_loss(causal_lm: Any, batches: Sequence[Batch], device: str) -> tuple[float, int]:
+    """(mean (weighted) token loss, trained tokens) over fixed batches, in eval mode (no dropout)."""
+    v = validation_losses(causal_lm, batches, device)
+    return v.loss, v.tokens
 
 
 def can_share_prefix(causal_lm: Any, max_seq_length: int, varlen: bool) -> bool:
@@ -189,6 +220,8 @@ def fit(
         opt.load_state_dict(resume_state["optimizer"])
         known = set(LoopState.__dataclass_fields__)
         st = LoopState(**{k: v for k, v in resume_state["loop"].items() if k in known})
+        if "best_metric" not in resume_state["loop"] and cfg.early_stopping_metric == "val_loss":
+            st.best_metric = st.best_val_loss  # a checkpoint from before the metric was recorded
         if resume_state["data"] != data_key:
             raise ConfigError(f"cannot resume exactly: data/batching changed ({resume_state['data']} -> {data_key})")
         set_rng_state(resume_state["rng"])
@@ -212,10 +245,11 @@ def fit(
         """Evaluate, keep the best adapter, return True when early stopping says stop."""
         if not val_sets:
             return False
-        val_loss, n = evaluate_loss(tm.causal_lm, val_sets, device)
-        improved = val_loss < st.best_val_loss - cfg.early_stopping_min_delta
+        v = validation_losses(tm.causal_lm, val_sets, device)
+        val_loss, metric = v.loss, v.metric(cfg.early_stopping_metric)
+        improved = metric < st.best_metric - cfg.early_stopping_min_delta
         if improved:
-            st.best_val_loss, st.best_step, st.bad_evals = val_loss, st.step, 0
+            st.best_metric, st.best_val_loss, st.best_step, st.bad_evals = metric, val_loss, st.step, 0
             run.save_best(tm.trainable_state(), {"step": st.step, "val_loss": val_loss, "kind": tm.kind,
                                                  "fine_tune_type": cfg.fine_tune_type},
                           tm.model if tm.kind == "peft" else None)
@@ -223,9 +257,10 @@ def fit(
             st.bad_evals += 1
         st.first_val_loss = val_loss if st.first_val_loss is None else st.first_val_loss
         st.last_val_loss = val_loss
-        st.history.append({"step": st.step, "val_loss": val_loss})
+        marked = {"val_weighted_token_loss": v.weighted_token_loss} if v.weighted_tokens else {}
+        st.history.append({"step": st.step, "val_loss": val_loss, **marked})
         reporter.log({"kind": "val", "step": st.step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
-                      "val_tokens": n, "is_best": improved, "best_step": st.best_step})
+                      "val_tokens": v.tokens, **marked, "is_best": improved, "best_step": st.best_step})
         if on_save:
             on_save(st, False)
         patience = cfg.early_stopping_patience
@@ -295,7 +330,7 @@ def fit(
                 if st.stopped_early:
                     reporter.event(f"early stopping at step {st.step}: no val improvement > "
                                    f"{cfg.early_stopping_min_delta} for {st.bad_evals} evaluations; "
-                                   f"best step {st.best_step} (val loss {st.best_val_loss:.4f})", st.step)
+                                   f"best step {st.best_step} ({cfg.early_stopping_metric} {st.best_metric:.4f})", st.step)
             # --- save --------------------------------------------------------------------------------
             if st.step % cfg.save_every == 0 or last or st.stopped_early:
                 save_checkpoint()

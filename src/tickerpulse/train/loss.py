@@ -95,13 +95,8 @@ def _fusable_head(causal_lm: Any, head: Any) -> bool:
             and not _logit_softcap(causal_lm))
 
 
-def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
-    """Sum of (weighted) token cross-entropies over the trained positions (divide by `batch.weight_total`).
-
-    With varlen attention (the training default) the batch's segment layout goes to the attention function.
-    Otherwise, plain packed rows rely on `attention_mask=None` + reset `position_ids` + `use_cache=False`, from
-    which transformers builds a block-diagonal mask (see packing.py); shared-prefix rows bring a 4-D mask.
-    """
+def _target_hidden(causal_lm: Any, batch: Batch) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """(last hidden states of the whole batch, output projection, mask of the positions that have a target)."""
     decoder, head = decoder_and_head(causal_lm)
     if uses_varlen(causal_lm):
         if batch.layout is None:
@@ -112,7 +107,36 @@ def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
         dtype = next(causal_lm.parameters()).dtype
         hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
                          attention_mask=_model_mask(causal_lm, batch.mask, dtype), use_cache=False).last_hidden_state
-    keep = batch.targets != IGNORE
+    return hidden, head, batch.targets != IGNORE
+
+
+@torch.no_grad()
+def token_losses(causal_lm: Any, batch: Batch) -> torch.Tensor:
+    """Unweighted fp32 cross-entropy of every trained position, in target order (evaluation only).
+
+    Validation needs more than one weighted sum: the loss of the `token_weights` positions alone (the
+    label fast mode reads) is a separate early-stopping metric. Same arithmetic as `batch_loss`.
+    """
+    hidden, head, keep = _target_hidden(causal_lm, batch)
+    h, t = hidden[keep], batch.targets[keep]
+    cap = _logit_softcap(causal_lm)
+    out = [h.new_zeros(0, dtype=torch.float32)]
+    for i in range(0, h.shape[0], HEAD_CHUNK):
+        logits = head(h[i : i + HEAD_CHUNK]).float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        out.append(F.cross_entropy(logits, t[i : i + HEAD_CHUNK], reduction="none"))
+    return torch.cat(out)
+
+
+def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
+    """Sum of (weighted) token cross-entropies over the trained positions (divide by `batch.weight_total`).
+
+    With varlen attention (the training default) the batch's segment layout goes to the attention function.
+    Otherwise, plain packed rows rely on `attention_mask=None` + reset `position_ids` + `use_cache=False`, from
+    which transformers builds a block-diagonal mask (see packing.py); shared-prefix rows bring a 4-D mask.
+    """
+    hidden, head, keep = _target_hidden(causal_lm, batch)
     if _fusable_head(causal_lm, head):
         weights = None if batch.weights is None else batch.weights[keep]
         return _FrozenHeadCrossEntropy.apply(hidden[keep], head.weight, batch.targets[keep], weights)

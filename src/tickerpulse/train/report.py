@@ -76,7 +76,9 @@ class ConsoleSink:
         elif kind == "val":
             self.fields["val"] = f"{record['val_loss']:.4f}"
             best = " (best)" if record.get("is_best") else ""
-            line = f"step {step}: val loss {record['val_loss']:.4f}, ppl {record['val_ppl']:.3f}{best}"
+            marked = record.get("val_weighted_token_loss")
+            marked = "" if marked is None else f", weighted-token loss {marked:.4f}"
+            line = f"step {step}: val loss {record['val_loss']:.4f}, ppl {record['val_ppl']:.3f}{marked}{best}"
         elif kind == "test":
             line = f"test loss {record['test_loss']:.4f}, ppl {record['test_ppl']:.3f} ({record['test_tokens']} tokens)"
         else:

@@ -80,6 +80,8 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "time_budget_s": cfg.time_budget,
         "best_step": st.best_step,
         "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss,
+        "early_stopping_metric": cfg.early_stopping_metric,
+        "best_metric": None if math.isinf(st.best_metric) else st.best_metric,
         "best_adapter": BEST,
         "first_val_loss": st.first_val_loss,
         "last_val_loss": st.last_val_loss,
