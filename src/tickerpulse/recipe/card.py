@@ -113,6 +113,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
         "wall_time_s": timings.get("total_before_card"),
         "timings_s": timings,
         "train": {k: summary.get(k) for k in ("status", "best_step", "step", "total_steps", "time_budget_s", "best_val_loss",
+                                              "early_stopping_metric", "best_metric",
                                               "first_val_loss", "tokens_per_sec", "samples_per_sec", "train_tokens",
                                               "trained_tokens", "train_time_s", "wall_time_s", "trainable_params",
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
@@ -177,8 +178,10 @@ def card_markdown(card: dict[str, Any]) -> str:
            f"(steps: {', '.join(f'{k} {v:.0f}s' for k, v in card['timings_s'].items() if k != 'total_before_card')}).",
            f"Training: {tr['status']}, {tr['step']} of {tr['total_steps']} steps"
            + (f" (time budget {tr['time_budget_s']:g} s)" if tr.get("time_budget_s") else "")
-           + f", best step {tr['best_step']} "
-           f"(val loss {_num(tr['best_val_loss'])} from {_num(tr['first_val_loss'])}), "
+           + f", best step {tr['best_step']} ("
+           + (f"label-token loss {_num(tr['best_metric'])}, chosen on it; "
+              if tr.get("early_stopping_metric") == "weighted_token_loss" else "")
+           + f"val loss {_num(tr['best_val_loss'])} from {_num(tr['first_val_loss'])}), "
            f"**{(tr['tokens_per_sec'] or 0):.0f} tokens/s** ({(tr['samples_per_sec'] or 0):.2f} samples/s), "
            f"{tr['train_time_s']} s, {tr['trainable_params']} trainable parameters in blocks {tr['trained_layers']}, "
            f"base dtype {tr['base_dtype']}, peak memory {tr['peak_memory_mb']} MB.", ""]
