@@ -87,6 +87,35 @@ def test_time_budget_ends_the_run_with_the_schedule_decayed(short_data: Path, ti
     assert (run / f"{s['step']:07d}_adapters.safetensors").is_file() and s["best_step"] is not None
 
 
+def test_budget_fit_shortens_the_time_budget_from_the_measured_throughput(short_data: Path, tiny_model: Path,
+                                                                          tmp_path: Path, one_thread):
+    """The recipe's deadline hook: called once at step 30 with the real tokens/s; only a shorter budget is taken."""
+    from tickerpulse.train.loop import BUDGET_FIT_STEP
+
+    calls: list[tuple[float, float]] = []
+
+    def fit(tok_s: float, spent: float) -> float:
+        calls.append((tok_s, spent))
+        return spent + 1.0  # one more second of steps
+
+    run = tmp_path / "fit"
+    flags = base_flags(short_data, run, tiny_model, iters=100_000, time_budget=600.0, steps_per_eval=1_000)
+    s = train(resolve_config(None, flags), budget_fit=fit).summary
+    assert len(calls) == 1
+    tok_s, spent = calls[0]
+    assert s["status"] == "time_budget" and s["time_budget_s"] == pytest.approx(spent + 1.0)
+    assert BUDGET_FIT_STEP < s["step"] < 100_000 and spent + 1.0 <= s["train_time_s"] < spent + 3.0
+    train_rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    at_fit = [r for r in train_rows if r.get("kind") == "train" and r["step"] <= BUDGET_FIT_STEP]
+    measured = sum(r["tokens"] for r in at_fit) / sum(r["tokens"] / r["tokens_per_sec"] for r in at_fit)
+    assert tok_s == pytest.approx(measured, rel=0.05)  # the throughput the run itself reported
+    # a budget_fit that asks for MORE time than configured leaves the configured budget
+    run2 = tmp_path / "cap"
+    s2 = train(resolve_config(None, base_flags(short_data, run2, tiny_model, iters=100_000, time_budget=2.0,
+                                               steps_per_eval=1_000)), budget_fit=lambda t, sp: 1e9).summary
+    assert s2["time_budget_s"] == 2.0 and s2["train_time_s"] < 4.0
+
+
 def train_summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 

@@ -77,6 +77,13 @@ class RecipeConfig(StrictModel):
     injection_augment: float = Field(0.1, ge=0, le=1, description="Share of training rows added again with an "
                                      "appended instruction (other phrasings than the evaluation's) and the clean label.")
     prompt_version: str = Field("sentiment-v1", description="Prompt file used for training, eval and serving.")
+    wall_budget: float | None = Field(
+        None, gt=0, description="Seconds for the whole recipe: at training step 30 the step-time budget is set so "
+        "that training plus the stages after it end by then, from the measured tokens/s (null = train.time_budget "
+        "/ iters alone).")
+    post_train_tokens: float = Field(
+        900_000, gt=0, description="What fuse, calibration, evaluation and the injection test cost, in tokens of "
+        "training throughput (they take post_train_tokens / tokens-per-second seconds; measured in docs/recipe.md).")
     splits: SplitConfig = Field(default_factory=SplitConfig)
     train: dict[str, Any] = Field(default_factory=dict, description="tickerpulse train keys (see docs/train.md).")
     eval: EvalSettings = Field(default_factory=EvalSettings)

@@ -65,7 +65,7 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
     timer.step("distill", t)
 
     t = time.perf_counter()
-    train_student(cfg, chat, out / "run", log, argv)
+    train_student(cfg, chat, out / "run", log, argv, deadline=timer.t0 + cfg.wall_budget if cfg.wall_budget else None)
     timer.step("train", t)
 
     t = time.perf_counter()
@@ -132,16 +132,33 @@ def _empty_reasoning(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------------- train
-def train_student(cfg: RecipeConfig, chat: Path, run: Path, log: Log, argv: list[str] | None) -> dict[str, Any]:
+def train_student(cfg: RecipeConfig, chat: Path, run: Path, log: Log, argv: list[str] | None,
+                  deadline: float | None = None) -> dict[str, Any]:
     from tickerpulse.train.api import resolve_config, train
 
     overrides = {**cfg.train, "model": cfg.base_model, "data": str(chat), "adapter_path": str(run)}
     tcfg = resolve_config(None, overrides)
-    result = train(tcfg, argv=argv)
+    fit = deadline_budget(deadline, cfg.post_train_tokens) if deadline is not None else None
+    result = train(tcfg, argv=argv, budget_fit=fit)
     s = result.summary
     log(f"trained: {s.get('status')}, best step {s.get('best_step')}, val loss {s.get('best_val_loss')}, "
         f"{s.get('tokens_per_sec', 0):.0f} tok/s, {s.get('train_time_s')} s")
     return s
+
+
+VALIDATION_SHARE = 0.08  # validation passes and saves add ~8% to the step time (run 7: 1,951 s steps, 2,140 s train)
+
+
+def deadline_budget(deadline: float, post_train_tokens: float) -> Callable[[float, float], float]:
+    """The step-time budget that ends training early enough for the later stages to finish by `deadline`.
+
+    Training and evaluation both slow down on a slower CPU (no AMX: half the tokens/s), so the reserve for
+    the stages after training is a token count divided by the measured training throughput, not seconds."""
+    def fit(tokens_per_sec: float, spent: float) -> float:
+        left = deadline - time.perf_counter() - post_train_tokens / tokens_per_sec
+        return spent + max(left, 0.0) / (1 + VALIDATION_SHARE)
+
+    return fit
 
 
 # ---------------------------------------------------------------------------------------------- calibrate

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tickerpulse.config import ConfigError, build, load_yaml
 from tickerpulse.train.backends import TrainResult, get_backend
 from tickerpulse.train.config import TrainConfig, load_train_config
 from tickerpulse.train.run_folder import CONFIG
+
+if TYPE_CHECKING:
+    from tickerpulse.train.loop import BudgetFit
 
 
 def resolve_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -30,6 +33,9 @@ def resolve_config(path: str | Path | None = None, overrides: dict[str, Any] | N
     return build(TrainConfig, base, over, source=str(run_cfg))
 
 
-def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
-    """Train with `cfg.backend` (auto = mlx on Apple Silicon with mlx installed, else torch)."""
-    return get_backend(cfg.backend).train(cfg, argv=argv)
+def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit | None = None) -> TrainResult:
+    """Train with `cfg.backend` (auto = mlx on Apple Silicon with mlx installed, else torch).
+
+    `budget_fit(tokens_per_sec, step_seconds_spent) -> step seconds` may shorten `time_budget` once the
+    throughput is measured (a caller with a wall-clock deadline, like the recipe)."""
+    return get_backend(cfg.backend).train(cfg, argv=argv, budget_fit=budget_fit)

@@ -51,6 +51,7 @@ class LoopState:
     trained_tokens: int = 0  # tokens that carried a loss
     pad_tokens: int = 0
     train_time: float = 0.0
+    fitted_budget: float | None = None  # the time budget `refit_budget` set (kept on resume)
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)  # val records, for the summary
 
@@ -86,6 +87,33 @@ def schedule_position(step: int, train_time: float, steps: int, time_budget: flo
 def out_of_time(st: LoopState, time_budget: float | None) -> bool:
     """Whether a time-budgeted run has spent its budget (seconds of steps, validation excluded)."""
     return time_budget is not None and st.train_time >= time_budget
+
+
+BudgetFit = Callable[[float, float], float]
+"""(tokens/s so far, step seconds spent) -> total seconds of steps the run may take."""
+BUDGET_FIT_STEP = 30  # past warm-up and the first kernel compilations: a throughput worth extrapolating
+
+
+def effective_budget(st: LoopState, cfg: TrainConfig) -> float | None:
+    return st.fitted_budget if st.fitted_budget is not None else cfg.time_budget
+
+
+def refit_budget(st: LoopState, budget: float | None, budget_fit: BudgetFit | None, reporter: Reporter) -> float | None:
+    """At step BUDGET_FIT_STEP, let `budget_fit` shorten the time budget from the measured throughput.
+
+    A caller with a wall-clock deadline after training (the recipe's evaluation) cannot know the step budget
+    in advance: on a machine half as fast, training AND the stages after it take twice as long. Only a
+    shorter budget is taken (the configured one stays the cap); the lr schedule follows the new budget."""
+    if budget_fit is None or st.step != BUDGET_FIT_STEP or st.train_time <= 0:
+        return budget
+    tok_s = st.train_tokens / st.train_time
+    fitted = max(budget_fit(tok_s, st.train_time), st.train_time)
+    if budget is not None and fitted >= budget:
+        return budget
+    st.fitted_budget = fitted
+    reporter.event(f"time budget set to {fitted:.0f} s of steps from {tok_s:.0f} tokens/s at step {st.step} "
+                   f"(was {f'{budget:g} s' if budget is not None else 'none'})", st.step)
+    return fitted
 
 
 def peak_memory_mb(device: str) -> float:
@@ -194,6 +222,7 @@ def fit(
     pad_id: int,
     resume_state: dict[str, Any] | None = None,
     on_save: Callable[[LoopState, bool], None] | None = None,
+    budget_fit: BudgetFit | None = None,
 ) -> FitResult:
     """Train `tm` on `train`, validating on `valid`; writes checkpoints and metrics into `run`.
 
@@ -201,6 +230,7 @@ def fit(
         resume_state: the dict from `checkpoint.pt` (weights already loaded into `tm`).
         on_save: called after every evaluation (False) and checkpoint (True): the backend refreshes
             summary.json, and the loss plot at checkpoints.
+        budget_fit: shortens `time_budget` once the throughput is known (`refit_budget`).
     """
     device = tm.device
     accum = cfg.grad_accumulation_steps
@@ -276,7 +306,7 @@ def fit(
     window = new_window()
     status = "finished"
     step_rng = rng_state()
-    budget = cfg.time_budget
+    budget = effective_budget(st, cfg)
     try:
         while st.step < steps and not st.stopped_early and not out_of_time(st, budget):
             t0 = time.perf_counter()
@@ -306,6 +336,7 @@ def fit(
             st.computed_tokens += sum(b.n_computed for b in micro)
             st.trained_tokens += n_targets
             st.pad_tokens += sum(b.n_pad for b in micro)
+            budget = refit_budget(st, budget, budget_fit, reporter)
             for k, v in (("loss", step_loss * w_total), ("wsum", w_total), ("targets", n_targets), ("tokens", tokens), ("time", dt),
                          ("grad_norm", grad_norm), ("steps", 1)):
                 window[k] += v

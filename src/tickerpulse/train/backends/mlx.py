@@ -42,7 +42,16 @@ from tickerpulse.train.adapter_convert import (
 )
 from tickerpulse.train.backends import TrainResult
 from tickerpulse.train.config import TrainConfig
-from tickerpulse.train.loop import LoopState, out_of_time, peak_memory_mb, schedule_position, seed_everything
+from tickerpulse.train.loop import (
+    BudgetFit,
+    LoopState,
+    effective_budget,
+    out_of_time,
+    peak_memory_mb,
+    refit_budget,
+    schedule_position,
+    seed_everything,
+)
 from tickerpulse.train.peft_setup import trained_layer_indices
 from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
 from tickerpulse.train.run_folder import BEST, METRICS, PEFT_WEIGHTS, RunFolder, checkpoint_name, sha256_file
@@ -118,7 +127,7 @@ def _load_split(data: str, split: str, required: bool) -> list[dict[str, Any]] |
     return rows
 
 
-def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
+def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit | None = None) -> TrainResult:
     """Train LoRA with mlx-lm on `cfg` (same keys and run folder as the torch backend)."""
     t_start = time.perf_counter()
     _check(cfg)
@@ -249,7 +258,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
     def summary(status: str) -> dict[str, Any]:
         return {
             "status": status, "backend": "mlx", "base_model": cfg.model, "base_model_path": str(model_dir),
-            "fine_tune_type": "lora", "step": st.step, "total_steps": steps, "time_budget_s": cfg.time_budget,
+            "fine_tune_type": "lora", "step": st.step, "total_steps": steps, "time_budget_s": effective_budget(st, cfg),
             "best_step": st.best_step,
             "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss, "best_adapter": BEST,
             "mlx_adapter": f"{MLX_SUBDIR}/", "first_val_loss": st.first_val_loss, "last_val_loss": st.last_val_loss,
@@ -283,7 +292,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
             model.train()
             validate()
             window = {"loss": 0.0, "targets": 0, "tokens": 0, "time": 0.0, "grad_norm": 0.0, "steps": 0}
-            budget = cfg.time_budget
+            budget = effective_budget(st, cfg)
             while st.step < steps and not st.stopped_early and not out_of_time(st, budget):
                 t0 = time.perf_counter()
                 lr = lr_at(schedule_position(st.step, st.train_time, steps, budget))
@@ -310,6 +319,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
                 st.train_time += dt
                 st.train_tokens += tokens
                 st.trained_tokens += n_t
+                budget = refit_budget(st, budget, budget_fit, reporter)
                 for k, v in (("loss", loss * n_t), ("targets", n_t), ("tokens", tokens), ("time", dt),
                              ("grad_norm", float(gnorm.item())), ("steps", 1)):
                     window[k] += v

@@ -24,7 +24,9 @@ from tickerpulse.train.backends import TrainResult
 from tickerpulse.train.collate import EncodedSplit, Encoder, stop_token_ids
 from tickerpulse.train.config import TrainConfig
 from tickerpulse.train.loop import (
+    BudgetFit,
     LoopState,
+    effective_budget,
     batch_plan,
     evaluate_loss,
     fit,
@@ -77,7 +79,7 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "fine_tune_type": cfg.fine_tune_type,
         "step": st.step,
         "total_steps": steps,
-        "time_budget_s": cfg.time_budget,
+        "time_budget_s": effective_budget(st, cfg),
         "best_step": st.best_step,
         "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss,
         "early_stopping_metric": cfg.early_stopping_metric,
@@ -113,7 +115,7 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
     }
 
 
-def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
+def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit | None = None) -> TrainResult:
     """Run one training job described by `cfg` (see docs/train.md); returns the run folder and summary."""
     t_start = time.perf_counter()
     _quiet_transformers()
@@ -184,7 +186,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> TrainResult:
             ftz = tm.device == "cpu" and torch.set_flush_denormal(True)
             try:
                 result = fit(cfg, tm, train_set.samples, valid_set.samples if valid_set else [], run, reporter,
-                             pad_id=tokenizer.pad_token_id, resume_state=resume_state, on_save=refresh)
+                             pad_id=tokenizer.pad_token_id, resume_state=resume_state, on_save=refresh,
+                             budget_fit=budget_fit)
             finally:
                 if ftz:
                     torch.set_flush_denormal(False)
