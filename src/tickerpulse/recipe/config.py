@@ -82,7 +82,7 @@ class RecipeConfig(StrictModel):
         "that training plus the stages after it end by then, from the measured tokens/s (null = train.time_budget "
         "/ iters alone).")
     post_train_tokens: float = Field(
-        900_000, gt=0, description="What fuse, calibration, evaluation and the injection test cost, in tokens of "
+        1_050_000, gt=0, description="What fuse, calibration, evaluation and the injection test cost, in tokens of "
         "training throughput (they take post_train_tokens / tokens-per-second seconds; measured in docs/recipe.md).")
     splits: SplitConfig = Field(default_factory=SplitConfig)
     train: dict[str, Any] = Field(default_factory=dict, description="tickerpulse train keys (see docs/train.md).")
