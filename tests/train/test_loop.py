@@ -103,7 +103,7 @@ def test_budget_fit_shortens_the_time_budget_from_the_measured_throughput(short_
     s = train(resolve_config(None, flags), budget_fit=fit).summary
     assert len(calls) == 1
     tok_s, spent = calls[0]
-    assert s["status"] == "time_budget" and s["time_budget_s"] == pytest.approx(spent + 1.0)
+    assert s["status"] == "time_budget" and s["time_budget_s"] == pytest.approx(spent + 1.0) and s["time_budget_fitted"]
     assert BUDGET_FIT_STEP < s["step"] < 100_000 and spent + 1.0 <= s["train_time_s"] < spent + 3.0
     train_rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     at_fit = [r for r in train_rows if r.get("kind") == "train" and r["step"] <= BUDGET_FIT_STEP]
@@ -113,7 +113,7 @@ def test_budget_fit_shortens_the_time_budget_from_the_measured_throughput(short_
     run2 = tmp_path / "cap"
     s2 = train(resolve_config(None, base_flags(short_data, run2, tiny_model, iters=100_000, time_budget=2.0,
                                                steps_per_eval=1_000)), budget_fit=lambda t, sp: 1e9).summary
-    assert s2["time_budget_s"] == 2.0 and s2["train_time_s"] < 4.0
+    assert s2["time_budget_s"] == 2.0 and not s2["time_budget_fitted"] and s2["train_time_s"] < 4.0
 
 
 def train_summary(run: Path) -> dict:

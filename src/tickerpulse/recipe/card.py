@@ -112,7 +112,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
         "prompt_version": cfg.prompt_version,
         "wall_time_s": timings.get("total_before_card"),
         "timings_s": timings,
-        "train": {k: summary.get(k) for k in ("status", "best_step", "step", "total_steps", "time_budget_s", "best_val_loss",
+        "train": {k: summary.get(k) for k in ("status", "best_step", "step", "total_steps", "time_budget_s", "time_budget_fitted", "best_val_loss",
                                               "early_stopping_metric", "best_metric",
                                               "first_val_loss", "tokens_per_sec", "samples_per_sec", "train_tokens",
                                               "trained_tokens", "train_time_s", "wall_time_s", "trainable_params",
@@ -177,7 +177,10 @@ def card_markdown(card: dict[str, Any]) -> str:
            f"Wall time of the whole recipe: **{card['wall_time_s'] / 60:.1f} min** "
            f"(steps: {', '.join(f'{k} {v:.0f}s' for k, v in card['timings_s'].items() if k != 'total_before_card')}).",
            f"Training: {tr['status']}, {tr['step']} of {tr['total_steps']} steps"
-           + (f" (time budget {tr['time_budget_s']:g} s)" if tr.get("time_budget_s") else "")
+           + (f" (time budget {tr['time_budget_s']:.0f} s of steps"
+              + (f", fitted at step 30 to the {card['config']['wall_budget'] / 60:g}-minute wall budget"
+                 if tr.get("time_budget_fitted") and card.get("config", {}).get("wall_budget") else "") + ")"
+              if tr.get("time_budget_s") else "")
            + f", best step {tr['best_step']} ("
            + (f"label-token loss {_num(tr['best_metric'])}, chosen on it; "
               if tr.get("early_stopping_metric") == "weighted_token_loss" else "")

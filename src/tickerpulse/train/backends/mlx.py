@@ -259,6 +259,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
         return {
             "status": status, "backend": "mlx", "base_model": cfg.model, "base_model_path": str(model_dir),
             "fine_tune_type": "lora", "step": st.step, "total_steps": steps, "time_budget_s": effective_budget(st, cfg),
+            "time_budget_fitted": st.fitted_budget is not None,
             "best_step": st.best_step,
             "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss, "best_adapter": BEST,
             "mlx_adapter": f"{MLX_SUBDIR}/", "first_val_loss": st.first_val_loss, "last_val_loss": st.last_val_loss,

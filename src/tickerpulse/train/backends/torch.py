@@ -79,7 +79,7 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "fine_tune_type": cfg.fine_tune_type,
         "step": st.step,
         "total_steps": steps,
-        "time_budget_s": effective_budget(st, cfg),
+        "time_budget_s": effective_budget(st, cfg), "time_budget_fitted": st.fitted_budget is not None,
         "best_step": st.best_step,
         "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss,
         "early_stopping_metric": cfg.early_stopping_metric,
