@@ -90,7 +90,7 @@ def test_time_budget_ends_the_run_with_the_schedule_decayed(short_data: Path, ti
 def test_budget_fit_shortens_the_time_budget_from_the_measured_throughput(short_data: Path, tiny_model: Path,
                                                                           tmp_path: Path, one_thread):
     """The recipe's deadline hook: called once at step 30 with the real tokens/s; only a shorter budget is taken."""
-    from tickerpulse.train.loop import BUDGET_FIT_STEP
+    from tickerpulse.train.config import BUDGET_FIT_STEP
 
     calls: list[tuple[float, float]] = []
 

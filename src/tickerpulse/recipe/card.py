@@ -16,6 +16,7 @@ from typing import Any
 from tickerpulse.evaluate.report import get_path
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
 from tickerpulse.recipe.data import TEST_NAMES
+from tickerpulse.train.config import BUDGET_FIT_STEP
 
 FAST, REASON, FREE = "student fast", "student reasoning", "student free generation"
 SYSTEM_ORDER = ("majority class", "VADER", "TF-IDF + LR", "base zero-shot (fast)", FAST, REASON, FREE)
@@ -178,7 +179,7 @@ def card_markdown(card: dict[str, Any]) -> str:
            f"(steps: {', '.join(f'{k} {v:.0f}s' for k, v in card['timings_s'].items() if k != 'total_before_card')}).",
            f"Training: {tr['status']}, {tr['step']} of {tr['total_steps']} steps"
            + (f" (time budget {tr['time_budget_s']:.0f} s of steps"
-              + (f", fitted at step 30 to the {card['config']['wall_budget'] / 60:g}-minute wall budget"
+              + (f", fitted at step {BUDGET_FIT_STEP} to the {card['config']['wall_budget'] / 60:g}-minute wall budget"
                  if tr.get("time_budget_fitted") and card.get("config", {}).get("wall_budget") else "") + ")"
               if tr.get("time_budget_s") else "")
            + f", best step {tr['best_step']} ("

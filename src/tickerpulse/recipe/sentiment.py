@@ -65,7 +65,8 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
     timer.step("distill", t)
 
     t = time.perf_counter()
-    train_student(cfg, chat, out / "run", log, argv, deadline=timer.t0 + cfg.wall_budget if cfg.wall_budget else None)
+    fit = deadline_budget(timer.t0 + cfg.wall_budget, cfg.post_train_tokens) if cfg.wall_budget else None
+    train_student(cfg, chat, out / "run", log, argv, budget_fit=fit)
     timer.step("train", t)
 
     t = time.perf_counter()
@@ -133,13 +134,12 @@ def _empty_reasoning(row: dict[str, Any]) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------------------- train
 def train_student(cfg: RecipeConfig, chat: Path, run: Path, log: Log, argv: list[str] | None,
-                  deadline: float | None = None) -> dict[str, Any]:
+                  budget_fit: Callable[[float, float], float] | None = None) -> dict[str, Any]:
     from tickerpulse.train.api import resolve_config, train
 
     overrides = {**cfg.train, "model": cfg.base_model, "data": str(chat), "adapter_path": str(run)}
     tcfg = resolve_config(None, overrides)
-    fit = deadline_budget(deadline, cfg.post_train_tokens) if deadline is not None else None
-    result = train(tcfg, argv=argv, budget_fit=fit)
+    result = train(tcfg, argv=argv, budget_fit=budget_fit)
     s = result.summary
     log(f"trained: {s.get('status')}, best step {s.get('best_step')}, val loss {s.get('best_val_loss')}, "
         f"{s.get('tokens_per_sec', 0):.0f} tok/s, {s.get('train_time_s')} s")

@@ -59,6 +59,11 @@ class TokenWeight(StrictModel):
     weight: float = Field(..., gt=0)
 
 
+# The step at which a caller's budget_fit sees the throughput (train.api.train): past warm-up and the
+# first kernel compilations, a throughput worth extrapolating.
+BUDGET_FIT_STEP = 30
+
+
 class TrainConfig(StrictModel):
     """All settings of one training run. YAML keys and `--flag-names` are the field names."""
 

@@ -26,7 +26,7 @@ import torch
 
 from tickerpulse.config import ConfigError
 from tickerpulse.train.collate import IGNORE, Sample
-from tickerpulse.train.config import TrainConfig
+from tickerpulse.train.config import BUDGET_FIT_STEP, TrainConfig
 from tickerpulse.train.loss import batch_loss, supports_explicit_mask, token_losses
 from tickerpulse.train.packing import Batch, BatchPlan, eval_batches, make_batch
 from tickerpulse.train.peft_setup import TrainableModel
@@ -91,19 +91,20 @@ def out_of_time(st: LoopState, time_budget: float | None) -> bool:
 
 BudgetFit = Callable[[float, float], float]
 """(tokens/s so far, step seconds spent) -> total seconds of steps the run may take."""
-BUDGET_FIT_STEP = 30  # past warm-up and the first kernel compilations: a throughput worth extrapolating
 
 
 def effective_budget(st: LoopState, cfg: TrainConfig) -> float | None:
     return st.fitted_budget if st.fitted_budget is not None else cfg.time_budget
 
 
-def refit_budget(st: LoopState, budget: float | None, budget_fit: BudgetFit | None, reporter: Reporter) -> float | None:
-    """At step BUDGET_FIT_STEP, let `budget_fit` shorten the time budget from the measured throughput.
+def refit_budget(st: LoopState, cfg: TrainConfig, budget_fit: BudgetFit | None, reporter: Reporter) -> float | None:
+    """At step BUDGET_FIT_STEP, let `budget_fit` shorten the time budget from the measured throughput; returns
+    the budget in effect (`effective_budget`).
 
     A caller with a wall-clock deadline after training (the recipe's evaluation) cannot know the step budget
     in advance: on a machine half as fast, training AND the stages after it take twice as long. Only a
     shorter budget is taken (the configured one stays the cap); the lr schedule follows the new budget."""
+    budget = effective_budget(st, cfg)
     if budget_fit is None or st.step != BUDGET_FIT_STEP or st.train_time <= 0:
         return budget
     tok_s = st.train_tokens / st.train_time
@@ -336,7 +337,7 @@ def fit(
             st.computed_tokens += sum(b.n_computed for b in micro)
             st.trained_tokens += n_targets
             st.pad_tokens += sum(b.n_pad for b in micro)
-            budget = refit_budget(st, budget, budget_fit, reporter)
+            budget = refit_budget(st, cfg, budget_fit, reporter)
             for k, v in (("loss", step_loss * w_total), ("wsum", w_total), ("targets", n_targets), ("tokens", tokens), ("time", dt),
                          ("grad_norm", grad_norm), ("steps", 1)):
                 window[k] += v

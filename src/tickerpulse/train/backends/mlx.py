@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
                 st.train_time += dt
                 st.train_tokens += tokens
                 st.trained_tokens += n_t
-                budget = refit_budget(st, budget, budget_fit, reporter)
+                budget = refit_budget(st, cfg, budget_fit, reporter)
                 for k, v in (("loss", loss * n_t), ("targets", n_t), ("tokens", tokens), ("time", dt),
                              ("grad_norm", float(gnorm.item())), ("steps", 1)):
                     window[k] += v
