@@ -76,7 +76,8 @@ def test_fit_label_bias_moves_the_boundary_only_when_it_holds_out() -> None:
     noisy = [[rng.random() + 0.01 for _ in range(3)] for _ in range(60)]
     labels = [rng.choice(["negative", "neutral", "positive"]) for _ in range(60)]
     fit = fit_label_bias([[x / sum(p) for x in p] for p in noisy], labels, [x / 4 for x in range(-8, 9)])
-    assert fit["kept"] == (fit["cv_gain"] > 0)
+    assert fit["cv_folds"] == 5 and fit["cv_gain_se"] >= 0
+    assert fit["kept"] == (fit["cv_gain"] > fit["cv_gain_se"])
     assert fit["label_bias"] == (fit["fitted_bias"] if fit["kept"] else [0.0, 0.0, 0.0])
 
 

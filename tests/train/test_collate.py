@@ -184,3 +184,24 @@ def test_token_weights_mark_the_token_after_the_marker_in_answers_only(tokenizer
     assert enc.encode(other, "chat").weights is None
     with pytest.raises(ValueError, match="token_weights"):
         Encoder(tok, token_weights=[("", 2.0)])
+
+
+def test_train_through_cuts_the_answer_after_the_marked_text(tokenizers):
+    tok, stops = tokenizers["chatml"]
+    answer = '{"ticker": "AAPL", "sentiment": "negative", "score": -0.7, "reasoning": ""}'
+    row = {"messages": [{"role": "user", "content": 'Is "sentiment": "negative" bad?'},
+                        {"role": "assistant", "content": answer}]}
+    enc = Encoder(tok, max_seq_length=512, stop_ids=stops, token_weights=[('"sentiment": "', 8.0)])
+    full = enc.encode(row, "chat")
+    cut = enc.encode({**row, "train_through": '"sentiment": "negative"'}, "chat")
+    # a prefix of the full sample, ending in the token that closes the label (the user turn's copy is prompt)
+    assert full.input_ids[: len(cut)] == cut.input_ids and len(cut) < len(full) - 10
+    assert cut.labels == full.labels[: len(cut)] and cut.weights == full.weights[: len(cut)]
+    assert '"' in tok.decode([cut.input_ids[-1]]) and cut.labels[-1] != IGNORE
+    assert cut.input_ids[-1] not in stops and 8.0 in cut.weights  # no stop token appended; the label stays weighted
+    assert tok.decode(cut.input_ids).endswith('"sentiment": "negative",') or tok.decode(cut.input_ids).endswith(
+        '"sentiment": "negative"')
+    with pytest.raises(ValueError, match=r"row 2: train_through 'nowhere'"):
+        enc.encode_split([row, {**row, "train_through": "nowhere"}], "chat")
+    with pytest.raises(ValueError, match="chat rows"):
+        enc.encode({"text": "abc", "train_through": "b"}, "text")

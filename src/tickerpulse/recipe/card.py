@@ -120,7 +120,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
         "data": stats,
         "calibration": {**{k: calib.get(k) for k in ("temperature", "label_bias", "objective", "value", "n", "fitted_on")},
-                        "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "value", "without_bias", "fitted_bias", "cv_gain", "kept", "n")}},
+                        "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "value", "without_bias", "fitted_bias", "cv_gain", "cv_gain_se", "cv_folds", "kept", "n")}},
         "results": results,
         "injection": {"n": inj["n"], "systems": inj["systems"]},
         "targets": targets,
@@ -229,7 +229,8 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"[negative, neutral, positive]. Offsets fitted on the validation splits for mean macro-F1 over the "
             f"datasets: {bf.get('fitted_bias')} ({_num(bf.get('without_bias'))} -> "
             f"{_num(bf.get('value')) if kept else 'kept out'}), cross-validated gain "
-            f"{_num(bf.get('cv_gain'))}: {'kept' if kept else 'not kept (no gain on held-out validation items)'}. "
+            f"{_num(bf.get('cv_gain'))} (standard error {_num(bf.get('cv_gain_se'))}, {bf.get('cv_folds')} folds): "
+            f"{'kept' if kept else 'not kept (held-out gain within its standard error)'}. "
             f"Score = p(positive) - p(negative) from softmax((z + b) / T) with T = {cal['temperature']} "
             f"({cal['objective']} = {_num(cal['value'])} over {cal['n']} validation items). Both live in the model's "
             "`calibration.json`, fitted on validation data only; the served reasoning mode takes the same label "

@@ -114,12 +114,18 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], out: 
         written = report.get("counts", {}).get("written", {})
         # iter_jsonl reads by "\n" (str.splitlines() would also break at U+2028 inside tweets) and names file:line
         rows_out = [row for _, row in iter_jsonl(out / "distill" / split / "train.jsonl")]
+        rng = random.Random(cfg.seed + 1)
+        cut = 0
         with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for row in rows_out:
                 if cfg.reasoning == "empty":
                     row = _empty_reasoning(row)
+                if split == "train" and rng.random() >= cfg.full_answer_share.get(row["meta"].get("source"), 1.0):
+                    row = _cut_after_label(row)
+                    cut += 1
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        log(f"distill {split}: {len(rows_out)} chat rows from {len(rows)} records (teacher {cfg.teacher}; {written})")
+        log(f"distill {split}: {len(rows_out)} chat rows from {len(rows)} records (teacher {cfg.teacher}; {written})"
+            + (f"; {cut} trained only through the label" if cut else ""))
     return chat
 
 
@@ -130,6 +136,12 @@ def _empty_reasoning(row: dict[str, Any]) -> dict[str, Any]:
     row["messages"][-1]["content"] = format_answer(ans["ticker"], ans["sentiment"], ans["score"], "")
     row.setdefault("meta", {})["reasoning"] = "empty"
     return row
+
+
+def _cut_after_label(row: dict[str, Any]) -> dict[str, Any]:
+    """Train this row's answer only through its label (see `full_answer_share`)."""
+    ans = json.loads(row["messages"][-1]["content"])
+    return {**row, "train_through": f'"sentiment": "{ans["sentiment"]}"'}
 
 
 # -------------------------------------------------------------------------------------------------- train
@@ -182,7 +194,7 @@ def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_di
     (model_dir / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
     log(f"calibration: label bias {bias['label_bias']} (fitted {bias.get('fitted_bias')}, valid mean macro-F1 "
         f"{bias.get('without_bias', 0):.3f} -> {bias.get('value', 0):.3f}, cross-validated gain "
-        f"{bias.get('cv_gain', 0):+.3f}: {'kept' if bias.get('kept') else 'not kept'}), temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} "
+        f"{bias.get('cv_gain', 0):+.3f} +- {bias.get('cv_gain_se', 0):.3f}: {'kept' if bias.get('kept') else 'not kept'}), temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} "
         f"on {fit['n']} valid items)")
     return result
 
@@ -207,9 +219,11 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
     timer.step("baselines_fit", t)
 
     student = SentimentEngine(str(model_dir))
-    base = SentimentEngine(cfg.base_model) if cfg.eval.base_zero_shot else None
+    base_dtype = _base_dtype(cfg.eval.base_dtype)
+    base = SentimentEngine(cfg.base_model, dtype=base_dtype) if cfg.eval.base_zero_shot else None
     model, tok = load_model(str(model_dir))
     results_by_ds: dict[str, list[dict[str, Any]]] = {}
+    fast_tfns: dict[str, str] = {}
     for ds in DATASETS:
         t = time.perf_counter()
         items, _, info = load_items(out / "data" / f"{ds}-test.jsonl", task="sentiment",
@@ -229,7 +243,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
             ans = base.analyze([_question(it) for it in b_items], mode="fast")
             results.append(answers_result("base zero-shot (fast)", b_items, [dump_answer(a) for a in ans],
                                           {**info, "n": len(b_items)},
-                                          {"model": cfg.base_model, "mode": "fast label scoring"},
+                                          {"model": cfg.base_model, "mode": "fast label scoring", "dtype": base_dtype},
                                           extra={"wall_s": time.perf_counter() - t1}))
         t1 = time.perf_counter()
         fast = student.analyze(pairs, mode="fast")
@@ -238,6 +252,8 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
                                       {"model": str(model_dir), "mode": "fast label scoring, calibrated score"},
                                       extra={"wall_s": fast_s, "items_per_s": len(items) / fast_s if fast_s else 0.0}))
         fast_by_id = {it.id: a["sentiment"] for it, a in zip(items, fast)}
+        if ds == "tfns":
+            fast_tfns = fast_by_id
         rs_items = seeded_sample(items, cfg.eval.reasoning_limit, cfg.seed)
         t1 = time.perf_counter()
         reasoned = student.analyze([_question(it) for it in rs_items],
@@ -272,15 +288,16 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         timer.step(f"eval_{ds}", t)
 
     t = time.perf_counter()
-    inj = injection_eval(cfg, out, student, model, tok, tfidf)
+    inj = injection_eval(cfg, out, student, model, tok, tfidf, fast_tfns)
     (out / "injection.json").write_text(json.dumps(inj, indent=2) + "\n")
     log("injection: flip rate " + ", ".join(f"{k} {v['flip_rate']:.3f}" for k, v in inj["systems"].items()))
     timer.step("injection", t)
 
 
-def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: Any, tfidf: Any) -> dict[str, Any]:
+def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: Any, tfidf: Any,
+                   clean_fast_by_id: dict[str, str] | None = None) -> dict[str, Any]:
     """`injection_n` twitter test posts, clean vs with an appended instruction, for the student (both modes)
-    and the baselines that read text."""
+    and the baselines that read text. `clean_fast_by_id`: the fast labels the test evaluation already has."""
     from tickerpulse.data.sentiment import build_messages
     from tickerpulse.evaluate.items import EvalItem, load_items
     from tickerpulse.evaluate.metrics import parse_prediction
@@ -291,7 +308,11 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
     items, _, info = load_items(out / "data" / "tfns-test.jsonl", task="sentiment", limit=cfg.eval.injection_n,
                                 seed=cfg.seed, prompt_version=cfg.prompt_version)
     tick = [_question(it)[1] for it in items]
-    clean_fast = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="fast")]
+    known = clean_fast_by_id or {}
+    if all(it.id in known for it in items):
+        clean_fast = [known[it.id] for it in items]
+    else:
+        clean_fast = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="fast")]
     injected = [inject(it.text, lab, i) for i, (it, lab) in enumerate(zip(items, clean_fast))]
     inj_texts = [x for x, _ in injected]
     asked = [a for _, a in injected]
@@ -320,6 +341,14 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
     examples = [{"id": it.id, "injected": x, "asked": a, "clean_fast": c, "injected_fast": d}
                 for it, x, a, c, d in zip(items, inj_texts, asked, clean_fast, inj_fast)]
     return {"n": len(items), "data": info, "systems": systems, "items": examples}
+
+
+def _base_dtype(name: str) -> str:
+    if name != "auto":
+        return name
+    from tickerpulse.models.loading import cpu_supports_bf16
+
+    return "bfloat16" if cpu_supports_bf16() else "float32"
 
 
 def _question(it: Any) -> tuple[str, str | None]:

@@ -12,6 +12,10 @@ Rules (the case tables in tests/train/test_collate.py pin them down):
   training never learns to stop.
 - Samples longer than `max_seq_length` are cut at the end and counted; a sample whose trained tokens were
   all cut away is dropped and counted.
+- A chat / completions row may carry `"train_through": TEXT`: the sample ends with the token that holds the
+  last character of TEXT's last occurrence in the final assistant turn (no stop token, nothing after it is
+  computed). For answers whose tail is boilerplate, e.g. a stock score after the label a classifier reads:
+  those tokens cost compute and teach only format, which the uncut rows teach.
 
 Assistant turns are located in character space: `render(messages[:i], add_generation_prompt=True)` and
 `render(messages[:i+1])` must both be prefixes of the full rendering (true for ChatML, Llama 3, Gemma,
@@ -159,9 +163,10 @@ class Encoder:
         last = max((i for i, f in enumerate(inside) if f), default=None)
         return ids, inside, last, offsets
 
-    def _chat(self, messages: list[dict[str, Any]], tools: Any
+    def _chat(self, messages: list[dict[str, Any]], tools: Any, through: str | None = None
               ) -> tuple[list[int], list[bool], bool, list[float] | None]:
-        """(ids, trained flags, ends-in-a-stop-token, `token_weights` per token or None) of one conversation."""
+        """(ids, trained flags, ends-in-a-stop-token (or was cut by `through`), `token_weights` per token or
+        None) of one conversation."""
         try:
             text, spans = self.chat_spans(messages, tools)
         except TemplateError:
@@ -176,7 +181,25 @@ class Encoder:
             ids, inside = ids[: last + 1], inside[: last + 1]  # what follows the final stop token is layout
         trained = inside if self.mask_prompt else [True] * len(ids)
         weights = self._position_weights(text, spans, offsets[: len(ids)]) if self.token_weights and spans else None
+        if through is not None:
+            cut = self._through_index(text, spans, offsets[: len(ids)], through)
+            ids, trained = ids[: cut + 1], trained[: cut + 1]
+            weights = weights[: cut + 1] if weights is not None else None
+            stops = True  # cut on purpose: no stop token is appended or trained
         return ids, trained, stops, weights
+
+    @staticmethod
+    def _through_index(text: str, spans: Sequence[tuple[int, int]] | None, offsets: Sequence[tuple[int, int]],
+                       through: str) -> int:
+        """Index of the token holding the last character of `through` in the final assistant turn."""
+        if not through or not spans:
+            raise ValueError("train_through needs a non-empty text and an assistant turn to cut")
+        a, b = spans[-1]
+        at = text.rfind(through, a, b)
+        if at < 0:
+            raise ValueError(f"train_through {through!r} does not occur in the last assistant turn")
+        last = at + len(through) - 1
+        return next(i for i, (s, e) in enumerate(offsets) if s <= last < e)
 
     def _position_weights(self, text: str, spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[int, int]]
                           ) -> list[float] | None:
@@ -201,11 +224,14 @@ class Encoder:
     def encode(self, row: dict[str, Any], fmt: Format) -> Sample | None:
         """One row -> Sample (None when nothing trainable survives truncation)."""
         weights: list[float] | None = None
+        through = row.get("train_through")
+        if through is not None and not (fmt == "chat" or (fmt == "completions" and self.has_template)):
+            raise ValueError("train_through works on chat rows (and completions with a chat template)")
         if fmt == "chat":
-            ids, trained, stops, weights = self._chat(row["messages"], row.get("tools"))
+            ids, trained, stops, weights = self._chat(row["messages"], row.get("tools"), through)
         elif fmt == "completions" and self.has_template:
             msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-            ids, trained, stops, weights = self._chat(msgs, None)
+            ids, trained, stops, weights = self._chat(msgs, None, through)
         elif fmt == "completions":
             prompt_ids = self._tokens(row["prompt"], None, special=True)[0]
             done_ids = self._tokens(row["completion"], None, special=False)[0]
@@ -230,8 +256,13 @@ class Encoder:
     def encode_split(self, rows: Sequence[dict[str, Any]], fmt: Format) -> EncodedSplit:
         """Encode every row; counts truncated and dropped samples."""
         out = EncodedSplit([], fmt, len(rows))
-        for row in rows:
-            sample = self.encode(row, fmt)
+        for n, row in enumerate(rows, 1):
+            try:
+                sample = self.encode(row, fmt)
+            except TemplateError:
+                raise
+            except ValueError as e:
+                raise ValueError(f"row {n}: {e}") from e
             if sample is None:
                 out.dropped += 1
                 continue
