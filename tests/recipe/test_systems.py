@@ -81,6 +81,21 @@ def test_fit_label_bias_moves_the_boundary_only_when_it_holds_out() -> None:
     assert fit["label_bias"] == (fit["fitted_bias"] if fit["kept"] else [0.0, 0.0, 0.0])
 
 
+def test_fit_label_bias_never_trades_one_dataset_for_another() -> None:
+    # dataset "a" leans neutral on its minority items (an offset helps); on "b" the same offset would turn
+    # true neutrals into positives. The mean alone would take the offset; the constraint refuses it.
+    a = [[0.1, 0.8, 0.1]] * 6 + [[0.1, 0.55, 0.35]] * 6
+    b = [[0.1, 0.55, 0.35]] * 6 + [[0.1, 0.1, 0.8]] * 3
+    gold_a = ["neutral"] * 6 + ["positive"] * 6
+    gold_b = ["neutral"] * 6 + ["positive"] * 3
+    probs, gold, groups = (a + b) * 3, (gold_a + gold_b) * 3, (["a"] * 12 + ["b"] * 9) * 3
+    fit = fit_label_bias(probs, gold, [0.0, 0.5, 1.0])
+    assert fit["fitted_bias"] == [0.0, 0.0, 0.5]  # pooled as one group the offset pays
+    fit = fit_label_bias(probs, gold, [0.0, 0.5, 1.0], groups=groups)
+    assert fit["fitted_bias"] == [0.0, 0.0, 0.0] and fit["label_bias"] == [0.0, 0.0, 0.0] and not fit["kept"]
+    assert fit["per_dataset_macro_f1"]["a"]["without"] < 1.0 and fit["constraint"] == "no dataset's macro-F1 lower"
+
+
 def test_fit_label_bias_objective_is_the_mean_over_datasets() -> None:
     probs = [[0.3, 0.4, 0.3]] * 20 + [[0.3, 0.4, 0.3]] * 4
     gold = ["neutral"] * 20 + ["positive"] * 4

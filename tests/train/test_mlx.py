@@ -195,3 +195,22 @@ def test_generate_on_mlx_refuses_a_dora_run_with_a_reason(tmp_path):
                           env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "error:" in proc.stderr and "dora" in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_mlx_refuses_rows_it_cannot_cut(sentiment_data, smollm2_path, tmp_path):
+    """A `train_through` row is an error on mlx (mlx-lm's datasets would train the whole answer silently)."""
+    import shutil
+
+    from tickerpulse.config import ConfigError
+    from tickerpulse.train.api import resolve_config, train
+
+    data = tmp_path / "data"
+    shutil.copytree(sentiment_data, data)
+    rows = [json.loads(ln) for ln in (data / "train.jsonl").read_text().splitlines()]
+    rows[2]["train_through"] = '"sentiment": "'
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = resolve_config(None, {"backend": "mlx", "data": str(data), "adapter_path": str(tmp_path / "run"),
+                                "num_layers": 2, "batch_size": 2, "iters": 1, "lora_parameters": {"rank": 4}})
+    with pytest.raises(ConfigError, match="train row 3 has train_through"):
+        train(cfg)

@@ -120,7 +120,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
         "data": stats,
         "calibration": {**{k: calib.get(k) for k in ("temperature", "label_bias", "objective", "value", "n", "fitted_on")},
-                        "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "value", "without_bias", "fitted_bias", "cv_gain", "cv_gain_se", "cv_folds", "kept", "n")}},
+                        "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "constraint", "value", "without_bias", "fitted_bias", "per_dataset_macro_f1", "cv_gain", "cv_gain_se", "cv_folds", "kept", "n")}},
         "results": results,
         "injection": {"n": inj["n"], "systems": inj["systems"]},
         "targets": targets,
@@ -227,7 +227,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     out += ["", "## Fast-mode calibration", "",
             f"Label = argmax(z + b) over the three label logits z with b = {cal.get('label_bias') or [0, 0, 0]} "
             f"[negative, neutral, positive]. Offsets fitted on the validation splits for mean macro-F1 over the "
-            f"datasets: {bf.get('fitted_bias')} ({_num(bf.get('without_bias'))} -> "
+            f"datasets, lowering none of them: {bf.get('fitted_bias')} ({_num(bf.get('without_bias'))} -> "
             f"{_num(bf.get('value')) if kept else 'kept out'}), cross-validated gain "
             f"{_num(bf.get('cv_gain'))} (standard error {_num(bf.get('cv_gain_se'))}, {bf.get('cv_folds')} folds): "
             f"{'kept' if kept else 'not kept (held-out gain within its standard error)'}. "

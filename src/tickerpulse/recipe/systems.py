@@ -42,29 +42,41 @@ def softmax_t(p: Sequence[float], t: float, bias: Sequence[float] = (0.0, 0.0, 0
     return [float(q) for q in LabelCalibration(t, tuple(bias)).probs(logs)]  # type: ignore[arg-type]
 
 
-def _bias_objective(logs: Sequence[Sequence[float]], gold: Sequence[str], groups: Sequence[str],
-                    bias: Sequence[float]) -> float:
-    """Mean macro-F1 (over the three labels) across the groups (datasets) of the labels argmax(log p + bias)."""
+def _per_group_f1(logs: Sequence[Sequence[float]], gold: Sequence[str], groups: Sequence[str],
+                  bias: Sequence[float]) -> list[float]:
+    """Macro-F1 (over the three labels) of the labels argmax(log p + bias), per group (dataset), sorted by name."""
     from tickerpulse.data.sentiment import LABELS
     from tickerpulse.evaluate.metrics import macro_f1
 
     pred = [LABELS[max(range(3), key=lambda k: z[k] + bias[k])] for z in logs]
-    names = sorted(set(groups))
-    return sum(macro_f1([g for g, n in zip(gold, groups) if n == name],
-                        [q for q, n in zip(pred, groups) if n == name], LABELS) for name in names) / len(names)
+    return [macro_f1([g for g, n in zip(gold, groups) if n == name], [q for q, n in zip(pred, groups) if n == name],
+                     LABELS) for name in sorted(set(groups))]
+
+
+def _bias_objective(logs: Sequence[Sequence[float]], gold: Sequence[str], groups: Sequence[str],
+                    bias: Sequence[float]) -> float:
+    """Mean macro-F1 across the groups (datasets)."""
+    f1 = _per_group_f1(logs, gold, groups, bias)
+    return sum(f1) / len(f1)
 
 
 def _bias_search(logs: Sequence[Sequence[float]], gold: Sequence[str], groups: Sequence[str],
                  grid: Sequence[float]) -> tuple[float, tuple[float, float, float]]:
-    """(best objective, [b_neg, 0, b_pos]) over the grid; ties go to the smallest shift."""
+    """(best objective, [b_neg, 0, b_pos]) over the grid among the offsets that lower no group's macro-F1;
+    ties go to the smallest shift."""
+    zero = _per_group_f1(logs, gold, groups, (0.0, 0.0, 0.0))
     best: tuple[float, float, tuple[float, float, float]] | None = None
     for bn in grid:
         for bp in grid:
             bias = (float(bn), 0.0, float(bp))
-            key = (_bias_objective(logs, gold, groups, bias), -(abs(bn) + abs(bp)), bias)
+            f1 = _per_group_f1(logs, gold, groups, bias)
+            if any(a < b for a, b in zip(f1, zero)):
+                continue
+            key = (sum(f1) / len(f1), -(abs(bn) + abs(bp)), bias)
             if best is None or key[:2] > best[:2]:
                 best = key
-    assert best is not None
+    if best is None:  # zero not on the grid and every offset costs some group
+        return sum(zero) / len(zero), (0.0, 0.0, 0.0)
     return best[0], best[2]
 
 
@@ -73,8 +85,9 @@ def fit_label_bias(probs: Sequence[Sequence[float]], gold_labels: Sequence[str],
     """Per-label logit offsets [b_neg, 0, b_pos] for the fast-mode decision, from VALIDATION data.
 
     A student trained on mostly-neutral tweets can lean neutral; shifting the boundary trades some of the
-    majority class for the minority ones. Objective: mean macro-F1 over `groups` (the datasets, so a
-    dataset with few neutrals does not set the boundary for the others). Two offsets fitted and scored on the
+    majority class for the minority ones. Objective: mean macro-F1 over `groups` (the datasets), among the
+    offsets that lower no dataset's macro-F1: one boundary serves every dataset, and the mean alone let
+    FiQA's 91 validation items (8 neutral) buy +0.115 there with -0.046 on twitter's 1,000. Two offsets fitted and scored on the
     same few hundred items overfit, so the offsets are kept only if they also win under `folds`-fold
     cross-validation (fit on the other folds, score on the held-out one) by more than the standard error of
     that mean gain; otherwise no offset is applied. (A bare `gain > 0` kept offsets on +0.007 that cost an
@@ -105,7 +118,11 @@ def fit_label_bias(probs: Sequence[Sequence[float]], gold_labels: Sequence[str],
     se = (math.sqrt(sum((g - cv_gain) ** 2 for g in gains) / (len(gains) - 1) / len(gains))
           if len(gains) > 1 else 0.0)
     keep = bias != zero and cv_gain > se
+    names = sorted(set(groups))
+    per_ds = {n: {"without": a, "fitted": b} for n, a, b in zip(
+        names, _per_group_f1(logs, gold_labels, groups, zero), _per_group_f1(logs, gold_labels, groups, bias))}
     return {"label_bias": list(bias if keep else zero), "objective": "mean_macro_f1_over_datasets",
+            "constraint": "no dataset's macro-F1 lower", "per_dataset_macro_f1": per_ds,
             "value": value if keep else without, "without_bias": without, "fitted_bias": list(bias),
             "cv_gain": cv_gain, "cv_gain_se": se, "cv_folds": folds, "kept": keep, "n": len(probs), "fitted_on": "valid"}
 

@@ -13,7 +13,7 @@ assistant turn / the completion only), rendered with the model's own chat templa
 
 Limitations (errors, not silent fallbacks): fine_tune_type lora only (DoRA / full / QLoRA: use the torch
 backend), no exact `resume` (start from weights with `resume_adapter_file`), no `hf_dataset`, no
-`token_weights`, no `length_group_batches` (mlx-lm's batches are length-sorted already); `grad_checkpoint`
+`token_weights` or `train_through` rows, no `length_group_batches` (mlx-lm's batches are length-sorted already); `grad_checkpoint`
 is ignored. `time_budget` works as on torch.
 """
 
@@ -168,6 +168,11 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     run.prepare(resume=False)
     rows = {"train": _load_split(cfg.data, "train", cfg.train), "valid": _load_split(cfg.data, "valid", False),
             "test": _load_split(cfg.data, "test", cfg.test)}
+    for split, split_rows in rows.items():
+        n = next((i for i, r in enumerate(split_rows or [], 1) if "train_through" in r), None)
+        if n is not None:
+            raise ConfigError(f"backend mlx: {split} row {n} has train_through, which mlx-lm's datasets cannot cut "
+                              "(use backend: torch)")
     sets = {k: _dataset(v, tokenizer, cfg.mask_prompt, cfg.max_seq_length) if v else None for k, v in rows.items()}
     for split, ds in sets.items():
         if ds is not None and len(ds) < cfg.batch_size and (split != "train" or cfg.train):
