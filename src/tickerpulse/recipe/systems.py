@@ -99,7 +99,10 @@ def fit_label_bias(probs: Sequence[Sequence[float]], gold_labels: Sequence[str],
     logs = [[math.log(max(x, 1e-12)) for x in p] for p in probs]
     zero = (0.0, 0.0, 0.0)
     value, bias = _bias_search(logs, gold_labels, groups, grid)
-    without = _bias_objective(logs, gold_labels, groups, zero)
+    names = sorted(set(groups))
+    f1_zero, f1_fit = (_per_group_f1(logs, gold_labels, groups, b) for b in (zero, bias))
+    without = sum(f1_zero) / len(f1_zero)
+
     def subset(idx: Sequence[int]) -> tuple[list[list[float]], list[str], list[str]]:
         return [logs[i] for i in idx], [gold_labels[i] for i in idx], [groups[i] for i in idx]
 
@@ -118,9 +121,7 @@ def fit_label_bias(probs: Sequence[Sequence[float]], gold_labels: Sequence[str],
     se = (math.sqrt(sum((g - cv_gain) ** 2 for g in gains) / (len(gains) - 1) / len(gains))
           if len(gains) > 1 else 0.0)
     keep = bias != zero and cv_gain > se
-    names = sorted(set(groups))
-    per_ds = {n: {"without": a, "fitted": b} for n, a, b in zip(
-        names, _per_group_f1(logs, gold_labels, groups, zero), _per_group_f1(logs, gold_labels, groups, bias))}
+    per_ds = {n: {"without": a, "fitted": b} for n, a, b in zip(names, f1_zero, f1_fit)}
     return {"label_bias": list(bias if keep else zero), "objective": "mean_macro_f1_over_datasets",
             "constraint": "no dataset's macro-F1 lower", "per_dataset_macro_f1": per_ds,
             "value": value if keep else without, "without_bias": without, "fitted_bias": list(bias),
