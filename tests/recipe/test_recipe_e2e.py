@@ -71,3 +71,11 @@ def test_recipe_tiny_slice(shared_data: Path, smollm2_path: Path, tmp_path: Path
     calib = json.loads((model_dir / "calibration.json").read_text())
     assert engine._calib[None].temperature == calib["temperature"]
     assert list(engine._calib[None].label_bias) == calib["label_bias"]
+    # ... in the dtype it was evaluated in: serving.json declares it, `dtype: auto` loads it, the card says it
+    from tickerpulse.models.loading import cpu_supports_bf16, declared_cpu_dtype
+
+    declared = declared_cpu_dtype(model_dir)
+    assert declared == ("bfloat16" if cpu_supports_bf16() else "float32") == card["student_dtype"]
+    assert str(engine.rt.dtype) == f"torch.{declared}"
+    for f in out.glob("eval/*/student-*/eval.json"):
+        assert json.loads(f.read_text())["config"]["dtype"] == declared, f

@@ -24,7 +24,7 @@ def generate(
     stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable); not printed."),
     raw: bool = typer.Option(False, "--raw/--chat", help="Send the prompt as is instead of through the chat template."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU), float32, bfloat16 or float16."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU; bf16 where a model folder's serving.json asks for it and the CPU has native bf16), float32, bfloat16 or float16."),
     backend: str = typer.Option("auto", "--backend", help="auto (mlx on Apple Silicon with mlx installed, else "
                                 "torch), torch or mlx (mlx-lm; a torch-trained LoRA run is converted)."),
 ) -> None:

@@ -18,7 +18,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default; set TICKERPULSE_API_KEY before exposing it)."),
     port: int = typer.Option(8080, help="Port."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
-    dtype: str = typer.Option("auto", help="auto (fp32 on CPU) | float32 | bfloat16 | float16."),
+    dtype: str = typer.Option("auto", help="auto (fp32 on CPU; bf16 where the model folder's serving.json asks for it and the CPU has native bf16) | float32 | bfloat16 | float16."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     max_batch_size: int = typer.Option(32, help="Most rows per model batch."),
     max_queue: int = typer.Option(256, help="Most queued requests; more get HTTP 429."),

@@ -1,11 +1,14 @@
 """Load a resolved base model and its tokenizer with the right device and dtype.
 
 dtype "auto": fp32 on CPU, bf16 on CUDA (when supported) or fp16 on MPS. Training code may choose bf16
-for a frozen base on a CPU with avx512_bf16 itself; inference defaults stay exact.
+for a frozen base on a CPU with avx512_bf16 itself; inference defaults stay exact, unless a model folder
+declares in `serving.json` that it was calibrated and evaluated in bf16 on CPU (the recipe's student): then
+"auto" loads it in bf16 on CPUs with native bf16, so serving runs what the model card measured.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,12 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def pick_dtype(dtype: str = "auto", device: str = "cpu") -> Any:
-    """Map a dtype name to torch.dtype; "auto" depends on the device."""
+SERVING_FILE = "serving.json"
+CPU_DTYPES = ("float32", "bfloat16")
+
+
+def pick_dtype(dtype: str = "auto", device: str = "cpu", folder: str | Path | None = None) -> Any:
+    """Map a dtype name to torch.dtype; "auto" depends on the device (and on CPU, on `folder`'s serving.json)."""
     import torch
 
     if dtype != "auto":
@@ -35,7 +42,36 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> Any:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "mps":
         return torch.float16
+    if folder is not None and declared_cpu_dtype(folder) == "bfloat16" and cpu_supports_bf16():
+        return torch.bfloat16
     return torch.float32
+
+
+def declared_cpu_dtype(folder: str | Path) -> str | None:
+    """`cpu_dtype` of the folder's serving.json (None when absent).
+
+    Raises:
+        ValueError: the file is not JSON or names a dtype other than float32/bfloat16.
+    """
+    path = Path(folder) / SERVING_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("cpu_dtype")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a JSON object ({e})") from e
+    if value not in CPU_DTYPES:
+        raise ValueError(f"{path}: cpu_dtype must be one of {', '.join(CPU_DTYPES)}, got {value!r}")
+    return value
+
+
+def write_serving_dtype(folder: str | Path, cpu_dtype: str, why: str) -> Path:
+    """Declare the dtype a model folder is served in by "auto" on CPUs with native bf16 (see the module doc)."""
+    if cpu_dtype not in CPU_DTYPES:
+        raise ValueError(f"cpu_dtype must be one of {', '.join(CPU_DTYPES)}, got {cpu_dtype!r}")
+    path = Path(folder) / SERVING_FILE
+    path.write_text(json.dumps({"cpu_dtype": cpu_dtype, "why": why}, indent=2) + "\n")
+    return path
 
 
 def cpu_supports_bf16() -> bool:
@@ -71,7 +107,7 @@ def load_model(name_or_path: str | Path, *, device: str = "auto", dtype: str = "
 
     dev = pick_device(device)
     folder = resolve(str(name_or_path))
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(dtype, dev))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(dtype, dev, folder))
     tok = load_tokenizer(folder)
     if adapter is not None:
         from tickerpulse.models.adapters import apply_adapter

@@ -119,6 +119,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                                               "trained_tokens", "train_time_s", "wall_time_s", "trainable_params",
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
         "data": stats,
+        "student_dtype": next((full[ds][FAST]["config"].get("dtype") for ds in DATASETS if FAST in full.get(ds, {})), None),
         "calibration": {**{k: calib.get(k) for k in ("temperature", "label_bias", "objective", "value", "n", "fitted_on")},
                         "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "constraint", "value", "without_bias", "fitted_bias", "per_dataset_macro_f1", "cv_gain", "cv_gain_se", "cv_folds", "kept", "n")}},
         "results": results,
@@ -188,7 +189,9 @@ def card_markdown(card: dict[str, Any]) -> str:
            + f"val loss {_num(tr['best_val_loss'])} from {_num(tr['first_val_loss'])}), "
            f"**{(tr['tokens_per_sec'] or 0):.0f} tokens/s** ({(tr['samples_per_sec'] or 0):.2f} samples/s), "
            f"{tr['train_time_s']} s, {tr['trainable_params']} trainable parameters in blocks {tr['trained_layers']}, "
-           f"base dtype {tr['base_dtype']}, peak memory {tr['peak_memory_mb']} MB.", ""]
+           f"base dtype {tr['base_dtype']}, peak memory {tr['peak_memory_mb']} MB. "
+           f"The fused student was evaluated in {card.get('student_dtype') or 'float32'} (its `serving.json`: "
+           "`serve --model` loads it so on a CPU with native bf16, fp32 elsewhere).", ""]
     for ds in DATASETS:
         rows = card["results"].get(ds, {})
         out += [f"## {TEST_NAMES[ds]}", "",

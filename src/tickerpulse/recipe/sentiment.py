@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tickerpulse.models.loading import cpu_supports_bf16, write_serving_dtype
 from tickerpulse.recipe.card import FAST, FREE, REASON
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
 from tickerpulse.recipe.data import Row, assemble, split_stats, write_records
@@ -74,7 +75,9 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
 
     model_dir = cfg.install_dir
     res = fuse(out / "run", model_dir, overwrite=True, command=argv)
-    log(f"fused -> {model_dir} (max |logit diff| {res.max_abs_logit_diff})")
+    student_dtype = _cpu_dtype(cfg.eval.student_dtype)
+    write_serving_dtype(model_dir, student_dtype, "calibrated and evaluated in this dtype by `tickerpulse recipe`")
+    log(f"fused -> {model_dir} (max |logit diff| {res.max_abs_logit_diff}; served in {student_dtype} on CPU)")
     timer.step("fuse", t)
 
     t = time.perf_counter()
@@ -220,9 +223,10 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
     timer.step("baselines_fit", t)
 
     student = SentimentEngine(str(model_dir))
-    base_dtype = _base_dtype(cfg.eval.base_dtype)
+    base_dtype = _cpu_dtype(cfg.eval.base_dtype)
     base = SentimentEngine(cfg.base_model, dtype=base_dtype) if cfg.eval.base_zero_shot else None
-    model, tok = load_model(str(model_dir))
+    model, tok = load_model(str(model_dir))  # dtype auto: the serving.json dtype, as `serve` loads it
+    sdt = str(student.rt.dtype).removeprefix("torch.")
     results_by_ds: dict[str, list[dict[str, Any]]] = {}
     fast_tfns: dict[str, str] = {}
     for ds in DATASETS:
@@ -250,7 +254,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         fast = student.analyze(pairs, mode="fast")
         fast_s = time.perf_counter() - t1
         results.append(answers_result(FAST, items, [dump_answer(a) for a in fast], info,
-                                      {"model": str(model_dir), "mode": "fast label scoring, calibrated score"},
+                                      {"model": str(model_dir), "dtype": sdt, "mode": "fast label scoring, calibrated score"},
                                       extra={"wall_s": fast_s, "items_per_s": len(items) / fast_s if fast_s else 0.0}))
         fast_by_id = {it.id: a["sentiment"] for it, a in zip(items, fast)}
         if ds == "tfns":
@@ -261,7 +265,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
                                    mode="reasoning", max_tokens=cfg.eval.max_tokens)
         reason_s = time.perf_counter() - t1
         served = answers_result(REASON, rs_items, [dump_answer(a) for a in reasoned], {**info, "n": len(rs_items)},
-                                {"model": str(model_dir), "mode": "served reasoning mode: label pass, then "
+                                {"model": str(model_dir), "dtype": sdt, "mode": "served reasoning mode: label pass, then "
                                  "schema-constrained generation of score and reasoning"},
                                 extra={"wall_s": reason_s, "items_per_s": len(rs_items) / reason_s if reason_s else 0.0})
         served["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in rs_items],
@@ -271,7 +275,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
         run = generate_answers(model, tok, gen_items, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
                                label=f"{ds} free generation", progress=False)
         gen = answers_result(FREE, gen_items, [a.text for a in run.answers], {**info, "n": len(gen_items)},
-                             {"model": str(model_dir), "mode": "free greedy generation of the whole JSON answer "
+                             {"model": str(model_dir), "dtype": sdt, "mode": "free greedy generation of the whole JSON answer "
                               "(no constraint)", "max_tokens": cfg.eval.max_tokens, "batch_size": cfg.eval.batch_size},
                              run=run)
         gen["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in gen_items],
@@ -344,11 +348,10 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
     return {"n": len(items), "data": info, "systems": systems, "items": examples}
 
 
-def _base_dtype(name: str) -> str:
+def _cpu_dtype(name: str) -> str:
+    """auto -> bf16 on a CPU with native bf16, else fp32."""
     if name != "auto":
         return name
-    from tickerpulse.models.loading import cpu_supports_bf16
-
     return "bfloat16" if cpu_supports_bf16() else "float32"
 
 

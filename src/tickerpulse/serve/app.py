@@ -33,7 +33,7 @@ class ServeConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Bind address; loopback by default.")
     port: int = Field(8080, ge=0, le=65535)
     device: str = "auto"
-    dtype: str = Field("auto", description="auto (fp32 on CPU) | float32 | bfloat16 | float16.")
+    dtype: str = Field("auto", description="auto (fp32 on CPU; bf16 where the model folder's serving.json asks for it and the CPU has native bf16) | float32 | bfloat16 | float16.")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
     max_batch_size: int = Field(32, ge=1, le=512, description="Most rows per model batch.")
     max_queue: int = Field(256, ge=1, description="Most queued requests; more get 429.")

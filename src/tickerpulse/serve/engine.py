@@ -98,7 +98,7 @@ class SentimentEngine:
     Args:
         model: base model name/folder, or an existing `Runtime` to share with the OpenAI routes.
         adapter: a run/adapter folder used by default (loaded under the name of its folder), or None.
-        device, dtype: as in `load_model` ("auto": fp32 on CPU).
+        device, dtype: as in `load_model` ("auto": fp32 on CPU unless the model folder's serving.json says bf16).
         adapters: more named adapters (name -> folder) a call may pick with `adapter_name=`.
         prompt_version: the prompt file (`sentiment-v1`).
         threads: torch intra-op threads (None keeps torch's default).
