@@ -60,18 +60,21 @@ def declared_cpu_dtype(folder: str | Path) -> str | None:
         value = json.loads(path.read_text()).get("cpu_dtype")
     except (json.JSONDecodeError, AttributeError) as e:
         raise ValueError(f"{path}: not a JSON object ({e})") from e
-    if value not in CPU_DTYPES:
-        raise ValueError(f"{path}: cpu_dtype must be one of {', '.join(CPU_DTYPES)}, got {value!r}")
-    return value
+    return _checked_cpu_dtype(value, f"{path}: ")
 
 
 def write_serving_dtype(folder: str | Path, cpu_dtype: str, why: str) -> Path:
     """Declare the dtype a model folder is served in by "auto" on CPUs with native bf16 (see the module doc)."""
-    if cpu_dtype not in CPU_DTYPES:
-        raise ValueError(f"cpu_dtype must be one of {', '.join(CPU_DTYPES)}, got {cpu_dtype!r}")
+    _checked_cpu_dtype(cpu_dtype)
     path = Path(folder) / SERVING_FILE
     path.write_text(json.dumps({"cpu_dtype": cpu_dtype, "why": why}, indent=2) + "\n")
     return path
+
+
+def _checked_cpu_dtype(value: Any, where: str = "") -> str:
+    if value not in CPU_DTYPES:
+        raise ValueError(f"{where}cpu_dtype must be one of {', '.join(CPU_DTYPES)}, got {value!r}")
+    return value
 
 
 def cpu_supports_bf16() -> bool:

@@ -210,7 +210,6 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
     from tickerpulse.evaluate.items import load_items, seeded_sample
     from tickerpulse.evaluate.report import write_html_report
     from tickerpulse.evaluate.runner import generate_answers, label_result, write_eval
-    from tickerpulse.models.loading import load_model
     from tickerpulse.recipe import baselines
     from tickerpulse.recipe.data import TEST_NAMES
     from tickerpulse.recipe.systems import agreement, answers_result, dump_answer
@@ -225,7 +224,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model
     student = SentimentEngine(str(model_dir))
     base_dtype = _cpu_dtype(cfg.eval.base_dtype)
     base = SentimentEngine(cfg.base_model, dtype=base_dtype) if cfg.eval.base_zero_shot else None
-    model, tok = load_model(str(model_dir))  # dtype auto: the serving.json dtype, as `serve` loads it
+    model, tok = student.rt.hf, student.rt.tok  # free generation on the engine's model: one load, the served dtype
     sdt = str(student.rt.dtype).removeprefix("torch.")
     results_by_ds: dict[str, list[dict[str, Any]]] = {}
     fast_tfns: dict[str, str] = {}
