@@ -74,7 +74,7 @@ def test_malformed_records_are_dead_lettered_and_the_stream_goes_on(cfg: StreamC
     dead = {d.code: d for d in store.dead_letters(10)}
     assert set(dead) == set(bad)
     assert "bytes > limit" in dead["too_large"].reason and dead["too_large"].payload_bytes > 1_000_000
-    assert len(dead["too_large"].payload) <= 2048
+    assert dead["too_large"].truncated and len(dead["too_large"].raw_payload()) == cfg.max_post_bytes  # not 2 KB
     assert "invalid UTF-8" in dead["not_utf8"].reason and "text: Field required" in dead["invalid"].reason
     assert all(d.stage == "parse" and d.topic == cfg.topic and d.offset is not None for d in dead.values())
     by_ticker = {d.ticker: d for d in store.latest(10)}

@@ -26,7 +26,7 @@ def test_jsonl_with_timestamps_keeps_gaps_and_paces(tmp_path: Path) -> None:
     posts = list(src.iter_posts())
     took = time.monotonic() - t0
     assert [p.id for p in posts] == ["a", "c", "b"]  # in time order
-    assert 0.15 <= took < 2.0 and src.skipped == 1  # "d" has no text; "{broken" is skipped with a warning
+    assert 0.15 <= took < 2.0 and src.skipped == 2  # "d" has no text; "{broken" is not JSON: both warned, counted
     gaps = [(q.created_at - posts[0].created_at).total_seconds() for q in posts]
     assert gaps == pytest.approx([0, 1, 2]) and abs(posts[0].created_at.timestamp() - time.time()) < 5  # rebased
     assert posts[2].text == "T\n\nB" and posts[1].channel == "stocks" and posts[1].author == "u"

@@ -63,4 +63,52 @@ def test_dead_letter_truncates_payload_and_keys_on_position() -> None:
     d1 = DeadLetter.build(big, stage="parse", code="too_large", reason="r", topic="t", partition=0, offset=7)
     d2 = DeadLetter.build(big, stage="parse", code="too_large", reason="r", topic="t", partition=0, offset=7)
     assert d1.dl_id == d2.dl_id and d1.payload_bytes == 1_000_001
-    assert len(d1.payload.encode()) <= DEAD_LETTER_PAYLOAD_BYTES * 3 and d1.payload.startswith("\ufffd")
+    # cut at the post size limit, kept as exact bytes (base64: not UTF-8), and it says so
+    assert d1.payload_encoding == "base64" and d1.raw_payload() == big[:DEAD_LETTER_PAYLOAD_BYTES]
+    assert d1.truncated and d1.preview(5).startswith("\ufffd")
+
+
+def test_dead_letter_keeps_a_whole_post_exactly() -> None:
+    post = json.dumps({**GOOD, "text": "$AAPL " + "é" * 40_000}, ensure_ascii=False).encode()
+    d = DeadLetter.build(post, stage="score", code="model_failed", reason="r")
+    assert len(post) > 2048 and d.payload_encoding == "utf-8" and not d.truncated and d.raw_payload() == post
+    odd = b'{"id": "x", "text": "\xff"}'
+    d2 = DeadLetter.model_validate(json.loads(json.dumps(DeadLetter.build(odd, stage="parse", code="not_utf8",
+                                                                            reason="r").to_dict())))
+    assert d2.raw_payload() == odd and not d2.truncated  # survives the DLQ topic's JSON form
+
+
+@pytest.mark.parametrize("value,code,reason", [
+    # each of these stopped the processor with an exception that was not a PostError (issue #26)
+    (json.dumps({**GOOD, "created_at": 1e19}).encode(), "invalid", "timestamp out of range"),
+    (json.dumps({**GOOD, "created_at": "inf"}).encode(), "invalid", "not a finite number"),
+    (json.dumps({**GOOD, "created_at": "0001-01-01T00:00:00+05:00"}).encode(), "invalid", "out of range"),
+    (json.dumps({**GOOD, "created_at": -1e300}).encode(), "invalid", "out of range"),
+    (json.dumps({**GOOD, "created_at": "9" * 400}).encode(), "invalid", "created_at"),
+    (('{"id": "p", "source": "s", "text": "t", "created_at": 1, "raw": {"n": %s}}' % ("9" * 5000)).encode(),
+     "bad_json", "4300"),
+    (('{"id": "p", "source": "s", "text": "t", "created_at": %s}' % ("9" * 5000)).encode(), "bad_json", "4300"),
+    (b'{"id": "p", "source": "s", "text": "t", "created_at": NaN}', "bad_json", "NaN is not valid JSON"),
+    (b'{"id": "p", "source": "s", "text": "t \ud800", "created_at": 1}', "invalid", "text: "),
+    (b'{"id": "p", "source": "s", "text": "t", "created_at": 1, "raw": {"k": "\udfff"}}', "invalid", "raw"),
+    (('{"id": "p", "source": "s", "text": "t", "created_at": 1, "raw": {"a": %s1%s}}'
+      % ("[" * 5000, "]" * 5000)).encode(), "bad_json", "nested too deeply"),
+    (json.dumps({**GOOD, "created_at": True}).encode(), "invalid", "created_at"),
+    (json.dumps({**GOOD, "id": 7}).encode(), "invalid", "id"),
+])
+def test_parse_post_never_raises_anything_but_post_error(value: bytes, code: str, reason: str) -> None:
+    with pytest.raises(PostError) as info:
+        parse_post(value)
+    assert info.value.code == code and reason in info.value.reason, info.value
+
+
+def test_event_time_is_clamped_to_ingest_time() -> None:
+    from datetime import timedelta
+
+    from tickerpulse.stream.schema import MAX_FUTURE_S, clamp_event_time, safe_utc, to_utc
+
+    ingest = to_utc("2026-01-01T00:00:00Z")
+    assert clamp_event_time(to_utc("2099-01-01T00:00:00Z"), ingest) == ingest + timedelta(seconds=MAX_FUTURE_S)
+    assert clamp_event_time(ingest + timedelta(seconds=10), ingest) == ingest + timedelta(seconds=10)  # skew kept
+    assert clamp_event_time(to_utc("1999-01-01T00:00:00Z"), ingest) == to_utc("1999-01-01T00:00:00Z")
+    assert safe_utc(1e19, ingest) == ingest and safe_utc(float("nan"), ingest) == ingest

@@ -222,5 +222,62 @@ def _source_check(source: str, file: Path | None) -> None:
         raise ConfigError(f"--source {source!r}: choose replay or reddit")
 
 
+# -- dead letters ----------------------------------------------------------------------------------------
+dlq_app = typer.Typer(help="Dead letters: list the pending ones, redrive them after a fix.", no_args_is_help=True)
+stream_app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
+    topic: str | None = TOPIC,
+    show: int = typer.Option(20, "--show", min=0, help="Print at most this many letters (all are counted)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Dead letters on <topic>.dlq not yet redriven: position, stage, code, reason, payload preview."""
+    from tickerpulse.stream.dlq import list_letters
+
+    cfg = _config(config, set_, dir=dir, bus=bus, topic=topic)
+    out = list_letters(cfg, show=show)
+    if as_json:
+        typer.echo(json.dumps(out.to_dict(), default=str))
+        return
+    codes = ", ".join(f"{k} {v}" for k, v in out.by_code.most_common())
+    console.print(f"{out.pending} dead letter(s) pending on {cfg.dead_letter_topic}" + (f": {codes}" if codes else ""),
+                  highlight=False, soft_wrap=True)
+    for x in out.letters:
+        d = x.letter
+        head = f"  @{x.record.partition}:{x.record.offset}"
+        if d is None:
+            console.print(f"{head} {x.problem}", highlight=False, markup=False, soft_wrap=True)
+            continue
+        note = f" [not redrivable: {x.problem}]" if x.problem else ""
+        console.print(f"{head} [{d.stage}] {d.code}: {d.reason} ({d.payload_bytes} bytes){note}\n      {d.preview(100)!r}",
+                      highlight=False, markup=False, soft_wrap=True)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
+    topic: str | None = TOPIC,
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Redrive only the first N pending letters."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Put the pending dead letters' original records back on the posts topic (exact bytes), then mark them
+    redriven: the running (or next) processor handles them again; none is redriven twice."""
+    from tickerpulse.stream.dlq import redrive
+
+    _logging("dlq")
+    cfg = _config(config, set_, dir=dir, bus=bus, topic=topic)
+    res = redrive(cfg, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(res.to_dict()))
+        return
+    console.print(f"redrove {res.redriven} dead letter(s) to {cfg.topic} ({res.duplicates} duplicate payloads, "
+                  f"{len(res.skipped)} not redrivable)", highlight=False)
+    for x in res.skipped:
+        console.print(f"  @{x.record.partition}:{x.record.offset} skipped: {x.problem}", highlight=False, markup=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(stream_app, name="stream")

@@ -52,6 +52,12 @@ class StreamConfig(StrictModel):
     backoff_s: float = Field(0.5, ge=0, description="First retry delay (doubles each retry).")
     max_post_bytes: int = Field(128 * 1024, ge=1024, description="Larger bus records are dead-lettered.")
     max_tickers_per_post: int = Field(8, ge=1, le=100, description="Judge at most this many tickers of one post.")
+    max_future_s: float = Field(300.0, ge=0, description="A post's event time is clamped to its ingest time plus "
+                                "this (a post dated 2099 must not own every dashboard window).")
+    max_batch_s: float = Field(600.0, gt=0, description="Time budget of one micro-batch, poll to commit (scoring, "
+                               "retries, pauses, write); Kafka's max.poll.interval.ms is set from it.")
+    log_retention_s: float | None = Field(86_400.0, ge=0, description="Embedded bus: records every committing group "
+                                          "has passed are deleted once this old (0 = at once; null = keep all).")
 
     @model_validator(mode="after")
     def _defaults(self) -> "StreamConfig":

@@ -22,13 +22,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from tickerpulse.stream.bus.base import Bus, Record, next_offsets
 from tickerpulse.stream.config import StreamConfig
-from tickerpulse.stream.schema import DeadLetter, Post, PostError, PostMark, SentimentDoc, parse_post, utcnow
+from tickerpulse.stream.schema import (DeadLetter, Post, PostError, PostMark, SentimentDoc, clamp_event_time,
+                                       parse_post, safe_utc, utcnow)
 from tickerpulse.stream.scoring import Scorer
 from tickerpulse.stream.store.base import Store, percentiles
 from tickerpulse.stream.tickers import asset_class, extract_tickers
@@ -97,18 +98,32 @@ def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig
     res = BatchResult()
     parsed: list[tuple[Record, Post]] = []
     seen: set[str] = set()
+    clamped: list[tuple[str, datetime]] = []
     for r in records:
         try:
             post = parse_post(r.value, max_bytes=cfg.max_post_bytes)
-        except PostError as exc:
-            res.dead.append(DeadLetter.build(r.value, stage="parse", code=exc.code, reason=exc.reason,
-                                             topic=r.topic, partition=r.partition, offset=r.offset))
+            # Normalise: a bus timestamp out of range (a hostile Kafka producer's) becomes now; the event
+            # time never lies past ingest + max_future_s (a post dated 2099 must not own every window).
+            ingested = safe_utc(r.timestamp)
+            r = replace(r, timestamp=ingested.timestamp())
+            when = clamp_event_time(post.created_at, ingested, cfg.max_future_s)
+            if when != post.created_at:
+                clamped.append((post.id, post.created_at))
+                post = post.model_copy(update={"created_at": when})
+        except Exception as exc:  # PostError, or anything else: a record must never stop the stream
+            code, reason = (exc.code, exc.reason) if isinstance(exc, PostError) else ("invalid", f"{type(exc).__name__}: {exc}")
+            res.dead.append(DeadLetter.build(r.value, stage="parse", code=code, reason=reason, topic=r.topic,
+                                             partition=r.partition, offset=r.offset,
+                                             max_payload_bytes=cfg.max_post_bytes))
             continue
         if post.id in seen:  # the same post twice in one batch: one judgement is enough
             continue
         seen.add(post.id)
         parsed.append((r, post))
     res.posts = len(parsed)
+    if clamped:  # the claimed times stay visible here (documents carry the clamped one)
+        log.warning("%d post(s) dated more than %.0f s after ingest: event time clamped (first: %s claimed %s)",
+                    len(clamped), cfg.max_future_s, clamped[0][0][:80], clamped[0][1].isoformat())
 
     plan: list[tuple[Record, Post, str]] = []
     now = utcnow()

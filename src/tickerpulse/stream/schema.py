@@ -2,17 +2,20 @@
 (what processors write to a store). DuckDB and Elasticsearch hold the same document, field for field.
 
 Posts arrive from the outside world and are untrusted: `parse_post` turns raw bus bytes into a `Post` or
-raises `PostError` with a machine-readable `code` and a human `reason`, never anything else, so a processor
-can dead-letter the record and keep going.
+raises `PostError` with a machine-readable `code` and a human `reason`, never anything else (out-of-range
+or non-finite timestamps, >4300-digit integers, deep nesting, NaN, lone surrogates included), so a
+processor can dead-letter the record and keep going. `clamp_event_time` then bounds a post's event time by
+its ingest time plus `MAX_FUTURE_S`, so one post dated 2099 cannot drag every dashboard window with it.
 
 Wire format of a post on the bus: one UTF-8 JSON object (see `Post.to_bytes`); the record key is the post id.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -21,8 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_POST_BYTES = 128 * 1024
 MAX_TEXT_CHARS = 40_000
 MAX_ID_CHARS = 200
-# How much of a rejected payload a dead letter keeps (a 1 MB post must not become a 1 MB row).
-DEAD_LETTER_PAYLOAD_BYTES = 2048
+# How much of a rejected payload a dead letter keeps: a whole post (so it can be redriven after a fix), but
+# a 1 MB record over the post limit must not become a 1 MB row (its letter says it was truncated).
+DEAD_LETTER_PAYLOAD_BYTES = MAX_POST_BYTES
+# How far past its ingest time a post's event time may lie (clock skew of sources) before it is clamped.
+MAX_FUTURE_S = 300.0
 
 ErrorCode = Literal["too_large", "not_utf8", "bad_json", "not_object", "invalid"]
 AssetClass = Literal["equity", "crypto"]
@@ -40,23 +46,67 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _show(value: Any, n: int = 40) -> str:
+    """A short repr for error messages (a 5000-digit int must not become a 5000-character reason)."""
+    try:
+        r = repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit str() limit
+        return f"<{type(value).__name__}, too many digits>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
 def to_utc(value: Any) -> datetime:
     """A datetime from an aware/naive datetime, epoch seconds (int/float/digit string) or ISO-8601 text.
-    Naive values are taken as UTC."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        dt = datetime.fromtimestamp(float(value), timezone.utc)
-    elif isinstance(value, str):
-        s = value.strip()
-        try:
-            return datetime.fromtimestamp(float(s), timezone.utc)
-        except ValueError:
-            pass
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    else:
-        raise ValueError(f"not a timestamp: {type(value).__name__}")
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    Naive values are taken as UTC.
+
+    Raises:
+        ValueError: for anything else, including non-finite numbers, huge integers and instants outside
+            datetime's range in UTC (`1e19`, `"inf"`, `"0001-01-01T00:00:00+05:00"`), so pydantic turns it
+            into a validation error instead of an OverflowError escaping.
+    """
+    try:
+        if isinstance(value, datetime):
+            dt = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            dt = _from_epoch(value)
+        elif isinstance(value, str):
+            s = value.strip()
+            try:
+                num = float(s)
+            except ValueError:
+                dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+            else:
+                dt = _from_epoch(num)
+        else:
+            raise ValueError(f"not a timestamp: {type(value).__name__}")
+        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    except (OverflowError, OSError) as exc:  # fromtimestamp / astimezone past year 1 or 9999
+        raise ValueError(f"timestamp out of range: {_show(value)}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a timestamp: {_show(value)} ({exc})"[:200]) from exc
+
+
+def _from_epoch(value: float | int) -> datetime:
+    x = float(value)  # OverflowError for an int beyond float (caught by to_utc)
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return datetime.fromtimestamp(x, timezone.utc)
+
+
+def clamp_event_time(created_at: datetime, ingested_at: datetime, max_future_s: float = MAX_FUTURE_S) -> datetime:
+    """`created_at`, but never later than `ingested_at + max_future_s`: a post cannot be written after it
+    reached the bus, so a later claim is a wrong clock or a lie, and dashboards window by event time."""
+    limit = ingested_at + timedelta(seconds=max_future_s)
+    return limit if created_at > limit else created_at
+
+
+def safe_utc(value: Any, default: datetime | None = None) -> datetime:
+    """`to_utc(value)`, or `default` (now) when it is not a usable instant: for times the pipeline itself
+    must have (a bus record's timestamp), where a bad value must not stop the stream."""
+    try:
+        return to_utc(value)
+    except ValueError:
+        return default or utcnow()
 
 
 def iso(dt: datetime) -> str:
@@ -90,6 +140,18 @@ class Post(BaseModel):
             raise ValueError("contains a NUL character")
         return v
 
+    @field_validator("raw")
+    @classmethod
+    def _raw_serializable(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # `raw` is re-serialized by `to_bytes`: it must be plain, finite, UTF-8-encodable JSON (pydantic
+        # rejects lone surrogates in the str fields itself, not inside an Any).
+        if v is not None:
+            try:
+                json.dumps(v, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            except (ValueError, TypeError, RecursionError, UnicodeEncodeError) as exc:
+                raise ValueError(f"not serializable as JSON ({type(exc).__name__})") from None
+        return v
+
     def to_bytes(self) -> bytes:
         """The bus wire format (UTF-8 JSON, `created_at` as ISO-8601)."""
         d = self.model_dump(exclude_none=True)
@@ -114,19 +176,29 @@ def parse_post(value: bytes | bytearray | memoryview | str | None, max_bytes: in
     except UnicodeDecodeError as exc:
         raise PostError("not_utf8", f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise PostError("bad_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise PostError("bad_json", "nested too deeply") from None
+    except ValueError as exc:  # an integer over 4300 digits, NaN/Infinity
+        raise PostError("bad_json", str(exc)[:200]) from None
     if not isinstance(obj, dict):
         raise PostError("not_object", f"JSON is a {type(obj).__name__}, not an object")
     try:
         return Post.model_validate(obj)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "post"
-        raise PostError("invalid", f"{where}: {first['msg']}") from None
+        where = ".".join(_show(p, 60) if not isinstance(p, str) else p[:60] for p in first["loc"]) or "post"
+        raise PostError("invalid", f"{where}: {first['msg']}"[:500]) from None
+    except RecursionError:
+        raise PostError("invalid", "nested too deeply") from None
+    except Exception as exc:  # the contract is PostError only: a bug here must not stop the stream
+        raise PostError("invalid", f"{type(exc).__name__}: {exc}"[:500]) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def doc_id(post_id: str, ticker: str | None, model_version: str) -> str:
@@ -236,8 +308,9 @@ DOC_FIELDS: dict[str, str] = {
 
 class DeadLetter(BaseModel):
     """A record the pipeline gave up on. `dl_id` is deterministic (bus position or payload hash), so a
-    replayed bad record is stored once. `payload` is truncated to DEAD_LETTER_PAYLOAD_BYTES, decoded
-    with replacement characters (non-UTF-8 input stays visible, not lost)."""
+    replayed bad record is stored once. `payload` is the record whole up to `max_payload_bytes` (the post
+    size limit; `payload_bytes` > the kept size means it was cut, and such a letter cannot be redriven):
+    UTF-8 text as is, anything else base64 (`payload_encoding`), so a redrive puts back the exact bytes."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -247,6 +320,7 @@ class DeadLetter(BaseModel):
     reason: str
     payload: str
     payload_bytes: int
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
     attempts: int = 1
     topic: str | None = None
     partition: int | None = None
@@ -258,8 +332,14 @@ class DeadLetter(BaseModel):
     @classmethod
     def build(cls, payload: bytes | str | None, *, stage: str, code: str, reason: str, attempts: int = 1,
               topic: str | None = None, partition: int | None = None, offset: int | None = None,
-              post_id: str | None = None, ticker: str | None = None) -> "DeadLetter":
+              post_id: str | None = None, ticker: str | None = None,
+              max_payload_bytes: int = DEAD_LETTER_PAYLOAD_BYTES) -> "DeadLetter":
         data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload or b"")
+        kept = data[:max_payload_bytes]
+        try:
+            text, encoding = kept.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
         if topic is not None and offset is not None:
             key = f"{topic}\x1f{partition}\x1f{offset}\x1f{stage}\x1f{ticker or ''}"
         else:
@@ -267,10 +347,26 @@ class DeadLetter(BaseModel):
         return cls(
             dl_id=hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32],
             stage=stage, code=code, reason=reason[:1000],
-            payload=data[:DEAD_LETTER_PAYLOAD_BYTES].decode("utf-8", "replace"),
+            payload=text, payload_encoding=encoding,
             payload_bytes=len(data), attempts=attempts, topic=topic, partition=partition, offset=offset,
             post_id=post_id, ticker=ticker,
         )
+
+    @property
+    def truncated(self) -> bool:
+        """The record was larger than what the letter kept (it cannot be redriven as it was)."""
+        return len(self.raw_payload()) < self.payload_bytes
+
+    def raw_payload(self) -> bytes:
+        """The kept bytes of the original record, exactly."""
+        if self.payload_encoding == "base64":
+            return base64.b64decode(self.payload)
+        return self.payload.encode("utf-8")
+
+    def preview(self, n: int = 120) -> str:
+        """The start of the payload as text (replacement characters for non-UTF-8), for listings."""
+        text = self.raw_payload()[: n * 4].decode("utf-8", "replace")
+        return text if len(text) <= n else text[: n - 3] + "..."
 
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump()

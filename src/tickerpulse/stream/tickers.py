@@ -27,7 +27,10 @@ from typing import Literal
 
 AssetClass = Literal["equity", "crypto"]
 
-_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.+-]+@[\w-]+\.[\w.-]+\b", re.I)
+# The e-mail branch starts only where a run of local-part characters starts (the lookbehind) and never
+# backtracks inside it (possessive `++`): `\b[\w.+-]+@` tried every position of an `a.a.a...` run again,
+# which made a 40,000-character post take seconds (quadratic). Now every character is looked at O(1) times.
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S++|(?<![\w.+-])[\w.+-]++@[\w-]++\.[\w.-]+\b", re.I)
 # A `$` not preceded by a word char or another `$`/digit; letters (1-6) with an optional class suffix.
 _CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6}(?:[.\-][A-Za-z]{1,2})?)(?![\w$%])(?!\.\d)")
 _EXCHANGE = re.compile(
@@ -83,12 +86,14 @@ def symbols_header() -> list[str]:
     return [ln[2:] for ln in text.splitlines() if ln.startswith("#")]
 
 
+@lru_cache(maxsize=8192)  # a long post repeats its symbols; the cache keeps extraction cheap per mention
 def asset_class(symbol: str) -> AssetClass:
     """`crypto` for known crypto symbols (also in `BTC.X` / `BTC-USD` form), else `equity`."""
     base = re.split(r"[.\-]", symbol.upper().lstrip("$"), maxsplit=1)[0]
     return "crypto" if known_symbols().get(base) == "crypto" else "equity"
 
 
+@lru_cache(maxsize=8192)
 def _normalize(raw: str) -> str:
     """`brk-b` -> `BRK.B`; StockTwits crypto `BTC.X` -> `BTC`."""
     sym = raw.upper().replace("-", ".")
@@ -111,21 +116,23 @@ def find_mentions(text: str) -> list[Mention]:
     clean = _URL.sub(lambda m: " " * len(m.group(0)), text)
     known = known_symbols()
     found: list[Mention] = []
-    taken: list[tuple[int, int]] = []
+    # Characters inside a cashtag or exchange match, so a bare word there is not counted twice. A mask,
+    # not a list of spans: checking every bare word against every span was quadratic on long posts.
+    taken = bytearray(len(clean))
     for m in _CASHTAG.finditer(clean):
         sym = _normalize(m.group(1))
         if sym in CASHTAG_STOP:
             continue
         found.append(Mention(sym, asset_class(sym), "cashtag", m.start()))
-        taken.append(m.span())
+        taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
     for m in _EXCHANGE.finditer(clean):
         sym = _normalize(m.group(1))
         found.append(Mention(sym, asset_class(sym), "exchange", m.start(1)))
-        taken.append(m.span())
+        taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
     if not _mostly_upper(clean):
         for m in _BARE.finditer(clean):
             sym = m.group(1)
-            if sym in STOPLIST or sym not in known or any(a <= m.start() < b for a, b in taken):
+            if sym in STOPLIST or sym not in known or taken[m.start()]:
                 continue
             found.append(Mention(sym, known[sym], "bare", m.start()))
     return sorted(found, key=lambda x: x.start)

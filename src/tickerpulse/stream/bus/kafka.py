@@ -13,9 +13,13 @@ Broker quirks handled here (see docs/stream-distributed.md): Tansu 0.6 reports a
 and `end_offsets()` starts at the reported watermark and polls past it to find the true end
 (`exact=False` skips that probe and returns the raw watermark).
 
+- `max.poll.interval.ms` comes from the processor's batch time budget (`max_batch_s` + 60 s): a member
+  that does not poll for that long is thrown out of the group and its batch re-delivered elsewhere, so it
+  must exceed the slowest batch (model calls, retries, pauses), not librdkafka's 5-minute default.
+
 `bus_options` keys (YAML `bus_options:` or `--set bus_options.partitions=6`): `partitions` (default 3),
-`replication_factor` (1), `session_timeout_ms` (6000), `producer` / `consumer` / `admin` (dicts of raw
-librdkafka properties, applied last).
+`replication_factor` (1), `session_timeout_ms` (6000), `max_poll_interval_ms` (from `max_batch_s`),
+`producer` / `consumer` / `admin` (dicts of raw librdkafka properties, applied last).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from tickerpulse.config import ConfigError
 from tickerpulse.stream.bus.base import Record, TopicPartition
 
 log = logging.getLogger("tickerpulse.stream.kafka")
-_OPTION_KEYS = {"partitions", "replication_factor", "session_timeout_ms", "producer", "consumer", "admin"}
+_OPTION_KEYS = {"partitions", "replication_factor", "session_timeout_ms", "max_poll_interval_ms", "producer",
+                "consumer", "admin"}
 
 
 class KafkaBusError(RuntimeError):
@@ -60,16 +65,20 @@ class KafkaBus:
         partitions: partitions of topics this bus creates when the caller does not say.
         replication_factor: of created topics.
         session_timeout_ms: consumer-group session timeout (how fast a dead member is replaced).
+        max_poll_interval_ms: longest gap between polls before the group drops a member (>= the session
+            timeout, as librdkafka requires).
         producer, consumer, admin: extra librdkafka properties (override ours).
     """
 
     def __init__(self, bootstrap: str, *, partitions: int = 3, replication_factor: int = 1,
-                 session_timeout_ms: int = 6000, producer: Mapping[str, Any] | None = None,
+                 session_timeout_ms: int = 6000, max_poll_interval_ms: int = 300_000,
+                 producer: Mapping[str, Any] | None = None,
                  consumer: Mapping[str, Any] | None = None, admin: Mapping[str, Any] | None = None):
         ck = _ck()
         self.bootstrap = bootstrap
         self.partitions, self.replication_factor = int(partitions), int(replication_factor)
         self.session_timeout_ms = int(session_timeout_ms)
+        self.max_poll_interval_ms = max(int(max_poll_interval_ms), self.session_timeout_ms)
         self._consumer_extra = dict(consumer or {})
         self._admin = require("confluent_kafka.admin").AdminClient({**_common(bootstrap), **(admin or {})})
         self._producer_conf = {**_common(bootstrap), "enable.idempotence": True, "acks": "all", "linger.ms": 5,
@@ -229,6 +238,7 @@ class KafkaConsumer:
                 "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
                 "enable.partition.eof": False, "session.timeout.ms": bus.session_timeout_ms,
                 "heartbeat.interval.ms": max(100, bus.session_timeout_ms // 6), "fetch.wait.max.ms": 100,
+                "max.poll.interval.ms": bus.max_poll_interval_ms,
                 **bus._consumer_extra}
         self._c = ck.Consumer(conf)
         self._c.subscribe(topics)
@@ -286,4 +296,13 @@ def open_bus(cfg: Any) -> KafkaBus:
     if unknown:
         raise ConfigError(f"unknown bus_options for --bus kafka: {', '.join(sorted(unknown))} "
                           f"(known: {', '.join(sorted(_OPTION_KEYS))})")
+    budget_s = getattr(cfg, "max_batch_s", None)
+    if budget_s is not None:
+        opts.setdefault("max_poll_interval_ms", max_poll_interval_ms(budget_s))
     return KafkaBus(cfg.kafka_bootstrap, **opts)
+
+
+def max_poll_interval_ms(batch_budget_s: float, margin_s: float = 60.0) -> int:
+    """`max.poll.interval.ms` for a processor whose batches take up to `batch_budget_s` (librdkafka caps
+    the property at 86,400,000)."""
+    return min(86_400_000, int((batch_budget_s + margin_s) * 1000))

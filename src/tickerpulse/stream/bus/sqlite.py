@@ -5,8 +5,14 @@ processes at once and one consumer per group.
 Offsets are SQLite AUTOINCREMENT row ids: increasing and never reused within a topic, but not contiguous
 (records of other topics take ids in between), as Kafka allows. Each topic has one partition (0).
 
-Limitations: one consumer per group at a time (no partition rebalancing); the log is kept until
-`trim(topic)` removes records every group has committed; one machine only (use Kafka beyond that).
+Retention: with `retention_s` set (`log_retention_s` in StreamConfig, default one day), a consumer's commit
+also deletes (at most every `trim_every_s`) the records of that topic which every committing group has
+passed and which are older than `retention_s`; uncommitted records are never deleted, so a topic nobody
+commits (the dead-letter topic before its first `dlq redrive`) is kept whole. Freed pages are reused by
+SQLite (the file stops growing; it does not shrink).
+
+Limitations: one consumer per group at a time (no partition rebalancing); one machine only (use Kafka
+beyond that).
 """
 
 from __future__ import annotations
@@ -53,9 +59,16 @@ class SqliteBus:
         path: database file (created with its folder).
         linger_records: buffered records that trigger an automatic flush.
         linger_s: a produce() older than this since the last flush triggers one (bounds latency).
+        retention_s: committed records older than this are deleted on commits (None: never; see module doc).
+        trim_every_s: at most one retention pass per topic this often.
     """
 
-    def __init__(self, path: str | Path, linger_records: int = 500, linger_s: float = 0.2):
+    def __init__(self, path: str | Path, linger_records: int = 500, linger_s: float = 0.2,
+                 retention_s: float | None = None, trim_every_s: float = 10.0):
+        if retention_s is not None and retention_s < 0:
+            raise ValueError("retention_s must be >= 0 (or None to keep every record)")
+        self.retention_s, self.trim_every_s = retention_s, trim_every_s
+        self._last_trim: dict[str, float] = {}
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = _connect(self.path)
@@ -132,15 +145,27 @@ class SqliteBus:
             ).fetchall()
         return {int(p): int(o) for p, o in rows}
 
-    def trim(self, topic: str) -> int:
-        """Retention: delete records of `topic` below every committing group's offset (a group that
-        never committed does not hold records back, as with Kafka's time/size retention); returns how many."""
+    def trim(self, topic: str, older_than_s: float = 0.0) -> int:
+        """Retention: delete records of `topic` below every committing group's offset and produced more than
+        `older_than_s` ago (a group that never committed does not hold records back, as with Kafka's
+        time/size retention); returns how many."""
         with self._lock:
             (low,) = self._con.execute("SELECT MIN(next_offset) FROM offsets WHERE topic = ?", (topic,)).fetchone()
             if low is None:
                 return 0
-            cur = self._con.execute("DELETE FROM records WHERE topic = ? AND id < ?", (topic, low))
+            cur = self._con.execute("DELETE FROM records WHERE topic = ? AND id < ? AND ts <= ?",
+                                    (topic, low, time.time() - older_than_s))
             return cur.rowcount
+
+    def _retain(self, topics: Sequence[str]) -> None:
+        """The retention pass a commit triggers (throttled per topic; see `retention_s`)."""
+        if self.retention_s is None:
+            return
+        now = time.monotonic()
+        for t in topics:
+            if now - self._last_trim.get(t, float("-inf")) >= self.trim_every_s:
+                self._last_trim[t] = now
+                self.trim(t, self.retention_s)
 
     def consumer(self, group: str, topics: Sequence[str]) -> "SqliteConsumer":
         return SqliteConsumer(self, group, list(topics))
@@ -211,6 +236,7 @@ class SqliteConsumer:
         except BaseException:
             self._con.execute("ROLLBACK")
             raise
+        self.bus._retain(sorted({t for t, _ in offsets}))
 
     def lag(self) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
@@ -225,5 +251,5 @@ class SqliteConsumer:
 
 
 def open_bus(cfg: object) -> SqliteBus:
-    """Registry hook: the bus for a `StreamConfig` (`cfg.bus_path`)."""
-    return SqliteBus(getattr(cfg, "bus_path"))
+    """Registry hook: the bus for a `StreamConfig` (`cfg.bus_path`, `cfg.log_retention_s`)."""
+    return SqliteBus(getattr(cfg, "bus_path"), retention_s=getattr(cfg, "log_retention_s", None))

@@ -13,6 +13,12 @@ Timing: gaps between consecutive posts are divided by `speed` (speed 0 = as fast
 With speed 0 (as fast as possible) and `rebase`, each post is stamped with the wall time it is
 produced. `loop` replays forever; cycle k > 0 suffixes ids with `~k` (new posts, not re-deliveries) and shifts
 time forward.
+
+Bad rows never stop a replay: a row that is not JSON, not an object, has no text, a timestamp out of range
+or not finite, a >4300-digit number, nesting too deep, a CSV field over the csv module's limit, or a line
+over `MAX_LINE_BYTES` is skipped with a `file:line: reason` warning (counted in `skipped`); invalid UTF-8
+bytes become U+FFFD. Known limitation: one row dated centuries away from the others stretches the paced
+timeline (use --speed 0); the processor clamps future event times either way.
 """
 
 from __future__ import annotations
@@ -22,16 +28,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tickerpulse.data.formats import DataError
-from tickerpulse.stream.schema import MAX_TEXT_CHARS, Post, to_utc, utcnow
+from pydantic import ValidationError
+
+from tickerpulse.stream.schema import MAX_POST_BYTES, MAX_TEXT_CHARS, Post, utcnow
 
 log = logging.getLogger("tickerpulse.stream.replay")
+# A JSONL line longer than this is skipped unread (a post is at most MAX_POST_BYTES on the bus; leave room
+# for JSON escapes and extra columns), so one huge line cannot exhaust memory.
+MAX_LINE_BYTES = 8 * MAX_POST_BYTES
 
 
 def sample_corpus() -> Path:
@@ -39,28 +50,63 @@ def sample_corpus() -> Path:
     return Path(str(resources.files("tickerpulse.stream").joinpath("data", "sample_posts.jsonl")))
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number, mapping) of a JSONL or CSV file; broken JSONL lines are skipped with a warning."""
+def _skip(path: Path, line: int, reason: str) -> None:
+    log.warning("%s", DataError(path, line, f"skipped ({reason})"))
+
+
+def read_rows(path: str | Path, on_skip: Callable[[], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, mapping) of a JSONL or CSV file. Rows that cannot be read are skipped with a
+    `file:line: skipped (reason)` warning (and `on_skip()`); invalid UTF-8 becomes U+FFFD."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"replay file not found: {path}")
+
+    def skip(line: int, reason: str) -> None:
+        _skip(path, line, reason)
+        if on_skip:
+            on_skip()
+
     if path.suffix.lower() in {".csv", ".tsv"}:
-        with path.open(encoding="utf-8", newline="") as fh:
+        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            for i, row in enumerate(reader, start=2):
-                yield i, row
-        return
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for i, line in enumerate(fh, start=1):
+            start = 2
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): that row only
+                    skip(start, f"bad CSV: {exc}")
+                else:
+                    yield start, row
+                start = reader.line_num + 1
+    with path.open("rb") as fb:
+        i = 0
+        while True:
+            raw = fb.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            i += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # drain the rest of the line in bounded pieces
+                    raw = fb.readline(MAX_LINE_BYTES)
+                skip(i, f"line longer than {MAX_LINE_BYTES} bytes")
+                continue
+            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                log.warning("%s:%d: skipped (not JSON: %s)", path.name, i, exc.msg)
+                skip(i, f"not JSON: {exc.msg}")
                 continue
-            if isinstance(row, dict):
-                yield i, row
+            except (ValueError, RecursionError) as exc:  # >4300-digit integers, nesting too deep
+                skip(i, f"not JSON: {str(exc)[:120] or type(exc).__name__}")
+                continue
+            if not isinstance(row, dict):
+                skip(i, f"a JSON {type(row).__name__}, not an object")
+                continue
+            yield i, row
 
 
 def _first(row: dict[str, Any], *keys: str) -> Any:
@@ -72,8 +118,11 @@ def _first(row: dict[str, Any], *keys: str) -> Any:
 
 
 def row_to_post(row: dict[str, Any], default_id: str, source: str = "replay") -> Post:
-    """One file row as a Post (timestamp may be absent: the caller stamps it). Raises DataError-ready
-    ValueError on a row without text."""
+    """One file row as a Post (timestamp may be absent: the caller stamps it).
+
+    Raises:
+        ValueError: the row has no text, or a field is unusable (pydantic's ValidationError is one).
+    """
     title, body = _first(row, "title"), _first(row, "text", "body", "selftext")
     text = "\n\n".join(str(x) for x in (title, body) if x) if title and body else (body or title)
     if not text:
@@ -89,6 +138,16 @@ def row_to_post(row: dict[str, Any], default_id: str, source: str = "replay") ->
         channel=_first(row, "channel", "subreddit"),
         raw={"has_ts": ts is not None},
     )
+
+
+def _reason(exc: Exception) -> str:
+    """One line saying what is wrong with a row (the first field error of a ValidationError)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p)[:60] for p in first["loc"]) or "row"
+        return f"{where}: {first['msg']}"[:300]
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]
 
 
 class ReplaySource:
@@ -112,17 +171,20 @@ class ReplaySource:
         self.path, self.speed, self.loop, self.gap_s, self.rebase, self.limit = Path(path), speed, loop, gap_s, rebase, limit
         self.skipped = 0
 
+    def _count_skip(self) -> None:
+        self.skipped += 1
+
     def _load(self) -> list[Post]:
         posts: list[Post] = []
         t0 = utcnow()
-        for n, (line, row) in enumerate(read_rows(self.path)):
+        for n, (line, row) in enumerate(read_rows(self.path, on_skip=self._count_skip)):
             if self.limit is not None and len(posts) >= self.limit:
                 break
             try:
                 post = row_to_post(row, f"{self.path.stem}-{line}")
-            except ValueError as exc:
+            except Exception as exc:  # any bad row: skip it and go on, never kill the producer
                 self.skipped += 1
-                log.warning("%s", DataError(self.path, line, str(exc).splitlines()[0]))
+                _skip(self.path, line, _reason(exc))
                 continue
             if not (post.raw or {}).get("has_ts"):
                 post = post.model_copy(update={"created_at": t0 + timedelta(seconds=n * self.gap_s)})

@@ -34,7 +34,7 @@ _DOC_COLS = ["doc_id", "ts", "post_id", "ticker", "asset_class", "sentiment", "s
              "source", "channel", "author", "url", "model_version", "ingested_at", "processed_at", "latency_ms"]
 _POST_COLS = ["post_id", "source", "created_at", "ingested_at", "processed_at", "n_tickers", "tickers"]
 _DL_COLS = ["dl_id", "stage", "code", "reason", "payload", "payload_bytes", "attempts", "topic", "partition",
-            "offset", "post_id", "ticker", "created_at"]
+            "offset", "post_id", "ticker", "created_at", "payload_encoding"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     post_id VARCHAR, ticker VARCHAR, created_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS heartbeats (name VARCHAR PRIMARY KEY, updated TIMESTAMP, metrics VARCHAR);
+-- added with whole (redrivable) dead-letter payloads; older files get the column on open
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS payload_encoding VARCHAR DEFAULT 'utf-8';
 """
 
 
@@ -208,7 +210,7 @@ class DuckDBStore:
         with self._tx() as con:
             for d in items:
                 row = (d.dl_id, d.stage, d.code, d.reason, d.payload, d.payload_bytes, d.attempts, d.topic,
-                       d.partition, d.offset, d.post_id, d.ticker, _naive(d.created_at))
+                       d.partition, d.offset, d.post_id, d.ticker, _naive(d.created_at), d.payload_encoding)
                 prev = con.execute("SELECT attempts FROM dead_letters WHERE dl_id = ?", (d.dl_id,)).fetchone()
                 if prev is not None:
                     con.execute("UPDATE dead_letters SET attempts = ?, reason = ? WHERE dl_id = ?",
@@ -307,6 +309,7 @@ class DuckDBStore:
         for r in rows:
             d = dict(zip(_DL_COLS, r))
             d["created_at"] = _aware(d["created_at"])
+            d["payload_encoding"] = d["payload_encoding"] or "utf-8"
             out.append(DeadLetter.model_validate(d))
         return out
 
