@@ -15,11 +15,17 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (or the whole prompt with --raw)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Built-in name, hub id or local HF folder "
                                      "[default: the adapter run's base model, else smollm2-135m]."),
-    adapter: Path | None = typer.Option(None, "--adapter", help="Run folder with a trained LoRA adapter."),
-    system: str | None = typer.Option(None, "--system", help="System message (chat template only)."),
+    adapter: Path | None = typer.Option(None, "--adapter-path", "--adapter",
+                                        help="Run folder with a trained LoRA adapter (mlx-lm's flag; --adapter too)."),
+    system: str | None = typer.Option(None, "--system-prompt", "--system",
+                                      help="System message (chat template only; --system too)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
     temp: float = typer.Option(0.0, "--temp", min=0.0, help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (with --temp > 0)."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens only (with --temp > 0); "
+                              "0 = off."),
+    min_p: float = typer.Option(0.0, "--min-p", min=0.0, max=1.0, help="Drop tokens less than min-p times as likely "
+                                "as the top one (with --temp > 0); 0 = off."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for reproducible sampling."),
     stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable); not printed."),
     raw: bool = typer.Option(False, "--raw/--chat", help="Send the prompt as is instead of through the chat template."),
@@ -34,7 +40,7 @@ def generate(
     from tickerpulse.train.backends import select_backend
 
     if raw and system:
-        raise typer.BadParameter("--system needs the chat template; drop --raw", param_hint="--system")
+        raise typer.BadParameter("--system-prompt needs the chat template; drop --raw", param_hint="--system-prompt")
     backend = select_backend(backend)
     _quiet_transformers()
     if model is None:
@@ -45,12 +51,12 @@ def generate(
             model = read_run(adapter).base_model
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     if backend == "mlx":
-        _generate_mlx(model, adapter, prompt if raw else messages, max_tokens, temp, top_p, seed, stop)
+        _generate_mlx(model, adapter, prompt if raw else messages, max_tokens, temp, top_p, seed, stop, top_k, min_p)
         return
     with err.status(f"loading {model}" + (f" + {adapter}" if adapter else "")):
         lm, tok = load_model(model, device=device, dtype=dtype, adapter=adapter)
     stream = stream_generate(lm, tok, prompt if raw else messages, max_tokens=max_tokens, temperature=temp,
-                             top_p=top_p, seed=seed, stop=stop or None)
+                             top_p=top_p, seed=seed, stop=stop or None, top_k=top_k, min_p=min_p)
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -66,13 +72,13 @@ def generate(
 
 
 def _generate_mlx(model: str, adapter: Path | None, prompt: str | list[dict[str, str]], max_tokens: int, temp: float,
-                  top_p: float, seed: int | None, stop: list[str]) -> None:
+                  top_p: float, seed: int | None, stop: list[str], top_k: int = 0, min_p: float = 0.0) -> None:
     """The same command on mlx-lm (`--backend mlx`)."""
     from tickerpulse.models.mlx import stream_generate_mlx
 
     s: dict = {}
     for piece in stream_generate_mlx(model, adapter, prompt, max_tokens=max_tokens, temperature=temp, top_p=top_p,
-                                     seed=seed, stop=stop or None):
+                                     seed=seed, stop=stop or None, top_k=top_k, min_p=min_p):
         if isinstance(piece, dict):
             s = piece
             continue

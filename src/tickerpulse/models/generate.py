@@ -8,7 +8,7 @@ as rows finish (finished rows stop costing compute).
 Prompts are either chat messages (the model's chat template is applied with `add_generation_prompt=True`)
 or a raw string (tokenized as is, special tokens added by the tokenizer).
 
-Limitations: no beam search or repetition penalty; one temperature/top-p per batch; stop strings are
+Limitations: no beam search or repetition penalty; one temperature/top-k/min-p/top-p per batch; stop strings are
 matched on decoded text and removed from the output. Batched rows are left-padded: in fp32 batched and
 unbatched greedy outputs match; in bf16/fp16 a near-tie may flip a token.
 """
@@ -114,20 +114,36 @@ def _make_generator(device: Any, seed: int | None) -> Any:
     return gen.manual_seed(int(seed))
 
 
-def _pick(logits: Any, temperature: float, top_p: float, gen: Any) -> Any:
-    """Next token per row: argmax when temperature is 0, else nucleus sampling."""
+def _pick(logits: Any, temperature: float, top_p: float, gen: Any, top_k: int = 0, min_p: float = 0.0) -> Any:
+    """Next token per row: argmax when temperature is 0, else a sample from the temperature-scaled distribution
+    restricted to the tokens that pass every cut (as mlx-lm's sampler chain): top-p (the nucleus), min-p (at
+    least `min_p` times as likely as the top token) and top-k (the k most likely). 1.0 / 0.0 / 0 turn a cut
+    off; the top token always survives."""
     import torch
 
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        # drop a token when the mass before it already reaches top_p (the top token always survives)
-        sorted_p[(sorted_p.cumsum(-1) - sorted_p) >= top_p] = 0.0
-        choice = torch.multinomial(sorted_p, 1, generator=gen)
-        return order.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    if top_p >= 1.0 and min_p <= 0.0 and not 0 < top_k < probs.shape[-1]:
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    drop = torch.zeros_like(sorted_p, dtype=torch.bool)
+    if top_p < 1.0:  # drop a token when the mass before it already reaches top_p
+        drop |= (sorted_p.cumsum(-1) - sorted_p) >= top_p
+    if min_p > 0.0:
+        drop |= sorted_p < min_p * sorted_p[..., :1]
+    if 0 < top_k < probs.shape[-1]:
+        drop[..., top_k:] = True
+    drop[..., 0] = False
+    choice = torch.multinomial(sorted_p.masked_fill(drop, 0.0), 1, generator=gen)
+    return order.gather(-1, choice).squeeze(-1)
+
+
+def _check_cuts(top_k: int, min_p: float) -> None:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+    if not 0.0 <= min_p <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1] (0 = off), got {min_p!r}")
 
 
 # ------------------------------------------------------------------------------------------- decode loop
@@ -144,6 +160,8 @@ def _decode(
     eos: set[int],
     pad_id: int,
     stopped: set[int],
+    top_k: int = 0,
+    min_p: float = 0.0,
 ) -> Iterator[list[tuple[int, int]]]:
     """Left-padded prefill, then one token per active row per step.
 
@@ -167,7 +185,7 @@ def _decode(
     cache = out.past_key_values
     next_pos = pos[:, -1:] + 1
     for step in range(max_tokens):
-        nxt = _pick(out.logits[:, -1, :], temperature, top_p, gen)
+        nxt = _pick(out.logits[:, -1, :], temperature, top_p, gen, top_k, min_p)
         events = list(zip(rows.tolist(), nxt.tolist(), strict=True))
         yield events
         if step == max_tokens - 1:
@@ -249,6 +267,8 @@ def stream_generate(
     top_p: float = 1.0,
     seed: int | None = None,
     stop: Sequence[str] | None = None,
+    top_k: int = 0,
+    min_p: float = 0.0,
 ) -> StreamGeneration:
     """Generate for one prompt, yielding text pieces as soon as they are whole characters.
 
@@ -261,6 +281,8 @@ def stream_generate(
         top_p: nucleus sampling mass (only when temperature > 0).
         seed: makes sampling reproducible.
         stop: strings that end the answer; they are not included in the output.
+        top_k: sample among the k most likely tokens only (0 = off; with temperature > 0).
+        min_p: drop tokens less than `min_p` times as likely as the most likely one (0 = off).
 
     Returns:
         A StreamGeneration: iterate it for pieces; afterwards `.stats` (GenStats) and `.text`.
@@ -269,6 +291,7 @@ def stream_generate(
 
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
+    _check_cuts(top_k, min_p)
     prompt_ids = encode_prompt(tok, prompt)
     eos = eos_token_ids(model, tok)
     stops = [s for s in (stop or []) if s]
@@ -283,7 +306,8 @@ def stream_generate(
         try:
             with torch.inference_mode():
                 steps = _decode(model, [prompt_ids], max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                gen=_make_generator(device, seed), eos=eos, pad_id=_pad_id(tok, eos), stopped=set())
+                                gen=_make_generator(device, seed), eos=eos, pad_id=_pad_id(tok, eos), stopped=set(),
+                                top_k=top_k, min_p=min_p)
                 for events in steps:
                     token = events[0][1]
                     if stats.generated_tokens == 0:
@@ -343,6 +367,8 @@ def generate_batch(
     seed: int | None = None,
     stop: Sequence[str] | None = None,
     batch_size: int = 16,
+    top_k: int = 0,
+    min_p: float = 0.0,
 ) -> list[GenResult]:
     """Generate for many prompts, `batch_size` at a time (left padding, shared KV cache, per-row stop).
 
@@ -360,6 +386,7 @@ def generate_batch(
 
     if batch_size < 1 or max_tokens < 1:
         raise ValueError("batch_size and max_tokens must be >= 1")
+    _check_cuts(top_k, min_p)
     encoded = [encode_prompt(tok, p) for p in prompts]
     eos = eos_token_ids(model, tok)
     pad = _pad_id(tok, eos)
@@ -378,7 +405,7 @@ def generate_batch(
             stopped: set[int] = set()
             start = time.perf_counter()
             steps = _decode(model, [encoded[i] for i in chunk], max_tokens=max_tokens, temperature=temperature,
-                            top_p=top_p, gen=gen, eos=eos, pad_id=pad, stopped=stopped)
+                            top_p=top_p, gen=gen, eos=eos, pad_id=pad, stopped=stopped, top_k=top_k, min_p=min_p)
             for events in steps:
                 now = time.perf_counter()
                 for row, token in events:

@@ -79,7 +79,8 @@ def mlx_adapter_dir(run: str | Path, scratch: str | Path) -> Path:
 
 def stream_generate_mlx(model: str, adapter: str | Path | None, prompt: str | list[dict[str, str]], *,
                         max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                        stop: list[str] | None = None) -> Iterator[str | dict[str, Any]]:
+                        stop: list[str] | None = None, top_k: int = 0,
+                        min_p: float = 0.0) -> Iterator[str | dict[str, Any]]:
     """Stream text pieces from mlx-lm (`mlx_lm.stream_generate`) for a chat (list of messages) or a raw prompt,
     with the base model `model` (+ the run's adapter, converted when it was trained with torch). The last item
     yielded is a stats dict (prompt/generated tokens, tokens/s, peak memory, finish reason)."""
@@ -98,7 +99,8 @@ def stream_generate_mlx(model: str, adapter: str | Path | None, prompt: str | li
     text = prompt if isinstance(prompt, str) else tok.apply_chat_template(prompt, add_generation_prompt=True,
                                                                           tokenize=False)
     ids = tok.encode(text, add_special_tokens=False)
-    sampler = make_sampler(temp=temperature, top_p=top_p if temperature > 0 and top_p < 1.0 else 0.0)
+    sampler = make_sampler(temp=temperature, top_p=top_p if temperature > 0 and top_p < 1.0 else 0.0, min_p=min_p,
+                           top_k=top_k)
     out, last, finish, sent = "", None, "length", 0
     for last in mlx_lm.stream_generate(lm, tok, ids, max_tokens=max_tokens, sampler=sampler):
         out += last.text
