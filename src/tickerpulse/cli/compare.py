@@ -14,7 +14,9 @@ console = Console()
 
 def compare_command(
     base: str | None = typer.Option(None, "--base", help="Base model: built-in name, hub id or local HF folder."),
-    tuned: str | None = typer.Option(None, "--tuned", help="Training run folder (adapter on --base) or a standalone model folder."),
+    tuned: str | None = typer.Option(None, "--tuned", "--adapter-path",
+                                     help="Training run folder (adapter on --base) or a standalone model folder "
+                                     "(--adapter-path too, mlx-lm's name)."),
     data: str | None = opt.DATA,
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (report.html, PNGs, base/ and tuned/ evals)."),
     split: str = opt.SPLIT,

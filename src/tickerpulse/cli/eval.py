@@ -15,7 +15,8 @@ console = Console()
 
 def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="Base model: built-in name, hub id or local HF folder."),
-    adapter: str | None = typer.Option(None, "--adapter", help="Training run folder whose adapter is applied."),
+    adapter: str | None = typer.Option(None, "--adapter-path", "--adapter",
+                                       help="Training run folder whose adapter is applied (mlx-lm's flag; --adapter too)."),
     data: str | None = opt.DATA,
     split: str = opt.SPLIT,
     limit: int | None = opt.LIMIT,

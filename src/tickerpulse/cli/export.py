@@ -19,7 +19,9 @@ _ENGINE_HELP = "Round-trip engine(s): transformers, llama.cpp or all (llama.cpp 
 def gguf(
     model: str = typer.Option(..., "--model", help="HF model folder (e.g. from `tickerpulse fuse`), built-in name or hub id."),
     outtype: str = typer.Option("f16", "--outtype", help="f16, q8_0, bf16 or f32."),
-    out: Path | None = typer.Option(None, "--out", help="Output file (default: MODEL/<name>-<OUTTYPE>.gguf)."),
+    out: Path | None = typer.Option(None, "--outfile", "--out",
+                                    help="Output file, as llama.cpp's convert_hf_to_gguf.py names it (--out too) "
+                                    "[default: MODEL/<name>-<OUTTYPE>.gguf]."),
     check: bool = typer.Option(False, "--check", help="Read the GGUF back and compare greedy answers with PyTorch."),
     engine: str = typer.Option("all", "--engine", help=_ENGINE_HELP),
     tokenizer_pre: str | None = typer.Option(None, "--tokenizer-pre", help="llama.cpp pre-tokenizer name, if not detected."),

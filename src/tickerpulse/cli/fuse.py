@@ -12,7 +12,9 @@ console = Console(stderr=True)
 
 
 def fuse(
-    adapter: Path = typer.Option(..., "--adapter", help="Training run folder, one checkpoint file in it, or a PEFT adapter folder."),
+    adapter: Path = typer.Option(..., "--adapter-path", "--adapter",
+                                 help="Training run folder, one checkpoint file in it, or a PEFT adapter folder "
+                                 "(mlx-lm's flag; --adapter too)."),
     save_path: Path = typer.Option(..., "--save-path", help="Output folder for the standalone model."),
     model: str | None = typer.Option(None, "--model", help="Base model (default: the one the run was trained on)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (the base's dtype), float32, bfloat16 or float16."),

@@ -13,7 +13,8 @@ console = Console(stderr=True)
 
 def serve(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Base, fused or named model (name, hub id or folder)."),
-    adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of a run/adapter folder; repeat for several."),
+    adapter: list[str] = typer.Option([], "--adapter-path", "--adapter",
+                                      help="NAME=PATH of a run/adapter folder; repeat for several (--adapter too)."),
     default_model: str = typer.Option(None, "--default-model", help="Model for requests that name none (default: first adapter, else the base)."),
     host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default; set TICKERPULSE_API_KEY before exposing it)."),
     port: int = typer.Option(8080, help="Port."),

@@ -28,7 +28,7 @@ TOPIC = typer.Option(None, "--topic", help="Topic of raw posts [financial_raw_te
 SCORER = typer.Option(None, "--scorer", help="engine (model in-process) | http (a tickerpulse server) | vader (baseline).")
 MODE = typer.Option(None, "--mode", help="fast (label scoring) | reasoning (generated JSON with a reason).")
 MODEL = typer.Option(None, "--model", help="Model name or folder for the engine scorer [smollm2-135m].")
-ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter run folder (engine scorer).")
+ADAPTER = typer.Option(None, "--adapter-path", "--adapter", help="LoRA adapter run folder (engine scorer).")
 URL = typer.Option(None, "--url", help="Server URL for the http scorer [http://127.0.0.1:8080].")
 
 
