@@ -23,6 +23,7 @@ def serve(
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     max_batch_size: int = typer.Option(32, help="Most rows per model batch."),
     max_queue: int = typer.Option(256, help="Most queued requests; more get HTTP 429."),
+    max_queue_items: int = typer.Option(4096, help="Most queued work items (sentiment (text, ticker) pairs + generated outputs); more get HTTP 429."),
     timeout: float = typer.Option(60.0, help="Seconds per request before HTTP 504."),
     max_body_bytes: int = typer.Option(2_000_000, help="Largest request body; more get HTTP 413."),
     batch_window_ms: float = typer.Option(3.0, help="Milliseconds to gather concurrent requests into a batch."),
@@ -48,6 +49,7 @@ def serve(
     cfg = build(ServeConfig, {
         "model": model, "adapters": adapters, "default_model": default_model, "host": host, "port": port,
         "device": device, "dtype": dtype, "threads": threads, "max_batch_size": max_batch_size, "max_queue": max_queue,
+        "max_queue_items": max_queue_items,
         "timeout": timeout, "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms,
     }, source="flags")
     if host not in LOOPBACK and not api_key_from_env():

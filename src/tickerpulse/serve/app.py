@@ -4,7 +4,12 @@
 of it and wraps everything in the API-key / body-size guard. `run(config)` serves it with uvicorn.
 
 Errors use the OpenAI error body `{"error": {"message", "type", "param", "code"}}`: 400 bad request or
-unsupported option/schema, 401 API key, 404 unknown model, 413 body too large, 429 queue full, 504 timeout.
+unsupported option/schema, 401 API key, 404 unknown model, 413 body too large, 429 queue full, 503 shutting
+down, 504 timeout. A 500 means a fault of the server, never of the input, and fails only its own request.
+
+Shutdown: on SIGTERM uvicorn lets requests finish for `SHUTDOWN_GRACE` seconds, then cancels them (which
+cancels their model work); the model thread is a daemon, so even work that cannot be interrupted does not keep
+the process alive.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from tickerpulse.config import StrictModel
 
 log = logging.getLogger("tickerpulse.serve")
 
+SHUTDOWN_GRACE = 3.0  # seconds in-flight requests get after SIGTERM before they are cancelled
+
 
 class ServeConfig(StrictModel):
     """Everything `tickerpulse serve` takes (CLI flags map 1:1)."""
@@ -37,6 +44,7 @@ class ServeConfig(StrictModel):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
     max_batch_size: int = Field(32, ge=1, le=512, description="Most rows per model batch.")
     max_queue: int = Field(256, ge=1, description="Most queued requests; more get 429.")
+    max_queue_items: int = Field(4096, ge=1, description="Most queued work items (sentiment (text, ticker) pairs + generated outputs); more get 429.")
     timeout: float = Field(60.0, gt=0, description="Seconds per request before 504.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body; more get 413.")
     batch_window_ms: float = Field(3.0, ge=0, le=1000, description="How long to gather concurrent requests.")
@@ -55,8 +63,8 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     from fastapi.responses import JSONResponse, PlainTextResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from tickerpulse.serve.batching import Batcher, QueueFull, RequestTimeout
-    from tickerpulse.serve.constrained import UnsupportedSchema
+    from tickerpulse.serve.batching import Batcher, JobRejected, QueueFull, RequestTimeout, ShuttingDown, TooMuchWork
+    from tickerpulse.serve.grammar import UnsupportedSchema
     from tickerpulse.serve.metrics import Metrics
     from tickerpulse.serve.runtime import UnknownModel
     from tickerpulse.serve.security import GuardMiddleware, api_key_from_env
@@ -70,7 +78,8 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     default = cfg.default_model or (next(iter(rt.adapters), None) or rt.model_name)
     rt.resolve(default)  # fail at start, not per request
     metrics = Metrics()
-    batcher = Batcher(engine, metrics, cfg.max_batch_size, cfg.max_queue, cfg.batch_window_ms, cfg.timeout)
+    batcher = Batcher(engine, metrics, cfg.max_batch_size, cfg.max_queue, cfg.batch_window_ms, cfg.timeout,
+                      cfg.max_queue_items)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -84,9 +93,11 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
 
     def err(status: int, message: str, etype: str = "invalid_request_error", code: str | None = None,
             param: str | None = None, headers: dict[str, str] | None = None) -> Any:
-        from tickerpulse.serve.openai_api import error_body
+        from tickerpulse.serve.openai_api import error_body, replace_surrogates
 
-        return JSONResponse(error_body(message, etype, code, param), status_code=status, headers=headers)
+        # a message may quote the input: lone surrogates in it would make the JSON encoder fail
+        return JSONResponse(error_body(replace_surrogates(message), etype, code, param), status_code=status,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, exc: RequestValidationError) -> Any:
@@ -101,8 +112,14 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
         return err(400, str(exc.errors()[0].get("msg")), code="invalid_request")
 
     @app.exception_handler(BadRequest)
-    async def _bad(_r: Request, exc: BadRequest) -> Any:
+    @app.exception_handler(JobRejected)
+    @app.exception_handler(TooMuchWork)
+    async def _bad(_r: Request, exc: ValueError) -> Any:
         return err(400, str(exc), code="invalid_request")
+
+    @app.exception_handler(ShuttingDown)
+    async def _down(_r: Request, exc: ShuttingDown) -> Any:
+        return err(503, str(exc), "server_error", "shutting_down", headers={"Retry-After": "1"})
 
     @app.exception_handler(UnsupportedSchema)
     async def _schema(_r: Request, exc: UnsupportedSchema) -> Any:
@@ -129,17 +146,7 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
         log.exception("internal error")
         return err(500, f"internal error: {type(exc).__name__}", "server_error", "internal_error")
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Any:
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            metrics.request(getattr(route, "path", "other"), status, time.perf_counter() - t0)
+    app.add_middleware(_RequestMetrics, metrics=metrics)  # type: ignore[arg-type]
 
     from tickerpulse.serve import routes
 
@@ -156,6 +163,31 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     return guarded
 
 
+class _RequestMetrics:
+    """Pure-ASGI request counter (Starlette's BaseHTTPMiddleware would hide client disconnects from routes)."""
+
+    def __init__(self, app: Any, metrics: Any) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0, status = time.perf_counter(), 500
+
+        async def send_status(msg: dict) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            self.metrics.request(getattr(route, "path", "other"), status, time.perf_counter() - t0)
+
+
 class _Ctx:
     """What the route functions need, in one object."""
 
@@ -169,13 +201,26 @@ class _Ctx:
         return name, self.rt.resolve(name)
 
 
-def run(config: ServeConfig) -> None:
-    """Load the model and serve until interrupted."""
+def run(config: ServeConfig, engine: Any = None) -> None:
+    """Load the model (unless `engine` is given) and serve until SIGINT/SIGTERM.
+
+    After uvicorn's shutdown, a model thread still stuck in work that could not be interrupted is abandoned
+    with `os._exit`, so the process always ends a few seconds after the signal."""
+    import os
+    import sys
+    import threading
+
     import uvicorn
 
-    app = create_app(config)
+    app = create_app(config, engine=engine)
     uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=SHUTDOWN_GRACE)
+    if any(t.name == "tp-model" and t.is_alive() for t in threading.enumerate()):
+        log.warning("exiting with model work still running (it could not be interrupted)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def sse(obj: Any) -> str:

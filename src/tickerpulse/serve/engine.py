@@ -9,7 +9,7 @@ whatever the model writes:
   per adapter and the suffixes of a batch run against it.
 - reasoning: the same pass picks the label (so both modes always agree on it), then constrained decoding
   writes the rest of the JSON: a score in the label's range and a bounded, JSON-safe reasoning string
-  (`tickerpulse.serve.constrained`), with the fixed parts fed without sampling.
+  (`tickerpulse.serve.grammar`, llguidance), with the fixed parts fed without sampling.
 
 Calibration: a `calibration.json` `{"temperature": T, "label_bias": [...]}` in the adapter (or model) folder
 shifts and scales the three label logits before the softmax (`serve.calibration`; absent = identity).
@@ -37,6 +37,7 @@ from tickerpulse.data.sentiment import (
     sanitize_text,
 )
 from tickerpulse.serve.calibration import LabelCalibration
+from tickerpulse.serve.openai_api import replace_surrogates
 
 Mode = Literal["fast", "reasoning"]
 Item = tuple[str, "str | None"]
@@ -53,7 +54,7 @@ def clean_text(text: Any) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     text = "" if text is None else str(text)
-    return text.encode("utf-8", "replace").decode("utf-8", "replace") if not text.isascii() else text
+    return replace_surrogates(text)
 
 
 def normalize_ticker(ticker: str | None) -> str | None:

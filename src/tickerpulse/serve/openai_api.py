@@ -6,6 +6,7 @@ with a 400 that names them, instead of silently ignoring them.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
@@ -14,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 MAX_N = 8
 MAX_ITEMS = 256
+# (text, ticker) pairs one /v1/sentiment request may expand to (texts x extracted tickers): work, not texts.
+MAX_EXPANDED_ITEMS = 1024
+MAX_STOP = 4
+MAX_STOP_CHARS = 256
+MAX_TOKENS = 131_072  # a sanity bound; the model's context gives the real limit (400 naming it)
+MAX_SEED = 2**63 - 1
+# Below this a positive temperature divides fp32 logits into float64 overflow (1e-320 is subnormal): 400, not NaN.
+MIN_TEMPERATURE = 1e-6
 
 
 class Strict(BaseModel):
@@ -52,23 +61,26 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
     def text(self) -> str:
+        """The message's text; lone surrogates become U+FFFD (the tokenizer refuses them)."""
         if self.content is None or isinstance(self.content, str):
-            return self.content or ""
+            return _utf8(self.content or "")
         parts = []
         for p in self.content:
             if p.get("type") != "text" or not isinstance(p.get("text"), str):
-                raise ValueError(f"message content part of type {p.get('type')!r} is not supported (text only)")
+                raise ValueError(f"message content part of type {str(p.get('type'))[:40]!r} is not supported (text only)")
             parts.append(p["text"])
-        return "".join(parts)
+        return _utf8("".join(parts))
 
 
 class _Sampling(Strict):
+    """Sampling parameters, checked here so a bad value is a 400 for its request, never an error in a batch."""
+
     model: str | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     n: int = Field(1, ge=1, le=MAX_N)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED - MAX_N)  # choice j samples with seed + j
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
@@ -81,12 +93,22 @@ class _Sampling(Strict):
     logprobs: bool | int | None = None
     top_logprobs: int | None = None
 
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float) -> float:
+        if 0.0 < v < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}")
+        return v
+
     @field_validator("stop")
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return v
+        if isinstance(v, list) and len(v) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        for s in [v] if isinstance(v, str) else v or []:
+            if len(s) > MAX_STOP_CHARS:
+                raise ValueError(f"stop sequences may have at most {MAX_STOP_CHARS} characters")
+        return _utf8(v)
 
     @model_validator(mode="after")
     def _unsupported(self) -> "_Sampling":
@@ -105,8 +127,8 @@ class _Sampling(Strict):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     tools: list[Any] | None = None
     tool_choice: Any = None
     functions: list[Any] | None = None
@@ -123,7 +145,7 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1)
+    max_tokens: int = Field(16, ge=1, le=MAX_TOKENS)
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
@@ -138,16 +160,27 @@ class CompletionRequest(_Sampling):
             raise ValueError("best_of is not supported by this server")
         if isinstance(self.prompt, list) and not (1 <= len(self.prompt) <= MAX_N):
             raise ValueError(f"prompt lists must hold 1 to {MAX_N} strings")
+        if isinstance(self.prompt, list) and len(self.prompt) * self.n > MAX_N:
+            raise ValueError(f"prompts x n may be at most {MAX_N} outputs per request")
         return self
 
     def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        """The prompts; lone surrogates become U+FFFD (the tokenizer refuses them)."""
+        return [_utf8(p) for p in ([self.prompt] if isinstance(self.prompt, str) else self.prompt)]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """Lone surrogates (valid in JSON escapes, not in UTF-8; json.loads joins real pairs) become U+FFFD."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def _utf8(v: Any) -> Any:
-    """Lone surrogates (valid in JSON escapes, not in UTF-8) become U+FFFD instead of failing validation."""
-    if isinstance(v, str) and not v.isascii():
-        return v.encode("utf-8", "replace").decode("utf-8")
+    """`replace_surrogates` on a str or a list of str (anything else is left for validation to judge)."""
+    if isinstance(v, str):
+        return replace_surrogates(v)
     if isinstance(v, list):
         return [_utf8(x) for x in v]
     return v

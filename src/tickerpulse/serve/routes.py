@@ -1,7 +1,8 @@
 """Route handlers: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/sentiment`, `/health`.
 
 Generation requests become `GenRequest` rows (one per choice) submitted to the batcher; streaming responses
-read text pieces the model thread pushes into an asyncio queue and send them as SSE chunks.
+read text pieces the model thread pushes into an asyncio queue and send them as SSE chunks. Non-streaming
+routes poll `request.is_disconnected()` while they wait, so a client that hangs up cancels its work.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import Request  # at module level: the routes' string annotations are resolved here
+
 from tickerpulse.serve.app import BadRequest, sse
 from tickerpulse.serve.openai_api import (
+    MAX_EXPANDED_ITEMS,
     ChatCompletionRequest,
     CompletionRequest,
     ResponseFormat,
@@ -35,7 +39,8 @@ def add_routes(app: Any, ctx: Any) -> None:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": rt.model_name, "adapters": list(rt.adapters), "default_model": ctx.default_model,
-                "queue_depth": ctx.batcher.depth(), "busy": ctx.batcher.busy, "device": str(rt.device),
+                "queue_depth": ctx.batcher.depth(), "queued_items": ctx.batcher.queued_items(),
+                "busy": ctx.batcher.busy, "device": str(rt.device),
                 "dtype": str(rt.dtype).replace("torch.", "")}
 
     @app.get("/v1/models")
@@ -53,7 +58,7 @@ def add_routes(app: Any, ctx: Any) -> None:
         return ctx.engine.schema()
 
     @app.post("/v1/sentiment")
-    async def sentiment(req: SentimentRequest) -> dict[str, Any]:
+    async def sentiment(req: SentimentRequest, request: Request) -> dict[str, Any]:
         from tickerpulse.data.sentiment import sanitize_text
         from tickerpulse.serve.engine import DEFAULT_REASONING_TOKENS, clean_text, normalize_ticker
         from tickerpulse.stream.tickers import extract_tickers
@@ -73,13 +78,17 @@ def add_routes(app: Any, ctx: Any) -> None:
             for t in tickers:
                 items.append((text, t))
                 index.append(i)
+            if len(items) > MAX_EXPANDED_ITEMS:
+                raise BadRequest(f"the texts name too many tickers: more than {MAX_EXPANDED_ITEMS} (text, ticker) "
+                                 "pairs in one request; split it")
         max_tokens = req.max_tokens or DEFAULT_REASONING_TOKENS
-        answers = await ctx.batcher.submit(("sentiment", adapter, req.mode, max_tokens), items)
+        answers = await ctx.batcher.submit(("sentiment", adapter, req.mode, max_tokens), items,
+                                           disconnected=request.is_disconnected)
         return {"object": "sentiment", "model": name, "mode": req.mode, "prompt_version": ctx.engine.prompt_version,
                 "results": answers, "text_index": index}
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatCompletionRequest) -> Any:
+    async def chat(req: ChatCompletionRequest, request: Request) -> Any:
         from tickerpulse.models.generate import encode_prompt
 
         name, adapter = ctx.adapter(req.model)
@@ -90,31 +99,33 @@ def add_routes(app: Any, ctx: Any) -> None:
             raise BadRequest(str(exc)) from None
         except Exception as exc:  # the chat template refused the conversation (e.g. role order)
             raise BadRequest(f"messages: the model's chat template rejected them: {exc}") from None
-        reqs = _gen_requests(ctx, [ids], req, req.limit(ctx.cfg.default_max_tokens))
+        reqs = await asyncio.to_thread(_gen_requests, ctx, [ids], req, req.limit(ctx.cfg.default_max_tokens))
+        reset = _resetter(reqs, lambda: _gen_requests(ctx, [ids], req, req.limit(ctx.cfg.default_max_tokens)))
         rid = new_id("chatcmpl")
         if req.stream:
-            job = ctx.batcher.enqueue(("generate", adapter), reqs)
+            job = ctx.batcher.enqueue(("generate", adapter), reqs, reset=reset)
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(_stream(ctx, job, reqs, rid, name, chat=True, include_usage=include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        done = await ctx.batcher.submit(("generate", adapter), reqs)
+        done = await ctx.batcher.submit(("generate", adapter), reqs, disconnected=request.is_disconnected, reset=reset)
         _raise_cancelled(done)
         return chat_response(rid, name, [(r.text, _finish(r)) for r in done], len(ids), sum(r.generated for r in done))
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> Any:
+    async def completions(req: CompletionRequest, request: Request) -> Any:
         name, adapter = ctx.adapter(req.model)
         prompts = [list(rt.tok(p, add_special_tokens=True)["input_ids"]) for p in req.prompts()]
         if any(not p for p in prompts):
             raise BadRequest("prompt: empty prompts are not supported")
-        reqs = _gen_requests(ctx, prompts, req, req.max_tokens)
+        reqs = await asyncio.to_thread(_gen_requests, ctx, prompts, req, req.max_tokens)
+        reset = _resetter(reqs, lambda: _gen_requests(ctx, prompts, req, req.max_tokens))
         rid = new_id("cmpl")
         if req.stream:
-            job = ctx.batcher.enqueue(("generate", adapter), reqs)
+            job = ctx.batcher.enqueue(("generate", adapter), reqs, reset=reset)
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(_stream(ctx, job, reqs, rid, name, chat=False, include_usage=include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        done = await ctx.batcher.submit(("generate", adapter), reqs)
+        done = await ctx.batcher.submit(("generate", adapter), reqs, disconnected=request.is_disconnected, reset=reset)
         _raise_cancelled(done)
         return completion_response(rid, name, [(r.text, _finish(r)) for r in done],
                                    sum(len(p) for p in prompts), sum(r.generated for r in done))
@@ -140,6 +151,18 @@ def _finish(r: Any) -> str:
     return "length" if r.finish_reason == "length" else "stop"
 
 
+def _resetter(reqs: list[Any], fresh: Any) -> Any:
+    """A Job.reset for generation rows: results cleared and constraints rebuilt (they hold decoding state),
+    so the rows can run again alone after their batch failed. Streaming callbacks stay in place."""
+
+    def reset() -> None:
+        for r, new in zip(reqs, fresh()):
+            r.out_ids, r.text, r.finish_reason, r.generated = [], "", "", 0
+            r.constraint = new.constraint
+
+    return reset
+
+
 def _raise_cancelled(reqs: list[Any]) -> None:
     from tickerpulse.serve.batching import RequestTimeout
 
@@ -147,33 +170,40 @@ def _raise_cancelled(reqs: list[Any]) -> None:
         raise RequestTimeout("request timed out while generating")
 
 
-def constraint_node(fmt: ResponseFormat | None) -> Any:
-    """Schema node for a response_format (None for plain text). Raises UnsupportedSchema."""
-    from tickerpulse.serve import constrained as C
+def _stream_error(exc: BaseException | None) -> dict[str, Any]:
+    """The SSE error event for a streamed job that failed (None: it was cancelled by its deadline)."""
+    from tickerpulse.serve.batching import JobRejected, RequestTimeout
+
+    if exc is None or isinstance(exc, RequestTimeout):
+        return error_body(str(exc or "request timed out while generating"), "timeout_error", "timeout")
+    if isinstance(exc, JobRejected):
+        return error_body(str(exc), "invalid_request_error", "invalid_request")
+    return error_body(f"internal error: {type(exc).__name__}", "server_error", "internal_error")
+
+
+def response_grammar(rt: Any, fmt: ResponseFormat | None) -> Any:
+    """The llguidance Grammar of a response_format (None for plain text). Raises UnsupportedSchema."""
+    from tickerpulse.serve.grammar import grammar_tokenizer, response_format_grammar
 
     if fmt is None or fmt.type == "text":
         return None
-    if fmt.type == "json_object":
-        return C.FREE_OBJ
-    return C.compile_schema(fmt.json_schema.schema_)  # type: ignore[union-attr]
+    tokenizer = grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))
+    schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None  # type: ignore[union-attr]
+    return response_format_grammar(fmt.type, schema, tokenizer)
 
 
 def _gen_requests(ctx: Any, prompts: list[list[int]], req: Any, max_tokens: int) -> list[Any]:
-    """One GenRequest per (prompt, choice), checked against the server limits."""
-    from tickerpulse.serve import constrained as C
+    """One GenRequest per (prompt, choice), checked against the server limits. Compiles the response_format
+    (bounded, but not free: call it off the event loop)."""
     from tickerpulse.serve.decoding import GenRequest
-    from tickerpulse.serve.tokenmask import JsonConstraint, TokenVocab
+    from tickerpulse.serve.grammar import GrammarConstraint, UnsupportedSchema, shortest_tokens
 
     rt = ctx.rt
     context = int(getattr(rt.hf.config, "max_position_embeddings", 8192) or 8192)
-    node = constraint_node(req.response_format)
-    if node is not None:
-        shortest = C.min_value(node)
-        need = len(rt.encode(shortest)) if shortest is not None else 0
-        if need > max_tokens:
-            raise BadRequest(f"max_tokens {max_tokens} is too small for the response_format schema "
-                             f"(its shortest valid JSON takes {need} tokens)")
-        vocab = TokenVocab.get(rt.tok, rt.hf.config.vocab_size)
+    grammar = response_grammar(rt, req.response_format)
+    if grammar is not None and shortest_tokens(grammar, max_tokens) is None:
+        raise UnsupportedSchema(f"no valid JSON for this schema fits in max_tokens {max_tokens} "
+                                "(raise max_tokens or simplify the schema)")
     out = []
     for ids in prompts:
         if len(ids) > ctx.cfg.max_prompt_tokens:
@@ -181,7 +211,7 @@ def _gen_requests(ctx: Any, prompts: list[list[int]], req: Any, max_tokens: int)
         if len(ids) + max_tokens > context:
             raise BadRequest(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context of {context}")
         for j in range(req.n):
-            con = JsonConstraint(node, vocab, rt.eos_ids) if node is not None else None
+            con = GrammarConstraint(grammar, max_tokens) if grammar is not None else None
             seed = None if req.seed is None else req.seed + j
             out.append(GenRequest(prompt_ids=ids, max_new_tokens=max_tokens, temperature=req.temperature,
                                   top_p=req.top_p, seed=seed, stop=req.stops(), constraint=con))
@@ -193,8 +223,13 @@ async def _stream(ctx: Any, job: Any, reqs: list[Any], rid: str, model: str, cha
     """SSE chunks for a queued generation job; the model thread pushes pieces into `q`."""
     loop = asyncio.get_running_loop()
     q: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+
+    def push(i: int, piece: str) -> None:  # on the model thread
+        job.streamed = True  # text reached the client: the job can no longer be rerun alone
+        loop.call_soon_threadsafe(q.put_nowait, (i, piece))
+
     for i, r in enumerate(reqs):
-        r.on_text = lambda piece, i=i: loop.call_soon_threadsafe(q.put_nowait, (i, piece))
+        r.on_text = lambda piece, i=i: push(i, piece)
     created = int(time.time())
 
     def chunk(i: int, text: str | None, finish: str | None) -> str:
@@ -226,8 +261,7 @@ async def _stream(ctx: Any, job: Any, reqs: list[Any], rid: str, model: str, cha
                 yield chunk(i, piece, None)
             exc = job.future.exception()
             if exc is not None or any(r.finish_reason == "cancelled" for r in reqs):
-                msg = str(exc) if exc is not None else "request timed out while generating"
-                yield sse(error_body(msg, "server_error" if exc else "timeout_error"))
+                yield sse(_stream_error(exc))
                 break
             for i, r in enumerate(reqs):
                 yield chunk(i, None, _finish(r))

@@ -7,13 +7,17 @@ call goes through `use`, which holds a lock: one batch runs at a time, all rows 
 Prefix caching: the KV of a shared prompt prefix (the sentiment system prompt) is computed once per adapter
 and reused by expanding it along the batch, so a request only pays for its own suffix.
 
+Interruption: `stop_when(check)` makes every decoder layer call `check()` before it runs and raise
+`Interrupted` when it says so, so a batch whose requests all timed out or went away frees the model within
+one layer's time, even in the middle of a long prefill.
+
 Limitations: adapters must be LoRA-family PEFT adapters over this same base; one adapter per batch.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,10 @@ from typing import Any
 
 class UnknownModel(ValueError):
     """The request names a model that is neither the base nor a loaded adapter (HTTP 404)."""
+
+
+class Interrupted(RuntimeError):
+    """A forward pass was abandoned because the `stop_when` check said nobody waits for it any more."""
 
 
 def _load_adapter_into(model: Any, name: str, path: str | Path) -> Any:
@@ -97,6 +105,9 @@ class Runtime:
         self._prefix: dict[tuple[str | None, tuple[int, ...]], list[tuple[Any, Any]]] = {}
         if self.peft is not None:
             self.peft.base_model.disable_adapter_layers()
+        self._tls = threading.local()
+        for layer in getattr(getattr(hf, "model", None), "layers", None) or []:
+            layer.register_forward_pre_hook(self._check_stop)
 
     # ------------------------------------------------------------------------------------------- models
 
@@ -131,6 +142,21 @@ class Runtime:
                     self.peft.base_model.set_adapter(adapter)
                 self._active = adapter
             yield
+
+    @contextmanager
+    def stop_when(self, check: Callable[[], bool]) -> Iterator[None]:
+        """Within this block (on this thread) every decoder layer raises `Interrupted` once `check()` is true."""
+        before = getattr(self._tls, "check", None)
+        self._tls.check = check
+        try:
+            yield
+        finally:
+            self._tls.check = before
+
+    def _check_stop(self, _module: Any, _args: Any) -> None:
+        check = getattr(self._tls, "check", None)
+        if check is not None and check():
+            raise Interrupted("abandoned: every request in this batch was cancelled or timed out")
 
     # ---------------------------------------------------------------------------------------- forward
 
