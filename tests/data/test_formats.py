@@ -124,13 +124,13 @@ def test_cli_validate_passes_valid_folders(tmp_path, row):
 
 
 def test_cli_validate_real_process_reports_file_line(tmp_path):
-    """The installed console script: each broken row on stderr as file:line: reason, exit code 1."""
+    """The installed console script: each broken row on stderr as file:line: reason, exit code 2."""
     write_jsonl(tmp_path / "train.jsonl", [CHAT] * 16 + [{"messages": [{"role": "user", "content": "q"}]}] + [CHAT])
     write_jsonl(tmp_path / "valid.jsonl", [CHAT] * 2)
     exe = Path(sys.executable).with_name("tickerpulse")
     proc = subprocess.run([str(exe), "data", "validate", str(tmp_path)], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "200"}, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "train.jsonl:17: no assistant message: nothing to train on" in proc.stderr
     assert "ok valid.jsonl" in proc.stdout and "FAIL train.jsonl" in proc.stdout
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 def run_app(app: typer.Typer) -> int:
@@ -15,6 +16,7 @@ def run_app(app: typer.Typer) -> int:
     try:
         app()  # standalone mode: click handles --help, usage errors and exit codes itself (SystemExit)
     except (ConfigError, DataError, ModelNotFound, MissingDependency, FileNotFoundError) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        # the message quotes user data (a row's text, a file name): printed as is, never read as markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return 2
     return 0

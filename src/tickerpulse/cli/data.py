@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # file names, labels and texts are user data, never rich markup
 
 data_app = typer.Typer(help="Validate, inspect, convert and split datasets.", no_args_is_help=True)
 console = Console()
@@ -16,12 +17,12 @@ def validate(
     folder: Path = typer.Argument(..., help="Folder with train/valid/test.jsonl, or one .jsonl file."),
     max_errors: int = typer.Option(50, help="Stop listing a file's errors after this many."),
 ) -> None:
-    """Check every row of every split; print `file:line: reason` for each broken row."""
+    """Check every row of every split; print `file:line: reason` for each broken row (exit 2 if any)."""
     from tickerpulse.data.formats import split_files, validate_file
 
     files = {folder.stem: folder} if folder.is_file() else split_files(folder)
     if not files:
-        console.print(f"[red]error:[/] no train/valid/test.jsonl in {folder}")
+        console.print(f"[red]error:[/] no train/valid/test.jsonl in {escape(str(folder))}")
         raise typer.Exit(2)
     bad = False
     for path in files.values():
@@ -30,9 +31,9 @@ def validate(
             typer.echo(err, err=True)
         bad |= bool(rep.errors)
         status = "[red]FAIL[/]" if rep.errors else "[green]ok[/]"
-        console.print(f"{status} {path.name}: {rep.rows} valid rows, format {rep.format or '?'}, {len(rep.errors)} errors")
+        console.print(f"{status} {escape(path.name)}: {rep.rows} valid rows, format {rep.format or '?'}, {len(rep.errors)} errors")
     if bad:
-        raise typer.Exit(1)
+        raise typer.Exit(2)
 
 
 @data_app.command("stats")
@@ -48,7 +49,7 @@ def stats(
 
     with console.status(f"tokenizing with {model}"):
         result = folder_stats(folder, model, max_seq_length)
-    table = Table(title=f"{folder} (tokens with {model}'s chat template)")
+    table = Table(title=escape(f"{folder} (tokens with {model}'s chat template)"))
     for col in ("split", "format", "rows", "p50", "p90", "p99", "max", "mean", f">{max_seq_length}", "tokens"):
         table.add_column(col, justify="left" if col in {"split", "format"} else "right", no_wrap=True)
     for st in result:
@@ -58,7 +59,7 @@ def stats(
     console.print(table)
     for st in result:
         if st.labels:
-            console.print(f"  {st.split} labels: " + ", ".join(f"{k} {v}" for k, v in st.labels.items()))
+            console.print(f"  {st.split} labels: " + escape(", ".join(f"{k} {v}" for k, v in st.labels.items())))
     if any(st.over_max for st in result):
         console.print(f"[yellow]rows over {max_seq_length} tokens are truncated in training (the answer may be cut)[/]")
 
@@ -98,13 +99,17 @@ def convert(
         raise typer.BadParameter("must be records or chat", param_hint="--to")
     if fmt is not None and fmt not in SOURCE_FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(SOURCE_FORMATS)}", param_hint="--format")
+    if not label_col and not score_col:
+        raise typer.BadParameter("a CSV needs a label column or a score column (--score-col)", param_hint="--label-col")
     sep = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter) if delimiter else None
+    if sep is not None and len(sep) != 1:
+        raise typer.BadParameter(f"{delimiter!r} is not one character (or 'tab')", param_hint="--delimiter")
     cols = CsvColumns(text=text_col, label=label_col or None, score=score_col, ticker=ticker_col, id=id_col,
                       label_map=_label_map(label_map), header=header, delimiter=sep)
     report = run_convert(inputs, to, out, fmt=fmt, csv_columns=cols, prompt_version=prompt_version)  # type: ignore[arg-type]
-    labels = ", ".join(f"{k} {v}" for k, v in sorted(report.labels.items()))
+    labels = escape(", ".join(f"{k} {v}" for k, v in sorted(report.labels.items())))
     console.print(f"[green]ok[/] {report.records} records -> {report.rows} {to} rows ({labels}; "
-                  f"{report.with_ticker} with a ticker) -> {', '.join(report.outputs)}")
+                  f"{report.with_ticker} with a ticker) -> {escape(', '.join(report.outputs))}")
 
 
 @data_app.command("split")
@@ -122,16 +127,16 @@ def split(
     from tickerpulse.data.split import split_files as run_split
 
     result = run_split(inputs, out, valid=valid, test=test, seed=seed, stratify=stratify)
-    table = Table(title=f"split of {', '.join(p.name for p in inputs)} (seed {seed}) -> {out}")
+    table = Table(title=escape(f"split of {', '.join(p.name for p in inputs)} (seed {seed}) -> {out}"))
     for col in ("split", "rows", "distinct texts", "labels"):
         table.add_column(col, justify="right" if col in {"rows", "distinct texts"} else "left")
     for s, n in result.rows.items():
-        table.add_row(s, str(n), str(result.groups[s]), " ".join(f"{k} {v}" for k, v in result.labels[s].items()))
+        table.add_row(s, str(n), str(result.groups[s]), escape(" ".join(f"{k} {v}" for k, v in result.labels[s].items())))
     console.print(table)
     console.print(f"kept together: {result.grouped_rows} rows in {result.duplicate_groups} groups of duplicate text"
                   " (case, URLs, punctuation ignored); details in split.json")
     for texts in result.examples[:3]:
-        console.print("  [dim]e.g.[/] " + " | ".join(t[:70] for t in texts), highlight=False)
+        console.print("  [dim]e.g.[/] " + escape(" | ".join(t[:70] for t in texts)), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

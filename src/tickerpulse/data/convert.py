@@ -13,6 +13,8 @@ teacher's reasoning. `meta` also records the prompt version and hash, the source
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +27,7 @@ from tickerpulse.data.records import (
     CsvColumns,
     Record,
     SourceFormat,
-    read_records,
-    write_jsonl,
+    iter_records,
 )
 from tickerpulse.data.sentiment import (
     DEFAULT_PROMPT,
@@ -115,14 +116,16 @@ class ConvertReport:
     with_ticker: int = 0
 
 
-def _chat_rows(records: Iterable[Record], path: Path, report: ConvertReport, prompt_version: str) -> Iterator[dict[str, Any]]:
-    for i, rec in enumerate(records, start=1):
+def _chat_rows(records: Iterable[tuple[int, Record]], path: Path, report: ConvertReport,
+               prompt_version: str) -> Iterator[dict[str, Any]]:
+    for lineno, rec in records:
+        report.records += 1
         try:
             rows = record_to_chat(rec, prompt_version)
         except ValidationError as exc:  # the gold answer breaks the answer schema
-            raise DataError(path, i, f"record {rec.id}: {exc.errors()[0]['msg']}") from None
+            raise DataError(path, lineno, f"record {rec.id}: {exc.errors()[0]['msg']}") from None
         except ValueError as exc:
-            raise DataError(path, i, f"record {rec.id}: {exc}") from None
+            raise DataError(path, lineno, f"record {rec.id}: {exc}") from None
         for row in rows:
             report.rows += 1
             report.labels[row["meta"]["label"]] = report.labels.get(row["meta"]["label"], 0) + 1
@@ -130,8 +133,9 @@ def _chat_rows(records: Iterable[Record], path: Path, report: ConvertReport, pro
             yield row
 
 
-def _record_rows(records: Iterable[Record], report: ConvertReport) -> Iterator[dict[str, Any]]:
-    for rec in records:
+def _record_rows(records: Iterable[tuple[int, Record]], report: ConvertReport) -> Iterator[dict[str, Any]]:
+    for _, rec in records:
+        report.records += 1
         report.rows += 1
         report.labels[rec.label] = report.labels.get(rec.label, 0) + 1
         report.with_ticker += bool(rec.tickers)
@@ -172,22 +176,33 @@ def convert(
         raise ValueError(f"--to must be records or chat, not {to!r}")
     report = ConvertReport(inputs=[str(p) for p in inputs])
     single = out.suffix == ".jsonl"
-    if single and out.resolve() in {p.resolve() for p in inputs}:
-        raise ValueError(f"--out {out} would overwrite an input")
-    all_rows: list[dict[str, Any]] = []
-    for path in inputs:
-        records = read_records(path, fmt, csv_columns)
-        report.records += len(records)
-        rows = list(_chat_rows(records, path, report, prompt_version) if to == "chat" else _record_rows(records, report))
-        if single:
-            all_rows += rows
-        else:
-            dest = output_path(out, path)
-            if dest.resolve() == path.resolve():
-                raise ValueError(f"--out {out} would overwrite the input {path}: choose another folder")
-            write_jsonl(rows, dest)
+    dests = [out if single else output_path(out, path) for path in inputs]
+    for path, dest in zip(inputs, dests, strict=True):
+        if dest.resolve() == path.resolve():
+            raise ValueError(f"--out {out} would overwrite the input {path}: choose another file or folder")
+    # rows stream into temporary files that replace the outputs only when every input converted: a broken
+    # row never leaves a half-written output, and a huge input is never held in memory
+    tmps: dict[Path, Path] = {}
+    handles: dict[Path, Any] = {}
+    try:
+        for path, dest in zip(inputs, dests, strict=True):
+            if dest not in handles:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmps[dest] = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+                handles[dest] = open(tmps[dest], "w", encoding="utf-8")
+            before = report.records
+            records = iter_records(path, fmt, csv_columns)
+            rows = _chat_rows(records, path, report, prompt_version) if to == "chat" else _record_rows(records, report)
+            for row in rows:
+                handles[dest].write(json.dumps(row, ensure_ascii=False) + "\n")
+            if report.records == before:
+                raise DataError(path, 0, "no records (the file is empty)")
+        for dest, fh in handles.items():
+            fh.close()
+            os.replace(tmps[dest], dest)
             report.outputs.append(str(dest))
-    if single:
-        write_jsonl(all_rows, out)
-        report.outputs.append(str(out))
+    finally:
+        for dest, fh in handles.items():
+            fh.close()
+            tmps[dest].unlink(missing_ok=True)
     return report

@@ -6,11 +6,20 @@
 
 A folder holds train.jsonl / valid.jsonl / test.jsonl (any may be missing). All rows of one file must share
 one format. Extra keys are allowed (ids, provenance) and ignored by training.
+
+Hostile files are the normal case: every reader here streams line by line with a bounded line length, so
+a broken row costs its own line and nothing more, and each problem comes out as `file:line: reason`
+(not UTF-8, a line over `MAX_LINE_BYTES`, invalid JSON, NaN/Infinity, numbers out of range, nesting too
+deep for the parser, lone surrogates that cannot be written back as UTF-8). A UTF-8 BOM is accepted at
+the start of a file only.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +28,21 @@ from typing import Any, Literal
 Format = Literal["chat", "completions", "text"]
 SPLITS = ("train", "valid", "test")
 ROLES = {"system", "user", "assistant", "tool", "developer"}
+# a training row is a few KB; a longer line is garbage (a binary file, a missing newline) and reading it
+# whole would cost memory in proportion to the file
+MAX_LINE_BYTES = 16 * 1024 * 1024
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class DataError(ValueError):
     """A broken row: the message is `file:line: reason`."""
 
+    MAX_REASON = 300  # reasons quote row data; a 100 KB field must not become a 100 KB error line
+
     def __init__(self, path: str | Path, line: int, reason: str):
+        reason = " ".join(reason.split())  # one line, whatever the data held
+        if len(reason) > self.MAX_REASON:
+            reason = reason[: self.MAX_REASON - 1] + "…"
         self.path, self.line, self.reason = str(path), line, reason
         super().__init__(f"{Path(path).name}:{line}: {reason}")
 
@@ -39,7 +57,7 @@ def detect_format(row: Any) -> Format:
         return "completions"
     if "text" in row:
         return "text"
-    keys = ", ".join(sorted(row)) or "none"
+    keys = ", ".join(k[:40] for k in sorted(row)[:20]) or "none"
     raise ValueError(f"unknown format: need 'messages' (chat), 'prompt'+'completion' or 'text'; keys: {keys}")
 
 
@@ -53,7 +71,7 @@ def check_row(row: dict[str, Any], fmt: Format) -> None:
             if not isinstance(m, dict):
                 raise ValueError(f"messages[{i}] must be an object")
             role = m.get("role")
-            if role not in ROLES:
+            if not isinstance(role, str) or role not in ROLES:
                 raise ValueError(f"messages[{i}].role {role!r} is not one of {sorted(ROLES)}")
             content = m.get("content")
             if content is None and not m.get("tool_calls"):
@@ -75,21 +93,86 @@ def check_row(row: dict[str, Any], fmt: Format) -> None:
             raise ValueError("'text' must be a non-empty string")
 
 
+def iter_lines(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple[int, str | None, str | None]]:
+    """Yield (line_number, text, None) per physical line decoded as UTF-8, or (line_number, None, reason).
+
+    Memory stays bounded by `max_bytes` (default `MAX_LINE_BYTES`) per line: a longer line is reported and
+    skipped in chunks. A BOM at the start of the file is dropped (editors on Windows write one).
+    """
+    limit = max_bytes or MAX_LINE_BYTES
+    with open(path, "rb") as fh:
+        lineno = 0
+        while True:
+            raw = fh.readline(limit + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):  # limit+1 bytes with no newline: too long
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line without holding it
+                    raw = fh.readline(1 << 20)
+                yield lineno, None, f"line longer than {limit:,} bytes (not a data row)"
+                continue
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield lineno, raw.decode("utf-8"), None
+            except UnicodeDecodeError as exc:
+                yield lineno, None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (use null or a number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range for a float")
+    return value
+
+
+def parse_json(text: str) -> Any:
+    """Strict JSON for one line; ValueError with a short reason (never RecursionError/OverflowError)."""
+    try:
+        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deep for the parser") from None
+    except ValueError as exc:  # NaN/Infinity, 1e999, or an integer over the interpreter's digit limit
+        reason = str(exc)
+        if "integer string conversion" in reason:
+            reason = f"an integer has more than {sys.get_int_max_str_digits()} digits"
+        raise ValueError(f"invalid JSON: {reason}") from None
+    if _ESCAPED_SURROGATE.search(text):  # a lone surrogate parses but cannot be written back as UTF-8
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("invalid JSON: a string holds a lone surrogate (\\ud800-\\udfff), not Unicode text") from None
+    return obj
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (line_number, parsed_object, None) per non-blank line, or (line_number, None, reason)."""
+    for lineno, text, error in iter_lines(path):
+        if error is not None:
+            yield lineno, None, error
+            continue
+        assert text is not None
+        if not text.strip():
+            continue
+        try:
+            yield lineno, parse_json(text), None
+        except ValueError as exc:
+            yield lineno, None, str(exc)
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield (line_number, parsed_object) for non-blank lines; DataError names file and line."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(path, lineno, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not text.strip():
-                continue
-            try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    for lineno, obj, error in iter_json_lines(path):
+        if error is not None:
+            raise DataError(path, lineno, error)
+        yield lineno, obj
 
 
 def load_jsonl(path: str | Path, fmt: Format | None = None) -> tuple[list[dict[str, Any]], Format]:
@@ -123,42 +206,24 @@ def validate_file(path: str | Path, max_errors: int = 50) -> SplitReport:
     """Check every row (not just the first error) so a user fixes a file in one pass."""
     path = Path(path)
     report = SplitReport(str(path))
-    try:
-        for lineno, row in iter_jsonl(path):
-            try:
-                row_fmt = detect_format(row)
-                if report.format is None:
-                    report.format = row_fmt
-                elif row_fmt != report.format:
-                    raise ValueError(f"row is in {row_fmt} format but the file started as {report.format}")
-                check_row(row, report.format)  # type: ignore[arg-type]
-                report.rows += 1
-            except ValueError as exc:
-                report.errors.append(str(DataError(path, lineno, str(exc))))
-            if len(report.errors) >= max_errors:
-                break
-    except DataError as exc:  # undecodable / unparsable line stops the reader
-        report.errors.append(str(exc))
-        # keep going after a bad line: re-scan the rest line by line
-        report.errors += _scan_rest(path, exc.line, max_errors - len(report.errors))
+    for lineno, row, error in iter_json_lines(path):
+        try:
+            if error is not None:
+                raise ValueError(error)
+            row_fmt = detect_format(row)
+            if report.format is None:
+                report.format = row_fmt
+            elif row_fmt != report.format:
+                raise ValueError(f"row is in {row_fmt} format but the file started as {report.format}")
+            check_row(row, report.format)  # type: ignore[arg-type]
+            report.rows += 1
+        except ValueError as exc:
+            report.errors.append(str(DataError(path, lineno, str(exc))))
+        if len(report.errors) >= max_errors:
+            break
     if report.rows == 0 and not report.errors:
         report.errors.append(f"{path.name}:0: file is empty")
     return report
-
-
-def _scan_rest(path: Path, after: int, budget: int) -> list[str]:
-    errors: list[str] = []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if lineno <= after or budget <= len(errors):
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8")) if raw.strip() else None
-                if obj is not None:
-                    check_row(obj, detect_format(obj))
-            except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-                errors.append(str(DataError(path, lineno, str(exc))))
-    return errors
 
 
 def split_files(folder: str | Path) -> dict[str, Path]:

@@ -14,6 +14,10 @@ Readers (auto-detected from a file's fields, or forced with `fmt`):
 - `csv`: any CSV, with column names given by `CsvColumns` (labels as words, numbers, or a label map);
 - `records`: files already in this shape (and any `{text, label}` JSONL).
 
+Every reader streams (one line, one CSV record at a time) and turns any row that does not fit, including
+wrong types, non-finite or huge numbers and CSV fields over the csv module's limit, into a `DataError`
+naming `file:line`; the first broken row stops the read (see `tickerpulse data validate` to list them all).
+
 Known limitation: company names (FiQA headline targets such as "Royal Mail") are not mapped to symbols.
 """
 
@@ -21,13 +25,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from tickerpulse.data.formats import DataError, iter_jsonl
+from tickerpulse.data.formats import DataError, iter_jsonl, iter_lines
 from tickerpulse.data.sentiment import LABELS, TICKER_RE, score_to_label
 
 SourceFormat = Literal["tfns", "fpb", "fiqa", "csv", "records"]
@@ -41,6 +46,37 @@ LABEL_WORDS = {
 }
 TFNS_INT_LABELS = {0: "negative", 1: "positive", 2: "neutral"}
 FPB_INT_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+# what a broken row raises while a reader takes it apart (KeyError: a missing field; Overflow: a huge number)
+ROW_ERRORS = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr of a value from the data, cut to `limit` characters (error messages stay one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def as_score(value: Any, what: str = "score") -> float:
+    """A finite real number as float; ValueError names `what` otherwise (bools and strings of words too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{what} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{what} {str(value)[:40]!r} is not a number in [-1, 1]") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} {str(value)[:40]} is not a finite number")
+    return number
+
+
+def _int_label(value: Any, table: dict[int, str], dataset: str) -> str:
+    if value not in table:
+        raise ValueError(f"{dataset} label {short(value)} is not one of {sorted(table)} or a label word")
+    return table[value]
+
+
+def _plain_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -53,6 +89,9 @@ class Target:
     label: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.target, str):
+            raise ValueError(f"target must be a string, got {type(self.target).__name__}")
+        self.score = as_score(self.score, "target score")
         self.label = self.label or score_to_label(self.score)
 
 
@@ -69,12 +108,18 @@ class Record:
     targets: list[Target] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.label not in LABELS:
-            raise ValueError(f"label {self.label!r} is not one of {list(LABELS)}")
-        if not self.text or not self.text.strip():
+        if not isinstance(self.label, str) or self.label not in LABELS:
+            raise ValueError(f"label {short(self.label)} is not one of {list(LABELS)}")
+        if not isinstance(self.text, str):
+            raise ValueError(f"text must be a string, got {type(self.text).__name__}")
+        if not self.text.strip():
             raise ValueError("empty text")
-        if self.score is not None and not -1.0 <= self.score <= 1.0:
-            raise ValueError(f"score {self.score} is outside [-1, 1]")
+        if self.score is not None:
+            self.score = as_score(self.score)
+            if not -1.0 <= self.score <= 1.0:
+                raise ValueError(f"score {self.score} is outside [-1, 1]")
+        if not isinstance(self.tickers, list) or not all(isinstance(t, str) for t in self.tickers):
+            raise ValueError("tickers must be a list of symbols")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; optional fields only when they hold something."""
@@ -91,10 +136,18 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
-        targets = [Target(target=t["target"], score=float(t["score"]), ticker=t.get("ticker"), label=t.get("label", ""))
-                   for t in d.get("targets") or []]
-        return cls(id=str(d["id"]), text=d["text"], label=d["label"], source=d.get("source", "records"),
-                   score=d.get("score"), tickers=list(d.get("tickers") or []), targets=targets)
+        """A record from its JSON form; ValueError/TypeError/KeyError says which field does not fit."""
+        raw_targets = d.get("targets") or []
+        if not isinstance(raw_targets, list) or not all(isinstance(t, dict) for t in raw_targets):
+            raise ValueError("targets must be a list of {target, score} objects")
+        targets = [Target(target=t["target"], score=t["score"], ticker=clean_symbol(t.get("ticker")),
+                          label=normalize_label(t["label"]) if t.get("label") else "")
+                   for t in raw_targets]
+        tickers = d.get("tickers") or []
+        if not isinstance(tickers, list):
+            raise ValueError(f"tickers must be a list of symbols, got {type(tickers).__name__}")
+        return cls(id=_id(d["id"]), text=d["text"], label=d["label"], source=str(d.get("source") or "records"),
+                   score=d.get("score"), tickers=_dedupe(clean_symbol(t) for t in tickers), targets=targets)
 
 
 @dataclass
@@ -113,14 +166,39 @@ class CsvColumns:
 
 def normalize_label(value: Any, mapping: dict[Any, str] | None = None) -> str:
     """A dataset's label value -> negative/neutral/positive; ValueError names the value."""
-    if mapping and value in mapping:
+    if mapping and isinstance(value, (str, int, float)) and value in mapping:
         return mapping[value]
     if mapping and str(value) in mapping:
         return mapping[str(value)]
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"label must be a word or a number, got {type(value).__name__}")
     word = LABEL_WORDS.get(str(value).strip().lower())
     if word is None:
-        raise ValueError(f"unknown label {value!r} (expected one of {list(LABELS)} or a --label-map entry)")
+        raise ValueError(f"unknown label {short(value)} (expected one of {list(LABELS)} or a --label-map entry)")
     return word
+
+
+def _id(value: Any) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        raise ValueError(f"id must be a string or a number, got {type(value).__name__}")
+    return str(value)
+
+
+def _text(row: dict[str, Any], *keys: str) -> str:
+    """The first of `keys` present in `row`, which must be a non-empty string."""
+    key = next((k for k in keys if k in row), keys[0])
+    value = row[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _symbols(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"tickers must be a list of symbols, got {type(value).__name__}")
+    return value
 
 
 def clean_symbol(value: Any) -> str | None:
@@ -166,39 +244,45 @@ def detect_source(row: dict[str, Any]) -> SourceFormat:
         return "records"
     if "messages" in row:
         raise ValueError("this row is already chat JSONL (messages); convert takes labeled records")
-    raise ValueError(f"cannot tell the dataset from the fields {sorted(row)}: pass --format")
+    raise ValueError(f"cannot tell the dataset from the fields {short(sorted(row))}: pass --format")
 
 
 def _from_tfns(row: dict[str, Any], n: int) -> Record:
     label = row["label"]
-    label = TFNS_INT_LABELS[label] if isinstance(label, int) else normalize_label(label)
-    tickers = _dedupe(clean_symbol(t) for t in row.get("tickers") or []) or _find_tickers(row["text"])
-    return Record(id=str(row.get("id", f"tfns-{n}")), text=row["text"], label=label, source="tfns", tickers=tickers)
+    label = _int_label(label, TFNS_INT_LABELS, "tfns") if _plain_int(label) else normalize_label(label)
+    text = _text(row, "text")
+    tickers = _dedupe(clean_symbol(t) for t in _symbols(row.get("tickers"))) or _find_tickers(text)
+    return Record(id=_id(row.get("id", f"tfns-{n}")), text=text, label=label, source="tfns", tickers=tickers)
 
 
 def _from_fpb(row: dict[str, Any], n: int) -> Record:
-    text = row.get("text", row.get("sentence"))
+    text = _text(row, "text", "sentence")
     label = row["label"]
-    label = FPB_INT_LABELS[label] if isinstance(label, int) else normalize_label(label)
-    return Record(id=str(row.get("id", f"fpb-{n}")), text=text, label=label, source="fpb", tickers=_find_tickers(text))
+    label = _int_label(label, FPB_INT_LABELS, "fpb") if _plain_int(label) else normalize_label(label)
+    return Record(id=_id(row.get("id", f"fpb-{n}")), text=text, label=label, source="fpb", tickers=_find_tickers(text))
 
 
 def _from_fiqa(row: dict[str, Any], n: int) -> Record:
-    text = row["text"]
-    cashtags = set(_find_tickers(text)) | {s for t in row.get("tickers") or [] if (s := clean_symbol(t))}
+    text = _text(row, "text")
+    cashtags = set(_find_tickers(text)) | {s for t in _symbols(row.get("tickers")) if (s := clean_symbol(t))}
     targets = []
-    for t in row.get("targets") or []:
-        name = str(t["target"])
+    raw_targets = row.get("targets") or []
+    if not isinstance(raw_targets, list):
+        raise ValueError(f"targets must be a list, got {type(raw_targets).__name__}")
+    for t in raw_targets:
+        if not isinstance(t, dict):
+            raise ValueError(f"each target must be an object {{target, score}}, got {type(t).__name__}")
+        name = _id(t["target"])
         # a post's target is a symbol; a headline's is a company name (kept, with no ticker)
         sym = clean_symbol(name) if (row.get("kind") == "post" or name.strip().upper().lstrip("$") in cashtags) else None
-        targets.append(Target(target=name, score=round(float(t["score"]), 3), ticker=sym))
+        targets.append(Target(target=name, score=round(as_score(t["score"], "target score"), 3), ticker=sym))
     if targets:
         score = round(sum(t.score for t in targets) / len(targets), 3)
     else:
-        score = float(row["score"])
+        score = as_score(row["score"])
     label = score_to_label(score)
     tickers = _dedupe([t.ticker for t in targets] + sorted(cashtags, key=text.upper().find))
-    return Record(id=str(row.get("id", f"fiqa-{n}")), text=text, label=label, source="fiqa", score=score,
+    return Record(id=_id(row.get("id", f"fiqa-{n}")), text=text, label=label, source="fiqa", score=score,
                   tickers=tickers, targets=targets)
 
 
@@ -211,8 +295,8 @@ def _from_records(row: dict[str, Any], n: int, source: str) -> Record:
     return rec
 
 
-def read_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Iterator[Record]:
-    """Records from a JSONL dataset file; DataError names file:line of a row that does not fit.
+def iter_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Iterator[tuple[int, Record]]:
+    """(line, record) per row of a JSONL dataset file; DataError names file:line of a row that does not fit.
 
     Without `fmt` each row is read by the reader its own fields fit, so a file mixing datasets (the recipe's
     records, or shared files concatenated) keeps every row's score, targets and source."""
@@ -221,6 +305,8 @@ def read_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Ite
     for lineno, row in iter_jsonl(path):
         chosen = fmt
         try:
+            if not isinstance(row, dict):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
             chosen = fmt or detect_source(row)
             if chosen == "tfns":
                 rec = _from_tfns(row, n)
@@ -232,51 +318,105 @@ def read_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Ite
                 rec = _from_records(row, n, path.stem)
             else:
                 raise ValueError(f"format {chosen} cannot read JSONL")
-        except (KeyError, TypeError, ValueError) as exc:
+        except ROW_ERRORS as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise DataError(path, lineno, f"{reason} (reading as {chosen or '?'})") from None
         n += 1
-        yield rec
+        yield lineno, rec
 
 
-def read_csv_records(path: str | Path, cols: CsvColumns | None = None) -> Iterator[Record]:
-    """Records from a CSV file; the label comes from `cols.label`, or from `cols.score` when absent."""
+def read_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Iterator[Record]:
+    """Records from a JSONL dataset file (see `iter_jsonl_records`)."""
+    return (rec for _, rec in iter_jsonl_records(path, fmt))
+
+
+def _csv_lines(path: Path) -> Iterator[str]:
+    """The file's lines for the csv module, decoded one by one so a bad byte is reported with its line."""
+    for lineno, text, error in iter_lines(path):
+        if error is not None:
+            raise DataError(path, lineno, error)
+        yield text  # type: ignore[misc]
+
+
+def csv_error_reason(exc: csv.Error) -> str:
+    """A csv.Error as a short reason (the field-size limit named in characters)."""
+    reason = str(exc)
+    if "field larger than field limit" in reason:
+        return f"CSV field longer than {csv.field_size_limit():,} characters (the csv module's limit)"
+    return f"CSV: {reason}"
+
+
+def iter_csv_records(path: str | Path, cols: CsvColumns | None = None) -> Iterator[tuple[int, Record]]:
+    """(line, record) per CSV record; the label comes from `cols.label`, or from `cols.score` when absent.
+
+    The line is where the record ends (a quoted field may span lines). Raises DataError naming file:line.
+    """
     path = Path(path)
     cols = cols or CsvColumns()
     if cols.label is None and cols.score is None:
         raise ValueError("a CSV needs a label column or a score column (--label-col / --score-col)")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        sep = cols.delimiter or ","
-        reader: Iterable[Any] = csv.DictReader(fh, delimiter=sep) if cols.header else (
-            {str(i): v for i, v in enumerate(r)} for r in csv.reader(fh, delimiter=sep))
+    sep = cols.delimiter or ","
+    base = csv.reader(_csv_lines(path), delimiter=sep)
+    try:
         if cols.header:
-            fields = reader.fieldnames or []  # type: ignore[attr-defined]
+            fields = next(base, None)
+            if fields is None:
+                raise DataError(path, 0, "file is empty")
             wanted = [c for c in (cols.text, cols.label, cols.score, cols.ticker, cols.id) if c]
             missing = [c for c in wanted if c not in fields]
             if missing:
-                raise DataError(path, 1, f"no column {', '.join(map(repr, missing))} (columns: {', '.join(fields)})")
-        for n, row in enumerate(reader):
-            lineno = n + 2 if cols.header else n + 1
+                raise DataError(path, base.line_num, f"no column {', '.join(map(repr, missing))} "
+                                                     f"(columns: {', '.join(f[:40] for f in fields[:50])})")
+            names = fields
+        n = 0
+        for values in base:
+            lineno = base.line_num
+            if not values or not any(v.strip() for v in values):
+                continue  # a blank line, as in JSONL
+            row: dict[str, str] = (dict(zip(names, values)) if cols.header
+                                   else {str(i): v for i, v in enumerate(values)})
             try:
-                text = row[cols.text]
-                score = float(row[cols.score]) if cols.score and row.get(cols.score) not in (None, "") else None
-                if cols.label and row.get(cols.label) not in (None, ""):
-                    label = normalize_label(row[cols.label].strip(), cols.label_map)
-                elif score is not None:
-                    label = score_to_label(score)
-                else:
-                    raise ValueError("no label and no score")
-                raw_tickers = re.split(r"[\s,;|]+", row.get(cols.ticker) or "") if cols.ticker else []
-                tickers = _dedupe(clean_symbol(t) for t in raw_tickers) or _find_tickers(text)
-                rec = Record(id=(row.get(cols.id) if cols.id else None) or f"{path.stem}-{n}", text=text, label=label,
-                             source="csv", score=score, tickers=tickers)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise DataError(path, lineno, str(exc)) from None
-            yield rec
+                rec = _csv_record(row, cols, f"{path.stem}-{n}")
+            except ROW_ERRORS as exc:
+                reason = f"missing column {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise DataError(path, lineno, reason) from None
+            n += 1
+            yield lineno, rec
+    except csv.Error as exc:
+        raise DataError(path, base.line_num, csv_error_reason(exc)) from None
 
 
-def read_records(path: str | Path, fmt: SourceFormat | None = None, csv_columns: CsvColumns | None = None) -> list[Record]:
-    """All records of one dataset file (`.csv` -> the CSV reader unless another format is forced)."""
+def _csv_record(row: dict[str, str], cols: CsvColumns, default_id: str) -> Record:
+    if cols.text not in row:
+        raise ValueError(f"the row has no {short(cols.text)} column (too few fields)")
+    text = row[cols.text]
+    score = as_score(row[cols.score]) if cols.score and row.get(cols.score, "").strip() else None
+    if cols.label and row.get(cols.label, "").strip():
+        label = normalize_label(row[cols.label].strip(), cols.label_map)
+    elif score is not None:
+        label = score_to_label(score)
+    else:
+        raise ValueError("no label and no score")
+    raw_tickers = re.split(r"[\s,;|]+", row.get(cols.ticker) or "") if cols.ticker else []
+    tickers = _dedupe(clean_symbol(t) for t in raw_tickers) or _find_tickers(text)
+    return Record(id=(row.get(cols.id) if cols.id else None) or default_id, text=text, label=label,
+                  source="csv", score=score, tickers=tickers)
+
+
+def read_csv_records(path: str | Path, cols: CsvColumns | None = None) -> Iterator[Record]:
+    """Records from a CSV file (see `iter_csv_records`)."""
+    return (rec for _, rec in iter_csv_records(path, cols))
+
+
+def iter_records(path: str | Path, fmt: SourceFormat | None = None,
+                 csv_columns: CsvColumns | None = None) -> Iterator[tuple[int, Record]]:
+    """(line, record) per row of one dataset file, streamed (`.csv`/`.tsv` -> the CSV reader unless another
+    format is forced).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataError: a row that does not fit, as `file:line: reason`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
@@ -284,8 +424,21 @@ def read_records(path: str | Path, fmt: SourceFormat | None = None, csv_columns:
         cols = csv_columns or CsvColumns()
         if cols.delimiter is None:
             cols = replace(cols, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        return list(read_csv_records(path, cols))
-    return list(read_jsonl_records(path, fmt))
+        return iter_csv_records(path, cols)
+    return iter_jsonl_records(path, fmt)
+
+
+def read_records(path: str | Path, fmt: SourceFormat | None = None, csv_columns: CsvColumns | None = None,
+                 limit: int | None = None) -> list[Record]:
+    """The records of one dataset file (the first `limit` of them when given; the rest is not read)."""
+    out: list[Record] = []
+    if limit is not None and limit <= 0:
+        return out
+    for _, rec in iter_records(path, fmt, csv_columns):
+        out.append(rec)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:

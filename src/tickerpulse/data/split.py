@@ -147,7 +147,8 @@ def split_rows(rows: list[dict[str, Any]], valid: float = 0.1, test: float = 0.1
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]  # streamed: a big input is not held twice
     return {"path": str(path), "sha256_16": digest}
 
 

@@ -89,10 +89,11 @@ def folder_stats(folder: str | Path, model: str, max_seq_length: int = 2048) -> 
     files = {folder.stem: folder} if folder.is_file() else split_files(folder)
     if not files:
         raise FileNotFoundError(f"no train/valid/test.jsonl in {folder}")
+    loaded = {split: load_jsonl(path) for split, path in files.items()}  # a broken row fails before the slow part
     tok = load_tokenizer(model)
     out = []
     for split, path in files.items():
-        rows, fmt = load_jsonl(path)
+        rows, fmt = loaded[split]
         lengths = np.array(token_lengths(tok, rows, fmt))
         labels = Counter(lb for r in rows if (lb := _label(r)))
         out.append(SplitStats(
