@@ -30,6 +30,8 @@ MODE = typer.Option(None, "--mode", help="fast (label scoring) | reasoning (gene
 MODEL = typer.Option(None, "--model", help="Model name or folder for the engine scorer [smollm2-135m].")
 ADAPTER = typer.Option(None, "--adapter-path", "--adapter", help="LoRA adapter run folder (engine scorer).")
 URL = typer.Option(None, "--url", help="Server URL for the http scorer [http://127.0.0.1:8080].")
+API_KEY_ENV = typer.Option(None, "--api-key-env", help="Environment variable holding the server's API key "
+                           "(http scorer) [TICKERPULSE_API_KEY]. The key itself is never a flag.")
 
 
 def _config(config: Path | None, sets: list[str] | None, **flags: Any):  # -> StreamConfig
@@ -43,6 +45,7 @@ def _config(config: Path | None, sets: list[str] | None, **flags: Any):  # -> St
 def _logging(name: str, verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format=f"%(asctime)s [{name}] %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per scorer request drowns the log
 
 
 def _stop_on_signals() -> threading.Event:
@@ -119,17 +122,29 @@ def process(
     config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
     store: str | None = STORE, processor: str | None = PROCESSOR, db: Path | None = DB, topic: str | None = TOPIC,
     scorer: str | None = SCORER, mode: str | None = MODE, model: str | None = MODEL, adapter: str | None = ADAPTER,
-    url: str | None = URL,
+    url: str | None = URL, api_key_env: str | None = API_KEY_ENV,
     until_idle: float | None = typer.Option(None, "--until-idle", help="Exit after this many seconds without records."),
 ) -> None:
-    """Consume the topic: tickers -> model -> store, committing offsets after each write."""
+    """Consume the topic: tickers -> model -> store, committing offsets after each write. A scorer that
+    refuses the processor (e.g. HTTP 401) stops it with exit code 78 and nothing of the batch committed."""
     from tickerpulse.stream import registry
+    from tickerpulse.stream.scoring import EXIT_SCORER_FATAL, ScorerFatal, ScoringInterrupted
 
     _logging("processor")
     cfg = _config(config, set_, dir=dir, bus=bus, store=store, processor=processor, db=db, topic=topic,
-                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url)
+                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url, api_key_env=api_key_env)
     stop = _stop_on_signals()
-    totals = registry.run_processor(cfg, stop=stop, until_idle=until_idle)
+    try:
+        totals = registry.run_processor(cfg, stop=stop, until_idle=until_idle)
+    except ScorerFatal as exc:
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[bold red]error:[/] scorer refused the processor, stopping (nothing of the "
+                                   f"current batch committed): {escape(str(exc))}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_SCORER_FATAL) from None
+    except ScoringInterrupted:
+        console.print("processor stopped while waiting for the scorer (nothing committed)")
+        return
     console.print(f"processor stopped: {json.dumps(totals)}")
 
 
@@ -177,7 +192,7 @@ def run(
     config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
     store: str | None = STORE, processor: str | None = PROCESSOR, db: Path | None = DB, topic: str | None = TOPIC,
     scorer: str | None = SCORER, mode: str | None = MODE, model: str | None = MODEL, adapter: str | None = ADAPTER,
-    url: str | None = URL,
+    url: str | None = URL, api_key_env: str | None = API_KEY_ENV,
     host: str = typer.Option("127.0.0.1", "--host", help="Dashboard bind address."),
     port: int = typer.Option(8050, "--port", help="Dashboard port."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Run without the dashboard."),
@@ -188,7 +203,7 @@ def run(
 
     _logging("stream")
     cfg = _config(config, set_, dir=dir, bus=bus, store=store, processor=processor, db=db, topic=topic,
-                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url)
+                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url, api_key_env=api_key_env)
     _source_check(source, file)
     args = ["--source", source, "--speed", str(speed), "--gap", str(gap), "--interval", str(interval),
             "--loop" if loop else "--no-loop"]

@@ -43,6 +43,9 @@ class StreamConfig(StrictModel):
     mode: Literal["fast", "reasoning"] = Field("fast", description="fast = label scoring; reasoning = generated JSON.")
     url: str = Field("http://127.0.0.1:8080", description="Server base URL (http scorer).")
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight (http scorer).")
+    api_key_env: str = Field("TICKERPULSE_API_KEY", min_length=1,
+                             description="Environment variable holding the server's API key (http scorer).")
+    scorer_timeout: float = Field(120.0, gt=0, description="Seconds one request may take (http scorer).")
 
     # -- processing --------------------------------------------------------------------------------
     max_records: int = Field(256, ge=1, le=100_000, description="Records per micro-batch (also Spark's maxOffsetsPerTrigger).")
@@ -50,6 +53,7 @@ class StreamConfig(StrictModel):
     poll_timeout: float = Field(1.0, gt=0, description="Seconds a poll waits for the first record.")
     max_attempts: int = Field(3, ge=1, le=20, description="Tries of a failing model call before dead-lettering.")
     backoff_s: float = Field(0.5, ge=0, description="First retry delay (doubles each retry).")
+    max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between tries while the scorer is unavailable.")
     max_post_bytes: int = Field(128 * 1024, ge=1024, description="Larger bus records are dead-lettered.")
     max_tickers_per_post: int = Field(8, ge=1, le=100, description="Judge at most this many tickers of one post.")
     max_future_s: float = Field(300.0, ge=0, description="A post's event time is clamped to its ingest time plus "

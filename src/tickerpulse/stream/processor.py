@@ -4,10 +4,15 @@ One loop, top to bottom (`run_processor`):
   1. poll up to `max_records` records;
   2. `process_records`: parse each (malformed -> dead letter with the reason), extract tickers (posts
      without one are marked as processed, not lost), score the (post, ticker) items in batches with
-     retries and backoff (items that still fail -> dead letters with the attempts), build documents with
-     deterministic ids;
+     retries and backoff (items that still fail alone -> dead letters with the attempts), build documents
+     with deterministic ids;
   3. write documents, post marks, dead letters and a heartbeat in one store transaction;
   4. only then commit the offsets.
+Scorer faults are not item faults: while the scorer is down or answers 429/5xx the processor pauses on
+the batch (heartbeat `paused`) and neither commits nor dead-letters; a refusal (401/403) stops it with
+nothing of the batch written (`ScorerFatal`). Limitation (Kafka): a pause longer than the consumer's
+`max.poll.interval.ms` (5 min by default) makes it leave its group; the commit then fails, the processor
+exits and is restarted, and the batch is re-delivered (nothing lost).
 A crash anywhere before 4 re-delivers the batch on restart; the writes are idempotent upserts, so the
 store ends up with every post exactly once (at-least-once delivery + idempotent sink = exactly-once
 results). `process_records` is pure apart from the scorer, so the Spark processor reuses it per batch.
@@ -30,7 +35,8 @@ from tickerpulse.stream.bus.base import Bus, Record, next_offsets
 from tickerpulse.stream.config import StreamConfig
 from tickerpulse.stream.schema import (DeadLetter, Post, PostError, PostMark, SentimentDoc, clamp_event_time,
                                        parse_post, safe_utc, utcnow)
-from tickerpulse.stream.scoring import Scorer
+from tickerpulse.stream.scoring import (ItemRejected, Scorer, ScorerFatal, ScorerUnavailable, ScoringInterrupted,
+                                        backoff_delay)
 from tickerpulse.stream.store.base import Store, percentiles
 from tickerpulse.stream.tickers import asset_class, extract_tickers
 
@@ -52,15 +58,48 @@ class BatchResult:
 
 
 def score_with_retry(scorer: Scorer, items: Sequence[tuple[str, str | None]], *, max_attempts: int = 3,
-                     backoff_s: float = 0.5, sleep: Callable[[float], None] = time.sleep
+                     backoff_s: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                     max_backoff_s: float = 30.0, max_pause_s: float | None = None,
+                     stop: threading.Event | None = None, on_pause: Callable[[str, float], None] | None = None,
                      ) -> tuple[list[dict[str, Any] | None], list[tuple[int, int, str]], int]:
-    """Score `items`; on failure retry with exponential backoff, then isolate: each item is scored alone
-    (with its own retries) so one poison item does not sink its batch.
+    """Score `items`, telling scorer faults from item faults (see `tickerpulse.stream.scoring`).
 
-    Returns (answers, failures, retries): `answers[i]` is None for a failed item; `failures` lists
-    (index, attempts, reason) of those.
+    - `ScorerUnavailable`: pause on the same call (backoff from `backoff_s` doubling up to `max_backoff_s`,
+      at least the server's Retry-After) and try again, without counting an attempt against the items;
+      after `max_pause_s` seconds of pausing (None: no limit) the exception propagates. A `stop` set
+      during a pause raises `ScoringInterrupted`. `on_pause(reason, delay)` is called before each wait.
+    - `ScorerFatal` propagates at once.
+    - any other exception is an item fault: the batch is retried (`max_attempts`, exponential backoff;
+      `ItemRejected` is not retried), then each item is scored alone the same way, so one poison item
+      does not sink its batch.
+
+    Returns (answers, failures, retries): `answers[i]` is None for an item that failed alone; `failures`
+    lists (index, attempts, reason) of those.
     """
     retries = 0
+    paused = 0.0
+
+    def wait(delay: float) -> None:
+        if stop is None:
+            sleep(delay)
+        elif stop.wait(delay):
+            raise ScoringInterrupted("stopped while the scorer was unavailable")
+
+    def call(batch: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
+        nonlocal retries, paused
+        k = 0
+        while True:
+            try:
+                return scorer.score(batch)
+            except ScorerUnavailable as exc:
+                delay = backoff_delay(k, backoff_s, max_backoff_s, exc.retry_after)
+                if max_pause_s is not None and paused + delay > max_pause_s:
+                    raise
+                log.warning("scorer unavailable, pausing %.1fs (nothing committed or dead-lettered): %s", delay, exc)
+                if on_pause:
+                    on_pause(str(exc)[:500], delay)
+                retries, k, paused = retries + 1, k + 1, paused + delay
+                wait(delay)
 
     def attempt(batch: Sequence[tuple[str, str | None]]) -> tuple[list[dict[str, Any]] | None, int, str]:
         nonlocal retries
@@ -68,33 +107,42 @@ def score_with_retry(scorer: Scorer, items: Sequence[tuple[str, str | None]], *,
         for k in range(max_attempts):
             if k:
                 retries += 1
-                sleep(backoff_s * 2 ** (k - 1))
+                wait(backoff_s * 2 ** (k - 1))
             try:
-                return scorer.score(batch), k + 1, ""
-            except Exception as exc:  # any backend failure is retryable; the reason is kept
+                return call(batch), k + 1, ""
+            except (ScorerUnavailable, ScorerFatal, ScoringInterrupted):
+                raise
+            except Exception as exc:  # an item fault: retried, then isolated; the reason is kept
                 reason = f"{type(exc).__name__}: {exc}"[:500]
                 log.warning("scoring %d item(s) failed (attempt %d/%d): %s", len(batch), k + 1, max_attempts, reason)
+                if isinstance(exc, ItemRejected):  # the same request would be rejected again
+                    return None, k + 1, reason
         return None, max_attempts, reason
 
-    answers, _, reason = attempt(items)
+    answers, first_tries, reason = attempt(items)
     if answers is not None:
         return list(answers), [], retries
     if len(items) == 1:
-        return [None], [(0, max_attempts, reason)], retries
+        return [None], [(0, first_tries, reason)], retries
     out: list[dict[str, Any] | None] = []
     failures: list[tuple[int, int, str]] = []
     for i, item in enumerate(items):
         one, tries, why = attempt([item])
         out.append(one[0] if one else None)
         if one is None:
-            failures.append((i, max_attempts + tries, why))
+            failures.append((i, first_tries + tries, why))
     return out, failures, retries
 
 
 def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig,
-                    sleep: Callable[[float], None] = time.sleep) -> BatchResult:
+                    sleep: Callable[[float], None] = time.sleep, *, stop: threading.Event | None = None,
+                    on_pause: Callable[[str, float], None] | None = None,
+                    max_pause_s: float | None = None) -> BatchResult:
     """Turn one micro-batch of bus records into documents, post marks and dead letters (no I/O but the
-    scorer)."""
+    scorer).
+
+    Raises (the batch must then not be committed): ScorerFatal; ScorerUnavailable after `max_pause_s`
+    seconds of pausing; ScoringInterrupted when `stop` is set during a pause. See `score_with_retry`."""
     res = BatchResult()
     parsed: list[tuple[Record, Post]] = []
     seen: set[str] = set()
@@ -138,7 +186,8 @@ def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig
         chunk = plan[i : i + cfg.score_batch]
         t0 = time.perf_counter()
         answers, failures, retries = score_with_retry(
-            scorer, [(p.text, t) for _, p, t in chunk], max_attempts=cfg.max_attempts, backoff_s=cfg.backoff_s, sleep=sleep
+            scorer, [(p.text, t) for _, p, t in chunk], max_attempts=cfg.max_attempts, backoff_s=cfg.backoff_s,
+            sleep=sleep, max_backoff_s=cfg.max_backoff_s, max_pause_s=max_pause_s, stop=stop, on_pause=on_pause,
         )
         ms = (time.perf_counter() - t0) * 1000
         res.model_ms += ms
@@ -200,27 +249,50 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
                   scorer: Scorer | None = None, bus: Bus | None = None, store: Store | None = None,
                   on_batch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Consume `cfg.topic` as group `cfg.group` until `stop` is set (or `until_idle` seconds pass with no
-    record). Builds the bus, store and scorer from `cfg` unless given. Returns the totals."""
+    record). Builds the bus, store and scorer from `cfg` unless given. Returns the totals.
+
+    Scorer faults: while the scorer is unavailable (at start, or mid-batch) the processor waits with
+    backoff, heartbeat status `waiting` / `paused`, committing nothing; a stop during the wait leaves
+    the batch uncommitted (re-delivered on restart).
+    Raises:
+        ScorerFatal: the scorer refuses us (e.g. HTTP 401); the current batch is not written or committed.
+    """
     from tickerpulse.stream import registry
-    from tickerpulse.stream.scoring import make_scorer
+    from tickerpulse.stream.scoring import scorer_from_config
 
     stop = stop or threading.Event()
     own = [x is None for x in (bus, store, scorer)]
     bus = bus or registry.open_bus(cfg)
     store = store or registry.open_store(cfg)
-    scorer = scorer or make_scorer(cfg.scorer, model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, url=cfg.url,
-                                   concurrency=cfg.concurrency, batch_size=cfg.score_batch)
+    scorer = scorer or scorer_from_config(cfg)
     bus.ensure_topics([cfg.topic, cfg.dead_letter_topic])
     consumer = bus.consumer(cfg.group, [cfg.topic])
     health = Health()
-    meta = {"pid": os.getpid(), "scorer": scorer.name, "model_version": scorer.model_version, "bus": cfg.bus,
-            "store": cfg.store, "topic": cfg.topic, "group": cfg.group,
+    meta = {"pid": os.getpid(), "scorer": scorer.name, "model_version": getattr(scorer, "model_version", None),
+            "bus": cfg.bus, "store": cfg.store, "topic": cfg.topic, "group": cfg.group,
             "started_at": datetime.fromtimestamp(health.started, timezone.utc).isoformat()}
     session = getattr(store, "session", None)
-    idle_since = last_beat = time.monotonic()
-    log.info("processor: %s -> %s (%s), scorer %s", cfg.topic, cfg.store, cfg.group, scorer.model_version)
+
+    def waiting(status: str) -> Callable[[str, float], None]:
+        def beat(reason: str, delay: float) -> None:
+            store.heartbeat("processor", {**meta, **health.last, **health.totals, "status": status,
+                                          "reason": reason, "retry_in_s": round(delay, 2)})
+        return beat
+
     try:
+        ready = getattr(scorer, "ready", None)
+        if callable(ready):  # learn the model version (document ids) before the first record
+            try:
+                meta["model_version"] = ready(stop=stop, on_wait=waiting("waiting"), backoff_s=cfg.backoff_s,
+                                              max_backoff_s=cfg.max_backoff_s)
+            except ScoringInterrupted:
+                stop.set()
+            except ScorerFatal as exc:
+                store.heartbeat("processor", {**meta, "status": "failed", "reason": str(exc)[:500]})
+                raise
+        log.info("processor: %s -> %s (%s), scorer %s", cfg.topic, cfg.store, cfg.group, meta["model_version"])
         store.heartbeat("processor", {**meta, "status": "running", **health.totals})
+        idle_since = last_beat = time.monotonic()
         while not stop.is_set():
             records = consumer.poll(cfg.max_records, cfg.poll_timeout)
             if not records:
@@ -232,7 +304,14 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
                     last_beat = time.monotonic()
                 continue
             idle_since = time.monotonic()
-            res = process_records(records, scorer, cfg)
+            try:
+                res = process_records(records, scorer, cfg, stop=stop, on_pause=waiting("paused"))
+            except ScoringInterrupted:
+                break  # not committed: re-delivered on restart
+            except ScorerFatal as exc:
+                store.heartbeat("processor", {**meta, **health.last, **health.totals, "status": "failed",
+                                              "reason": str(exc)[:500]})
+                raise
             t0 = time.perf_counter()
             docs = list({d.doc_id: d for d in res.docs}.values())
             marks = list({m.post_id: m for m in res.marks}.values())

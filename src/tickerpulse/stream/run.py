@@ -4,7 +4,10 @@ The supervisor writes the resolved config to `<dir>/stream.yaml` (so the folder 
 each child reads the same settings), starts the children with the same Python, prints the dashboard URL
 and waits. Ctrl-C / SIGTERM stops the children in order (producer, processor, dashboard) with SIGTERM and a
 grace period (each finishes its batch and commits), then SIGKILL. A processor that dies (a crash, an OOM
-kill) is restarted up to `max_restarts` times: the bus re-delivers what it had not committed.
+kill) is restarted up to `max_restarts` times: the bus re-delivers what it had not committed. One that
+exits because it cannot work as configured (exit code 2: a config error; `EXIT_SCORER_FATAL`: its scorer
+refused it, e.g. a wrong API key) is not restarted: the same start would fail the same way, so the
+supervisor stops the pipeline and returns 1.
 
 `exit_when_done` (tests, benchmarks): once the producer has finished and the processor has committed
 everything on the topic, stop and return.
@@ -26,8 +29,11 @@ from pathlib import Path
 import yaml
 
 from tickerpulse.stream.config import StreamConfig
+from tickerpulse.stream.scoring import EXIT_SCORER_FATAL
 
 log = logging.getLogger("tickerpulse.stream.run")
+# Exit codes of a processor that would fail the same way again (restarting it would only loop).
+NO_RESTART = {2: "a configuration error", EXIT_SCORER_FATAL: "the scorer refused it"}
 
 
 def write_config(cfg: StreamConfig, path: Path | None = None) -> Path:
@@ -126,6 +132,11 @@ def supervise(cfg: StreamConfig, producer_args: Sequence[str], *, port: int = 80
                     announce("producer finished: the source is exhausted")
             if not processor.alive():
                 code = processor.proc.returncode
+                if code in NO_RESTART:
+                    announce(f"processor exited with code {code} ({NO_RESTART[code]}, see its error above): "
+                             "not restarting it; fix the cause and run again")
+                    rc = 1
+                    break
                 if processor.restarts >= max_restarts:
                     announce(f"processor exited with code {code}; restarted {max_restarts} times already: giving up")
                     rc = 1

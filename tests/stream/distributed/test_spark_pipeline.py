@@ -145,7 +145,7 @@ def test_spark_scores_through_the_sentiment_endpoint(noida: Any, spark: Any, smo
                 pass
             time.sleep(0.5)
         probe = HttpScorer(url)
-        version = probe.model_version
+        version = probe.ready()  # the served model, from /v1/models
         probe.close()
 
         topic, index = unique("http"), unique("tp-http")

@@ -256,7 +256,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
     from tickerpulse.stream.spark.pipeline import model_version
 
     meta = {"pid": os.getpid(), "processor": "spark", "master": opts.master, "source": opts.source, "scorer": cfg.scorer,
-            "model_version": model_version(cfg), "bus": cfg.bus, "store": cfg.store,
+            "model_version": model_version(cfg, stop), "bus": cfg.bus, "store": cfg.store,
             "topic": cfg.topic, "group": cfg.group}
     tracker = BatchTracker(cfg, store, meta)
     store.heartbeat("processor", {**meta, "status": "starting"})

@@ -45,25 +45,33 @@ def _cfg(cfg: dict[str, Any]) -> StreamConfig:
     return _cached("cfg", json.dumps(cfg, sort_keys=True, default=str), lambda: StreamConfig.model_validate(cfg))
 
 
+# A micro-batch whose scorer stays unavailable this long fails (Spark then retries it from the checkpoint)
+# instead of dead-lettering good posts; a refusal (401/403) fails it at once.
+MAX_PAUSE_S = 60.0
+
+
 def scorer_for(cfg: StreamConfig) -> Any:
     """This worker's scorer for `cfg` (built once per process)."""
-    from tickerpulse.stream.scoring import make_scorer
+    from tickerpulse.stream.scoring import scorer_from_config
 
-    key = json.dumps([cfg.scorer, cfg.model, cfg.adapter, cfg.mode, cfg.url, cfg.concurrency, cfg.score_batch])
-    return _cached("scorer", key, lambda: make_scorer(cfg.scorer, model=cfg.model, adapter=cfg.adapter, mode=cfg.mode,
-                                                      url=cfg.url, concurrency=cfg.concurrency, batch_size=cfg.score_batch))
+    key = json.dumps([cfg.scorer, cfg.model, cfg.adapter, cfg.mode, cfg.url, cfg.concurrency, cfg.score_batch,
+                      cfg.api_key_env, cfg.scorer_timeout])
+    return _cached("scorer", key, lambda: scorer_from_config(cfg))
 
 
-def model_version(cfg: StreamConfig) -> str:
+def model_version(cfg: StreamConfig, stop: Any = None) -> str:
     """The model version the workers' scorer will report (it goes into document ids), found without
     loading the model: the engine's is a pure function of model/adapter/mode, the http scorer asks the
-    server which model it serves."""
+    server which model it serves (waiting while it is unreachable; ScorerFatal on a refusal)."""
     from tickerpulse.stream import scoring
 
     if cfg.scorer == "engine":
         return scoring.model_version(cfg.model, cfg.adapter, cfg.mode)
-    scorer = scoring.make_scorer(cfg.scorer, url=cfg.url, mode=cfg.mode, concurrency=1)
+    scorer = scoring.scorer_from_config(cfg, concurrency=1)
     try:
+        ready = getattr(scorer, "ready", None)
+        if callable(ready):
+            return ready(stop=stop, backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s)
         return scorer.model_version
     finally:
         scorer.close()
@@ -113,7 +121,9 @@ def parse_posts(cfg: dict[str, Any]):  # -> Callable[[Iterator[pd.DataFrame]], I
 def score_series(cfg: dict[str, Any], text: pd.Series, ticker: pd.Series) -> pd.DataFrame:
     """Body of the pandas UDF: judge the (text, ticker) pairs of one Arrow batch; rows without a ticker
     (marks, dead letters) get nulls. Calls go in groups of `score_batch * concurrency` items (so the http
-    scorer keeps `concurrency` requests in flight), each with retries, backoff and per-item isolation."""
+    scorer keeps `concurrency` requests in flight), each with retries, backoff and per-item isolation.
+    A scorer fault (ScorerFatal, or ScorerUnavailable for more than MAX_PAUSE_S) raises: the micro-batch
+    fails and is retried from the checkpoint, so good posts are never dead-lettered for it."""
     from tickerpulse.stream.processor import score_with_retry
 
     c = _cfg(cfg)
@@ -127,7 +137,8 @@ def score_series(cfg: dict[str, Any], text: pd.Series, ticker: pd.Series) -> pd.
             rows = idx[g : g + group]
             t0 = time.perf_counter()
             answers, failures, _ = score_with_retry(scorer, [(text.iat[i], ticker.iat[i]) for i in rows],
-                                                    max_attempts=c.max_attempts, backoff_s=c.backoff_s)
+                                                    max_attempts=c.max_attempts, backoff_s=c.backoff_s,
+                                                    max_backoff_s=c.max_backoff_s, max_pause_s=MAX_PAUSE_S)
             ms = (time.perf_counter() - t0) * 1000
             failed = {j: (attempts, reason) for j, attempts, reason in failures}
             for j, (i, ans) in enumerate(zip(rows, answers)):
