@@ -49,12 +49,13 @@ def error_lines(res: Result) -> list[str]:
     return [line for line in res.stderr.splitlines() if line.strip()]
 
 
-def assert_file_line_errors(res: Result, names: set[str]) -> None:
-    """Exit 0 or 2, no traceback, and on 2 every stderr line is `[error: ]FILE:LINE: reason` for one of `names`."""
+def assert_file_line_errors(res: Result, names: set[str], header: str | None = None) -> None:
+    """Exit 0 or 2, no traceback, and on 2 every stderr line is `[error: ]FILE:LINE: reason` for one of `names`
+    (after the command's own `header` line, e.g. distill's run summary, when given)."""
     assert res.code in (0, 2), res.output
     assert "Traceback" not in res.output, res.output
     if res.code == 2:
-        lines = error_lines(res)
+        lines = [line for line in error_lines(res) if header is None or not line.startswith(header)]
         assert lines, res.output
         pattern = re.compile(r"^(error: )?(" + "|".join(map(re.escape, names)) + r"):\d+: \S")
         bad = [line for line in lines if not pattern.match(line)]

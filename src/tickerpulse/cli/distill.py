@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
@@ -54,8 +55,8 @@ def distill(
         raise ConfigError("--input and --out are required (or set input/out in --config)")
     cfg = load(DistillConfig, config, flags)
     console.print(
-        f"[bold]distill[/] {cfg.input} -> {cfg.out}  teacher [cyan]{cfg.teacher or 'default endpoint'}[/] "
-        f"model [cyan]{cfg.teacher_model}[/]  targets train/valid/test {cfg.n_train}/{cfg.n_valid}/{cfg.n_test}  "
+        f"[bold]distill[/] {escape(cfg.input)} -> {escape(str(cfg.out))}  teacher [cyan]{escape(cfg.teacher or 'default endpoint')}[/] "
+        f"model [cyan]{escape(cfg.teacher_model)}[/]  targets train/valid/test {cfg.n_train}/{cfg.n_valid}/{cfg.n_test}  "
         f"concurrency {cfg.concurrency}{f'  rpm {cfg.rpm:g}' if cfg.rpm else ''}  prompt {cfg.prompt_version}",
         highlight=False,
     )
@@ -64,7 +65,7 @@ def distill(
         with bar or _Null():
             report = run_distill(cfg, progress=bar, handle_signals=True, command=sys.argv)
     except Interrupted as exc:
-        console.print(f"[yellow]interrupted:[/] {exc}", highlight=False)
+        console.print(f"[yellow]interrupted:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(130) from None
     except KeyboardInterrupt:  # Ctrl-C while reading the input, before any request
         console.print("[yellow]interrupted[/] before labelling started", highlight=False)
@@ -73,7 +74,7 @@ def distill(
     rate = f"{100 * a['rate']:.1f}%" if a["rate"] is not None else "n/a (no gold labels)"
     cost = report["cost_usd"]["this_run"]
     console.print(
-        f"[green]wrote[/] {c['written']} to {cfg.out}  rejected {c['rejected']}  failed {c['failed']}  "
+        f"[green]wrote[/] {c['written']} to {escape(str(cfg.out))}  rejected {c['rejected']}  failed {c['failed']}  "
         f"dropped (disagree) {c['dropped_disagreements']}  agreement {rate}  cache hits {report['cache']['hits']}  "
         f"tokens {report['tokens']['this_run']}  cost {'$%.4f' % cost if cost is not None else 'unknown'}  "
         f"{report['timing']['seconds']} s",

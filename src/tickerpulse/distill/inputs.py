@@ -5,6 +5,10 @@ sentiment, Financial PhraseBank, FiQA with per-target scores, CSV, `{text, label
 exactly what `tickerpulse data convert` reads. Files without gold labels (`{id?, text}` JSONL, or a CSV with
 a `text` column and no label/score column) are read by the small reader here, as are hub dataset ids.
 
+Every reader streams line by line through the data stage's hostile-input handling (not UTF-8, huge lines,
+NaN, deep nesting, CSV fields over the csv module's limit all become `file:line: reason`), and `limit`
+stops reading early.
+
 Known limitation: gold labels are all-or-nothing per file (a labeled file with an unlabeled row is an error
 naming the line, as in `data convert`).
 """
@@ -12,12 +16,13 @@ naming the line, as in `data convert`).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.data.formats import DataError, iter_jsonl
-from tickerpulse.data.records import Record, normalize_label, read_records
+from tickerpulse.data.formats import DataError, iter_jsonl, iter_lines
+from tickerpulse.data.records import Record, csv_error_reason, normalize_label, read_records
 from tickerpulse.data.sentiment import Label
 
 
@@ -49,8 +54,7 @@ def load_raw(source: str | Path, limit: int | None = None) -> list[RawRow]:
     if path.is_dir():
         path = path / "train.jsonl"
     if path.is_file():
-        rows = _read_labeled(path) if _has_labels(path) else _read_unlabeled(path, limit)
-        return rows[:limit] if limit else rows
+        return _read_labeled(path, limit) if _has_labels(path) else _read_unlabeled(path, limit)
     if "/" in str(source) and not path.exists() and not str(source).startswith((".", "/")):
         return _load_hub(str(source), limit)
     raise FileNotFoundError(f"input {source} not found (expected a .jsonl/.csv file, a folder or a hub dataset id)")
@@ -68,25 +72,44 @@ def from_record(rec: Record) -> RawRow:
 def _has_labels(path: Path) -> bool:
     """Does the file carry gold labels (label / score / FiQA targets)? Looks at the header or first row."""
     if path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+        header = next(_csv_rows(path), (0, []))[1]
         return "label" in header or "score" in header
     for _, row in iter_jsonl(path):
         return isinstance(row, dict) and any(k in row for k in ("label", "score", "targets"))
     return False
 
 
-def _read_labeled(path: Path) -> list[RawRow]:
-    return [from_record(rec) for rec in read_records(path)]
+def _read_labeled(path: Path, limit: int | None) -> list[RawRow]:
+    return [from_record(rec) for rec in read_records(path, limit=limit or None)]
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) per CSV record, decoded line by line; DataError names file:line."""
+    def lines() -> Iterator[str]:
+        for lineno, text, error in iter_lines(path):
+            if error is not None:
+                raise DataError(path, lineno, error)
+            yield text  # type: ignore[misc]
+
+    reader = csv.reader(lines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        for fields in reader:
+            yield reader.line_num, fields
+    except csv.Error as exc:
+        raise DataError(path, reader.line_num, csv_error_reason(exc)) from None
 
 
 def _read_unlabeled(path: Path, limit: int | None) -> list[RawRow]:
     rows: list[RawRow] = []
     if path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            delim = "\t" if path.suffix.lower() == ".tsv" else ","
-            items: Any = ((i, r) for i, r in enumerate(csv.DictReader(fh, delimiter=delim), start=2))
-            rows = [_unlabeled(obj, path, lineno) for lineno, obj in items]
+        records = _csv_rows(path)
+        header = next(records, (0, []))[1]
+        for lineno, fields in records:
+            if not any(f.strip() for f in fields):
+                continue
+            rows.append(_unlabeled(dict(zip(header, fields)), path, lineno))
+            if limit and len(rows) >= limit:
+                break
     else:
         for lineno, obj in iter_jsonl(path):
             rows.append(_unlabeled(obj, path, lineno))

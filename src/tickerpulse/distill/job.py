@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 
 from tickerpulse.config import ConfigError, StrictModel
+from tickerpulse.data.formats import DataError
 from tickerpulse.data.sentiment import TICKER_RE, build_messages, format_answer, load_prompt, score_to_label
 from tickerpulse.distill.cache import Cache, cache_key
 from tickerpulse.distill.inputs import load_raw
@@ -158,9 +159,12 @@ def run_distill(
     stop = asyncio.Event()
     teacher = teacher or make_teacher(cfg, stop)
     rows = load_raw(cfg.input, cfg.limit)
+    if not rows:
+        raise DataError(cfg.input, 0, "no rows to label (the input is empty)")
     if teacher.endpoint == "gold" and not any(r.label for r in rows):
         raise ConfigError(f"--teacher gold needs gold labels, and {cfg.input} has none (no label/score column)")
     plan = plan_splits(rows, cfg.targets, cfg.seed, cfg.near_dup_threshold, cfg.drop_near_duplicates)
+    _check_pool(cfg, plan)
     job = _Job(cfg, plan, progress, stop)
     asyncio.run(job.run(teacher, handle_signals))
     from tickerpulse.distill.report import build_report, write_report
@@ -168,7 +172,35 @@ def run_distill(
     written = job.write_outputs()
     report = build_report(job, written, time.time() - started, command)
     write_report(report, cfg.out)
+    empty = [s for s in written if not written[s]]
+    if empty:  # no such file was written: an empty split is a folder `data validate` rejects
+        c = report["counts"]
+        raise DataError(cfg.input, 0, f"no usable row for {' and '.join(empty)} ({c['rejected']} rejected, "
+                        f"{c['failed']} failed, {c['dropped_disagreements']} dropped as disagreements; "
+                        f"details in {cfg.out}/report.md and rejects.jsonl): add rows or set "
+                        + " / ".join(f"--n-{s} 0" for s in empty))
     return report
+
+
+def _check_pool(cfg: DistillConfig, plan: Plan) -> None:
+    """Fail before any request when the input cannot give every wanted split a row.
+
+    Whole (near-)duplicate groups go to one split, so the pool needs at least one distinct group per split.
+    """
+    wanted = [s for s in SPLIT_ORDER if cfg.targets[s] > 0]
+    empty = [s for s in wanted if not plan.queues[s]]
+    if not empty:
+        return
+    st = plan.stats
+    groups = len({plan.cluster[i] for q in plan.queues.values() for i in q})
+    raise DataError(
+        cfg.input, 0,
+        f"too few rows: {st['input_rows']} read, {st['candidates']} usable after dropping "
+        f"{st['exact_duplicates_dropped']} duplicates and {st['empty_dropped']} empty texts, in {groups} groups of "
+        f"(near-)identical text; {'/'.join(wanted)} need at least {len(wanted)} groups (one per split): add rows or "
+        + " or ".join(f"set --n-{s} 0" for s in empty)
+        + (", or --near-dup-threshold 1 to stop grouping near-duplicates" if st.get("near_duplicate_clusters") else ""),
+    )
 
 
 class _Job:
@@ -371,6 +403,9 @@ class _Job:
                 path.unlink(missing_ok=True)  # a stale split from an earlier run would mislead `train`
                 continue
             written[split] = self.accepted(split)
+            if not written[split]:
+                path.unlink(missing_ok=True)  # never an empty split (run_distill raises after the report)
+                continue
             _write_jsonl(path, (self.row(idx) for idx in written[split]))
         bad = [idx for split in SPLIT_ORDER for idx in self.plan.queues[split][: self.cursor[split]]
                if self.verdict(idx) in ("rejected", "failed", "disagrees")]

@@ -110,6 +110,31 @@ def _minhash(sets: list[set[int]], rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _no_empty_split(queues: dict[str, list[int]], members: dict[int, list[int]], order: list[int], active: list[str]) -> None:
+    """Give every wanted split at least one cluster when there are enough clusters.
+
+    Proportional dealing leaves a small split empty on a small pool (3 texts with targets 500/100/100 all
+    land in train and valid), and an empty test.jsonl is a folder `data validate` rejects. The cluster moved
+    is the last one dealt to the split holding the most clusters, so a big pool is never changed.
+    """
+    if all(queues[s] for s in active):
+        return
+    split_of = {i: s for s in active for i in queues[s]}
+    owner = {c: split_of[members[c][0]] for c in order if members[c][0] in split_of}
+    for split in active:
+        if queues[split]:
+            continue
+        counts = {s: sum(1 for o in owner.values() if o == s) for s in active}
+        donor = max(active, key=lambda s: counts[s])
+        if counts[donor] < 2:
+            return  # fewer clusters than splits: the caller reports how many rows are needed
+        cluster = next(c for c in reversed(order) if owner.get(c) == donor)
+        moved = set(members[cluster])
+        queues[donor] = [i for i in queues[donor] if i not in moved]
+        queues[split] = list(members[cluster])
+        owner[cluster] = split
+
+
 @dataclass
 class Plan:
     """The candidates (deduplicated input rows) and, per split, the order in which to label them."""
@@ -181,5 +206,6 @@ def plan_splits(
             split = max(active, key=lambda s: targets[s] / total_target * (assigned + len(group)) - len(queues[s]))
             queues[split].extend(group)
         assigned += len(group)
+    _no_empty_split(queues, members, order, active)
     stats["candidates"] = sum(len(q) for q in queues.values())
     return Plan(rows=kept, cluster=cluster, queues=queues, stats=stats)
