@@ -306,6 +306,9 @@ def test_scorer_down_then_sigstopped_while_the_processor_is_killed(tmp_path: Pat
         after = s.store()
         assert s.committed() == held and after["counts"]["dead_letters"] == before["counts"]["dead_letters"]
         assert "timed out" in after["beat"]["reason"]
+        status = subprocess.run([sys.executable, "-m", "tickerpulse.cli.main", "stream", "status", "--dir", str(s.dir)],
+                                capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "300"})
+        assert "processor: paused" in status.stdout and "timed out" in status.stdout, status.stdout + status.stderr
         s.kill(proc)
         os.kill(server.proc.pid, signal.SIGCONT)
         figures = s.finish(url, None, "sigstop")

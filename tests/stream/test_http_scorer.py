@@ -166,11 +166,18 @@ def test_stop_while_waiting_for_the_server_commits_nothing(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_http_scorer_against_the_real_server(smollm2_path: Path, tmp_path: Path) -> None:
+def test_keyed_real_server_and_processor_with_the_same_variable_store_every_post(smollm2_path: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The finding of issue #26: `tickerpulse serve` with TICKERPULSE_API_KEY=k and `stream process --scorer
+    http` with the same variable answered 401 to every call and dead-lettered all 8 posts. Now the key is
+    sent: all 8 posts are judged by the served model, nothing is dead-lettered."""
+    import os
+
     pytest.importorskip("tickerpulse.serve.app")
     port = free_port()
+    env = {**os.environ, "TICKERPULSE_API_KEY": KEY}
     server = subprocess.Popen([sys.executable, "-m", "tickerpulse.cli.main", "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -182,15 +189,26 @@ def test_http_scorer_against_the_real_server(smollm2_path: Path, tmp_path: Path)
                 pass
             assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.5)
-        cfg = StreamConfig(dir=tmp_path, scorer="http", url=f"http://127.0.0.1:{port}", poll_timeout=0.1)
-        bus = _fill(cfg)
-        totals = run_processor(cfg, until_idle=0.3, bus=bus)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 401  # it is keyed
+        cfg = StreamConfig(dir=tmp_path)
+        bus = SqliteBus(cfg.bus_path)
+        texts = ["$AAPL smashes earnings", "$TSLA recall is terrible news", "$NVDA guidance raised again",
+                 "$AMD misses on revenue", "$MSFT flat ahead of the report", "$BTC rallies past resistance",
+                 "$JPM beats, raises dividend", "$XOM output cut hurts margins"]
+        for i, text in enumerate(texts):
+            bus.produce(cfg.topic, None, Post(id=f"k{i}", source="test", text=text, created_at=time.time()).to_bytes())
+        bus.flush()
+        proc = subprocess.run([sys.executable, "-m", "tickerpulse.cli.main", "stream", "process", "--dir",
+                               str(tmp_path), "--scorer", "http", "--url", f"http://127.0.0.1:{port}",
+                               "--until-idle", "1"], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert KEY not in proc.stdout + proc.stderr
+        assert bus.committed(cfg.group, cfg.topic) == bus.end_offsets(cfg.topic)
         bus.close()
-        assert totals["docs"] == 2 and totals["dead_letters"] == 0
-        docs = DuckDBStore(cfg.db, read_only=True).latest(10)
-        assert sorted(d.ticker for d in docs) == ["AAPL", "TSLA"]
-        assert all(d.model_version.endswith(":sentiment-v1:fast") and d.model_version != "http:sentiment-v1:fast"
-                   for d in docs)
+        store = DuckDBStore(cfg.db, read_only=True)
+        docs = store.latest(20)
+        assert len(docs) == 8 and store.counts()["dead_letters"] == 0
+        assert {d.model_version for d in docs} == {"smollm2-135m:sentiment-v1:fast"}
     finally:
         server.terminate()
         server.wait(30)

@@ -179,7 +179,8 @@ def status(
     console.print(f"store {cfg.store}: {c['posts']} posts ({c['posts_without_ticker']} without ticker), "
                   f"{c['docs']} docs, {c['tickers']} tickers, {c['dead_letters']} dead letters")
     for name, beat in out["heartbeats"].items():
-        console.print(f"{name}: {beat.get('status')} · {beat.get('posts_per_s')} posts/s · updated {beat.get('updated')}")
+        console.print(f"{name}: {beat.get('status')} · {beat.get('posts_per_s')} posts/s · updated {beat.get('updated')}"
+                      + (f" · {beat['reason']}" if beat.get("reason") else ""), markup=False, highlight=False)
     for d in out["dead_letters"]:
         console.print(f"  dead letter [{d['stage']}] {d['code']}: {d['reason']}", highlight=False, markup=False)
 
