@@ -78,7 +78,7 @@ def test_validate_and_split_report_the_same_findings(tmp_path, name):
     (b'{"text": "x", "label": "positive", "score": -Infinity}', "-Infinity is not a JSON value"),
     (b'{"text": "x", "label": "positive", "score": 1e999}', "number 1e999 is out of range"),
     (b'{"text": "\\ud800 lone", "label": "positive"}', "lone surrogate"),
-    (b'\xef\xbb\xbf{"text": "a BOM on a later line", "label": "positive"}', "Unexpected UTF-8 BOM"),
+    (b'\xef\xbb\xbf{"text": "a BOM on a later line", "label": "positive"}', "a UTF-8 BOM starts the line"),
     (b'{"text": "caf\xe9", "label": "positive"}', "not UTF-8 (byte 0xe9 at column 14"),
     (b'["text", "label"]', "expected a JSON object, got list"),
     (b'{"text": 5, "label": "positive"}', "text must be a string, got int"),
@@ -310,3 +310,20 @@ def test_property_split(data):
             written = [row for s in ("train", "valid", "test") if (Path(d) / "s" / f"{s}.jsonl").exists()
                        for _, row in iter_jsonl(Path(d) / "s" / f"{s}.jsonl")]
             assert len(written) == sum(1 for _ in iter_jsonl(src))
+
+
+def test_unusable_paths_and_flags_are_one_line_errors(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(GOOD) + "\n")
+    (tmp_path / "afile").write_text("")
+    res = run_cli("data", "convert", src, "--to", "chat", "--out", tmp_path / "afile" / "o.jsonl")
+    assert res.code == 2 and res.stderr.startswith("error: ") and "File exists" in res.stderr, res.output
+    res = run_cli("data", "convert", tmp_path, "--to", "chat", "--out", tmp_path / "o.jsonl")
+    assert res.code == 2 and "not found" in res.stderr, res.output
+    res = run_cli("data", "convert", src, "--to", "chat", "--out", src)
+    assert res.code != 0 and "would overwrite" in res.output and "Traceback" not in res.output
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text("text,label\nup,positive\n")
+    for flags, hint in [(["--delimiter", ";;"], "--delimiter"), (["--label-col", ""], "--label-col")]:
+        res = run_cli("data", "convert", csv_file, "--to", "records", "--out", tmp_path / "o.jsonl", *flags)
+        assert res.code == 2 and hint in res.output and "Traceback" not in res.output, res.output

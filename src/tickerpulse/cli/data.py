@@ -93,12 +93,17 @@ def convert(
 ) -> None:
     """Convert twitter-financial-news-sentiment, Financial PhraseBank, FiQA or a CSV into records or chat JSONL."""
     from tickerpulse.data.convert import convert as run_convert
+    from tickerpulse.data.convert import output_paths
     from tickerpulse.data.records import SOURCE_FORMATS, CsvColumns
 
     if to not in ("records", "chat"):
         raise typer.BadParameter("must be records or chat", param_hint="--to")
     if fmt is not None and fmt not in SOURCE_FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(SOURCE_FORMATS)}", param_hint="--format")
+    try:
+        output_paths(inputs, out)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from None
     if not label_col and not score_col:
         raise typer.BadParameter("a CSV needs a label column or a score column (--score-col)", param_hint="--label-col")
     sep = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter) if delimiter else None

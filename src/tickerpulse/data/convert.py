@@ -149,6 +149,15 @@ def output_path(out: Path, source: Path) -> Path:
     return out / f"{source.stem}.jsonl"
 
 
+def output_paths(inputs: list[Path], out: Path) -> list[Path]:
+    """The output file of each input; ValueError when one would overwrite its input."""
+    dests = [output_path(out, path) for path in inputs]
+    for path, dest in zip(inputs, dests, strict=True):
+        if dest.resolve() == path.resolve():
+            raise ValueError(f"{out} would overwrite the input {path}: choose another file or folder")
+    return dests
+
+
 def convert(
     inputs: list[Path],
     to: Target,
@@ -171,15 +180,12 @@ def convert(
     Raises:
         DataError: a row that does not fit, as `file:line: reason`.
         FileNotFoundError: an input is missing.
+        ValueError: `out` would overwrite an input.
     """
     if to not in ("records", "chat"):
         raise ValueError(f"--to must be records or chat, not {to!r}")
     report = ConvertReport(inputs=[str(p) for p in inputs])
-    single = out.suffix == ".jsonl"
-    dests = [out if single else output_path(out, path) for path in inputs]
-    for path, dest in zip(inputs, dests, strict=True):
-        if dest.resolve() == path.resolve():
-            raise ValueError(f"--out {out} would overwrite the input {path}: choose another file or folder")
+    dests = output_paths(inputs, out)
     # rows stream into temporary files that replace the outputs only when every input converted: a broken
     # row never leaves a half-written output, and a huge input is never held in memory
     tmps: dict[Path, Path] = {}

@@ -131,10 +131,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)  # built once: a row per call
+
+
 def parse_json(text: str) -> Any:
     """Strict JSON for one line; ValueError with a short reason (never RecursionError/OverflowError)."""
+    if text.startswith("\ufeff"):
+        raise ValueError("invalid JSON: a UTF-8 BOM starts the line (only the file's first line may have one)")
     try:
-        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
