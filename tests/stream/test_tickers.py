@@ -107,3 +107,46 @@ def test_symbol_list_is_dated_and_sourced() -> None:
     assert "Built 20" in head and "pytickersymbols" in head
     known = known_symbols()
     assert len(known) > 1000 and known["AAPL"] == "equity" and known["BTC"] == "crypto"
+
+
+# Shapes that made extraction quadratic (issue #26: 3.0 s for one 40,000-character post, 4x per doubling):
+# dotted runs (the e-mail pattern retried every position), many mentions (each bare word was checked
+# against every cashtag span), plus other long runs a regex could trip on.
+ADVERSARIAL = {
+    "dots": lambda n: ("a." * n)[:n],
+    "mentions": lambda n: ("$AAPL and MSFT up " * n)[:n],
+    "cashtags": lambda n: ("$A " * n)[:n],
+    "exchange": lambda n: ("NYSE:AA NVDA " * n)[:n],
+    "word_run": lambda n: "a" * n,
+    "at_signs": lambda n: ("a@b" * n)[:n],
+    "url_ish": lambda n: ("www.x$AAPL " * n)[:n],
+    "spaces_after_exchange": lambda n: "NASDAQ" + " " * (n - 6),
+}
+
+
+def _cpu_times(texts: list[str], repeats: int = 5) -> list[float]:
+    """Best CPU time (not wall time: other jobs on the machine barely move it) of `extract_tickers` on each
+    text, measured interleaved so a load change hits all of them alike."""
+    import time
+
+    best = [float("inf")] * len(texts)
+    for _ in range(repeats):
+        for i, text in enumerate(texts):
+            t0 = time.process_time()
+            extract_tickers(text)
+            best[i] = min(best[i], time.process_time() - t0)
+    return best
+
+
+@pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
+def test_extraction_is_linear_on_the_largest_post(shape: str) -> None:
+    """Generous bounds: the largest post the stream accepts (40k characters) in < 0.25 s of CPU (it took
+    3-7 s; ~10-40 ms now), and two doublings of the length (40k -> 160k) cost < 8x the time (linear: ~4x;
+    the old quadratic code: 16x). Compared from 40k up, where fixed costs no longer dominate."""
+    from tickerpulse.stream.schema import MAX_TEXT_CHARS
+
+    make = ADVERSARIAL[shape]
+    extract_tickers(make(1000))  # warm the symbol list and regex caches
+    base, quad = _cpu_times([make(MAX_TEXT_CHARS), make(4 * MAX_TEXT_CHARS)])
+    assert base < 0.25, f"{shape}: {base * 1000:.0f} ms for {MAX_TEXT_CHARS} characters"
+    assert quad < 8 * max(base, 0.005), f"{shape}: {base * 1000:.1f} ms -> {quad * 1000:.1f} ms for 4x the length"

@@ -60,8 +60,8 @@ class StreamConfig(StrictModel):
                                 "this (a post dated 2099 must not own every dashboard window).")
     max_batch_s: float = Field(600.0, gt=0, description="Time budget of one micro-batch, poll to commit (scoring, "
                                "retries, pauses, write); Kafka's max.poll.interval.ms is set from it.")
-    log_retention_s: float | None = Field(86_400.0, ge=0, description="Embedded bus: records every committing group "
-                                          "has passed are deleted once this old (0 = at once; null = keep all).")
+    log_retention_s: float = Field(86_400.0, ge=0, description="Embedded bus: records every committing group has "
+                                   "passed are deleted once this old (0 = at once; .inf = keep everything).")
 
     @model_validator(mode="after")
     def _defaults(self) -> "StreamConfig":

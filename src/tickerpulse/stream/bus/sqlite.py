@@ -59,7 +59,8 @@ class SqliteBus:
         path: database file (created with its folder).
         linger_records: buffered records that trigger an automatic flush.
         linger_s: a produce() older than this since the last flush triggers one (bounds latency).
-        retention_s: committed records older than this are deleted on commits (None: never; see module doc).
+        retention_s: committed records older than this are deleted on commits (None or inf: never; see the
+            module docstring).
         trim_every_s: at most one retention pass per topic this often.
     """
 
@@ -159,7 +160,7 @@ class SqliteBus:
 
     def _retain(self, topics: Sequence[str]) -> None:
         """The retention pass a commit triggers (throttled per topic; see `retention_s`)."""
-        if self.retention_s is None:
+        if self.retention_s is None or self.retention_s == float("inf"):
             return
         now = time.monotonic()
         for t in topics:

@@ -79,7 +79,8 @@ def read_rows(path: str | Path, on_skip: Callable[[], None] | None = None) -> It
                     skip(start, f"bad CSV: {exc}")
                 else:
                     yield start, row
-                start = reader.line_num + 1
+                # the next row starts after this one's last line (a failed row has not advanced line_num yet)
+                start = max(reader.line_num, start) + 1
     with path.open("rb") as fb:
         i = 0
         while True:
