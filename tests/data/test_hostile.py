@@ -24,9 +24,7 @@ from tickerpulse.data.formats import DataError, iter_jsonl, load_jsonl, validate
 from tickerpulse.data.records import read_records
 
 from .cli import assert_file_line_errors, run_cli
-
-GOOD = {"id": "g-1", "text": "$AAPL beats on revenue", "label": "positive"}
-CHAT = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+from .hostile_files import CHAT, GOOD, JSONL_FILES, csv_file
 
 
 def _script(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -176,81 +174,6 @@ def test_stats_reports_a_broken_row_before_loading_any_tokenizer(tmp_path):
 
 # ---------------------------------------------------------------------------------------- property tests
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(st.characters(codec="utf-8") | st.characters(categories=["Cs"]), max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
-_FIELDS = ("id", "text", "label", "score", "tickers", "targets", "messages", "sentence", "original_label", "prompt",
-           "completion", "source", "meta")
-_ROWS = st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=6)
-_VALID = st.sampled_from([
-    json.dumps(GOOD), json.dumps(CHAT), json.dumps({"text": "Oil slumps", "label": "negative", "score": -0.5}),
-    json.dumps({"id": "f", "text": "$TSLA up", "targets": [{"target": "TSLA", "score": 0.4}], "kind": "post"}),
-    json.dumps({"text": "Markets drift", "label": 2, "original_label": 2}),
-])
-
-
-@st.composite
-def _json_line(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["valid", "valid", "row", "json", "bytes", "deep", "bigint", "encoding", "bom", "blank"]))
-    if kind == "valid":
-        return draw(_VALID).encode()
-    if kind == "row":  # the right field names with any JSON in them: wrong types, NaN, surrogates
-        return json.dumps(draw(_ROWS), ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
-    if kind == "json":
-        return json.dumps(draw(_JSON)).encode()
-    if kind == "bytes":
-        return draw(st.binary(max_size=120))
-    if kind == "deep":
-        n = draw(st.sampled_from([5, 900, 5000, 100_000]))
-        opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
-        return f'{{"text": "x", "label": "positive", "n": {opener * n}1{closer * n}}}'.encode()
-    if kind == "bigint":
-        digits = draw(st.sampled_from([20, 400, 4300, 4301, 6000]))
-        return b'{"text": "x", "label": "positive", "score": ' + b"7" * digits + b"}"
-    if kind == "encoding":
-        return draw(_VALID).replace("Oil", "Öl café").encode(draw(st.sampled_from(["latin-1", "utf-16", "cp1252"])))
-    if kind == "bom":
-        return b"\xef\xbb\xbf" + draw(_VALID).encode()
-    return b"   "
-
-
-_JSONL_FILES = st.lists(_json_line(), min_size=0, max_size=8).map(lambda lines: b"\n".join(lines))
-
-_CELLS = st.one_of(
-    st.sampled_from(["positive", "negative", "neutral", "bullish", "0", "1", "-1", "2", "", "NaN", "inf", "1e999",
-                     "0.5", "-0.3", "$AAPL", '"', '""', "a,b", "x\ny"]),
-    st.text(max_size=12),
-    st.sampled_from([131_071, 131_073]).map(lambda n: "y" * n),
-)
-
-
-_CSV_FLAGS = {"text,label": [], "text,label,score": ["--score-col", "score"], "label,text": [], "a,b": [], "": [],
-              "text,score": ["--label-col", "", "--score-col", "score"], "text": []}
-
-
-@st.composite
-def _csv_file(draw: st.DrawFn) -> tuple[bytes, list[str]]:
-    """(file bytes, the column flags its header calls for)."""
-    header = draw(st.sampled_from(sorted(_CSV_FLAGS)))
-    lines = [header.encode()]
-    for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.sampled_from(["cells", "cells", "bytes", "latin1"]))
-        if kind == "cells":
-            cells = draw(st.lists(_CELLS, min_size=0, max_size=4))
-            quote = draw(st.booleans())
-            lines.append(",".join(('"' + c.replace('"', '""') + '"') if quote else c for c in cells)
-                         .encode("utf-8", "surrogatepass"))
-        elif kind == "bytes":
-            lines.append(draw(st.binary(max_size=80)))
-        else:
-            lines.append("Öl fällt,negative".encode("latin-1"))
-    data = b"\n".join(lines)
-    return ((b"\xef\xbb\xbf" + data) if draw(st.booleans()) else data), _CSV_FLAGS[header]
-
-
 _SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -260,7 +183,7 @@ def _folder() -> tempfile.TemporaryDirectory[str]:
 
 
 @_SETTINGS
-@given(data=_JSONL_FILES, to=st.sampled_from(["records", "chat"]))
+@given(data=JSONL_FILES, to=st.sampled_from(["records", "chat"]))
 def test_property_convert_jsonl(data, to):
     with _folder() as d:
         src, out = Path(d) / "in.jsonl", Path(d) / "out.jsonl"
@@ -274,7 +197,7 @@ def test_property_convert_jsonl(data, to):
 
 
 @_SETTINGS
-@given(file=_csv_file(), to=st.sampled_from(["records", "chat"]))
+@given(file=csv_file(), to=st.sampled_from(["records", "chat"]))
 def test_property_convert_csv(file, to):
     data, flags = file
     with _folder() as d:
@@ -287,7 +210,7 @@ def test_property_convert_csv(file, to):
 
 
 @_SETTINGS
-@given(train=_JSONL_FILES, valid=_JSONL_FILES)
+@given(train=JSONL_FILES, valid=JSONL_FILES)
 def test_property_validate(train, valid):
     with _folder() as d:
         (Path(d) / "train.jsonl").write_bytes(train)
@@ -299,7 +222,7 @@ def test_property_validate(train, valid):
 
 
 @_SETTINGS
-@given(data=_JSONL_FILES)
+@given(data=JSONL_FILES)
 def test_property_split(data):
     with _folder() as d:
         src = Path(d) / "in.jsonl"

@@ -247,6 +247,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
 
     from tickerpulse.cli.main import app
     from tickerpulse.config import ConfigError
+    from tickerpulse.data.formats import DataError
 
     unlabeled = tmp_path / "u.jsonl"
     unlabeled.write_text('{"text": "$AAPL up"}\n', encoding="utf-8")
@@ -259,10 +260,10 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
         (["--input", "x.jsonl", "--out", "o", "--price-in", "1"], "give both --price-in and --price-out"),
         (["--input", "x.jsonl", "--out", "o", "--n-train", "0", "--n-valid", "0", "--n-test", "0"], "nothing to distill"),
         (["--input", "x.jsonl", "--out", "o", "--teacher", "http://u:secret@127.0.0.1:9/v1"], "not in the URL"),
-        (["--input", str(unlabeled), "--out", "o", "--teacher", "gold"], "needs gold labels"),
+        (["--input", str(unlabeled), "--out", "o", "--teacher", "gold"], "u.jsonl:0: --teacher gold needs gold labels"),
     ]:
         res = CliRunner().invoke(app, ["distill", "--quiet", *args])
-        assert isinstance(res.exception, ConfigError) and message in str(res.exception), (args, res.output)
+        assert isinstance(res.exception, (ConfigError, DataError)) and message in str(res.exception), (args, res.output)
 
 
 def test_shipped_config_loads():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tickerpulse.distill.inputs import RawRow, load_raw
 from tickerpulse.distill.select import plan_splits
 
 from ..data.cli import assert_file_line_errors, run_cli
+from ..data.hostile_files import JSONL_FILES, csv_file
 
 WORDS = ("shares", "profit", "guidance", "merger", "lawsuit", "dividend", "recall", "upgrade", "downgrade", "buyback",
          "layoffs", "record", "revenue", "outlook", "tariff", "default", "rally", "slump", "beat", "miss", "chip",
@@ -152,3 +154,31 @@ def test_property_every_wanted_split_gets_a_group_when_there_are_enough(sizes, t
     where = {i: s for s, q in plan.queues.items() for i in q}
     for c in set(plan.cluster):
         assert len({where[i] for i, ci in enumerate(plan.cluster) if ci == c}) == 1
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(data=JSONL_FILES)
+def test_property_distill_input_never_gives_a_folder_validate_rejects(data):
+    """Generated hostile JSONL through `distill --teacher gold`: exit 0 with a folder `data validate` accepts,
+    or exit 2 with one `file:line: reason`; never a traceback, never an empty split."""
+    with tempfile.TemporaryDirectory(prefix="tp-distill-") as d:
+        src, out = Path(d) / "raw.jsonl", Path(d) / "out"
+        src.write_bytes(data)
+        res = _distill("--input", src, "--out", out, "--near-dup-threshold", "1", home=Path(d))
+        assert_file_line_errors(res, {"raw.jsonl"}, header="distill ")
+        if res.code == 0:
+            check = run_cli("data", "validate", out)
+            assert check.code == 0, (check.output, res.output)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(file=csv_file())
+def test_property_distill_csv_input(file):
+    data, _ = file
+    with tempfile.TemporaryDirectory(prefix="tp-distill-") as d:
+        src, out = Path(d) / "raw.csv", Path(d) / "out"
+        src.write_bytes(data)
+        res = _distill("--input", src, "--out", out, home=Path(d))
+        assert_file_line_errors(res, {"raw.csv"}, header="distill ")
+        if res.code == 0:
+            assert run_cli("data", "validate", out).code == 0

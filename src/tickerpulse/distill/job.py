@@ -162,7 +162,7 @@ def run_distill(
     if not rows:
         raise DataError(cfg.input, 0, "no rows to label (the input is empty)")
     if teacher.endpoint == "gold" and not any(r.label for r in rows):
-        raise ConfigError(f"--teacher gold needs gold labels, and {cfg.input} has none (no label/score column)")
+        raise DataError(cfg.input, 0, "--teacher gold needs gold labels, and the input has none (no label/score column)")
     plan = plan_splits(rows, cfg.targets, cfg.seed, cfg.near_dup_threshold, cfg.drop_near_duplicates)
     _check_pool(cfg, plan)
     job = _Job(cfg, plan, progress, stop)
