@@ -64,11 +64,11 @@ def test_stream_run_fills_the_store_and_the_dashboard_shows_it(shared_data: Path
             posts_text = driver.find_element("id", "posts").text
             imgs = driver.execute_script("return document.querySelectorAll('#posts img, #posts script').length")
             pwned = driver.execute_script("return window.__pwned === undefined ? null : window.__pwned")
-            circles = driver.execute_script("return document.querySelectorAll('#chart svg circle').length")
+            charts = driver.execute_script("return document.querySelectorAll('#chart .uplot canvas, #volume .uplot canvas').length")
         assert png.stat().st_size > 20_000
         for label in ("posts processed", "Top tickers by mentions".upper(), "Pipeline health".upper(), top):
             assert label in text
-        assert circles > 0  # the sentiment-over-time chart has points
+        assert charts == 2  # the sentiment and mentions charts are drawn (uPlot canvases)
         # the hostile post is displayed as literal text and nothing in it ran
         api_latest = httpx.get(f"{base}/api/latest?limit=500&ticker=AAPL").json()
         assert any(d["post_id"] == "hostile-1" for d in api_latest)

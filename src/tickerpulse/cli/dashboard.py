@@ -18,9 +18,12 @@ def dashboard(
     dir: Path | None = typer.Option(None, "--dir", help="Working folder of the embedded backends."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address (127.0.0.1 keeps it local)."),
     port: int = typer.Option(8050, "--port", help="Port."),
-    refresh_ms: int = typer.Option(2000, "--refresh-ms", help="How often the page polls."),
+    refresh_ms: int = typer.Option(1000, "--refresh-ms", min=100,
+                                   help="How often the server looks for new data to push (and the page polls when "
+                                        "its live connection is down)."),
 ) -> None:
-    """Live sentiment dashboard: per-ticker sentiment over time, top tickers, latest posts, pipeline health."""
+    """Live sentiment dashboard: sentiment and mentions over time (zoom, hover values), top tickers (click to
+    filter), latest posts, pipeline health; updates pushed over Server-Sent Events."""
     from tickerpulse.config import build, load_yaml, parse_set_flags
     from tickerpulse.stream import registry
     from tickerpulse.stream.config import StreamConfig

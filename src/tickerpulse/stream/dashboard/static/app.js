@@ -1,25 +1,27 @@
-// tickerpulse live dashboard: polls /api/snapshot and redraws. No third-party code (works offline).
+// tickerpulse live dashboard. The server pushes a snapshot over Server-Sent Events (/api/events) whenever the
+// store changes; if that connection fails the page polls /api/snapshot and tries SSE again later.
+// Charts: uPlot (vendored, static/vendor/): time axes, hover values in the legend, drag to zoom (both charts
+// together), double-click to reset. Click a ticker anywhere to filter the charts and the posts to it.
 // Every string that comes from a post or a dead letter is untrusted: it is only ever set with
 // textContent / createTextNode, never innerHTML.
 "use strict";
 
-const REFRESH_MS = parseInt(document.body.dataset.refreshMs || "2000", 10) || 2000;
+const REFRESH_MS = parseInt(document.body.dataset.refreshMs || "1000", 10) || 1000;
+const SSE_RETRY_MS = 15000;  // while polling, try the live connection again this often
 const COLORS = ["#4aa3ff", "#f5a623", "#bd10e0", "#50e3c2", "#e74c3c", "#b8e986", "#9013fe"];
-const SVG_NS = "http://www.w3.org/2000/svg";
+const DIM = "#8a96a3", GRID = "#222b33";
+
+const view = { ticker: null, zoom: null };  // zoom: {min, max} in epoch seconds, or null (whole window)
+let conn = { es: null, pollTimer: null, retryTimer: null, errors: 0, mode: "connecting" };
+let last = null;  // the last snapshot drawn
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v; else if (k === "style") node.style.cssText = v; else node.setAttribute(k, v);
+    if (k === "class") node.className = v; else if (k === "style") node.style.cssText = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
   }
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
-  return node;
-}
-
-function svg(tag, attrs, text) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  if (text != null) node.textContent = String(text);
   return node;
 }
 
@@ -29,9 +31,132 @@ function fmt(x, digits = 0) {
 }
 
 function replace(id, ...nodes) {
-  const box = document.getElementById(id);
-  box.replaceChildren(...nodes);
+  document.getElementById(id).replaceChildren(...nodes);
 }
+
+// ---- ticker filter (kept in the URL hash so a filtered view can be bookmarked) --------------------------
+
+function readHash() {
+  const m = /(?:^#|&)ticker=([A-Za-z0-9.\-]{1,20})/.exec(location.hash);
+  return m ? m[1].toUpperCase() : null;
+}
+
+function setTicker(t) {
+  t = t ? String(t).toUpperCase() : null;
+  if (t === view.ticker) return;
+  view.ticker = t;
+  view.zoom = null;
+  history.replaceState(null, "", t ? `#ticker=${encodeURIComponent(t)}` : location.pathname + location.search);
+  connect();
+}
+
+function tickerLink(t) {
+  return el("a", { class: "tk", title: `show only $${t}`, onclick: (e) => { e.preventDefault(); setTicker(t); } }, "$" + t);
+}
+
+// ---- charts ---------------------------------------------------------------------------------------------
+
+// Series arrive per ticker as [{t: ISO, mentions, mean_score}] with empty buckets omitted; uPlot wants one
+// x array and one aligned y array per series (null = no point).
+function aligned(series, key, empty) {
+  const names = Object.keys(series).filter((k) => series[k].length);
+  const xs = [...new Set(names.flatMap((n) => series[n].map((p) => Date.parse(p.t) / 1000)))].sort((a, b) => a - b);
+  const index = new Map(xs.map((x, i) => [x, i]));
+  const ys = names.map((n) => {
+    const y = new Array(xs.length).fill(empty);
+    for (const p of series[n]) y[index.get(Date.parse(p.t) / 1000)] = p[key];
+    return y;
+  });
+  return { names, data: [xs, ...ys] };
+}
+
+const charts = {};  // id -> {plot, names}
+
+function chartWidth(box) { return Math.max(280, box.clientWidth); }
+
+function makeChart(id, names, data, kind) {
+  const box = document.getElementById(id);
+  const sentiment = kind === "sentiment";
+  const opts = {
+    width: chartWidth(box),
+    height: 230,
+    cursor: {
+      sync: { key: "tp-time", setSeries: true },  // one hover time across both charts
+      drag: { x: true, y: false, setScale: false },  // we apply the zoom to both charts ourselves
+      bind: { dblclick: () => () => { resetZoom(); return null; } },
+    },
+    select: { show: true },
+    scales: { x: { time: true }, y: sentiment ? { range: [-1, 1] } : { range: (u, min, max) => [0, Math.max(1, max) * 1.1] } },
+    axes: [
+      { stroke: DIM, grid: { stroke: GRID }, ticks: { stroke: GRID } },
+      { stroke: DIM, grid: { stroke: GRID }, ticks: { stroke: GRID }, size: 44,
+        incrs: sentiment ? undefined : [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 1e5, 1e6],  // whole posts
+        values: sentiment ? (u, vals) => vals.map((v) => (v > 0 ? "+" : "") + v.toFixed(1)) : (u, vals) => vals.map((v) => fmt(v)) },
+    ],
+    series: [
+      { label: "time", value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleString()) },
+      ...names.map((n, i) => ({
+        label: n,
+        stroke: COLORS[i % COLORS.length],
+        width: 2,
+        spanGaps: sentiment,
+        fill: sentiment ? undefined : COLORS[i % COLORS.length] + "22",
+        paths: sentiment ? undefined : uPlot.paths.stepped({ align: 1 }),
+        points: { show: sentiment, size: 5 },
+        value: sentiment ? (u, v) => (v == null ? "–" : (v > 0 ? "+" : "") + v.toFixed(2))
+                         : (u, v) => (v == null ? "–" : fmt(v) + (v === 1 ? " post" : " posts")),
+      })),
+    ],
+    hooks: {
+      setSelect: [(u) => {
+        if (u.select.width < 4) return;
+        const min = u.posToVal(u.select.left, "x"), max = u.posToVal(u.select.left + u.select.width, "x");
+        u.setSelect({ left: 0, width: 0, top: 0, height: 0 }, false);
+        applyZoom({ min, max });
+      }],
+    },
+  };
+  const plot = new uPlot(opts, data, box);
+  plot.root.__plot = plot;  // a handle for the browser console and the browser tests
+  return { plot, names };
+}
+
+function drawChart(id, series, key, kind) {
+  const box = document.getElementById(id);
+  const { names, data } = aligned(series, key, kind === "sentiment" ? null : 0);
+  const old = charts[id];
+  if (!names.length) {
+    if (old) { old.plot.destroy(); delete charts[id]; }
+    box.replaceChildren(el("div", { class: "empty" }, "no data in this window yet"));
+    return;
+  }
+  if (old && old.names.join() === names.join()) {
+    old.plot.setData(data, view.zoom == null);  // live update; a zoomed view keeps its range
+  } else {
+    if (old) old.plot.destroy();
+    box.replaceChildren();
+    charts[id] = makeChart(id, names, data, kind);
+  }
+  if (view.zoom) charts[id].plot.setScale("x", view.zoom);
+}
+
+function applyZoom(z) {
+  view.zoom = z;
+  for (const c of Object.values(charts)) c.plot.setScale("x", z);
+  document.getElementById("zoom-reset").hidden = false;
+}
+
+function resetZoom() {
+  view.zoom = null;
+  document.getElementById("zoom-reset").hidden = true;
+  if (last) render(last);
+}
+
+window.addEventListener("resize", () => {
+  for (const [id, c] of Object.entries(charts)) c.plot.setSize({ width: chartWidth(document.getElementById(id)), height: 230 });
+});
+
+// ---- panels ---------------------------------------------------------------------------------------------
 
 function kpis(s) {
   const c = s.counts, h = s.health;
@@ -48,44 +173,13 @@ function kpis(s) {
   replace("kpis", ...items.map(([l, v]) => el("div", { class: "kpi" }, el("div", { class: "v" }, v), el("div", { class: "l" }, l))));
 }
 
-function lineChart(series, windowS) {
-  const names = Object.keys(series).filter((k) => series[k].length);
-  if (!names.length) return [el("div", { class: "empty" }, "no data in this window yet")];
-  const W = 760, H = 260, L = 40, R = 10, T = 10, B = 24;
-  let t0 = Infinity, t1 = -Infinity;
-  for (const n of names) for (const p of series[n]) { const t = Date.parse(p.t); t0 = Math.min(t0, t); t1 = Math.max(t1, t); }
-  if (t1 <= t0) t1 = t0 + 60000;
-  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
-  const y = (v) => T + ((1 - v) / 2) * (H - T - B);
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": "sentiment over time" });
-  for (const v of [1, 0.5, 0, -0.5, -1]) {
-    root.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: v === 0 ? "#3a4550" : "#222b33" }));
-    root.append(svg("text", { x: 4, y: y(v) + 4 }, (v > 0 ? "+" : "") + v));
-  }
-  for (let i = 0; i <= 4; i++) {
-    const t = t0 + ((t1 - t0) * i) / 4;
-    const opts = t1 - t0 < 5 * 60000 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
-    root.append(svg("text", { x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, new Date(t).toLocaleTimeString([], opts)));
-  }
-  names.forEach((n, i) => {
-    const pts = series[n].map((p) => [x(Date.parse(p.t)), y(p.mean_score), p]);
-    const color = COLORS[i % COLORS.length];
-    root.append(svg("polyline", { points: pts.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
-    for (const [a, b, p] of pts) {
-      const dot = svg("circle", { cx: a.toFixed(1), cy: b.toFixed(1), r: Math.min(6, 2 + Math.sqrt(p.mentions)), fill: color });
-      dot.append(svg("title", {}, `${n} ${p.t}: mean ${p.mean_score.toFixed(2)}, ${p.mentions} mentions`));
-      root.append(dot);
-    }
-  });
-  return [root];
-}
-
 function tickerTable(rows, valueKey, label) {
   if (!rows.length) return el("div", { class: "empty" }, "no tickers yet");
   const max = Math.max(...rows.map((r) => Math.abs(r[valueKey])), 1e-9);
-  const body = rows.map((r) => el("tr", {},
+  const body = rows.map((r) => el("tr", { class: "pick" + (r.ticker === view.ticker ? " sel" : ""), title: `click: show only $${r.ticker}`,
+                                        "data-ticker": r.ticker, onclick: () => setTicker(r.ticker === view.ticker ? null : r.ticker) },
     el("td", { class: "tk" }, r.ticker + (r.asset_class === "crypto" ? " ◦" : "")),
-    el("td", { style: "width:45%" }, el("div", { class: "bar", style: `width:${(100 * Math.abs(r[valueKey])) / max}%;background:${valueKey === "mentions" ? "#4aa3ff" : r.mean_score >= 0 ? "#2ecc71" : "#e74c3c"}` })),
+    el("td", { style: "width:40%" }, el("div", { class: "bar", style: `width:${(100 * Math.abs(r[valueKey])) / max}%;background:${valueKey === "mentions" ? "#4aa3ff" : r.mean_score >= 0 ? "#2ecc71" : "#e74c3c"}` })),
     el("td", { class: "num" }, valueKey === "mentions" ? fmt(r.mentions) : fmt(r.mean_score, 2)),
     el("td", { class: "num" }, fmt(r.mentions_per_min, 1) + "/min"),
     el("td", { class: "num", title: "bullish / bearish posts" }, `${r.positive}↑ ${r.negative}↓`)));
@@ -107,11 +201,11 @@ function healthView(h) {
 }
 
 function postsView(docs) {
-  if (!docs.length) return [el("div", { class: "empty" }, "waiting for posts…")];
+  if (!docs.length) return [el("div", { class: "empty" }, view.ticker ? `no posts about $${view.ticker} yet` : "waiting for posts…")];
   return docs.map((d) => el("div", { class: "post" },
     el("div", { class: "meta" },
-      el("span", { class: "tk" }, "$" + d.ticker), " ",
-      el("span", { class: "badge " + d.sentiment }, d.sentiment), " ",
+      tickerLink(d.ticker), " ",
+      el("span", { class: "badge " + (["positive", "negative", "neutral"].includes(d.sentiment) ? d.sentiment : "neutral") }, d.sentiment), " ",
       `score ${Number(d.score).toFixed(2)} · ${d.source}${d.channel ? " / " + d.channel : ""} · ${new Date(d["@timestamp"]).toLocaleTimeString()}`),
     el("div", { class: "text" }, d.text),
     d.reasoning ? el("div", { class: "why" }, d.reasoning) : ""));
@@ -126,32 +220,101 @@ function deadView(items) {
       el("td", { class: "num" }, d.attempts))))];
 }
 
-let timer = null;
+function filterChip(s) {
+  const box = document.getElementById("filter");
+  box.classList.toggle("on", !!s.ticker);
+  if (!s.ticker) return;
+  const f = s.focus;
+  document.getElementById("filter-text").textContent = f
+    ? `$${s.ticker}: ${fmt(f.mentions)} mentions, mean ${(f.mean_score > 0 ? "+" : "") + f.mean_score.toFixed(2)}, ${f.positive}↑ ${f.negative}↓`
+    : `$${s.ticker}: no mentions in this window`;
+}
 
-async function refresh() {
-  const windowS = document.getElementById("window").value;
+function render(s) {
+  last = s;
+  kpis(s);
+  filterChip(s);
+  drawChart("chart", s.series, "mean_score", "sentiment");
+  drawChart("volume", s.series, "mentions", "volume");
+  replace("mentions", tickerTable(s.top_mentions, "mentions", "mentions"));
+  replace("bullish", tickerTable(s.top_bullish, "mean_score", "mean"));
+  replace("bearish", tickerTable(s.top_bearish, "mean_score", "mean"));
+  replace("health", healthView(s.health));
+  document.getElementById("posts-hint").textContent = s.ticker ? `$${s.ticker} only` : "click a $ticker to filter";
+  replace("posts", ...postsView(s.latest));
+  replace("dead", ...deadView(s.dead_letters));
+  showStatus(`updated ${new Date().toLocaleTimeString()} · ${fmt(s.counts.posts)} posts · ${s.bucket_s}s buckets · pipeline ${s.health.status}`);
+}
+
+// ---- transport: SSE first, polling as the fallback ------------------------------------------------------
+
+function query() {
+  const p = new URLSearchParams({ window: document.getElementById("window").value, top: "10", series: "5" });
+  if (view.ticker) p.set("ticker", view.ticker);
+  return p.toString();
+}
+
+function setMode(mode) {
+  conn.mode = mode;
+  document.getElementById("live").className = "live " + mode;
+  document.getElementById("live").title = { sse: "live: updates pushed by the server", poll: "polling (live connection unavailable)", down: "disconnected" }[mode] || "";
+}
+
+function showStatus(text) {
+  const how = conn.mode === "sse" ? "live" : conn.mode === "poll" ? `polling every ${REFRESH_MS / 1000}s` : "";
+  document.getElementById("status").textContent = how ? `${how} · ${text}` : text;
+}
+
+function stopAll() {
+  if (conn.es) { conn.es.close(); conn.es = null; }
+  clearTimeout(conn.pollTimer); clearTimeout(conn.retryTimer);
+  conn.pollTimer = conn.retryTimer = null;
+}
+
+function connect() {
+  stopAll();
+  conn.errors = 0;
+  if (!window.EventSource) { startPolling(); return; }
+  const es = new EventSource(`/api/events?${query()}`);
+  conn.es = es;
+  es.addEventListener("snapshot", (e) => {
+    conn.errors = 0;
+    if (conn.mode !== "sse") setMode("sse");
+    try { render(JSON.parse(e.data)); } catch (err) { showStatus(`bad update (${err.message})`); }
+  });
+  es.addEventListener("error", (e) => {
+    if (e.data) { showStatus(`store unavailable: ${JSON.parse(e.data).error}`); return; }  // a server-sent error event
+    // a dropped connection: EventSource reconnects by itself; after repeated failures poll instead
+    conn.errors += 1;
+    if (es.readyState === EventSource.CLOSED || conn.errors >= 3) startPolling();
+  });
+}
+
+function startPolling() {
+  stopAll();
+  setMode("poll");
+  poll();
+  if (window.EventSource) conn.retryTimer = setTimeout(connect, SSE_RETRY_MS);
+}
+
+async function poll() {
   try {
-    const res = await fetch(`/api/snapshot?window=${windowS}&top=10&series=5`, { cache: "no-store" });
+    const res = await fetch(`/api/snapshot?${query()}`, { cache: "no-store" });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const s = await res.json();
-    kpis(s);
-    const names = Object.keys(s.series);
-    replace("legend", ...names.map((n, i) => el("span", { style: `color:${COLORS[i % COLORS.length]}` }, "● " + n)));
-    replace("chart", ...lineChart(s.series, s.window_s));
-    replace("mentions", tickerTable(s.top_mentions, "mentions", "mentions"));
-    replace("bullish", tickerTable(s.top_bullish, "mean_score", "mean"));
-    replace("bearish", tickerTable(s.top_bearish, "mean_score", "mean"));
-    replace("health", healthView(s.health));
-    replace("posts", ...postsView(s.latest));
-    replace("dead", ...deadView(s.dead_letters));
-    document.getElementById("status").textContent =
-      `updated ${new Date().toLocaleTimeString()} · ${s.counts.posts} posts · pipeline ${s.health.status}`;
+    if (conn.mode !== "poll") return;  // the live connection came back meanwhile
+    render(await res.json());
   } catch (err) {
-    document.getElementById("status").textContent = `cannot reach the dashboard API (${err.message}); retrying`;
+    setMode("poll");
+    showStatus(`cannot reach the dashboard API (${err.message}); retrying`);
   } finally {
-    timer = setTimeout(refresh, REFRESH_MS);
+    if (conn.mode === "poll" && !conn.es) conn.pollTimer = setTimeout(poll, REFRESH_MS);
   }
 }
 
-document.getElementById("window").addEventListener("change", () => { clearTimeout(timer); refresh(); });
-refresh();
+document.getElementById("window").addEventListener("change", () => { view.zoom = null; connect(); });
+document.getElementById("filter-clear").addEventListener("click", () => setTicker(null));
+document.getElementById("zoom-reset").addEventListener("click", resetZoom);
+window.addEventListener("hashchange", () => setTicker(readHash()));
+view.ticker = readHash();
+setMode("down");
+connect();
