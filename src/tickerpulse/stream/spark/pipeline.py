@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from tickerpulse.stream.config import StreamConfig
-from tickerpulse.stream.schema import DeadLetter, Post, PostError, PostMark, SentimentDoc, parse_post, utcnow
+from tickerpulse.stream.schema import (DeadLetter, Post, PostError, PostMark, SentimentDoc, clamp_event_time,
+                                       parse_post, safe_utc, utcnow)
 
 # Rows between the parse stage and the writer (a DDL string: what mapInPandas and the UDF declare).
 PARSED_DDL = ("kind string, topic string, partition int, offset long, ingested_at double, post_id string, "
@@ -97,9 +98,12 @@ def parse_posts(cfg: dict[str, Any]):  # -> Callable[[Iterator[pd.DataFrame]], I
                 where = (topic, int(part), int(off), float(ingested))
                 try:
                     post = parse_post(value, max_bytes=c.max_post_bytes)
+                    post = post.model_copy(update={"created_at": clamp_event_time(  # as the local processor
+                        post.created_at, safe_utc(ingested), c.max_future_s)})
                 except PostError as exc:
                     dl = DeadLetter.build(value, stage="parse", code=exc.code, reason=exc.reason,
-                                          topic=topic, partition=int(part), offset=int(off))
+                                          topic=topic, partition=int(part), offset=int(off),
+                                          max_payload_bytes=c.max_post_bytes)
                     rows.append(("dead", *where, None, None, None, None, json.dumps(dl.to_dict())))
                     continue
                 if post.id in seen:
