@@ -4,7 +4,8 @@ settings, stop strings, optional JSON constraint and streaming callback.
 Rows of a batch may have prompts and forced chunks of different lengths, so inputs are right-padded and the
 padding is masked out of attention (a 2D mask over the whole cache) with explicit position ids. A row that
 finishes leaves the batch at once (`DynamicCache.batch_select_indices`), so it stops costing compute.
-Text the grammar forces (JSON keys, punctuation) is fed as one chunk without sampling ("jump forward").
+Tokens the grammar forces (JSON keys, punctuation) are fed as one chunk without sampling ("jump forward").
+A constraint that runs short of budget writes its closing tokens instead of sampling, so JSON is never cut.
 
 All rows of a call share one adapter and, optionally, one cached prompt prefix (`Runtime.prefix_kv`).
 """
@@ -30,7 +31,8 @@ class GenRequest:
     top_p: float = 1.0
     seed: int | None = None
     stop: Sequence[str] = ()
-    constraint: Any = None  # JsonConstraint-like: mask(budget), accept(id), forced(), done(); optional observe(logits)
+    constraint: Any = None  # GrammarConstraint-like: forced_ids(), mask(budget), accept(id, budget_after), close(),
+    # complete(), done(); optional observe(logits)
     on_text: Callable[[str], None] | None = None  # streaming: new text pieces, called from the model thread
     cancelled: Callable[[], bool] | None = None
     # results
@@ -125,9 +127,8 @@ def decode(rt: Any, reqs: Sequence[GenRequest], adapter: str | None = None, pref
     if any(not c for c in chunks):
         raise ValueError("every prompt must be longer than the cached prefix")
     for row, c in zip(rows, chunks):
-        if row.req.constraint is not None and (forced := row.req.constraint.forced()):
-            ids = rt.encode(forced)  # e.g. '{"name": ' of a schema: written without asking the model
-            c += ids
+        if row.req.constraint is not None and (ids := row.req.constraint.forced_ids()):
+            c += ids  # e.g. '{"name": ' of a schema: written without asking the model
             row.add_ids(ids)
     attn = torch.ones((len(rows), p), dtype=torch.long, device=dev)
     seen = [p] * len(rows)  # real tokens in the cache per row = the next position id
@@ -177,15 +178,9 @@ def _advance(rt: Any, row: _Row, logits: np.ndarray) -> list[int] | None:
     if c is not None:
         if hasattr(c, "observe"):
             c.observe(logits)
-        allowed = c.mask(budget).numpy()
-        if not allowed.any():
-            # No token keeps room to finish (the budget rule counts characters, an upper bound on tokens):
-            # write the shortest valid ending instead of cutting the JSON.
-            rest = c.close() if hasattr(c, "close") else None
-            if rest:
-                row.add_ids(rt.encode(rest))
-            r.finish_reason = "length"
-            return None
+        allowed = c.mask(budget)
+        if allowed is None or not allowed.any():
+            return _close(row, "length")  # only the closing still fits: write it instead of cutting the JSON
         logits = np.where(allowed, logits, -np.inf)
     tok = _sample(logits, r.temperature, r.top_p, row.rng)
     if tok in rt.eos_ids and (c is None or c.complete()):
@@ -193,12 +188,9 @@ def _advance(rt: Any, row: _Row, logits: np.ndarray) -> list[int] | None:
         return None
     ids = [tok]
     if c is not None:
-        if not c.accept(tok):
-            r.finish_reason = "length"
-            return None
-        forced = c.forced()
-        if forced:
-            ids += rt.encode(forced)
+        if not c.accept(tok, budget - 1):  # the token would leave no room to close
+            return _close(row, "length")
+        ids += c.forced_ids()
     row.add_ids(ids)
     if row.check_stop():
         r.finish_reason = "stop"
@@ -211,3 +203,12 @@ def _advance(rt: Any, row: _Row, logits: np.ndarray) -> list[int] | None:
         return None
     row.emit(final=False)
     return ids
+
+
+def _close(row: _Row, reason: str) -> None:
+    """Finish a constrained row with its closing tokens (the shortest ending the grammar engine found)."""
+    ids = row.req.constraint.close()
+    if ids:
+        row.add_ids(ids)
+    row.req.finish_reason = reason
+    return None

@@ -4,29 +4,26 @@ The prompt ends with `answer_prefix(ticker)`, so the first sampled token is the 
 the three label tokens and taken greedily (the fast mode's argmax, so both modes always agree). From then on
 the output is constrained to the answer schema specialised to that label: the score's range follows the label
 (positive > 0, negative < 0, neutral within +-0.5) and the reasoning is a JSON string of bounded length.
+The constraint is the llguidance grammar of that specialised schema (`tickerpulse.serve.grammar`), primed
+with the answer prefix the prompt already holds.
 """
 
 from __future__ import annotations
 
 import json
-from fractions import Fraction
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from tickerpulse.data.sentiment import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer, answer_prefix
-from tickerpulse.serve import constrained as C
-from tickerpulse.serve.decoding import GenRequest, decode
 from tickerpulse.serve.calibration import LabelCalibration
-from tickerpulse.serve.tokenmask import JsonConstraint, TokenVocab
+from tickerpulse.serve.decoding import GenRequest, decode
+from tickerpulse.serve.grammar import GrammarConstraint, compile_schema, grammar_tokenizer
 
-_ONE = Fraction(1)
-_BAND = Fraction(str(NEUTRAL_BAND))
 _SCORE = {
-    "positive": C.Num(lo=Fraction(0), hi=_ONE, lo_excl=True),
-    "negative": C.Num(lo=-_ONE, hi=Fraction(0), hi_excl=True),
-    "neutral": C.Num(lo=-_BAND, hi=_BAND),
+    "positive": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "negative": {"type": "number", "minimum": -1, "exclusiveMaximum": 0},
+    "neutral": {"type": "number", "minimum": -NEUTRAL_BAND, "maximum": NEUTRAL_BAND},
 }
 
 
@@ -34,23 +31,22 @@ _SCORE = {
 _FIXED_CHARS = 40
 
 
-@lru_cache(maxsize=4096)
-def answer_node(ticker: str | None, label: str, max_chars: int = MAX_REASONING_CHARS) -> Any:
+def answer_schema(ticker: str | None, label: str, max_chars: int = MAX_REASONING_CHARS) -> dict[str, Any]:
     """The answer schema with the ticker and label fixed and the score range of the label."""
-    props = (("ticker", C.Lit((json.dumps(ticker),))), ("sentiment", C.Lit((json.dumps(label),))),
-             ("score", _SCORE[label]), ("reasoning", C.Str(max_len=max_chars)))
-    return C.Obj(props=props, required=frozenset(k for k, _ in props))
+    props = {"ticker": {"const": ticker}, "sentiment": {"const": label}, "score": _SCORE[label],
+             "reasoning": {"type": "string", "maxLength": max_chars}}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 class SentimentConstraint:
     """First token: one of the label tokens (probabilities recorded); then the label's answer schema."""
 
-    def __init__(self, ticker: str | None, label_ids: list[int], vocab: TokenVocab, eos_ids: set[int],
-                 calibration: LabelCalibration | None = None, max_tokens: int = 48) -> None:
-        self.ticker, self.label_ids, self.vocab, self.eos_ids = ticker, label_ids, vocab, eos_ids
+    def __init__(self, ticker: str | None, label_ids: list[int], tokenizer: Any, calibration: LabelCalibration | None = None,
+                 max_tokens: int = 48) -> None:
+        self.ticker, self.label_ids, self.tokenizer = ticker, label_ids, tokenizer
         self.calibration, self.max_tokens = calibration or LabelCalibration(), max_tokens
         self.reason_tokens = 0  # tokens sampled inside the reasoning string
-        self.inner: JsonConstraint | None = None
+        self.inner: GrammarConstraint | None = None
         self.probs: Any = None
 
     def observe(self, logits: Any) -> None:
@@ -58,33 +54,37 @@ class SentimentConstraint:
             self.probs = self.calibration.probs(np.asarray(logits[self.label_ids], dtype=np.float64))
 
     def mask(self, budget: int) -> Any:
-        import torch
-
         if self.inner is not None:
-            if self.inner.state[-1][0] == "S":  # inside the reasoning: its own budget, plus '"}' to close
-                budget = min(budget, self.max_tokens - self.reason_tokens + 2)
-            return self.inner.mask(budget)
-        m = np.zeros(self.vocab.size, dtype=bool)
+            return self.inner.mask(self._budget(budget))
+        m = np.zeros(self.tokenizer.vocab_size, dtype=bool)
         if self.probs is not None:  # the calibrated label (what fast mode answers), not the raw argmax
             m[self.label_ids[int(np.argmax(self.probs))]] = True
         else:
             m[self.label_ids] = True
-        return torch.from_numpy(m)
+        return m
 
-    def accept(self, token_id: int) -> bool:
+    def _budget(self, budget: int) -> int:
+        if self.inner is not None and self.inner.in_string():  # inside the reasoning: its own budget, plus '"}'
+            return min(budget, self.max_tokens - self.reason_tokens + 2)
+        return budget
+
+    def accept(self, token_id: int, budget_after: int | None = None) -> bool:
         if self.inner is not None:
-            self.reason_tokens += self.inner.state[-1][0] == "S"
-            return self.inner.accept(token_id)
+            in_string = self.inner.in_string()
+            ok = self.inner.accept(token_id, None if budget_after is None else self._budget(budget_after + 1) - 1)
+            self.reason_tokens += ok and in_string
+            return ok
         label = LABELS[self.label_ids.index(token_id)]
-        self.inner = JsonConstraint(answer_node(self.ticker, label), self.vocab, self.eos_ids,
-                                    prefix=answer_prefix(self.ticker) + self.vocab.strs[token_id])
+        grammar = compile_schema(answer_schema(self.ticker, label), self.tokenizer)
+        self.inner = GrammarConstraint(grammar, self.max_tokens + _FIXED_CHARS)
+        self.inner.prefill(answer_prefix(self.ticker) + self.tokenizer.decode_str([token_id]))
         return True
 
-    def forced(self) -> str:
-        return self.inner.forced() if self.inner is not None else ""
+    def forced_ids(self) -> list[int]:
+        return self.inner.forced_ids() if self.inner is not None else []
 
-    def close(self) -> str | None:
-        return self.inner.close() if self.inner is not None else None
+    def close(self) -> list[int]:
+        return self.inner.close() if self.inner is not None else []
 
     def done(self) -> bool:
         return self.inner is not None and self.inner.done()
@@ -99,11 +99,11 @@ def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]],
     from tickerpulse.serve.engine import make_answer
 
     rt = engine.rt
-    vocab = TokenVocab.get(rt.tok, rt.hf.config.vocab_size)
+    tokenizer = grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))
     calib = engine._calib.get(adapter, LabelCalibration())
     reqs, cons = [], []
     for (_, ticker), (ids, uses_prefix) in zip(norm, encoded):
-        con = SentimentConstraint(ticker, engine._label_ids, vocab, rt.eos_ids, calib, max(1, max_tokens))
+        con = SentimentConstraint(ticker, engine._label_ids, tokenizer, calib, max(1, max_tokens))
         full = engine._prefix_ids + ids if uses_prefix else ids
         # max_tokens bounds the free part; the fixed JSON around it is allowed on top (budget counted in chars)
         reqs.append(GenRequest(prompt_ids=full, max_new_tokens=max(1, max_tokens) + _FIXED_CHARS, constraint=con))
