@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from tickerpulse.cli.main import app
 from tickerpulse.data.convert import answer_targets, convert, record_to_chat
 from tickerpulse.data.formats import DataError, load_jsonl
-from tickerpulse.data.records import CsvColumns, Record, detect_source, read_records
+from tickerpulse.data.readers import CsvColumns, read_records
+from tickerpulse.data.records import Record, detect_source
 from tickerpulse.data.sentiment import (
     LABEL_SCORES,
     build_messages,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tickerpulse.data import formats
 from tickerpulse.data.formats import DataError, iter_jsonl, load_jsonl, validate_file
-from tickerpulse.data.records import read_records
+from tickerpulse.data.readers import read_records
 
 from .cli import assert_file_line_errors, run_cli
 from .hostile_files import CHAT, GOOD, JSONL_FILES, csv_file

@@ -94,7 +94,8 @@ def convert(
     """Convert twitter-financial-news-sentiment, Financial PhraseBank, FiQA or a CSV into records or chat JSONL."""
     from tickerpulse.data.convert import convert as run_convert
     from tickerpulse.data.convert import output_paths
-    from tickerpulse.data.records import SOURCE_FORMATS, CsvColumns
+    from tickerpulse.data.readers import CsvColumns
+    from tickerpulse.data.records import SOURCE_FORMATS
 
     if to not in ("records", "chat"):
         raise typer.BadParameter("must be records or chat", param_hint="--to")

@@ -23,12 +23,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from tickerpulse.data.formats import DataError
-from tickerpulse.data.records import (
-    CsvColumns,
-    Record,
-    SourceFormat,
-    iter_records,
-)
+from tickerpulse.data.readers import CsvColumns, iter_records
+from tickerpulse.data.records import Record, SourceFormat
 from tickerpulse.data.sentiment import (
     DEFAULT_PROMPT,
     LABEL_SCORES,

@@ -11,28 +11,27 @@ Readers (auto-detected from a file's fields, or forced with `fmt`):
 - `tfns`: twitter-financial-news-sentiment (`label` string or the hub's int 0=Bearish 1=Bullish 2=Neutral);
 - `fpb`: Financial PhraseBank (`text`/`sentence`, `label` string or the hub's int 0=neg 1=neu 2=pos);
 - `fiqa`: FiQA 2018 task 1 (`targets` with scores; symbols of posts become tickers);
-- `csv`: any CSV, with column names given by `CsvColumns` (labels as words, numbers, or a label map);
+- `csv`: any CSV, with column names given by `CsvColumns` (in `tickerpulse.data.readers`, which also picks
+  the reader for a file: `read_records`);
 - `records`: files already in this shape (and any `{text, label}` JSONL).
 
-Every reader streams (one line, one CSV record at a time) and turns any row that does not fit, including
-wrong types, non-finite or huge numbers and CSV fields over the csv module's limit, into a `DataError`
-naming `file:line`; the first broken row stops the read (see `tickerpulse data validate` to list them all).
+Every reader streams (one line at a time) and turns any row that does not fit, including wrong types and
+non-finite or huge numbers, into a `DataError` naming `file:line`; the first broken row stops the read (see
+`tickerpulse data validate` to list them all).
 
 Known limitation: company names (FiQA headline targets such as "Royal Mail") are not mapped to symbols.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tickerpulse.data.formats import DataError, iter_jsonl, iter_lines
+from tickerpulse.data.formats import DataError, iter_jsonl
 from tickerpulse.data.sentiment import LABELS, TICKER_RE, score_to_label
 
 SourceFormat = Literal["tfns", "fpb", "fiqa", "csv", "records"]
@@ -147,21 +146,7 @@ class Record:
         if not isinstance(tickers, list):
             raise ValueError(f"tickers must be a list of symbols, got {type(tickers).__name__}")
         return cls(id=_id(d["id"]), text=d["text"], label=d["label"], source=str(d.get("source") or "records"),
-                   score=d.get("score"), tickers=_dedupe(clean_symbol(t) for t in tickers), targets=targets)
-
-
-@dataclass
-class CsvColumns:
-    """Which CSV columns hold what (names; with `header=False`, 0-based column numbers as strings)."""
-
-    text: str = "text"
-    label: str | None = "label"
-    score: str | None = None
-    ticker: str | None = None
-    id: str | None = None
-    label_map: dict[str, str] = field(default_factory=dict)  # raw value -> label, e.g. {"0": "negative"}
-    header: bool = True
-    delimiter: str | None = None  # None: tab for .tsv files, comma otherwise
+                   score=d.get("score"), tickers=dedupe_symbols(clean_symbol(t) for t in tickers), targets=targets)
 
 
 def normalize_label(value: Any, mapping: dict[Any, str] | None = None) -> str:
@@ -209,13 +194,13 @@ def clean_symbol(value: Any) -> str | None:
     return sym if TICKER_RE.match(sym) else None
 
 
-def _find_tickers(text: str) -> list[str]:
+def find_tickers(text: str) -> list[str]:
     from tickerpulse.stream.tickers import extract_tickers
 
     return [t for t in extract_tickers(text) if clean_symbol(t)]
 
 
-def _dedupe(symbols: Iterable[str | None]) -> list[str]:
+def dedupe_symbols(symbols: Iterable[str | None]) -> list[str]:
     out: list[str] = []
     for s in symbols:
         if s and s not in out:
@@ -251,7 +236,7 @@ def _from_tfns(row: dict[str, Any], n: int) -> Record:
     label = row["label"]
     label = _int_label(label, TFNS_INT_LABELS, "tfns") if _plain_int(label) else normalize_label(label)
     text = _text(row, "text")
-    tickers = _dedupe(clean_symbol(t) for t in _symbols(row.get("tickers"))) or _find_tickers(text)
+    tickers = dedupe_symbols(clean_symbol(t) for t in _symbols(row.get("tickers"))) or find_tickers(text)
     return Record(id=_id(row.get("id", f"tfns-{n}")), text=text, label=label, source="tfns", tickers=tickers)
 
 
@@ -259,12 +244,12 @@ def _from_fpb(row: dict[str, Any], n: int) -> Record:
     text = _text(row, "text", "sentence")
     label = row["label"]
     label = _int_label(label, FPB_INT_LABELS, "fpb") if _plain_int(label) else normalize_label(label)
-    return Record(id=_id(row.get("id", f"fpb-{n}")), text=text, label=label, source="fpb", tickers=_find_tickers(text))
+    return Record(id=_id(row.get("id", f"fpb-{n}")), text=text, label=label, source="fpb", tickers=find_tickers(text))
 
 
 def _from_fiqa(row: dict[str, Any], n: int) -> Record:
     text = _text(row, "text")
-    cashtags = set(_find_tickers(text)) | {s for t in _symbols(row.get("tickers")) if (s := clean_symbol(t))}
+    cashtags = set(find_tickers(text)) | {s for t in _symbols(row.get("tickers")) if (s := clean_symbol(t))}
     targets = []
     raw_targets = row.get("targets") or []
     if not isinstance(raw_targets, list):
@@ -281,7 +266,7 @@ def _from_fiqa(row: dict[str, Any], n: int) -> Record:
     else:
         score = as_score(row["score"])
     label = score_to_label(score)
-    tickers = _dedupe([t.ticker for t in targets] + sorted(cashtags, key=text.upper().find))
+    tickers = dedupe_symbols([t.ticker for t in targets] + sorted(cashtags, key=text.upper().find))
     return Record(id=_id(row.get("id", f"fiqa-{n}")), text=text, label=label, source="fiqa", score=score,
                   tickers=tickers, targets=targets)
 
@@ -291,7 +276,7 @@ def _from_records(row: dict[str, Any], n: int, source: str) -> Record:
         row = {**row, "id": f"{source}-{n}"}
     rec = Record.from_dict({**row, "label": normalize_label(row["label"]), "source": row.get("source", source)})
     if not rec.tickers:
-        rec.tickers = _find_tickers(rec.text)
+        rec.tickers = find_tickers(rec.text)
     return rec
 
 
@@ -328,117 +313,6 @@ def iter_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Ite
 def read_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Iterator[Record]:
     """Records from a JSONL dataset file (see `iter_jsonl_records`)."""
     return (rec for _, rec in iter_jsonl_records(path, fmt))
-
-
-def _csv_lines(path: Path) -> Iterator[str]:
-    """The file's lines for the csv module, decoded one by one so a bad byte is reported with its line."""
-    for lineno, text, error in iter_lines(path):
-        if error is not None:
-            raise DataError(path, lineno, error)
-        yield text  # type: ignore[misc]
-
-
-def csv_error_reason(exc: csv.Error) -> str:
-    """A csv.Error as a short reason (the field-size limit named in characters)."""
-    reason = str(exc)
-    if "field larger than field limit" in reason:
-        return f"CSV field longer than {csv.field_size_limit():,} characters (the csv module's limit)"
-    return f"CSV: {reason}"
-
-
-def iter_csv_records(path: str | Path, cols: CsvColumns | None = None) -> Iterator[tuple[int, Record]]:
-    """(line, record) per CSV record; the label comes from `cols.label`, or from `cols.score` when absent.
-
-    The line is where the record ends (a quoted field may span lines). Raises DataError naming file:line.
-    """
-    path = Path(path)
-    cols = cols or CsvColumns()
-    if cols.label is None and cols.score is None:
-        raise ValueError("a CSV needs a label column or a score column (--label-col / --score-col)")
-    sep = cols.delimiter or ","
-    base = csv.reader(_csv_lines(path), delimiter=sep)
-    try:
-        if cols.header:
-            fields = next(base, None)
-            if fields is None:
-                raise DataError(path, 0, "file is empty")
-            wanted = [c for c in (cols.text, cols.label, cols.score, cols.ticker, cols.id) if c]
-            missing = [c for c in wanted if c not in fields]
-            if missing:
-                raise DataError(path, base.line_num, f"no column {', '.join(map(repr, missing))} "
-                                                     f"(columns: {', '.join(f[:40] for f in fields[:50])})")
-            names = fields
-        n = 0
-        for values in base:
-            lineno = base.line_num
-            if not values or not any(v.strip() for v in values):
-                continue  # a blank line, as in JSONL
-            row: dict[str, str] = (dict(zip(names, values)) if cols.header
-                                   else {str(i): v for i, v in enumerate(values)})
-            try:
-                rec = _csv_record(row, cols, f"{path.stem}-{n}")
-            except ROW_ERRORS as exc:
-                reason = f"missing column {exc}" if isinstance(exc, KeyError) else str(exc)
-                raise DataError(path, lineno, reason) from None
-            n += 1
-            yield lineno, rec
-    except csv.Error as exc:
-        raise DataError(path, base.line_num, csv_error_reason(exc)) from None
-
-
-def _csv_record(row: dict[str, str], cols: CsvColumns, default_id: str) -> Record:
-    if cols.text not in row:
-        raise ValueError(f"the row has no {short(cols.text)} column (too few fields)")
-    text = row[cols.text]
-    score = as_score(row[cols.score]) if cols.score and row.get(cols.score, "").strip() else None
-    if cols.label and row.get(cols.label, "").strip():
-        label = normalize_label(row[cols.label].strip(), cols.label_map)
-    elif score is not None:
-        label = score_to_label(score)
-    else:
-        raise ValueError("no label and no score")
-    raw_tickers = re.split(r"[\s,;|]+", row.get(cols.ticker) or "") if cols.ticker else []
-    tickers = _dedupe(clean_symbol(t) for t in raw_tickers) or _find_tickers(text)
-    return Record(id=(row.get(cols.id) if cols.id else None) or default_id, text=text, label=label,
-                  source="csv", score=score, tickers=tickers)
-
-
-def read_csv_records(path: str | Path, cols: CsvColumns | None = None) -> Iterator[Record]:
-    """Records from a CSV file (see `iter_csv_records`)."""
-    return (rec for _, rec in iter_csv_records(path, cols))
-
-
-def iter_records(path: str | Path, fmt: SourceFormat | None = None,
-                 csv_columns: CsvColumns | None = None) -> Iterator[tuple[int, Record]]:
-    """(line, record) per row of one dataset file, streamed (`.csv`/`.tsv` -> the CSV reader unless another
-    format is forced).
-
-    Raises:
-        FileNotFoundError: no such file.
-        DataError: a row that does not fit, as `file:line: reason`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    if fmt == "csv" or (fmt is None and path.suffix.lower() in {".csv", ".tsv"}):
-        cols = csv_columns or CsvColumns()
-        if cols.delimiter is None:
-            cols = replace(cols, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        return iter_csv_records(path, cols)
-    return iter_jsonl_records(path, fmt)
-
-
-def read_records(path: str | Path, fmt: SourceFormat | None = None, csv_columns: CsvColumns | None = None,
-                 limit: int | None = None) -> list[Record]:
-    """The records of one dataset file (the first `limit` of them when given; the rest is not read)."""
-    out: list[Record] = []
-    if limit is not None and limit <= 0:
-        return out
-    for _, rec in iter_records(path, fmt, csv_columns):
-        out.append(rec)
-        if limit is not None and len(out) >= limit:
-            break
-    return out
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:

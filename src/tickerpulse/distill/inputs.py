@@ -1,6 +1,6 @@
 """Raw input rows for distillation: a text, optionally with its gold judgement.
 
-Labeled files go through the data stage's readers (`tickerpulse.data.records`: twitter-financial-news-
+Labeled files go through the data stage's readers (`tickerpulse.data.readers`: twitter-financial-news-
 sentiment, Financial PhraseBank, FiQA with per-target scores, CSV, `{text, label}` JSONL), so distill reads
 exactly what `tickerpulse data convert` reads. Files without gold labels (`{id?, text}` JSONL, or a CSV with
 a `text` column and no label/score column) are read by the small reader here, as are hub dataset ids.
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tickerpulse.data.formats import DataError, iter_jsonl, iter_lines
-from tickerpulse.data.records import Record, csv_error_reason, normalize_label, read_records
+from tickerpulse.data.readers import csv_error_reason, read_records
+from tickerpulse.data.records import Record, normalize_label
 from tickerpulse.data.sentiment import Label
 
 
