@@ -250,3 +250,34 @@ def test_unusable_paths_and_flags_are_one_line_errors(tmp_path):
     for flags, hint in [(["--delimiter", ";;"], "--delimiter"), (["--label-col", ""], "--label-col")]:
         res = run_cli("data", "convert", csv_file, "--to", "records", "--out", tmp_path / "o.jsonl", *flags)
         assert res.code == 2 and hint in res.output and "Traceback" not in res.output, res.output
+
+
+def test_a_broken_line_3_is_reported_without_reading_the_rest(tmp_path):
+    """Bounded memory: convert and split stop at the first broken row; validate streams a big file in
+    constant memory (5 MB of rows after the broken one, traced peak far below the file size)."""
+    import tracemalloc
+
+    from tickerpulse.data.convert import convert
+    from tickerpulse.data.split import split_files
+
+    src = tmp_path / "big.jsonl"
+    row = (json.dumps(GOOD) + "\n").encode()
+    with open(src, "wb") as fh:
+        fh.write(row * 2 + b'{"text": "x", "label": "positive", "score": NaN}\n' + row * (5_000_000 // len(row)))
+    for run in (lambda: convert([src], "chat", tmp_path / "o.jsonl"), lambda: split_files([src], tmp_path / "s")):
+        tracemalloc.start()
+        try:
+            with pytest.raises(DataError, match="big.jsonl:3: invalid JSON: NaN"):
+                run()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1_000_000, peak
+    tracemalloc.start()
+    try:
+        rep = validate_file(src)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rep.errors == ["big.jsonl:3: invalid JSON: NaN is not a JSON value (use null or a number)"]
+    assert rep.rows == 2 + 5_000_000 // len(row) and peak < 1_000_000, peak
