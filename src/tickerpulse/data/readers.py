@@ -44,7 +44,7 @@ class CsvColumns:
     delimiter: str | None = None  # None: tab for .tsv files, comma otherwise
 
 
-def _csv_lines(path: Path) -> Iterator[str]:
+def csv_lines(path: Path) -> Iterator[str]:
     """The file's lines for the csv module, decoded one by one so a bad byte is reported with its line."""
     for lineno, text, error in iter_lines(path):
         if error is not None:
@@ -70,7 +70,7 @@ def iter_csv_records(path: str | Path, cols: CsvColumns | None = None) -> Iterat
     if cols.label is None and cols.score is None:
         raise ValueError("a CSV needs a label column or a score column (--label-col / --score-col)")
     sep = cols.delimiter or ","
-    base = csv.reader(_csv_lines(path), delimiter=sep)
+    base = csv.reader(csv_lines(path), delimiter=sep)
     try:
         if cols.header:
             fields = next(base, None)

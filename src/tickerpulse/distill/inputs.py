@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.data.formats import DataError, iter_jsonl, iter_lines
-from tickerpulse.data.readers import csv_error_reason, read_records
+from tickerpulse.data.formats import DataError, iter_jsonl
+from tickerpulse.data.readers import csv_error_reason, csv_lines, read_records
 from tickerpulse.data.records import Record, normalize_label
 from tickerpulse.data.sentiment import Label
 
@@ -86,13 +86,7 @@ def _read_labeled(path: Path, limit: int | None) -> list[RawRow]:
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line, fields) per CSV record, decoded line by line; DataError names file:line."""
-    def lines() -> Iterator[str]:
-        for lineno, text, error in iter_lines(path):
-            if error is not None:
-                raise DataError(path, lineno, error)
-            yield text  # type: ignore[misc]
-
-    reader = csv.reader(lines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    reader = csv.reader(csv_lines(path), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     try:
         for fields in reader:
             yield reader.line_num, fields
