@@ -202,7 +202,7 @@ def _gen_requests(ctx: Any, prompts: list[list[int]], req: Any, max_tokens: int)
     context = int(getattr(rt.hf.config, "max_position_embeddings", 8192) or 8192)
     grammar = response_grammar(rt, req.response_format)
     if grammar is not None and shortest_tokens(grammar, max_tokens) is None:
-        raise UnsupportedSchema(f"no valid JSON for this schema fits in max_tokens {max_tokens} "
+        raise UnsupportedSchema(f"max_tokens {max_tokens} is too small for this schema: no valid JSON for it fits "
                                 "(raise max_tokens or simplify the schema)")
     out = []
     for ids in prompts:
