@@ -42,3 +42,56 @@ def test_cli_demo_base_step(tmp_path, smollm2_path):
 def test_cli_demo_unknown_step(tmp_path):
     res = CliRunner().invoke(app, ["demo", "--steps", "nope", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "unknown demo step" in res.output
+
+
+def test_demo_trains_with_the_recipes_fast_setup():
+    """configs/demo-sentiment.yaml reuses the recipe's training keys (bf16 base where the CPU has it, shared
+    prefix, packing, label-weighted loss, length-grouped batches), not the slow example config."""
+    from tickerpulse.config import load_yaml
+    from tickerpulse.demo import _configs_dir
+    from tickerpulse.train.config import load_train_config
+
+    demo = load_train_config(_configs_dir() / "demo-sentiment.yaml")
+    recipe = load_yaml(_configs_dir() / "recipe-sentiment.yaml")["train"]
+    for key in ("fine_tune_type", "num_layers", "batch_size", "max_seq_length", "packing", "share_prefix",
+                "mask_prompt", "length_group_batches", "learning_rate", "dtype", "early_stopping_metric"):
+        assert getattr(demo, key) == recipe[key], key
+    assert demo.lora_parameters.rank == recipe["lora_parameters"]["rank"]
+    assert [w.model_dump() for w in demo.token_weights] == recipe["token_weights"]
+    # long enough to learn the labels, bounded in wall time on a slow or busy CPU
+    assert demo.iters >= 150 and demo.time_budget is not None and demo.time_budget <= 600
+
+
+def test_installed_student_is_found_where_models_path_looks(tmp_path, monkeypatch):
+    from tickerpulse.demo import STUDENT, installed_student
+
+    monkeypatch.setenv("TICKERPULSE_HOME", str(tmp_path))
+    assert installed_student() is None
+    folder = tmp_path / "models" / STUDENT
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    assert installed_student() == STUDENT
+    res = CliRunner().invoke(app, ["models", "path", STUDENT], env={"TICKERPULSE_HOME": str(tmp_path)})
+    assert res.exit_code == 0 and STUDENT in res.output  # the same answer as the command the docs name
+
+
+@pytest.mark.slow
+def test_serve_step_shows_the_installed_student_beside_the_demo_model(tmp_path, monkeypatch, smollm2_path):
+    """With a `tickerpulse-sentiment` installed (here: the real SmolLM2 weights under that name), the serve
+    step runs both servers and shows both models' answers for the same headline."""
+    from rich.console import Console
+
+    from tickerpulse.demo import STUDENT, DemoContext, step_serve
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / STUDENT).symlink_to(smollm2_path, target_is_directory=True)
+    monkeypatch.setenv("TICKERPULSE_HOME", str(home))
+    console = Console(record=True, width=200)
+    ctx = DemoContext(out=tmp_path, console=console, limit=1, state={"fuse": {"model": str(smollm2_path)}})
+    step_serve(ctx)
+    assert ctx.state["serve"]["models"] == ["demo", STUDENT]
+    assert {(a["model"], a["mode"]) for a in ctx.state["serve"]["answers"]} == {
+        ("demo", "fast"), ("demo", "reasoning"), (STUDENT, "fast"), (STUDENT, "reasoning")}
+    text = console.export_text()
+    assert f"{STUDENT}: fast" in text and "demo: fast" in text

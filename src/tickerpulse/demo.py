@@ -8,14 +8,18 @@ Steps: `base` (the default model answers the sentiment prompt for sample headlin
 package, raw and parsed, with latency), then distill -> train -> compare -> fuse -> serve -> stream, each
 running the real `tickerpulse` command a user would type. Tweets come from ../shared/data when present,
 else from a generated headline corpus. Sized to finish in about 15 minutes on 2 CPU cores: the training run
-is short (it learns the answer format and some of the labels, not the full recipe).
+uses the recipe's fast setup (`configs/demo-sentiment.yaml`: bf16 base where the CPU has it, shared prompt
+prefix, packing, label-weighted loss) for 200 steps or 10 minutes of steps, whichever ends first, so the tuned
+model learns the labels, not only the answer format. When the recipe's student `tickerpulse-sentiment` is
+installed (`make model`), the serve and stream steps run it beside the demo's own model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,7 +37,7 @@ class DemoContext:
     console: Console = field(default_factory=Console)
     max_tokens: int = 64
     limit: int | None = None  # sample headlines to use (None: all)
-    train_iters: int = 40  # a short LoRA run: enough to learn the answer format on 2 CPU cores
+    train_iters: int | None = None  # optimizer steps; None = the demo config's (200, or its 10-minute budget)
     linger: bool = False  # keep the stream + dashboard running at the end (until Ctrl-C)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +119,7 @@ def step_base(ctx: DemoContext) -> None:
 # The rest of the story: each step runs the real `tickerpulse` command a user would type, and shows it.
 
 SHARED_TWEETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "twitter-financial-news-sentiment"
+STUDENT = "tickerpulse-sentiment"  # the recipe's model (`make model`): shown beside the demo's when installed
 
 
 def _tp(ctx: DemoContext, *args: str, timeout: float = 1800) -> None:
@@ -164,24 +169,30 @@ def step_distill(ctx: DemoContext) -> None:
         ctx.console.print("[yellow]../shared/data not found: using a generated headline corpus[/]")
         src = _generated_corpus(ctx.out / "generated_headlines.jsonl")
     out = ctx.out / "distilled"
-    _tp(ctx, "distill", "--input", str(src), "--teacher", "gold", "--out", str(out), "--n-train", "400",
-        "--n-valid", "48", "--n-test", "64", "--seed", "0", "--quiet",
+    # 3,000 train rows: the 200 steps x 16 see each about once; 128 test rows for a less noisy macro-F1
+    _tp(ctx, "distill", "--input", str(src), "--teacher", "gold", "--out", str(out), "--n-train", "3000",
+        "--n-valid", "64", "--n-test", "128", "--seed", "0", "--quiet",
         "--cache", str(ctx.out / "distill-cache.sqlite"))
     _tp(ctx, "data", "stats", str(out), "--model", ctx.model)
     ctx.state["distill"] = {"data": str(out)}
 
 
 def step_train(ctx: DemoContext) -> None:
-    """LoRA on the student: validation, best checkpoint, loss curve (a short run sized for the demo)."""
+    """LoRA on the student with the recipe's fast setup (configs/demo-sentiment.yaml): validation, the best
+    label-token loss kept, loss curve."""
     run = _fresh(ctx.out / "run")
-    _tp(ctx, "train", "--config", str(_configs_dir() / "lora-smollm2-sentiment.yaml"), "--model", ctx.model,
-        "--data", ctx.state["distill"]["data"], "--adapter-path", str(run), "--iters", str(ctx.train_iters),
-        "--batch-size", "8", "--learning-rate", "3e-4", "--steps-per-eval", "10", "--val-batches", "-1",
-        "--save-every", "10", "--steps-per-report", "5", "--max-seq-length", "384", "--no-test",
-        "--set", "warmup_steps=4")
+    iters = ["--iters", str(ctx.train_iters)] if ctx.train_iters else []
+    _tp(ctx, "train", "--config", str(_configs_dir() / "demo-sentiment.yaml"), "--model", ctx.model,
+        "--data", ctx.state["distill"]["data"], "--adapter-path", str(run), *iters)
     summary = json.loads((run / "summary.json").read_text())
     ctx.console.print(f"loss curve: {run / 'loss_curve.png'}", highlight=False)
-    ctx.state["train"] = {"run": str(run), **{k: summary.get(k) for k in ("best_step", "best_val_loss", "tokens_per_s")}}
+    keys = ("step", "best_step", "best_val_loss", "best_metric", "tokens_per_sec", "computed_tokens_per_sec",
+            "samples_per_sec", "train_time_s", "base_dtype")
+    ctx.state["train"] = {"run": str(run), **{k: summary.get(k) for k in keys}}
+    ctx.console.print(f"trained {summary.get('step')} steps in {summary.get('train_time_s', 0):.0f}s of steps: "
+                      f"{summary.get('tokens_per_sec') or 0:,.0f} tokens/s "
+                      f"({summary.get('computed_tokens_per_sec') or 0:,.0f} computed with the shared prefix), "
+                      f"{summary.get('base_dtype')} base", highlight=False)
 
 
 def step_compare(ctx: DemoContext) -> None:
@@ -192,6 +203,12 @@ def step_compare(ctx: DemoContext) -> None:
         "--out", str(report), "--quiet")
     ctx.console.print(f"report: {report / 'report.html'}", highlight=False)
     ctx.state["compare"] = {"report": str(report / "report.html")}
+    for side in ("base", "tuned"):
+        m = json.loads((report / side / "eval.json").read_text())["metrics"]
+        ctx.state["compare"][side] = {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "schema_valid")}
+        recall = {c: round(v.get("recall", 0), 3) for c, v in (m.get("per_class") or {}).items()}
+        ctx.console.print(f"{side}: accuracy {m.get('accuracy', 0):.1%}, macro-F1 {m.get('macro_f1', 0):.1%}, "
+                          f"recall {recall}", highlight=False)
 
 
 def step_fuse(ctx: DemoContext) -> None:
@@ -201,19 +218,31 @@ def step_fuse(ctx: DemoContext) -> None:
     ctx.state["fuse"] = {"model": str(fused)}
 
 
-def step_serve(ctx: DemoContext) -> None:
-    """Serve the fused model over the OpenAI-compatible API and ask /v1/sentiment (fast and reasoning)."""
+def installed_student() -> str | None:
+    """The recipe's `tickerpulse-sentiment` when installed here (what `tickerpulse models path` finds), else None."""
+    from tickerpulse.models.registry import ModelNotFound, resolve
+
+    try:
+        resolve(STUDENT, convert=False)
+    except ModelNotFound:
+        return None
+    return STUDENT
+
+
+@contextlib.contextmanager
+def _server(ctx: DemoContext, model: str) -> Iterator[str]:
+    """`tickerpulse serve --model MODEL` on a free port until the block ends; yields its base URL."""
     import subprocess
     import sys
 
     import httpx
-    from rich.table import Table
 
     port = _free_port()
     exe = Path(sys.executable).with_name("tickerpulse")
-    args = ["serve", "--model", ctx.state["fuse"]["model"], "--port", str(port)]
+    args = ["serve", "--model", model, "--port", str(port)]
     ctx.console.print(f"[bold cyan]$ tickerpulse {' '.join(args)} &[/]", highlight=False)
-    server = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([str(exe) if exe.exists() else "tickerpulse", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -224,51 +253,106 @@ def step_serve(ctx: DemoContext) -> None:
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
+                raise RuntimeError(f"the server for {model} did not start")
             time.sleep(0.5)
-        heads = sample_headlines(ctx.limit)
-        table = Table(title=f"POST {base}/v1/sentiment (fused model)")
-        for col in ("headline", "expected", "fast", "ms", "reasoning mode", "ms"):
-            table.add_column(col)
-        results = []
-        for h in heads:
-            row = [_clip(h["text"], 60), h["label"]]
-            for mode in ("fast", "reasoning"):
-                t0 = time.perf_counter()
-                r = httpx.post(f"{base}/v1/sentiment", json={"text": h["text"], "ticker": h["ticker"], "mode": mode},
-                               timeout=120)
-                ms = (time.perf_counter() - t0) * 1000
-                r.raise_for_status()
-                ans = r.json()["results"][0]
-                desc = f"{ans['sentiment']} {ans['score']:+.2f}"
-                if mode == "reasoning":
-                    desc += f" — {_clip(ans.get('reasoning') or '', 50)}"
-                row += [desc, f"{ms:.0f}"]
-                results.append({"id": h["id"], "mode": mode, "ms": round(ms, 1), **ans})
-            table.add_row(*row)
-        ctx.console.print(table)
-        ctx.state["serve"] = {"answers": results}
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
+def step_serve(ctx: DemoContext) -> None:
+    """Serve the fused model over the OpenAI-compatible API and ask /v1/sentiment (fast and reasoning);
+    the installed `tickerpulse-sentiment` answers the same headlines beside it."""
+    import httpx
+    from rich.table import Table
+
+    heads = sample_headlines(ctx.limit)
+    models = [("demo", ctx.state["fuse"]["model"])]
+    student = installed_student()
+    if student:
+        models.append((student, student))
+    else:
+        ctx.console.print(f"[dim]{STUDENT} is not installed (`make model` builds it): serving the demo's model only[/]")
+    answers: dict[str, dict[tuple[str, str], tuple[dict[str, Any], float]]] = {}
+    for name, model in models:
+        answers[name] = {}
+        with _server(ctx, model) as base:
+            for h in heads:
+                for mode in ("fast", "reasoning"):
+                    t0 = time.perf_counter()
+                    r = httpx.post(f"{base}/v1/sentiment", json={"text": h["text"], "ticker": h["ticker"], "mode": mode},
+                                   timeout=120)
+                    r.raise_for_status()
+                    answers[name][(h["id"], mode)] = (r.json()["results"][0], (time.perf_counter() - t0) * 1000)
+    table = Table(title="POST /v1/sentiment: " + " vs ".join(n for n, _ in models))
+    table.add_column("headline")
+    table.add_column("expected")
+    for name, _ in models:
+        table.add_column(f"{name}: fast (ms)")
+        table.add_column(f"{name}: reasoning (ms)")
+    results = []
+    for h in heads:
+        row = [_clip(h["text"], 60), h["label"]]
+        for name, _ in models:
+            for mode in ("fast", "reasoning"):
+                ans, ms = answers[name][(h["id"], mode)]
+                mark = "[green]✓[/]" if ans["sentiment"] == h["label"] else "[yellow]✗[/]"
+                desc = f"{mark} {ans['sentiment']} {ans['score']:+.2f}"
+                if mode == "reasoning":
+                    desc += f" — {_clip(ans.get('reasoning') or '', 40)}"
+                row.append(f"{desc} ({ms:.0f})")
+                results.append({"model": name, "id": h["id"], "mode": mode, "ms": round(ms, 1), **ans})
+        table.add_row(*row)
+    ctx.console.print(table)
+    correct = {name: sum(answers[name][(h["id"], "fast")][0]["sentiment"] == h["label"] for h in heads) for name, _ in models}
+    ctx.console.print("fast-mode labels matching the expected one: "
+                      + ", ".join(f"{n} {c}/{len(heads)}" for n, c in correct.items()), highlight=False)
+    ctx.state["serve"] = {"models": [n for n, _ in models], "correct_fast": correct, "answers": results}
+
+
 def step_stream(ctx: DemoContext) -> None:
     """Replay sample posts through the embedded pipeline (SQLite log -> processor -> DuckDB) scored by the
-    fused model, then show the dashboard."""
+    fused model, then show the dashboard; the installed `tickerpulse-sentiment` scores the same posts into a
+    second store, and the two models' labels are compared post by post."""
+    runs = [("demo", ctx.state["fuse"]["model"], _fresh(ctx.out / "stream"))]
+    student = installed_student()
+    if student:
+        runs.append((student, student, _fresh(ctx.out / f"stream-{student}")))
     port = _free_port()
-    stream_dir = _fresh(ctx.out / "stream")
-    args = ["stream", "run", "--model", ctx.state["fuse"]["model"], "--dir", str(stream_dir), "--speed", "0",
-            "--port", str(port)]
-    if not ctx.linger:
-        args.append("--exit-when-done")
-    else:
-        ctx.console.print(f"[bold]dashboard: http://127.0.0.1:{port}/[/] (Ctrl-C to stop)")
-    _tp(ctx, *args, timeout=3600 * 24)
-    _tp(ctx, "stream", "status", "--dir", str(stream_dir))
-    ctx.console.print(f"[bold]dashboard:[/] tickerpulse dashboard --db {stream_dir / 'store.duckdb'}  "
-                      f"(then open the printed URL)", highlight=False)
-    ctx.state["stream"] = {"dir": str(stream_dir)}
+    for i, (name, model, stream_dir) in enumerate(runs):
+        args = ["stream", "run", "--model", model, "--dir", str(stream_dir), "--speed", "0", "--port", str(port)]
+        linger = ctx.linger and i == len(runs) - 1  # the last run keeps its dashboard up
+        if not linger:
+            args.append("--exit-when-done")
+        else:
+            ctx.console.print(f"[bold]dashboard: http://127.0.0.1:{port}/[/] (Ctrl-C to stop)")
+        _tp(ctx, *args, timeout=3600 * 24)
+        _tp(ctx, "stream", "status", "--dir", str(stream_dir))
+    for name, _, stream_dir in runs:
+        ctx.console.print(f"[bold]dashboard ({name}):[/] tickerpulse dashboard --db {stream_dir / 'store.duckdb'}  "
+                          f"(then open the printed URL)", highlight=False)
+    ctx.state["stream"] = {"dir": str(runs[0][2])}
+    if len(runs) > 1:
+        ctx.state["stream"]["agreement"] = _stream_agreement(ctx, [(n, d) for n, _, d in runs])
+
+
+def _stream_agreement(ctx: DemoContext, runs: list[tuple[str, Path]]) -> dict[str, Any]:
+    """Label agreement of two stream runs over the same posts (same post and ticker)."""
+    from tickerpulse.stream.store.duckdb import DuckDBStore
+
+    labels = []
+    for _, d in runs:
+        store = DuckDBStore(d / "store.duckdb", read_only=True)
+        try:
+            labels.append({(doc.post_id, doc.ticker): doc.sentiment for doc in store.latest(100_000)})
+        finally:
+            store.close()
+    common = sorted(set(labels[0]) & set(labels[1]))
+    same = sum(labels[0][k] == labels[1][k] for k in common)
+    ctx.console.print(f"{runs[0][0]} vs {runs[1][0]} on the same stream: {same}/{len(common)} (post, ticker) labels agree",
+                      highlight=False)
+    return {"items": len(common), "agree": same}
 
 
 def _fresh(folder: Path) -> Path:
@@ -296,11 +380,13 @@ def _configs_dir() -> Path:
 STEPS: list[Step] = [
     Step("base", "the base model answers the sentiment prompt for sample headlines", step_base),
     Step("distill", "a teacher labels raw tweets as validated JSON -> chat train/valid/test", step_distill),
-    Step("train", "LoRA fine-tune of the student with validation and the best checkpoint kept", step_train),
+    Step("train", "LoRA fine-tune with the recipe's fast setup, validation and the best checkpoint kept", step_train),
     Step("compare", "base vs fine-tuned on the held-out test split -> HTML report", step_compare),
     Step("fuse", "merge the adapter into a standalone model", step_fuse),
-    Step("serve", "OpenAI-compatible server: /v1/sentiment in fast and reasoning mode", step_serve),
-    Step("stream", "replayed posts -> bus -> processor -> store -> live dashboard", step_stream),
+    Step("serve", "OpenAI-compatible server: /v1/sentiment in fast and reasoning mode (+ tickerpulse-sentiment "
+                  "when installed)", step_serve),
+    Step("stream", "replayed posts -> bus -> processor -> store -> live dashboard (+ tickerpulse-sentiment "
+                   "when installed)", step_stream),
 ]
 
 

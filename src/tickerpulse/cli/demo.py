@@ -14,7 +14,9 @@ def demo(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Base model."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=8, help="Cap per generated answer."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N sample headlines."),
-    train_iters: int = typer.Option(40, "--train-iters", min=1, help="Optimizer steps of the demo's LoRA run."),
+    train_iters: int | None = typer.Option(None, "--train-iters", min=1,
+                                           help="Optimizer steps of the demo's LoRA run [configs/demo-sentiment.yaml: "
+                                                "200, or 10 minutes of steps]."),
     linger: bool = typer.Option(False, "--linger/--no-linger",
                                 help="Keep the stream and its dashboard running at the end until Ctrl-C."),
     list_steps: bool = typer.Option(False, "--list", help="List the steps and exit."),
