@@ -9,7 +9,8 @@ engines, so the numbers compare the old hand-written automaton (`serve/constrain
 deleted in the move to llguidance) with the llguidance matcher that replaced it:
 
     python bench/grammar_mask.py                                    # the current engine (llguidance)
-    PYTHONPATH=/tmp/grammar/old/src python bench/grammar_mask.py    # a checkout before the move (automaton)
+    mkdir -p /tmp/old && git archive 003248c src | tar -x -C /tmp/old   # the tree before the move
+    PYTHONPATH=/tmp/old/src python bench/grammar_mask.py            # ... measures the automaton
 
 Writes bench/results/grammar_mask_<engine>.json; when both files exist it prints the ratio.
 """
@@ -74,46 +75,83 @@ class Tokens:
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
 
-def make_constraint(schema: dict, tok: Any, vocab_size: int) -> tuple[str, Any]:
+class _Old:
+    """The automaton's API (text in, text out) in the shape the replay needs."""
+
+    def __init__(self, con: Any, toks: Tokens) -> None:
+        self.con, self.toks = con, toks
+
+    def forced(self) -> tuple[str, int]:
+        text = self.con.forced()
+        return text, len(self.toks.encode(text)) if text else 0
+
+    def mask(self, budget: int) -> Any:
+        return self.con.mask(budget).numpy()
+
+    def accept(self, t: int, budget_after: int) -> bool:
+        return self.con.accept(t)
+
+    def done(self) -> bool:
+        return self.con.done()
+
+
+class _New:
+    """The llguidance constraint (token ids in and out)."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def forced(self) -> tuple[str, int]:
+        ids = self.con.forced_ids()
+        return self.con.tok.decode_str(ids), len(ids)
+
+    def mask(self, budget: int) -> Any:
+        return self.con.mask(budget)
+
+    def accept(self, t: int, budget_after: int) -> bool:
+        return self.con.accept(t, budget_after)
+
+    def done(self) -> bool:
+        return self.con.done()
+
+
+def make_constraint(schema: dict, tok: Any, toks: Tokens, vocab_size: int, budget: int) -> tuple[str, Any]:
     """(engine name, constraint) for whichever engine this checkout has."""
-    eos = {tok.eos_token_id}
     try:
         from tickerpulse.serve import constrained as C  # the automaton (before the move)
         from tickerpulse.serve.tokenmask import JsonConstraint, TokenVocab
 
         node = C.FREE_OBJ if schema == {"type": "object"} else C.compile_schema(schema)
-        return "automaton", JsonConstraint(node, TokenVocab.get(tok, vocab_size), eos)
+        return "automaton", _Old(JsonConstraint(node, TokenVocab.get(tok, vocab_size), {tok.eos_token_id}), toks)
     except ImportError:
         from tickerpulse.serve.grammar import GrammarConstraint, compile_schema, grammar_tokenizer
 
-        g = compile_schema(schema, grammar_tokenizer(tok, vocab_size))
-        return "llguidance", GrammarConstraint(g, budget_tokens=4096)
+        g = compile_schema(schema, grammar_tokenizer(tok, vocab_size, [tok.eos_token_id]))
+        return "llguidance", _New(GrammarConstraint(g, budget))
 
 
 def replay(schema: dict, doc: Any, tok: Any, toks: Tokens, vocab_size: int, budget: int) -> dict:
     text = json.dumps(doc, ensure_ascii=False, separators=(", ", ": "))
     t0 = time.perf_counter()
-    engine, con = make_constraint(schema, tok, vocab_size)
+    engine, con = make_constraint(schema, tok, toks, vocab_size, budget)
     compile_s = time.perf_counter() - t0
-    written = con.forced()
-    used = len(toks.encode(written)) if written else 0
+    written, used = con.forced()
     times: list[float] = []
     while not con.done() and len(written) < len(text):
         t = time.perf_counter()
-        allowed = con.mask(budget - used).numpy()
+        allowed = con.mask(budget - used)
         times.append(time.perf_counter() - t)
         rest = text[len(written):]
         best = max((i for i, s in enumerate(toks.strs[: len(allowed)]) if s and allowed[i] and rest.startswith(s)),
                    key=lambda i: len(toks.strs[i]), default=None)
         if best is None:
             raise RuntimeError(f"{engine}: no allowed token continues {written!r} -> {rest[:20]!r}")
-        assert con.accept(best)
+        assert con.accept(best, budget - used - 1)
         written += toks.strs[best]
         used += 1
-        forced = con.forced()
-        if forced:
-            written += forced
-            used += len(toks.encode(forced))
+        forced, n = con.forced()
+        written += forced
+        used += n
     if written != text:
         raise RuntimeError(f"{engine}: wrote {written!r}, expected {text!r}")
     ms = [x * 1000 for x in times]
