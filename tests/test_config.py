@@ -10,22 +10,31 @@ import pytest
 from tickerpulse.config import ConfigError, load_yaml, parse_set_flags
 from tickerpulse.train.config import TrainConfig, load_train_config
 
-# The example LoRA config shipped with mlx-lm (keys and values as mlx-lm documents them).
+# mlx-lm's examples/lora_config.yaml (mlx-lm 0.32), every key, the commented-out ones switched on.
 MLX_LM_CONFIG = textwrap.dedent(
     """
-    model: "mlx_model"
+    model: "mlx-community/Llama-3.2-1B-Instruct-bf16"
     train: true
     fine_tune_type: lora
     optimizer: adamw
-    data: "/path/to/training/data"
+    optimizer_config:
+      adamw:
+        betas: [0.9, 0.98]
+        eps: 1e-6
+        weight_decay: 0.05
+        bias_correction: true
+    data: "mlx-community/WikiSQL"
     seed: 0
     num_layers: 16
     batch_size: 4
     iters: 1000
     val_batches: 25
     learning_rate: 1e-5
+    report_to: wandb,swanlab
+    project_name: "Your-awesome-mlx-project-name"
     steps_per_report: 10
     steps_per_eval: 200
+    grad_accumulation_steps: 1
     resume_adapter_file: null
     adapter_path: "adapters"
     save_every: 100
@@ -33,19 +42,26 @@ MLX_LM_CONFIG = textwrap.dedent(
     test_batches: 100
     max_seq_length: 2048
     grad_checkpoint: false
-    mask_prompt: false
-    lr_schedule:
-      name: cosine_decay
-      warmup: 100
-      warmup_init: 1e-7
-      arguments: [1e-5, 1000, 1e-7]
     lora_parameters:
       keys: ["self_attn.q_proj", "self_attn.v_proj"]
       rank: 8
       scale: 20.0
       dropout: 0.0
+    lr_schedule:
+      name: cosine_decay
+      warmup: 100 # 0 for no warmup
+      warmup_init: 1e-7 # 0 if not specified
+      arguments: [1e-5, 1000, 1e-7] # passed to scheduler
+    hf_dataset:
+      path: "billsum"
+      train_split: "train[:1000]"
+      valid_split: "train[-100:]"
+      prompt_feature: "text"
+      completion_feature: "summary"
     """
 )
+# keys of mlx-lm's CONFIG_DEFAULTS the example leaves out, and keys mlx-lm's CLI adds
+MLX_LM_EXTRA = "mask_prompt: false\nclear_cache_threshold: 0\ntrust_remote_code: false\nconfig: null\n"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -55,7 +71,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_mlx_lm_config_parses_unchanged(tmp_path: Path) -> None:
-    cfg = load_train_config(write(tmp_path, MLX_LM_CONFIG))
+    cfg = load_train_config(write(tmp_path, MLX_LM_CONFIG + MLX_LM_EXTRA))
     assert cfg.learning_rate == pytest.approx(1e-5) and isinstance(cfg.learning_rate, float)
     assert cfg.lr_schedule is not None and cfg.lr_schedule.warmup_init == pytest.approx(1e-7)
     assert cfg.lr_schedule.arguments == [1e-5, 1000, 1e-7]
@@ -63,6 +79,96 @@ def test_mlx_lm_config_parses_unchanged(tmp_path: Path) -> None:
     assert cfg.lora_parameters.lora_alpha == pytest.approx(160.0)  # mlx-lm scale 20 * rank 8
     assert cfg.mask_prompt is False and cfg.test_batches == 100
     assert cfg.config and cfg.config.endswith("config.yaml")
+    adamw = cfg.optimizer_config.adamw
+    assert cfg.optimizer == "adamw" and adamw.betas == (0.9, 0.98) and adamw.eps == pytest.approx(1e-6)
+    assert adamw.weight_decay == pytest.approx(0.05) and adamw.bias_correction is True
+    assert cfg.report_to == "wandb,swanlab" and cfg.project_name == "Your-awesome-mlx-project-name"
+    assert cfg.clear_cache_threshold == 0 and cfg.trust_remote_code is False
+    assert cfg.hf_dataset is not None and len(cfg.hf_dataset) == 1  # one mapping or a list, as in mlx-lm
+    hf = cfg.hf_dataset[0]
+    assert (hf.path, hf.train_split, hf.valid_split, hf.prompt_feature, hf.completion_feature) == (
+        "billsum", "train[:1000]", "train[-100:]", "text", "summary")
+
+
+def test_every_mlx_lm_key_exists_and_defaults_match_but_the_documented_differences() -> None:
+    """mlx-lm's CONFIG_DEFAULTS is the reference: same keys; same values except MLX_LM_DIFFERENCES."""
+    lora = pytest.importorskip("mlx_lm.lora", reason="mlx-lm (the reference) is not installed")
+    from tickerpulse.train.config import MLX_LM_DIFFERENCES
+
+    ours = TrainConfig()
+    assert set(lora.CONFIG_DEFAULTS) <= set(TrainConfig.model_fields)
+    differ = set(MLX_LM_DIFFERENCES) | {"clear_cache_threshold"}  # null = the backend's default (mlx: 0)
+    for key, ref in lora.CONFIG_DEFAULTS.items():
+        if key in differ:
+            continue
+        value = getattr(ours, key)
+        if key == "lora_parameters":
+            assert (value.rank, value.dropout, value.lora_alpha / value.rank, value.keys) == (
+                ref["rank"], ref["dropout"], ref["scale"], None)
+        elif key == "optimizer_config":
+            assert set(ref) == set(type(value).model_fields)
+        else:
+            assert value == ref, key
+    # every mlx-lm CLI flag's option is a key too (argparse dests)
+    dests = {a.dest for a in lora.build_parser()._actions if a.dest != "help"}
+    assert dests <= set(TrainConfig.model_fields)
+
+
+@pytest.mark.parametrize(("name", "options", "check"), [
+    ("adam", {"betas": [0.8, 0.99], "eps": 1e-7}, lambda o: o.betas == (0.8, 0.99)),
+    ("adamw", {"weight_decay": 0.1}, lambda o: o.weight_decay == 0.1),
+    ("sgd", {"momentum": 0.9, "weight_decay": 1e-4, "dampening": 0.0, "nesterov": True}, lambda o: o.nesterov),
+    ("adafactor", {"eps": [1e-30, 1e-3], "clip_threshold": 1.0, "decay_rate": -0.8, "weight_decay": 0.0,
+                   "scale_parameter": True, "relative_step": False, "warmup_init": False},
+     lambda o: o.relative_step is False),
+    ("muon", {"momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "ns_steps": 3}, lambda o: o.ns_steps == 3),
+])
+def test_every_optimizer_and_its_mlx_options_parse(tmp_path: Path, name: str, options: dict, check) -> None:
+    import yaml
+
+    text = yaml.safe_dump({"optimizer": name, "optimizer_config": {name: options}})
+    cfg = load_train_config(write(tmp_path, text))
+    assert cfg.optimizer == name and check(getattr(cfg.optimizer_config, name))
+
+
+@pytest.mark.parametrize("sched", [
+    "{name: cosine_decay, warmup: 10, warmup_init: 1e-7, arguments: [1e-5, 100]}",
+    "{name: linear_schedule, arguments: [1e-4, 1e-6, 100]}",
+    "{name: exponential_decay, arguments: [1e-4, 0.99]}",
+    "{name: step_decay, warmup: 5, arguments: [1e-4, 0.5, 20]}",
+    "{name: join_schedules, arguments: [[{name: linear_schedule, arguments: [0, 1e-4, 10]}, "
+    "{name: cosine_decay, arguments: [1e-4, 90]}], [10]]}",
+])
+def test_every_mlx_schedule_parses(tmp_path: Path, sched: str) -> None:
+    cfg = load_train_config(write(tmp_path, f"lr_schedule: {sched}\n"))
+    assert cfg.lr_schedule is not None
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("clear_cache_threshold: 0\n", 0), ("clear_cache_threshold: 2GB\n", 2 * 10**9),
+    ("clear_cache_threshold: 500M\n", 5 * 10**8), ("clear_cache_threshold: 1.5G\n", 1_500_000_000),
+    ("clear_cache_threshold: 1024\n", 1024),
+])
+def test_clear_cache_threshold_takes_mlx_lm_sizes(tmp_path: Path, text: str, value: int) -> None:
+    assert load_train_config(write(tmp_path, text)).clear_cache_threshold == value
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("optimizer: lion\n", "optimizer"),
+    ("optimizer_config: {adamw: {betas: [0.9, 0.98], amsgrad: true}}\n", "optimizer_config.adamw.amsgrad"),
+    ("optimizer_config: {rmsprop: {}}\n", "optimizer_config.rmsprop"),
+    ("optimizer_config: {sgd: {nesterov: true}}\n", "nesterov needs momentum"),
+    ("optimizer: adam\nweight_decay: 0.01\n", "use optimizer: adamw"),
+    ("report_to: wandb,neptune\n", "neptune"),
+    ("clear_cache_threshold: lots\n", "clear_cache_threshold"),
+    ("clear_cache_threshold: -1\n", "clear_cache_threshold"),
+    ("hf_dataset: {path: billsum, train_splt: train}\n", "hf_dataset.0.train_splt"),
+    ("hf_dataset: {train_split: train}\n", "hf_dataset.0.path"),
+])
+def test_bad_mlx_lm_values_are_named(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_train_config(write(tmp_path, text))
+    assert needle in str(exc.value)
 
 
 def test_yaml_exponent_is_float(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ _EXTRAS = {
     "pandas": "stream",
     "pyarrow": "stream",
     "wandb": "track",
+    "swanlab": "track",
     "mlflow": "track",
     "tensorboard": "track",
     "torch.utils.tensorboard": "track",

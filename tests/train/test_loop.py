@@ -36,7 +36,7 @@ def base_flags(data: Path, run: Path, model: Path, **kw) -> dict:
     flags = {
         "model": str(model), "data": str(data), "adapter_path": str(run), "dtype": "float32", "num_layers": 2, "batch_size": 2,
         "max_seq_length": 96, "steps_per_report": 1, "steps_per_eval": 10, "val_batches": 1, "save_every": 10,
-        "seed": 3, "lora_parameters": {"rank": 4, "dropout": 0.1},  # dropout: the RNG state must be restored too
+        "seed": 3, "lora_parameters": {"rank": 4, "scale": 2.0, "dropout": 0.1},  # dropout: the RNG state must be restored too
         "lr_schedule": {"name": "cosine_decay", "warmup": 3, "arguments": [1e-3, 40, 1e-5]},
     }
     flags.update(kw)
@@ -233,7 +233,7 @@ def test_early_stopping_on_the_weighted_token_loss_keeps_the_best_label_step(sho
         resolve_config(None, base_flags(data, run, tiny_model, early_stopping_metric="weighted_token_loss"))
     res = train(resolve_config(None, base_flags(
         data, run, tiny_model, iters=30, steps_per_eval=5, save_every=5, val_batches=-1, learning_rate=3e-3,
-        lora_parameters={"rank": 4}, lr_schedule=None, early_stopping_metric="weighted_token_loss",
+        lora_parameters={"rank": 4, "scale": 2.0}, lr_schedule=None, early_stopping_metric="weighted_token_loss",
         token_weights=[{"after": marker, "weight": 4.0}])))
     s = res.summary
     marked, whole = losses(run, "val", "val_weighted_token_loss"), losses(run, "val", "val_loss")

@@ -16,6 +16,7 @@ def train(
     model: str | None = typer.Option(None, help="Base model: built-in name, hub id or local HF folder."),
     data: str | None = typer.Option(None, help="Folder with train/valid/test.jsonl (chat, completions or text)."),
     fine_tune_type: str | None = typer.Option(None, help="lora, dora, qlora or full."),
+    optimizer: str | None = typer.Option(None, help="adam, adamw, muon, sgd or adafactor (mlx-lm's; default adam)."),
     num_layers: int | None = typer.Option(None, help="Blocks to train counted from the top; -1 = all."),
     iters: int | None = typer.Option(None, help="Optimizer steps."),
     epochs: float | None = typer.Option(None, help="Train this many epochs instead of --iters."),
@@ -42,8 +43,15 @@ def train(
     packing: bool | None = typer.Option(None, "--packing/--no-packing", help="Pack samples into rows (default on)."),
     grad_checkpoint: bool | None = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint",
                                                 help="Recompute activations in backward to save memory."),
+    train_: bool | None = typer.Option(None, "--train/--no-train", help="Train (default on; --no-train --test "
+                                       "only evaluates)."),
     test: bool | None = typer.Option(None, "--test/--no-test", help="Report test loss/perplexity after training."),
-    report_to: str | None = typer.Option(None, help="Comma-separated trackers: wandb, mlflow, tensorboard."),
+    report_to: str | None = typer.Option(None, help="Comma-separated trackers: wandb, swanlab, mlflow, tensorboard."),
+    project_name: str | None = typer.Option(None, help="Tracker project name."),
+    clear_cache_threshold: str | None = typer.Option(None, help="Free cached accelerator memory after a step above "
+                                                     "this size (bytes, or e.g. 2GB; 0 = every step)."),
+    trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code/--no-trust-remote-code",
+                                                  help="Let transformers run a hub model's own code."),
     set_: list[str] = typer.Option([], "--set", help="Any config key, e.g. --set lora_parameters.rank=16 (repeatable)."),
 ) -> None:
     """Fine-tune on a train/valid/test folder and write a self-describing run folder (docs/train.md)."""
@@ -59,7 +67,8 @@ def train(
         "steps_per_eval": steps_per_eval, "val_batches": val_batches, "save_every": save_every,
         "early_stopping_patience": early_stopping_patience, "seed": seed, "dtype": dtype, "device": device,
         "backend": backend, "mask_prompt": mask_prompt, "packing": packing, "grad_checkpoint": grad_checkpoint,
-        "test": test, "report_to": report_to,
+        "test": test, "report_to": report_to, "optimizer": optimizer, "train": train_, "project_name": project_name,
+        "clear_cache_threshold": clear_cache_threshold, "trust_remote_code": trust_remote_code,
     }
     overrides = parse_set_flags(set_)
     overrides.update({k: v for k, v in flags.items() if v is not None})

@@ -86,12 +86,12 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def load_tokenizer(name_or_path: str | Path):
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
     """Tokenizer of a model, with a pad token set (EOS when the model has none)."""
     from transformers import AutoTokenizer
 
     folder = resolve(str(name_or_path))
-    tok = AutoTokenizer.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

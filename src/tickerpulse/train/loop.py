@@ -28,6 +28,7 @@ from tickerpulse.config import ConfigError
 from tickerpulse.train.collate import IGNORE, Sample
 from tickerpulse.train.config import BUDGET_FIT_STEP, TrainConfig
 from tickerpulse.train.loss import batch_loss, supports_explicit_mask, token_losses
+from tickerpulse.train.optimizers import build_optimizer
 from tickerpulse.train.packing import Batch, BatchPlan, eval_batches, make_batch
 from tickerpulse.train.peft_setup import TrainableModel
 from tickerpulse.train.report import Reporter
@@ -124,6 +125,17 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def clear_cache(device: str, threshold: int | None) -> None:
+    """mlx-lm's `clear_cache_threshold`: hand the allocator's cached-but-unused memory back when it exceeds
+    `threshold` bytes (None: never). CPU tensors use no caching allocator, so there it does nothing."""
+    if threshold is None:
+        return
+    if device.startswith("cuda") and torch.cuda.memory_reserved() - torch.cuda.memory_allocated() > threshold:
+        torch.cuda.empty_cache()
+    elif device == "mps" and torch.mps.driver_allocated_memory() - torch.mps.current_allocated_memory() > threshold:
+        torch.mps.empty_cache()
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -143,19 +155,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """AdamW (or Adam); `optimizer_config: {adamw: {betas, eps, weight_decay}}` as in mlx-lm."""
-    extra = dict(cfg.optimizer_config.get(cfg.optimizer, {}))
-    if "betas" in extra:
-        extra["betas"] = tuple(extra["betas"])
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    kwargs = {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, **extra}
-    try:
-        return cls(params, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"optimizer_config.{cfg.optimizer}: {exc}") from None
 
 
 @dataclass
@@ -328,6 +327,7 @@ def fit(
                          if cfg.max_grad_norm else math.nan)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            clear_cache(device, cfg.clear_cache_threshold)
             st.step += 1
             step_rng = rng_state()  # if interrupted before the next step completes, it is redone from here
             dt = time.perf_counter() - t0

@@ -123,7 +123,7 @@ def build_trainable_model(cfg: TrainConfig, model_dir: str | Path) -> TrainableM
 
     device = pick_device(cfg.device)
     dtype = resolve_base_dtype(cfg, device)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if cfg.quantize:
         if cfg.fine_tune_type == "full":
             raise ConfigError("quantize cannot be combined with fine_tune_type: full (quantized weights do not train)")

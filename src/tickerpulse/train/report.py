@@ -2,7 +2,7 @@
 
 Every sink is a `MetricSink` (a small Protocol, as torchtune's `MetricLoggerInterface`): `log(record)` with
 a flat dict that has a `kind` ("train", "val", "test", "event") and a `step`, and `close()`.
-W&B, MLflow and TensorBoard are imported only when asked for (`report_to`), through
+W&B, SwanLab, MLflow and TensorBoard are imported only when asked for (`report_to`), through
 `tickerpulse._optional.require`, so a missing tracker is an error naming the extra to install.
 """
 
@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tickerpulse._optional import require
 from tickerpulse.config import ConfigError
+from tickerpulse.train.config import REPORT_TO
 
 
 class MetricSink(Protocol):
@@ -108,6 +109,23 @@ class WandbSink:
         self.run.finish()
 
 
+class SwanLabSink:
+    """mlx-lm's SwanLab callback: one experiment named after the run folder, logs in RUN/swanlog."""
+
+    def __init__(self, project: str, run_dir: Path, config: dict[str, Any]):
+        self.swanlab = require("swanlab", "report_to: swanlab")
+        self.swanlab.init(project=project, experiment_name=run_dir.name, logdir=str(run_dir / "swanlog"),
+                          config=config)
+
+    def log(self, record: dict[str, Any]) -> None:
+        nums = {f"{record['kind']}/{k}": v for k, v in record.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+        self.swanlab.log(nums, step=record.get("step"))
+
+    def close(self) -> None:
+        self.swanlab.finish()
+
+
 class MlflowSink:
     def __init__(self, experiment: str, run_name: str, config: dict[str, Any]):
         self.mlflow = require("mlflow", "report_to: mlflow")
@@ -138,7 +156,7 @@ class TensorBoardSink:
         self.writer.close()
 
 
-TRACKERS = ("wandb", "mlflow", "tensorboard")
+TRACKERS = REPORT_TO
 
 
 def tracker_names(report_to: str | list[str] | None, wandb_project: str | None) -> list[str]:
@@ -159,6 +177,8 @@ def build_trackers(names: list[str], *, project: str, run_dir: Path, config: dic
     for name in names:
         if name == "wandb":
             sinks.append(WandbSink(project, run_name, config, run_dir))
+        elif name == "swanlab":
+            sinks.append(SwanLabSink(project, run_dir, config))
         elif name == "mlflow":
             sinks.append(MlflowSink(project, run_name, config))
         else:

@@ -41,7 +41,7 @@ from tickerpulse.train.adapter_convert import (
     write_mlx_adapter,
 )
 from tickerpulse.train.backends import TrainResult
-from tickerpulse.train.config import TrainConfig
+from tickerpulse.train.config import TrainConfig, mlx_lm_differences
 from tickerpulse.train.loop import (
     BudgetFit,
     LoopState,
@@ -75,6 +75,25 @@ def _check(cfg: TrainConfig) -> None:
                           "resume_adapter_file: RUN/adapters.safetensors and a new adapter_path")
     if cfg.hf_dataset is not None:
         raise ConfigError("backend mlx: hf_dataset is not supported: convert the data to a train/valid/test folder")
+
+
+def _optimizer(cfg: TrainConfig, optim: Any) -> Any:
+    """mlx-lm's optimizer: the mlx.optimizers class `cfg.optimizer` with `optimizer_config.<name>` (whose defaults
+    are mlx's own); a top-level `weight_decay` overrides the optimizer's."""
+    kwargs = getattr(cfg.optimizer_config, cfg.optimizer).model_dump()
+    if kwargs.get("bias_correction", False) is None:
+        kwargs["bias_correction"] = False  # mlx's default
+    if cfg.weight_decay is not None:
+        kwargs["weight_decay"] = cfg.weight_decay
+    for key in ("betas", "eps"):
+        if isinstance(kwargs.get(key), (list, tuple)):
+            kwargs[key] = list(kwargs[key])
+    cls = {"adam": optim.Adam, "adamw": optim.AdamW, "muon": optim.Muon, "sgd": optim.SGD,
+           "adafactor": optim.Adafactor}[cfg.optimizer]
+    try:
+        return cls(learning_rate=cfg.learning_rate, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optimizer_config.{cfg.optimizer}: {exc}") from None
 
 
 def _lora_keys(model: Any, wanted: list[str] | None, nn: Any) -> list[str]:
@@ -211,6 +230,12 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
           f"max_seq_length" if d.dropped else "") for s, d in sets.items() if d is not None),
     ):
         reporter.event(line)
+    opt_desc = getattr(cfg.optimizer_config, cfg.optimizer).model_dump(exclude_none=True)
+    reporter.event(f"optimizer {cfg.optimizer} {opt_desc}, lr schedule "
+                   f"{cfg.lr_schedule.model_dump() if cfg.lr_schedule else 'constant'}")
+    diffs = mlx_lm_differences(cfg, "mlx")
+    if diffs:
+        reporter.event("differs from mlx-lm's defaults: " + "; ".join(diffs))
 
     def state_np() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         mlx_w = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.trainable_parameters())}
@@ -283,15 +308,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     try:
         if cfg.train:
             status = "finished"
-            extra_opt = dict(cfg.optimizer_config.get(cfg.optimizer, {}))
-            opt_cls = optim.AdamW if cfg.optimizer == "adamw" else optim.Adam
-            kwargs = {"learning_rate": cfg.learning_rate, **extra_opt}
-            if cfg.optimizer == "adamw":
-                kwargs.setdefault("weight_decay", cfg.weight_decay)
-            try:
-                opt = opt_cls(**kwargs)
-            except TypeError as exc:
-                raise ConfigError(f"optimizer_config.{cfg.optimizer}: {exc}") from None
+            opt = _optimizer(cfg, optim)
+            cache_threshold = 0 if cfg.clear_cache_threshold is None else cfg.clear_cache_threshold  # mlx-lm's 0
             lr_at = build_schedule(cfg, steps)
             loss_and_grad = nn.value_and_grad(model, default_loss)
             batches = iterate_batches(sets["train"], cfg.batch_size, cfg.max_seq_length, loop=True, seed=cfg.seed)
@@ -317,6 +335,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
                 opt.learning_rate = lr
                 opt.update(model, grads)
                 mx.eval(model.trainable_parameters(), opt.state, loss_sum, ntoks, gnorm)
+                if mx.get_cache_memory() > cache_threshold:
+                    mx.clear_cache()
                 st.step += 1
                 dt = time.perf_counter() - t0
                 n_t, loss = int(ntoks.item()), float((loss_sum / ntoks).item())

@@ -1,8 +1,7 @@
 """The PyTorch backend: setup -> fit -> summarise (-> test), writing the run folder.
 
-Known limitations: `hf_dataset` (mlx-lm's hub-dataset mapping) is refused; convert such data to a
-train/valid/test folder first (`data` may still be a hub dataset id in one of the three formats).
-Single device only (no DDP/FSDP).
+Data comes from `data` (a train/valid/test folder or a hub dataset id) or mlx-lm's `hf_dataset` mapping
+(`datasets.load_dataset` per split, `tickerpulse.data.hub`). Known limitations: single device only (no DDP/FSDP).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from tickerpulse.models.loading import load_tokenizer
 from tickerpulse.models.registry import resolve
 from tickerpulse.train.backends import TrainResult
 from tickerpulse.train.collate import EncodedSplit, Encoder, stop_token_ids
-from tickerpulse.train.config import TrainConfig
+from tickerpulse.train.config import TrainConfig, mlx_lm_differences
 from tickerpulse.train.loop import (
     BudgetFit,
     LoopState,
@@ -41,9 +40,14 @@ from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_tra
 from tickerpulse.train.run_folder import BEST, METRICS, RunFolder, sha256_file
 
 
-def _encode(encoder: Encoder, data: str, split: str, required: bool) -> EncodedSplit | None:
+def _encode(encoder: Encoder, cfg: TrainConfig, split: str, required: bool) -> EncodedSplit | None:
     try:
-        rows, fmt = load_split(data, split)
+        if cfg.hf_dataset is not None:
+            from tickerpulse.data.hub import load_hf_dataset
+
+            rows, fmt = load_hf_dataset([s.model_dump() for s in cfg.hf_dataset], split)
+        else:
+            rows, fmt = load_split(cfg.data, split)
     except FileNotFoundError:
         if required:
             raise
@@ -120,14 +124,11 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     """Run one training job described by `cfg` (see docs/train.md); returns the run folder and summary."""
     t_start = time.perf_counter()
     _quiet_transformers()
-    if cfg.hf_dataset is not None:
-        raise ConfigError("hf_dataset is not supported by the torch backend: convert the data to a folder with "
-                          "train/valid/test.jsonl (`tickerpulse data convert`) and pass it as data")
     if cfg.resume_adapter_file and cfg.resume:
         raise ConfigError("use either resume (continue a run exactly) or resume_adapter_file (start from weights)")
     seed_everything(cfg.seed)
     model_dir = resolve(cfg.model)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code)
     stop_ids = stop_token_ids(tokenizer, str(model_dir))
     encoder = Encoder(tokenizer, mask_prompt=cfg.mask_prompt, max_seq_length=cfg.max_seq_length, stop_ids=stop_ids,
                       token_weights=[(w.after, w.weight) for w in cfg.token_weights])
@@ -135,9 +136,9 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     resuming = cfg.resume is not None
     run.prepare(resume=resuming)
 
-    encoded = {"train": _encode(encoder, cfg.data, "train", required=cfg.train),
-               "valid": _encode(encoder, cfg.data, "valid", required=False),
-               "test": _encode(encoder, cfg.data, "test", required=cfg.test)}
+    encoded = {"train": _encode(encoder, cfg, "train", required=cfg.train),
+               "valid": _encode(encoder, cfg, "valid", required=False),
+               "test": _encode(encoder, cfg, "test", required=cfg.test)}
     train_set, valid_set = encoded["train"], encoded["valid"]
 
     tm = build_trainable_model(cfg, model_dir)
@@ -152,7 +153,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     run.write_config(cfg.model_dump(mode="json"))
     run.append_command(argv)
     run.save_tokenizer(tokenizer)
-    fingerprint = _fingerprint(cfg.data, encoded)
+    fingerprint = _fingerprint(_data_label(cfg), encoded)
     run.write_data_fingerprint(fingerprint)
 
     steps = 0
@@ -217,6 +218,13 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     return TrainResult(run.path, summary)
 
 
+def _data_label(cfg: TrainConfig) -> str:
+    """Where the rows came from, for data.json: `data`, or the hf_dataset paths."""
+    if cfg.hf_dataset is None:
+        return cfg.data
+    return "hf_dataset " + ",".join(s.path for s in cfg.hf_dataset)
+
+
 def _quiet_transformers() -> None:
     """No weight-loading progress bars or deprecation noise in the run log (our header says what loads)."""
     import warnings
@@ -268,6 +276,15 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
         shared = sum(b.n_tokens - b.n_computed for b in probe) / max(sum(b.n_tokens for b in probe), 1)
         lines.append(f"padding waste (first {len(probe)} batches): {100 * padding_waste(probe):.1f}%"
                      + (f"; shared prompt prefix saves {100 * shared:.1f}% of the tokens" if shared > 0 else ""))
+    opt = getattr(cfg.optimizer_config, cfg.optimizer).model_dump(exclude_none=True)
+    sched = cfg.lr_schedule.model_dump() if cfg.lr_schedule else "constant"
+    if cfg.optimizer == "adafactor" and cfg.optimizer_config.adafactor.relative_step:
+        sched = "relative step min(1e-2, 1/sqrt(t)) (relative_step: learning_rate and lr_schedule unused, as in mlx)"
+    lines.append(f"optimizer {cfg.optimizer} {opt}" + (f", weight_decay {cfg.weight_decay:g}" if cfg.weight_decay
+                                                       is not None else "") + f", lr schedule {sched}")
+    diffs = mlx_lm_differences(cfg, "torch")
+    if diffs:
+        lines.append("differs from mlx-lm's defaults: " + "; ".join(diffs))
     if resume_state is not None:
         lines.append(f"resuming at step {resume_state['step']} from {resume_state['adapter_file']}")
     for line in lines:
