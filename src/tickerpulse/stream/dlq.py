@@ -23,12 +23,13 @@ produced once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,31 +80,49 @@ def read_letter(record: Record) -> Letter:
     return Letter(record, letter)
 
 
-def _pending(bus: Bus, consumer: Consumer, group: str, topic: str, batch: int, limit: int | None,
-             timeout_s: float, idle_s: float) -> Iterator[list[Letter]]:
-    """Batches of letters after `consumer`'s committed position, until the topic's end (or `limit` letters,
-    or `idle_s` without a record once some came, or `timeout_s` in all: a Kafka group join takes seconds)."""
+@contextlib.contextmanager
+def _pending(bus: Bus, group: str, topic: str, batch: int, limit: int | None, timeout_s: float,
+             idle_s: float) -> Iterator[tuple[Callable[[list[Letter]], None], Iterator[list[Letter]]]]:
+    """(mark, batches): batches of letters after `group`'s committed position, until the topic's end (or
+    `limit` letters, or `idle_s` without a record once some came, or `timeout_s` in all: a Kafka group join
+    takes seconds); `mark(batch)` commits the group past a batch. When nothing is pending no group is
+    joined just to leave it (Tansu leaves a group stuck after a member that subscribed and closed without
+    polling)."""
     ends = {p: e for p, e in bus.end_offsets(topic).items() if e > 0}
     done = bus.committed(group, topic)
     left = {p for p, e in ends.items() if done.get(p, 0) < e}
-    seen = 0
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while left and (limit is None or seen < limit):
-        now = time.monotonic()
-        if now > deadline or (last is not None and now - last > idle_s):
-            log.warning("stopped reading %s with partitions %s not at their end", topic, sorted(left))
-            return
-        room = batch if limit is None else min(batch, limit - seen)
-        records = consumer.poll(room, 0.5)
-        if not records:
-            continue
-        last = time.monotonic()
-        for r in records:
-            if r.offset + 1 >= ends.get(r.partition, 0):
-                left.discard(r.partition)
-        seen += len(records)
-        yield [read_letter(r) for r in records]
+    if not left:
+        yield (lambda _: None), iter(())
+        return
+    consumer = bus.consumer(group, [topic])
+
+    def batches() -> Iterator[list[Letter]]:
+        seen = 0
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while left and (limit is None or seen < limit):
+            now = time.monotonic()
+            if now > deadline or (last is not None and now - last > idle_s):
+                log.warning("stopped reading %s with partitions %s not at their end", topic, sorted(left))
+                return
+            room = batch if limit is None else min(batch, limit - seen)
+            records = consumer.poll(room, 0.5)
+            if not records:
+                continue
+            last = time.monotonic()
+            for r in records:
+                if r.offset + 1 >= ends.get(r.partition, 0):
+                    left.discard(r.partition)
+            seen += len(records)
+            yield [read_letter(r) for r in records]
+
+    def mark(letters: list[Letter]) -> None:
+        consumer.commit(next_offsets([x.record for x in letters]))
+
+    try:
+        yield mark, batches()
+    finally:
+        consumer.close()
 
 
 @dataclass
@@ -128,17 +147,13 @@ def list_letters(cfg: StreamConfig, *, bus: Bus | None = None, show: int = 20, t
     out = Listing()
     try:
         bus.ensure_topics([cfg.dead_letter_topic])
-        group = redrive_group(cfg.group)
-        consumer = bus.consumer(group, [cfg.dead_letter_topic])
-        try:
-            for letters in _pending(bus, consumer, group, cfg.dead_letter_topic, 500, None, timeout_s, idle_s):
+        with _pending(bus, redrive_group(cfg.group), cfg.dead_letter_topic, 500, None, timeout_s, idle_s) as (_, it):
+            for letters in it:
                 for x in letters:
                     out.pending += 1
                     out.by_code[x.letter.code if x.letter else "unreadable"] += 1
                     if len(out.letters) < show:
                         out.letters.append(x)
-        finally:
-            consumer.close()
     finally:
         if own:
             bus.close()
@@ -168,10 +183,9 @@ def redrive(cfg: StreamConfig, *, bus: Bus | None = None, limit: int | None = No
     produced: set[str] = set()
     try:
         bus.ensure_topics([cfg.topic, cfg.dead_letter_topic])
-        group = redrive_group(cfg.group)
-        consumer = bus.consumer(group, [cfg.dead_letter_topic])
-        try:
-            for letters in _pending(bus, consumer, group, cfg.dead_letter_topic, batch, limit, timeout_s, idle_s):
+        with _pending(bus, redrive_group(cfg.group), cfg.dead_letter_topic, batch, limit, timeout_s,
+                      idle_s) as (mark, it):
+            for letters in it:
                 for x in letters:
                     if x.problem or x.letter is None:
                         res.skipped.append(x)
@@ -187,9 +201,7 @@ def redrive(cfg: StreamConfig, *, bus: Bus | None = None, limit: int | None = No
                     bus.produce(cfg.topic, x.letter.post_id, payload)
                     res.redriven += 1
                 bus.flush()  # the records are durable on the posts topic before they are marked redriven
-                consumer.commit(next_offsets([x.record for x in letters]))
-        finally:
-            consumer.close()
+                mark(letters)
     finally:
         if own:
             bus.close()
