@@ -66,6 +66,7 @@ def test_dead_letter_truncates_payload_and_keys_on_position() -> None:
     # cut at the post size limit, kept as exact bytes (base64: not UTF-8), and it says so
     assert d1.payload_encoding == "base64" and d1.raw_payload() == big[:DEAD_LETTER_PAYLOAD_BYTES]
     assert d1.truncated and d1.preview(5).startswith("\ufffd")
+    assert len(d1.to_dict(payload_chars=50)["payload"]) == 50 and d1.to_dict()["payload"] == d1.payload
 
 
 def test_dead_letter_keeps_a_whole_post_exactly() -> None:

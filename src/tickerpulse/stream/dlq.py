@@ -60,8 +60,7 @@ class Letter:
         d: dict[str, Any] = {"dlq_partition": r.partition, "dlq_offset": r.offset, "redrivable": not self.problem,
                              "problem": self.problem}
         if self.letter is not None:
-            d.update(self.letter.to_dict())
-            d["payload"] = self.letter.preview(200)  # a listing, not a dump: the payload can be 128 KB
+            d.update(self.letter.to_dict(payload_chars=200))  # a listing, not a dump: payloads reach 128 KB
         return d
 
 

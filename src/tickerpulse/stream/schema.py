@@ -368,9 +368,13 @@ class DeadLetter(BaseModel):
         text = self.raw_payload()[: n * 4].decode("utf-8", "replace")
         return text if len(text) <= n else text[: n - 3] + "..."
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, payload_chars: int | None = None) -> dict[str, Any]:
+        """JSON-ready form. The whole payload by default (the dead-letter topic needs it to redrive);
+        `payload_chars` gives a text preview instead (a listing or a dashboard: payloads reach 128 KB)."""
         d = self.model_dump()
         d["created_at"] = iso(self.created_at)
+        if payload_chars is not None:
+            d["payload"] = self.preview(payload_chars)
         return d
 
 

@@ -50,6 +50,7 @@ _AUX_MAPPINGS: dict[str, dict[str, Any]] = {
     "dead-letters": {"dynamic": "false", "properties": {
         "dl_id": {"type": "keyword"}, "stage": {"type": "keyword"}, "code": {"type": "keyword"},
         "reason": {"type": "text"}, "payload": {"type": "text", "index": False},
+        "payload_encoding": {"type": "keyword"},
         "payload_bytes": {"type": "long"}, "attempts": {"type": "integer"}, "topic": {"type": "keyword"},
         "partition": {"type": "integer"}, "offset": {"type": "long"}, "post_id": {"type": "keyword"},
         "ticker": {"type": "keyword"}, "created_at": {"type": "date"}}},
