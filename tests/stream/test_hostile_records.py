@@ -77,6 +77,24 @@ def test_reported_bad_records_do_not_stop_stream_process(tmp_path: Path) -> None
     bus.close()
 
 
+def test_stream_run_does_not_crash_loop_on_bad_records_in_the_log(tmp_path: Path) -> None:
+    """The reported records already on the bus (another producer put them there), then `stream run`: it
+    used to restart its processor 5 times on the first of them and give up, with every later post stuck."""
+    d = tmp_path / "stream"
+    bus = SqliteBus(d / "bus.sqlite")
+    for v in REPORTED_BAD:
+        bus.produce(TOPIC, None, v)
+    bus.close()
+    f = tmp_path / "posts.jsonl"
+    f.write_text("".join(json.dumps({"id": f"r{i}", "text": f"${s} rallies"}) + "\n" for i, s in enumerate(SYMBOLS)))
+    proc = tp("stream", "run", "--file", str(f), "--speed", "0", "--no-dashboard", "--exit-when-done",
+              "--scorer", "vader", "--dir", str(d))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "restart" not in out.lower(), out[-3000:]
+    store = DuckDBStore(d / "store.duckdb", read_only=True)
+    assert store.counts()["docs"] == len(SYMBOLS) and store.counts()["dead_letters"] == 4
+
+
 def test_reported_bad_replay_rows_are_skipped_by_stream_run(tmp_path: Path) -> None:
     """A JSONL file whose second row has `created_at: 1e19`, and a CSV with one non-UTF-8 byte, given to
     `stream run --file F --speed 0 --no-dashboard --exit-when-done`: the good rows go through."""

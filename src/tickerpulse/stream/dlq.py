@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tickerpulse.stream.bus.base import Bus, Consumer, Record, next_offsets
+from tickerpulse.stream.bus.base import Bus, Record, next_offsets
 from tickerpulse.stream.config import StreamConfig
 from tickerpulse.stream.schema import DeadLetter
 

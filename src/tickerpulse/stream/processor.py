@@ -159,7 +159,8 @@ def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig
                 clamped.append((post.id, post.created_at))
                 post = post.model_copy(update={"created_at": when})
         except Exception as exc:  # PostError, or anything else: a record must never stop the stream
-            code, reason = (exc.code, exc.reason) if isinstance(exc, PostError) else ("invalid", f"{type(exc).__name__}: {exc}")
+            code, reason = ((exc.code, exc.reason) if isinstance(exc, PostError)
+                            else ("invalid", f"{type(exc).__name__}: {exc}"))
             res.dead.append(DeadLetter.build(r.value, stage="parse", code=code, reason=reason, topic=r.topic,
                                              partition=r.partition, offset=r.offset,
                                              max_payload_bytes=cfg.max_post_bytes))
