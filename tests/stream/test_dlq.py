@@ -178,3 +178,24 @@ def test_kafka_poll_interval_follows_the_batch_budget() -> None:
     explicit = open_bus(StreamConfig(bus="kafka", kafka_bootstrap="127.0.0.1:1",
                                      bus_options={"max_poll_interval_ms": 1000, "session_timeout_ms": 6000}))
     assert explicit.max_poll_interval_ms == 6000  # never below the session timeout (librdkafka requires it)
+
+
+def test_a_store_file_from_before_whole_payloads_still_reads(tmp_path: Path) -> None:
+    """Old DuckDB files have no `payload_encoding` column: a writer adds it, a read-only reader copes."""
+    import duckdb
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("""CREATE TABLE dead_letters (dl_id VARCHAR PRIMARY KEY, stage VARCHAR, code VARCHAR, reason VARCHAR,
+        payload VARCHAR, payload_bytes BIGINT, attempts INTEGER, topic VARCHAR, "partition" INTEGER, "offset" BIGINT,
+        post_id VARCHAR, ticker VARCHAR, created_at TIMESTAMP)""")
+    con.execute("INSERT INTO dead_letters VALUES ('a', 'parse', 'bad_json', 'r', '{', 1, 1, 't', 0, 3, NULL, NULL,"
+                " TIMESTAMP '2024-05-01 12:00:00')")
+    con.close()
+    (old,) = DuckDBStore(db, read_only=True).dead_letters()
+    assert old.raw_payload() == b"{" and old.payload_encoding == "utf-8"
+    writer = DuckDBStore(db)  # opening to write migrates the table
+    writer.dead_letter([DeadLetter.build(b"\xff", stage="parse", code="not_utf8", reason="r", topic="t", offset=4,
+                                         partition=0)])
+    assert sorted(d.raw_payload() for d in writer.dead_letters()) == [b"{", b"\xff"]
+    writer.close()

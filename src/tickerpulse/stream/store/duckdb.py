@@ -302,14 +302,16 @@ class DuckDBStore:
     def dead_letters(self, limit: int = 20) -> list[DeadLetter]:
         if self._empty():
             return []
-        cols = ", ".join(f'"{c}"' for c in _DL_COLS)
         with self._conn() as con:
-            rows = con.execute(f"SELECT {cols} FROM dead_letters ORDER BY created_at DESC LIMIT ?", (int(limit),)).fetchall()
+            # SELECT *: a file written before `payload_encoding` existed, opened read-only, lacks the column
+            cur = con.execute("SELECT * FROM dead_letters ORDER BY created_at DESC LIMIT ?", (int(limit),))
+            names = [c[0] for c in cur.description]
+            rows = cur.fetchall()
         out = []
         for r in rows:
-            d = dict(zip(_DL_COLS, r))
+            d = {k: v for k, v in zip(names, r) if k in _DL_COLS}
             d["created_at"] = _aware(d["created_at"])
-            d["payload_encoding"] = d["payload_encoding"] or "utf-8"
+            d["payload_encoding"] = d.get("payload_encoding") or "utf-8"
             out.append(DeadLetter.model_validate(d))
         return out
 
