@@ -109,3 +109,19 @@ def test_hf_dataset_trains_on_the_torch_backend(tiny_model: Path, sentiment_data
     out = CliRunner().invoke(app, ["fuse", "--adapter-path", str(res.run_dir), "--save-path", str(tmp_path / "fused")])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "fused" / "model.safetensors").is_file() and "verified" in out.output
+
+
+def test_hf_dataset_and_muon_train_on_the_mlx_backend(tiny_model: Path, sentiment_data: Path, tmp_path: Path):
+    pytest.importorskip("mlx_lm", reason="the MLX backend needs pip install 'tickerpulse[mlx]'")
+    pytest.importorskip("datasets", reason="hf_dataset needs the datasets package")
+    files = {s: str(sentiment_data / f"{s}.jsonl") for s in ("train", "valid")}
+    cfg = resolve_config(None, {
+        "backend": "mlx", "model": str(tiny_model), "adapter_path": str(tmp_path / "run"),
+        "hf_dataset": [{"path": "json", "config": {"data_files": files}, "train_split": "train[:8]",
+                        "valid_split": "valid[:4]"}],
+        "num_layers": 2, "batch_size": 2, "iters": 2, "val_batches": 1, "max_seq_length": 320, "dtype": "float32",
+        "steps_per_eval": 2, "save_every": 2, "optimizer": "muon", "clear_cache_threshold": "1GB",
+        "lora_parameters": {"rank": 4}})
+    res = train(cfg)
+    assert res.summary["status"] == "finished" and res.summary["step"] == 2
+    assert res.summary["last_val_loss"] is not None and res.summary["last_val_loss"] > 0

@@ -256,7 +256,7 @@ class TrainConfig(StrictModel):
     data: str = Field("data/", description="Folder with train/valid/test.jsonl, or a hub dataset id.")
     hf_dataset: list[HfDataset] | None = Field(
         None, description="Hugging Face datasets to train on instead of `data`: one mapping or a list of them "
-        "(mlx-lm's; concatenated). torch backend.")
+        "(mlx-lm's; concatenated).")
     fine_tune_type: Literal["lora", "dora", "full", "qlora"] = "lora"
     optimizer: OptimizerName = Field("adam", description="adam, adamw, muon, sgd or adafactor (mlx.optimizers).")
     optimizer_config: OptimizerConfig = Field(default_factory=OptimizerConfig,

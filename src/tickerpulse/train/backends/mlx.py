@@ -12,7 +12,7 @@ assistant turn / the completion only), rendered with the model's own chat templa
 `iterate_batches` (length-sorted, padded, no packing).
 
 Limitations (errors, not silent fallbacks): fine_tune_type lora only (DoRA / full / QLoRA: use the torch
-backend), no exact `resume` (start from weights with `resume_adapter_file`), no `hf_dataset`, no
+backend), no exact `resume` (start from weights with `resume_adapter_file`), no
 `token_weights` or `train_through` rows, no `length_group_batches` (mlx-lm's batches are length-sorted already); `grad_checkpoint`
 is ignored. `time_budget` works as on torch.
 """
@@ -73,8 +73,6 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.resume:
         raise ConfigError("backend mlx: exact resume is not supported; start from the weights with "
                           "resume_adapter_file: RUN/adapters.safetensors and a new adapter_path")
-    if cfg.hf_dataset is not None:
-        raise ConfigError("backend mlx: hf_dataset is not supported: convert the data to a train/valid/test folder")
 
 
 def _optimizer(cfg: TrainConfig, optim: Any) -> Any:
@@ -136,9 +134,15 @@ def _dataset(rows: list[dict[str, Any]], tokenizer: Any, mask_prompt: bool, max_
     return _Encoded([(t, off) for t, off in items if off < min(len(t), max_seq_length)], len(rows))
 
 
-def _load_split(data: str, split: str, required: bool) -> list[dict[str, Any]] | None:
+def _load_split(cfg: TrainConfig, split: str, required: bool) -> list[dict[str, Any]] | None:
+    """Rows of one split from `data`, or from mlx-lm's `hf_dataset` (`datasets.load_dataset`)."""
     try:
-        rows, _ = load_split(data, split)
+        if cfg.hf_dataset is not None:
+            from tickerpulse.data.hub import load_hf_dataset
+
+            rows, _ = load_hf_dataset([s.model_dump() for s in cfg.hf_dataset], split)
+        else:
+            rows, _ = load_split(cfg.data, split)
     except FileNotFoundError:
         if required:
             raise
@@ -185,8 +189,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
 
     run = RunFolder(cfg.adapter_path)
     run.prepare(resume=False)
-    rows = {"train": _load_split(cfg.data, "train", cfg.train), "valid": _load_split(cfg.data, "valid", False),
-            "test": _load_split(cfg.data, "test", cfg.test)}
+    rows = {"train": _load_split(cfg, "train", cfg.train), "valid": _load_split(cfg, "valid", False),
+            "test": _load_split(cfg, "test", cfg.test)}
     for split, split_rows in rows.items():
         n = next((i for i, r in enumerate(split_rows or [], 1) if "train_through" in r), None)
         if n is not None:
