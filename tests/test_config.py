@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tickerpulse.config import ConfigError, load_yaml, parse_set_flags
 from tickerpulse.train.config import TrainConfig, load_train_config
@@ -223,3 +226,50 @@ def test_set_flags() -> None:
 def test_defaults_roundtrip() -> None:
     cfg = TrainConfig()
     assert TrainConfig.model_validate(cfg.model_dump()) == cfg
+
+
+# --- hostile configs: any value under the mlx-lm keys is a ConfigError or a config whose schedule evaluates ----
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                    st.text(max_size=8))
+_json = st.recursive(_scalar, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c,
+                                                                                            max_size=4)), max_leaves=12)
+_sched_name = st.sampled_from(["cosine_decay", "linear_schedule", "exponential_decay", "step_decay",
+                               "join_schedules", "constant", "cosine", "linear", "nope"])
+_number = st.one_of(st.integers(-5, 10**4), st.floats(-1e3, 1e300), st.floats(allow_nan=True, allow_infinity=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    optimizer=st.one_of(st.sampled_from(["adam", "adamw", "sgd", "adafactor", "muon"]), _scalar),
+    optimizer_config=st.one_of(_json, st.dictionaries(st.sampled_from(["adam", "adamw", "sgd", "adafactor", "muon"]),
+                                                      st.dictionaries(st.sampled_from(
+                                                          ["betas", "eps", "weight_decay", "momentum", "nesterov",
+                                                           "bias_correction", "relative_step", "ns_steps"]),
+                                                          _json, max_size=3), max_size=2)),
+    lr_schedule=st.one_of(_json, st.fixed_dictionaries({"name": _sched_name, "arguments": st.one_of(
+        st.lists(_number, max_size=4), st.lists(st.one_of(_number, _json), max_size=4)),
+        "warmup": st.integers(-2, 50), "warmup_init": _number})),
+    extra=st.dictionaries(st.sampled_from(["clear_cache_threshold", "report_to", "hf_dataset", "weight_decay",
+                                           "trust_remote_code"]), _json, max_size=3),
+)
+def test_hostile_mlx_lm_values_are_config_errors_never_crashes(optimizer, optimizer_config, lr_schedule, extra):
+    from tickerpulse.config import build
+    from tickerpulse.train.schedule import build_schedule
+
+    data = {"optimizer": optimizer, "optimizer_config": optimizer_config, "lr_schedule": lr_schedule, **extra}
+    try:
+        cfg = build(TrainConfig, data, source="hostile.yaml")
+    except ConfigError as exc:
+        assert "hostile.yaml" in str(exc)
+        return
+    try:
+        lr = build_schedule(cfg, 100)
+    except ConfigError:
+        return
+    for k in (0, 1, 7, 50, 99, 99.5):
+        try:
+            value = lr(k)
+        except ConfigError as exc:
+            assert "lr_schedule" in str(exc)
+            return
+        assert isinstance(value, float) and math.isfinite(value)

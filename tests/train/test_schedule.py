@@ -131,3 +131,16 @@ def test_time_budget_moves_the_schedule_by_whichever_is_further_along():
     lr = build_schedule(cfg(learning_rate=1e-3, lr_schedule={"name": "cosine"}, warmup_steps=10), 110)
     # 60% of the time spent = position 66 = 55 of the 100 cosine steps; fractional positions are valid inputs
     assert lr(schedule_position(11, 60.0, 110, 100.0)) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 0.55)))
+
+
+def test_a_schedule_that_overflows_is_a_config_error_at_that_step():
+    lr = build_schedule(cfg(lr_schedule={"name": "exponential_decay", "arguments": [1e-3, 1e300]}), 100)
+    assert lr(0) == 1e-3
+    with pytest.raises(ConfigError, match="learning rate at step 2 is inf"):
+        lr(2)
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="decay_rate must be > 0"):
+        cfg(lr_schedule={"name": "step_decay", "arguments": [1e-3, -0.5, 2]})
+    with pytest.raises(ValidationError, match="finite numbers"):
+        cfg(lr_schedule={"name": "cosine_decay", "arguments": [float("nan"), 10]})

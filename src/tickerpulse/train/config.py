@@ -10,6 +10,7 @@ split. Deliberate differences are listed in `MLX_LM_DIFFERENCES`; the run header
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -152,7 +153,7 @@ class LrSchedule(StrictModel):
 
     name: ScheduleName = "cosine_decay"
     warmup: int = Field(0, ge=0)
-    warmup_init: float = 0.0
+    warmup_init: float = Field(0.0, allow_inf_nan=False)
     arguments: list[Any] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -194,14 +195,17 @@ def check_schedule(name: str, args: list[Any], where: str) -> None:
         return
     if len(args) > len(required) + len(optional) or not all(_is_number(a) for a in args):
         names = ", ".join([*required, *(f"{o}?" for o in optional)])
-        raise ValueError(f"{where}: {name} takes numbers [{names}], got {args}")
+        raise ValueError(f"{where}: {name} takes finite numbers [{names}], got {args}")
     fillable = name in ("cosine_decay", "linear_schedule")  # ours: missing arguments come from the run
     if not fillable and len(args) < len(required):
         raise ValueError(f"{where}: {name} needs arguments [{', '.join(required)}], got {args}")
+    if name in ("exponential_decay", "step_decay") and args[1] <= 0:
+        raise ValueError(f"{where}: {name} decay_rate must be > 0 (a negative rate flips the learning rate's sign), "
+                         f"got {args[1]}")
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def parse_size(value: int | float | str) -> int:

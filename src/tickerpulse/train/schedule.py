@@ -124,6 +124,21 @@ def build_schedule(cfg: TrainConfig, total_steps: int) -> Schedule:
         warmup_init = sched.warmup_init
         name = {"cosine": "cosine_decay", "linear": "linear_schedule"}.get(sched.name, sched.name)
         main, init = _named(name, list(sched.arguments), cfg, max(1, total_steps - warmup))
-    if warmup:
-        return join(linear_schedule(warmup_init, init, warmup), main, warmup + 1)
-    return main
+    full = join(linear_schedule(warmup_init, init, warmup), main, warmup + 1) if warmup else main
+    return _finite(full)
+
+
+def _finite(sched: Schedule) -> Schedule:
+    """A schedule that overflows (exponential growth, a huge step_decay rate) is a config error at the step
+    where it happens, not an OverflowError or a silent inf/nan learning rate."""
+
+    def lr(k: float) -> float:
+        try:
+            value = float(sched(k))
+        except (OverflowError, ZeroDivisionError, TypeError):  # TypeError: a complex power
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"lr_schedule: the learning rate at step {k:g} is {value} (check its arguments)")
+        return value
+
+    return lr
