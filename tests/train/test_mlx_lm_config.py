@@ -125,3 +125,16 @@ def test_hf_dataset_and_muon_train_on_the_mlx_backend(tiny_model: Path, sentimen
     res = train(cfg)
     assert res.summary["status"] == "finished" and res.summary["step"] == 2
     assert res.summary["last_val_loss"] is not None and res.summary["last_val_loss"] > 0
+
+
+def test_report_to_swanlab_names_the_extra_when_missing(tmp_path: Path):
+    import importlib.util
+
+    from tickerpulse._optional import MissingDependency
+    from tickerpulse.train.report import build_trackers, tracker_names
+
+    assert tracker_names("wandb,swanlab", None) == ["wandb", "swanlab"]  # mlx-lm's example value
+    if importlib.util.find_spec("swanlab") is not None:
+        pytest.skip("swanlab is installed here: the missing-package path cannot be shown")
+    with pytest.raises(MissingDependency, match=r"report_to: swanlab .*pip install 'tickerpulse\[track\]'"):
+        build_trackers(["swanlab"], project="p", run_dir=tmp_path, config={})
