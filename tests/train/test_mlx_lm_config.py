@@ -138,3 +138,16 @@ def test_report_to_swanlab_names_the_extra_when_missing(tmp_path: Path):
         pytest.skip("swanlab is installed here: the missing-package path cannot be shown")
     with pytest.raises(MissingDependency, match=r"report_to: swanlab .*pip install 'tickerpulse\[track\]'"):
         build_trackers(["swanlab"], project="p", run_dir=tmp_path, config={})
+
+
+def test_train_flags_for_mlx_lm_keys_reach_the_config(tmp_path: Path):
+    """--optimizer / --clear-cache-threshold / --project-name / --[no-]trust-remote-code / --[no-]train are
+    mlx-lm's flags; a bad value is one line naming the key, before any model loads."""
+    proc = tickerpulse("train", "--optimizer", "lion", "--iters", "1", cwd=tmp_path)
+    assert proc.returncode == 2 and "optimizer" in proc.stderr and "Traceback" not in proc.stderr
+    proc = tickerpulse("train", "--clear-cache-threshold", "lots", "--iters", "1", cwd=tmp_path)
+    assert proc.returncode == 2 and "clear_cache_threshold" in proc.stderr and "Traceback" not in proc.stderr
+    cfg = resolve_config(None, {"optimizer": "sgd", "clear_cache_threshold": "2GB", "project_name": "p",
+                                "trust_remote_code": True, "train": False})
+    assert (cfg.optimizer, cfg.clear_cache_threshold, cfg.project_name, cfg.trust_remote_code, cfg.train) == (
+        "sgd", 2 * 10**9, "p", True, False)
