@@ -270,6 +270,47 @@ def test_replay_skips_generated_bad_rows_and_produces_the_good_ones(case: tuple[
         bus.close()
 
 
+CSV_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=80)
+BAD_CSV_TIMES = st.sampled_from(["1e19", "-1e19", "inf", "nan", "0001-01-01T00:00:00+05:00", "2024-13-01", "yesterday",
+                                 "9" * 5000, "   "])
+
+
+@st.composite
+def csv_files(draw: st.DrawFn) -> tuple[bytes, set[str], int]:
+    """CSV bytes (quotes, commas, newlines inside cells; raw \xff bytes) with good rows and rows whose
+    timestamp or size is bad; returns (file, good ids, bad rows)."""
+    import io
+
+    rows: list[tuple[str, str, str, bool]] = []
+    for i in range(draw(st.integers(1, 8))):
+        rows.append((f"c{i}", "$AAPL " + draw(CSV_TEXT), draw(GOOD_TIME.map(str)), True))
+    for i in range(draw(st.integers(1, 6))):
+        big = draw(st.booleans())
+        rows.append((f"x{i}", "z" * (csv.field_size_limit() + 1) if big else "$GME x", "1" if big else draw(BAD_CSV_TIMES),
+                     False))
+    order = draw(st.permutations(range(len(rows))))
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(["id", "text", "created_at"])
+    for k in order:
+        writer.writerow(rows[k][:3])
+    data = buf.getvalue().encode("utf-8")
+    if draw(st.booleans()):  # a raw non-UTF-8 byte right after a cashtag: U+FFFD, the row is kept
+        data = data.replace(b"$AAPL ", b"$AAPL \xff", 1)
+    return data, {r[0] for r in rows if r[3]}, sum(not r[3] for r in rows)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(csv_files())
+def test_replay_csv_skips_generated_bad_rows(case: tuple[bytes, set[str], int]) -> None:
+    data, good_ids, n_bad = case
+    with tempfile.TemporaryDirectory(prefix="tp-csv-") as tmp:
+        f = Path(tmp) / "posts.csv"
+        f.write_bytes(data)
+        src = ReplaySource(f, speed=0)
+        assert {p.id for p in src.iter_posts()} == good_ids and src.skipped == n_bad
+
+
 def test_replay_csv_with_bad_bytes_huge_fields_and_bad_timestamps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     f = tmp_path / "posts.csv"
     big = "z" * (csv.field_size_limit() + 10)
