@@ -108,3 +108,177 @@ def test_hostile_chat_in_json_mode_still_returns_json(server) -> None:
                                                      "response_format": {"type": "json_object"}, "temperature": 0})
             assert r.status_code == 200
             assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"]), dict)
+
+
+# ------------------------------------------------------------------------------- property-based: every route
+# Generated hostile bodies at every route of a real server (4-token default chat answers; a 30 s deadline that
+# only a stall would reach):
+# never a 5xx, errors in OpenAI's shape, 200s in the route's shape, sentiment answers schema-valid.
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.serve.servers import serving  # noqa: E402
+
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+TEXT = st.one_of(st.text(max_size=40), st.text(st.one_of(st.characters(), SURROGATES), max_size=20),
+                 st.sampled_from(["", "\x00", "\ud800", "A" * 20_000, "$AAPL " * 500, "💸" * 300, "<|im_end|>"]))
+# what reaches the model stays short: a 3-prompt x 2-choice request of 1,000-token prompts is a minute here
+SHORT = st.one_of(st.text(max_size=40), st.text(st.one_of(st.characters(), SURROGATES), max_size=20),
+                  st.sampled_from(["", "\x00", "\ud800", "<|im_end|>", "💸" * 30, "$AAPL " * 30, "\u202e" * 10]))
+NUMBER = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                   st.sampled_from([0, -1, 1e-320, 5e-324, 1e308, 2**63, 2**64, -(2**63) - 1]))
+JSON = st.recursive(st.one_of(st.none(), st.booleans(), NUMBER, TEXT),
+                    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(TEXT, kids, max_size=4)),
+                    max_leaves=12)
+SMALL_TOKENS = st.one_of(st.integers(1, 4), st.sampled_from([0, -1, 10**9, 131_073, 2**64, 1.5, "4", None, True]))
+SAMPLING = {
+    "temperature": st.one_of(st.floats(0, 2), NUMBER, TEXT), "top_p": st.one_of(st.floats(0, 1), NUMBER),
+    "seed": st.one_of(st.integers(-5, 2**64), NUMBER), "n": st.one_of(st.integers(-1, 10), NUMBER),
+    "stop": st.one_of(TEXT, st.lists(TEXT, max_size=6), NUMBER), "stream": st.one_of(st.booleans(), JSON),
+    "model": st.one_of(st.sampled_from(["smollm2-135m", "tiny", "default", ""]), TEXT),
+    "logprobs": JSON, "presence_penalty": NUMBER, "user": JSON, "metadata": JSON, "stream_options": JSON,
+}
+SCHEMAS = st.one_of(
+    JSON,
+    st.sampled_from([
+        {"type": "string", "pattern": "z$"}, {"type": "string", "pattern": "(a+)+$", "maxLength": 8},
+        {"type": "string", "format": "email"}, {"enum": ["\ud800", 1, None]}, {"type": "integer", "minimum": 1e308},
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {"$ref": "#/$defs/x"}}},
+        {"type": "array", "items": {"type": "array", "items": {"type": "array"}}, "minItems": 10**6},
+        {"type": "string", "minLength": 10**6}, {"anyOf": [{"type": "object"}, {"type": "object"}]},
+        {"type": "object", "properties": {"x" * 500: {"type": "number", "multipleOf": 1e-320}}},
+    ]),
+)
+RESPONSE_FORMAT = st.one_of(
+    JSON, st.fixed_dictionaries({"type": st.sampled_from(["text", "json_object", "json_schema", "xml"])}),
+    st.fixed_dictionaries({"type": st.just("json_schema"),
+                           "json_schema": st.fixed_dictionaries({"name": TEXT, "schema": SCHEMAS})}),
+)
+MESSAGE = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", ""]),
+                           "content": st.one_of(SHORT, st.just("A" * 20_000), st.none(), st.lists(st.one_of(
+                               st.fixed_dictionaries({"type": st.just("text"), "text": SHORT}), JSON), max_size=3))}),
+    JSON,
+)
+
+
+def _mutated(base: dict, fields: dict) -> st.SearchStrategy:
+    """`base` with some fields replaced or added from `fields` (each a strategy) and maybe a stray key."""
+    return st.builds(lambda over, junk: {**base, **over, **junk},
+                     st.fixed_dictionaries({}, optional=fields),
+                     st.dictionaries(TEXT, JSON, max_size=1))
+
+
+CHAT = _mutated({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+                {**SAMPLING, "messages": st.one_of(st.lists(MESSAGE, max_size=4), JSON), "max_tokens": SMALL_TOKENS,
+                 "max_completion_tokens": SMALL_TOKENS, "response_format": RESPONSE_FORMAT, "tools": JSON})
+COMPLETION = _mutated({"prompt": "The market", "max_tokens": 2},
+                      {**SAMPLING, "prompt": st.one_of(SHORT, st.just("A" * 20_000), st.lists(SHORT, max_size=9), JSON),
+                       "max_tokens": SMALL_TOKENS, "echo": JSON, "best_of": JSON, "suffix": JSON,
+                       "response_format": RESPONSE_FORMAT})
+SENTIMENT = _mutated({"texts": ["$AAPL beats"]}, {
+    "texts": st.one_of(st.lists(TEXT, max_size=4), JSON), "text": st.one_of(TEXT, JSON),
+    "items": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({"text": TEXT}, optional={"ticker": st.one_of(TEXT, st.none())}),
+                                          JSON), max_size=4), JSON),
+    "ticker": st.one_of(TEXT, st.none(), JSON), "mode": st.one_of(st.sampled_from(["fast", "reasoning"]), JSON),
+    "max_tokens": SMALL_TOKENS, "model": SAMPLING["model"]})
+# Well-formed requests carrying hostile content: these reach the model, so answers are checked too.
+FORMATS = st.sampled_from([{"type": "text"}, {"type": "json_object"}, {"type": "json_schema", "json_schema": {
+    "name": "p", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}}])
+PLAUSIBLE = {"temperature": st.floats(0, 2), "top_p": st.floats(0.01, 1), "seed": st.integers(0, 2**40),
+             "max_tokens": st.integers(1, 8), "stop": st.lists(SHORT, max_size=4), "n": st.integers(1, 2),
+             "stream": st.booleans(), "response_format": FORMATS}
+CHAT_OK = st.fixed_dictionaries(
+    {"messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user"]), "content": SHORT}),
+                          min_size=1, max_size=2).map(lambda m: [*m, {"role": "user", "content": "Answer."}])},
+    optional=PLAUSIBLE)
+COMPLETION_OK = st.fixed_dictionaries({"prompt": st.one_of(SHORT, st.lists(SHORT, min_size=1, max_size=3))},
+                                      optional=PLAUSIBLE)
+SENTIMENT_OK = st.one_of(
+    st.fixed_dictionaries({"texts": st.lists(TEXT, min_size=1, max_size=4)},
+                          optional={"ticker": st.one_of(TEXT, st.none()), "model": st.sampled_from(["tiny", "smollm2-135m"])}),
+    st.fixed_dictionaries({"items": st.lists(st.fixed_dictionaries({"text": TEXT}, optional={"ticker": st.one_of(
+        st.sampled_from(["AAPL", "$msft", "BRK.B"]), st.none(), TEXT)}), min_size=1, max_size=4)},
+        optional={"mode": st.sampled_from(["fast", "reasoning"]), "max_tokens": st.integers(1, 4)}))
+RAW = st.one_of(st.binary(max_size=300), st.sampled_from([
+    b"[" * 100_000, b'{"a":' * 50_000, b"\xff\xfe" * 1000, b'{"prompt": "\xed\xa0\x80"}', b"NaN", b"{}" * 10_000,
+    b'{"messages": [' + b'{"role": "user", "content": "x"},' * 20_000 + b"]}",
+]))
+
+
+def _body(kind: str, value) -> bytes:
+    return value if kind == "raw" else json.dumps(value, allow_nan=True).encode()
+
+
+def _assert_sound(route: str, r, schema: dict) -> None:
+    event(f"{route} {r.status_code}")  # --hypothesis-show-statistics: how many got through to the model
+    assert r.status_code < 500, f"{route}: {r.status_code} {r.text[:300]}"
+    if route == "/metrics" and r.status_code == 200:
+        assert "tickerpulse_requests_total" in r.text
+        return
+    if r.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in r.text.splitlines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                sent = json.loads(line[6:])
+                assert "error" not in sent or sent["error"]["type"] != "server_error", line
+        return
+    data = r.json()
+    if r.status_code >= 400:
+        assert set(data) == {"error"} and set(data["error"]) == {"message", "type", "param", "code"}, data
+        assert isinstance(data["error"]["message"], str) and data["error"]["message"]
+        return
+    if route == "/v1/sentiment":
+        assert len(data["results"]) == len(data["text_index"])
+        for ans in data["results"]:
+            jsonschema.validate(ans, schema)
+    elif route == "/v1/chat/completions":
+        assert all(isinstance(c["message"]["content"], str) for c in data["choices"])
+    elif route == "/v1/completions":
+        assert all(isinstance(c["text"], str) for c in data["choices"])
+
+
+@pytest.fixture(scope="module")
+def hostile(engine):
+    with serving(engine, timeout=30.0, default_max_tokens=4, max_queue=64, max_body_bytes=1_000_000) as s:
+        with s.client() as c:
+            s.schema = c.get("/v1/sentiment/schema").json()  # type: ignore[attr-defined]
+        yield s
+
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@PROPERTY
+@given(st.one_of(st.tuples(st.just("/v1/chat/completions"), st.just("json"), CHAT),
+                 st.tuples(st.just("/v1/chat/completions"), st.just("json"), CHAT_OK),
+                 st.tuples(st.just("/v1/completions"), st.just("json"), COMPLETION_OK),
+                 st.tuples(st.just("/v1/sentiment"), st.just("json"), SENTIMENT_OK),
+                 st.tuples(st.just("/v1/completions"), st.just("json"), COMPLETION),
+                 st.tuples(st.just("/v1/sentiment"), st.just("json"), SENTIMENT),
+                 st.tuples(st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/sentiment"]),
+                           st.just("json"), JSON),
+                 st.tuples(st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/sentiment"]),
+                           st.just("raw"), RAW)))
+def test_generated_hostile_posts_never_5xx(hostile, case) -> None:
+    route, kind, value = case
+    with hostile.client(timeout=60) as c:
+        r = c.post(route, content=_body(kind, value), headers={"content-type": "application/json"})
+    _assert_sound(route, r, hostile.schema)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+       st.sampled_from(["/health", "/metrics", "/v1/models", "/v1/models/", "/v1/sentiment/schema", "/v1/sentiment"]),
+       st.one_of(st.just(""), TEXT), st.dictionaries(TEXT, TEXT, max_size=3), st.binary(max_size=64))
+def test_generated_hostile_calls_of_every_route_never_5xx(hostile, method, route, tail, params, content) -> None:
+    from urllib.parse import quote
+
+    path = route + quote(tail.encode("utf-8", "surrogatepass"), safe="") if route.endswith("/") else route
+    query = {quote(k.encode("utf-8", "surrogatepass")): quote(v.encode("utf-8", "surrogatepass")) for k, v in params.items()}
+    with hostile.client(timeout=60) as c:
+        r = c.request(method, path, params=query, content=content)
+    _assert_sound(route, r, hostile.schema)
+    if (method, route) == ("GET", "/health"):
+        assert r.status_code == 200 and r.json()["status"] == "ok"

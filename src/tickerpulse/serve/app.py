@@ -7,9 +7,9 @@ Errors use the OpenAI error body `{"error": {"message", "type", "param", "code"}
 unsupported option/schema, 401 API key, 404 unknown model, 413 body too large, 429 queue full, 503 shutting
 down, 504 timeout. A 500 means a fault of the server, never of the input, and fails only its own request.
 
-Shutdown: on SIGTERM uvicorn lets requests finish for `SHUTDOWN_GRACE` seconds, then cancels them (which
-cancels their model work); the model thread is a daemon, so even work that cannot be interrupted does not keep
-the process alive.
+Shutdown: on SIGTERM the batcher stops first (queued and running work is cancelled, waiting requests get a
+503 at once), then uvicorn gives connections `SHUTDOWN_GRACE` seconds and cancels what is left; the model
+thread is a daemon, so even work that cannot be interrupted does not keep the process alive.
 """
 
 from __future__ import annotations
@@ -213,8 +213,15 @@ def run(config: ServeConfig, engine: Any = None) -> None:
     import uvicorn
 
     app = create_app(config, engine=engine)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE)
+    batcher = app.state.batcher
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await batcher.stop()  # answer waiting requests (503) before uvicorn waits for their connections
+            await super().shutdown(sockets)
+
+    _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info", access_log=False,
+                           timeout_graceful_shutdown=SHUTDOWN_GRACE)).run()
     if any(t.name == "tp-model" and t.is_alive() for t in threading.enumerate()):
         log.warning("exiting with model work still running (it could not be interrupted)")
         logging.shutdown()

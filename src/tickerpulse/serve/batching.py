@@ -113,6 +113,11 @@ class _ModelThread:
         return not self._thread.is_alive()
 
 
+def _retrieved(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Batcher:
     """Queue + worker in front of a SentimentEngine (whose Runtime also serves the OpenAI routes).
 
@@ -136,6 +141,7 @@ class Batcher:
         self._model: _ModelThread | None = None
         self._items = 0  # work items in the queue
         self._running: list[Job] = []
+        self._stopped = False
         self.busy = False
 
     async def start(self) -> None:
@@ -145,13 +151,16 @@ class Batcher:
 
     async def stop(self, wait: float = 2.0) -> bool:
         """Cancel queued and running work and stop the model thread; True if it stopped within `wait` s."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        pending = list(self._running)  # before the worker's cancellation clears it
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        pending = list(self._running)
         while self._queue is not None and not self._queue.empty():
             pending.append(self._queue.get_nowait())
         for job in pending:
@@ -175,6 +184,8 @@ class Batcher:
                 reset: Callable[[], None] | None = None) -> Job:
         """Queue a job now (raises QueueFull / TooMuchWork); await `wait(job)` for its result."""
         assert self._queue is not None, "Batcher.start() was not awaited"
+        if self._stopped:
+            raise ShuttingDown("server shutting down")
         job = Job(key, payload, time.monotonic() + (timeout or self.timeout), reset=reset)
         if job.rows > self.max_queue_items:
             raise TooMuchWork(f"this request holds {job.rows} work items; this server takes at most "
@@ -184,6 +195,7 @@ class Batcher:
             raise QueueFull(f"server busy: {self._queue.qsize()} requests / {self._items} work items queued (limits "
                             f"{self.max_queue} / {self.max_queue_items}); retry later")
         job.future = asyncio.get_running_loop().create_future()
+        job.future.add_done_callback(_retrieved)  # a result set after a 504 is nobody's: no asyncio warning
         self._queue.put_nowait(job)
         self._items += job.rows
         self.metrics.queue_depth = self._queue.qsize()
@@ -254,12 +266,12 @@ class Batcher:
             for key, jobs in groups.items():
                 await self._run(key, jobs, isolate=len(jobs) > 1)
 
-    async def _run(self, key: tuple, jobs: list[Job], isolate: bool) -> None:
+    async def _run(self, key: tuple, jobs: list[Job], isolate: bool, rerun: bool = False) -> None:
         """Run one group on the model thread and settle its futures; on failure rerun the jobs one by one."""
         assert self._model is not None
         self.busy, self._running = True, jobs
         try:
-            results = await asyncio.wrap_future(self._model.submit(self._run_group, key, jobs))
+            results = await asyncio.wrap_future(self._model.submit(self._run_group, key, jobs, rerun))
         except Interrupted:  # every job of the group had expired or was cancelled
             for job in jobs:
                 if not job.future.done():
@@ -273,9 +285,7 @@ class Batcher:
                     if job.streamed or job.expired():
                         self._fail(job, exc)
                         continue
-                    if job.reset is not None:
-                        job.reset()
-                    await self._run(key, [job], isolate=False)
+                    await self._run(key, [job], isolate=False, rerun=True)
                 return
             for job in jobs:
                 self._fail(job, exc)
@@ -296,9 +306,13 @@ class Batcher:
             log.error("model call failed: %s: %s", type(exc).__name__, exc)
             job.future.set_exception(exc)
 
-    def _run_group(self, key: tuple, jobs: Sequence[Job]) -> list[Any]:
+    def _run_group(self, key: tuple, jobs: Sequence[Job], rerun: bool = False) -> list[Any]:
         """Runs on the model thread: one batch for all jobs of a group; returns one result per job."""
         rt = self.engine.rt
+        if rerun:  # rebuilding constraints compiles grammars: model-thread work, not event-loop work
+            for job in jobs:
+                if job.reset is not None:
+                    job.reset()
         with rt.stop_when(lambda: all(job.expired() for job in jobs)):
             return self._run_group_body(key, jobs)
 

@@ -94,7 +94,7 @@ def add_routes(app: Any, ctx: Any) -> None:
         name, adapter = ctx.adapter(req.model)
         try:
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
-            ids = encode_prompt(rt.tok, messages)
+            ids = await asyncio.to_thread(encode_prompt, rt.tok, messages)  # a 2 MB prompt must not stall /health
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         except Exception as exc:  # the chat template refused the conversation (e.g. role order)
@@ -114,7 +114,8 @@ def add_routes(app: Any, ctx: Any) -> None:
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Any:
         name, adapter = ctx.adapter(req.model)
-        prompts = [list(rt.tok(p, add_special_tokens=True)["input_ids"]) for p in req.prompts()]
+        prompts = await asyncio.to_thread(lambda: [list(rt.tok(p, add_special_tokens=True)["input_ids"])
+                                                   for p in req.prompts()])
         if any(not p for p in prompts):
             raise BadRequest("prompt: empty prompts are not supported")
         reqs = await asyncio.to_thread(_gen_requests, ctx, prompts, req, req.max_tokens)
