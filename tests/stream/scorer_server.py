@@ -7,6 +7,8 @@ test-only routes):
 - `{"faults": [[status, count, retry_after], ...]}` queues answers for the next `/v1/*` requests
   (429 with a `Retry-After` header when retry_after is not null, 500/503, ...); a request that arrives
   before the last 429's Retry-After has passed is counted in `early_after_429`;
+- `{"sentiment_down": 503}` answers every `/v1/sentiment` with that status until `{"sentiment_down": null}`
+  (`/v1/models` keeps answering: an outage of the scoring path only);
 - item faults that must be dead-lettered: a request with a text containing `POISON400` is answered 400;
   `BADANSWER` gets an answer outside the schema (score 7).
 
@@ -52,10 +54,11 @@ class ScorerServer:
             assert time.monotonic() < deadline, "scorer server did not come up"
             time.sleep(0.05)
 
-    def control(self, *faults: tuple[int, int, float | None]) -> None:
+    def control(self, *faults: tuple[int, int, float | None], **switches: Any) -> None:
         import httpx
 
-        httpx.post(f"{self.url}/control", json={"faults": [list(f) for f in faults]}, timeout=5).raise_for_status()
+        body = {"faults": [list(f) for f in faults], **switches}
+        httpx.post(f"{self.url}/control", json=body, timeout=5).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
         import httpx
@@ -84,6 +87,7 @@ def main() -> None:
     stats: dict[str, Any] = {"requests": 0, "ok": 0, "items": 0, "unauthorized": 0, "faults_sent": {},
                              "early_after_429": 0, "pending_faults": 0}
     not_before = [0.0]  # when the last 429's Retry-After ends
+    down: list[int | None] = [None]  # a status every /v1/sentiment gets until switched off (an outage)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *a: Any) -> None:
@@ -143,12 +147,19 @@ def main() -> None:
                     for status, count, retry_after in body.get("faults", []):
                         faults.extend([(int(status), retry_after)] * int(count))
                     stats["pending_faults"] = len(faults)
+                    if "sentiment_down" in body:
+                        down[0] = body["sentiment_down"]
                 self._send(200, {"pending": len(faults)})
                 return
             if self.path != "/v1/sentiment":
                 self._send(404, {"error": {"message": "not found"}})
                 return
             if not self._gate():
+                return
+            if down[0]:
+                with lock:
+                    stats["faults_sent"][str(down[0])] = stats["faults_sent"].get(str(down[0]), 0) + 1
+                self._send(int(down[0]), {"error": {"message": "injected outage", "code": "injected"}})
                 return
             items = body.get("items") or []
             if any("POISON400" in (it.get("text") or "") for it in items):

@@ -399,3 +399,15 @@ def test_401_stops_with_nothing_committed_then_the_right_key_stores_everything(t
     finally:
         server.stop()
     assert figures["lost"] == 0
+
+
+def test_spark_job_error_names_the_workers_exception() -> None:
+    from tickerpulse.stream.spark.job import _root_cause
+
+    desc = ("[FOREACH_BATCH_USER_FUNCTION_ERROR] Reason: An exception was raised by the Python Proxy. Return Message: "
+            "Traceback (most recent call last):\n  File \"pipeline.py\", line 143, in score_series\n    raise\n"
+            "tickerpulse.stream.scoring.ScorerUnavailable: /v1/sentiment answered 503: {\"error\": {}}\n\n"
+            "\n=== Streaming Query ===\nIdentifier: tickerpulse_processor [id = 1]\nThread State: RUNNABLE\n"
+            "\tat py4j.Protocol.getReturnValue(Protocol.java:476)\n\t... 34 more")
+    assert _root_cause(desc) == 'tickerpulse.stream.scoring.ScorerUnavailable: /v1/sentiment answered 503: {"error": {}}'
+    assert _root_cause("no traceback here") == ""

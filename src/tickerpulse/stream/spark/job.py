@@ -57,6 +57,8 @@ class SparkOptions(StrictModel):
     driver_memory: str = Field("1g", description="spark.driver.memory (local mode: the whole job).")
     log_level: str = Field("WARN", description="Spark's log level.")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, applied last.")
+    max_pause_s: float = Field(60.0, gt=0, description="Seconds a task pauses on an unavailable scorer before "
+                                                       "failing its micro-batch (retried from the checkpoint).")
 
 
 def spark_options(cfg: StreamConfig) -> SparkOptions:
@@ -232,6 +234,16 @@ def _graceful_stop(query: Any, wait_s: float = 20.0) -> None:
     query.stop()
 
 
+def _root_cause(msg: str) -> str:
+    """The last `pkg.Error: message` line of a Python traceback inside Spark's message (the worker's
+    exception, e.g. `tickerpulse.stream.scoring.ScorerUnavailable: ... 503`), which Spark buries under
+    its own frames."""
+    import re
+
+    found = [m.group(0) for m in re.finditer(r"(?m)^(?:(?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*|\w*(?:Error|Exception)): .+$", msg)]
+    return found[-1][:500] if found else ""
+
+
 def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_idle: float | None = None,
                   spark: Any = None) -> dict[str, Any]:
     """Registry hook of `--processor spark`: run the query until `stop` is set, until `until_idle` seconds
@@ -274,7 +286,12 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
             if until_idle is not None and not opts.available_now and _idle(query, tracker, until_idle):
                 _graceful_stop(query)
                 break
-            query.awaitTermination(0.5)
+            try:
+                query.awaitTermination(0.5)
+            except Exception:  # a failed query raises here; reported below as SparkJobError
+                if query.isActive:
+                    raise
+                break
             progress = query.lastProgress
             if progress and progress.get("batchId", -1) != last_batch:
                 last_batch = progress["batchId"]
@@ -288,7 +305,7 @@ def run_processor(cfg: StreamConfig, stop: threading.Event | None = None, until_
         exc = query.exception()
         if exc is not None:
             msg = str(getattr(exc, "desc", None) or exc)
-            raise SparkJobError(f"streaming query failed: {msg[:2000]}")
+            raise SparkJobError(f"streaming query failed: {_root_cause(msg)}\n{msg[:2000]}")
         store.heartbeat("processor", {**meta, "status": "stopped", **tracker.last, **tracker.totals})
     finally:
         if query.isActive:

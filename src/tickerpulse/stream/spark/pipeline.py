@@ -47,7 +47,7 @@ def _cfg(cfg: dict[str, Any]) -> StreamConfig:
 
 
 # A micro-batch whose scorer stays unavailable this long fails (Spark then retries it from the checkpoint)
-# instead of dead-lettering good posts; a refusal (401/403) fails it at once.
+# instead of dead-lettering good posts; a refusal (401/403) fails it at once. `processor_options.max_pause_s`.
 MAX_PAUSE_S = 60.0
 
 
@@ -126,7 +126,7 @@ def score_series(cfg: dict[str, Any], text: pd.Series, ticker: pd.Series) -> pd.
     """Body of the pandas UDF: judge the (text, ticker) pairs of one Arrow batch; rows without a ticker
     (marks, dead letters) get nulls. Calls go in groups of `score_batch * concurrency` items (so the http
     scorer keeps `concurrency` requests in flight), each with retries, backoff and per-item isolation.
-    A scorer fault (ScorerFatal, or ScorerUnavailable for more than MAX_PAUSE_S) raises: the micro-batch
+    A scorer fault (ScorerFatal, or ScorerUnavailable for more than max_pause_s) raises: the micro-batch
     fails and is retried from the checkpoint, so good posts are never dead-lettered for it."""
     from tickerpulse.stream.processor import score_with_retry
 
@@ -142,7 +142,8 @@ def score_series(cfg: dict[str, Any], text: pd.Series, ticker: pd.Series) -> pd.
             t0 = time.perf_counter()
             answers, failures, _ = score_with_retry(scorer, [(text.iat[i], ticker.iat[i]) for i in rows],
                                                     max_attempts=c.max_attempts, backoff_s=c.backoff_s,
-                                                    max_backoff_s=c.max_backoff_s, max_pause_s=MAX_PAUSE_S)
+                                                    max_backoff_s=c.max_backoff_s,
+                                                    max_pause_s=float(c.processor_options.get("max_pause_s", MAX_PAUSE_S)))
             ms = (time.perf_counter() - t0) * 1000
             failed = {j: (attempts, reason) for j, attempts, reason in failures}
             for j, (i, ans) in enumerate(zip(rows, answers)):
