@@ -28,6 +28,7 @@ import numpy as np
 
 MAX_NESTING = 20  # objects/arrays inside each other, following $ref (OpenAI's structured outputs allow 10)
 MAX_SCHEMA_CHARS = 200_000
+MAX_DOC_DEPTH = 200  # dict/list levels of the schema document itself (and $ref chains): recursion stays bounded
 JSON_OPTIONS = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
 # Per-request work caps (llguidance defaults are for server-grade grammars; ours are small schemas).
 LIMITS = {"max_grammar_size": 200_000, "initial_lexer_fuel": 2_000_000, "step_lexer_fuel": 200_000,
@@ -79,7 +80,11 @@ class Grammar:
 
 
 def _nesting(schema: Any) -> int:
-    """Deepest object/array nesting a schema allows, following local $refs once each (memoised)."""
+    """Deepest object/array nesting a schema allows, following local $refs once each (memoised).
+
+    Raises:
+        UnsupportedSchema: the schema document (or a $ref chain) is deeper than MAX_DOC_DEPTH.
+    """
     defs: dict[str, Any] = {}
     if isinstance(schema, dict):
         for key in ("$defs", "definitions"):
@@ -88,31 +93,30 @@ def _nesting(schema: Any) -> int:
     memo: dict[str, int] = {}
     visiting: set[str] = set()
 
-    def walk(s: Any, depth: int) -> int:
-        if depth > MAX_NESTING + 1:
-            return depth
+    def walk(s: Any, d: int) -> int:
+        if d > MAX_DOC_DEPTH:
+            raise UnsupportedSchema(f"the schema document nests more than {MAX_DOC_DEPTH} levels (or $refs chain that deep)")
         if isinstance(s, list):
-            return max((walk(x, depth) for x in s), default=0)
+            return max((walk(x, d + 1) for x in s), default=0)
         if not isinstance(s, dict):
             return 0
         ref = s.get("$ref")
         here = 0
         if isinstance(ref, str) and ref in defs:
-            if ref not in memo and ref not in visiting:
+            if ref not in memo and ref not in visiting:  # a recursive $ref adds nothing more here
                 visiting.add(ref)
-                memo[ref] = walk(defs[ref], 0)
+                memo[ref] = walk(defs[ref], d + 1)
                 visiting.discard(ref)
             here = memo.get(ref, 0)
         container = s.get("type") in ("object", "array") or any(k in s for k in ("properties", "items"))
-        inner = 0
-        for k, v in s.items():
-            if k in ("$defs", "definitions", "enum", "const", "default", "examples"):
-                continue
-            if isinstance(v, (dict, list)):
-                inner = max(inner, walk(v, 0))
+        inner = max((walk(v, d + 1) for k, v in s.items() if k not in _NOT_SCHEMAS and isinstance(v, (dict, list))),
+                    default=0)
         return max(here, inner + (1 if container else 0))
 
     return walk(schema, 0)
+
+
+_NOT_SCHEMAS = {"$defs", "definitions", "enum", "const", "default", "examples"}
 
 
 _GRAMMARS: OrderedDict[tuple[int, str], Grammar] = OrderedDict()
@@ -131,6 +135,8 @@ def compile_schema(schema: Any, tokenizer: Any) -> Grammar:
         raise UnsupportedSchema("the schema must be a JSON object")
     try:
         text = json.dumps(schema, allow_nan=False)
+    except RecursionError:
+        raise UnsupportedSchema(f"the schema document nests more than {MAX_DOC_DEPTH} levels") from None
     except (TypeError, ValueError) as exc:
         raise UnsupportedSchema(f"the schema is not plain JSON: {exc}") from None
     if len(text) > MAX_SCHEMA_CHARS:
@@ -141,15 +147,16 @@ def compile_schema(schema: Any, tokenizer: Any) -> Grammar:
             _GRAMMARS.move_to_end(key)
             return _GRAMMARS[key]
     if (depth := _nesting(schema)) > MAX_NESTING:
-        raise UnsupportedSchema(f"the schema nests objects/arrays {depth if depth <= MAX_NESTING + 1 else 'more than ' + str(MAX_NESTING)}"
-                                f" levels deep (following $ref); at most {MAX_NESTING} are supported")
+        raise UnsupportedSchema(f"the schema nests objects/arrays {depth} levels deep (following $ref); "
+                                f"at most {MAX_NESTING} are supported")
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(text, overrides=JSON_OPTIONS)  # type: ignore[arg-type]
     except ValueError as exc:
         raise UnsupportedSchema(str(exc)) from None
-    err = llguidance.LLMatcher.validate_grammar(grammar, tokenizer, limits=llguidance.LLParserLimits(**LIMITS))
-    if err:
-        raise UnsupportedSchema(_clean(err))
+    is_error, msgs = llguidance.LLMatcher.validate_grammar_with_warnings(
+        grammar, tokenizer, limits=llguidance.LLParserLimits(**LIMITS))
+    if is_error:
+        raise UnsupportedSchema(_clean(msgs[0] if msgs else "invalid schema"))
     g = Grammar(grammar, tokenizer)
     m = g.matcher()
     if m.is_error():
@@ -372,6 +379,14 @@ class GrammarConstraint:
                 lex.feed(ff)
                 out += ids
                 continue
+            if lex.in_str and quote is not None and not m.validate_tokens([quote]):
+                ending = self._string_ending(m, quote)
+                if ending is not None:
+                    if not m.consume_tokens(ending):
+                        return None
+                    lex.feed(self.tok.decode_bytes(ending))
+                    out += ending
+                    continue
             bits = self._bits(m)
             pick = None
             if lex.in_str:
@@ -383,16 +398,6 @@ class GrammarConstraint:
                 if t is not None and bits[t]:
                     pick = t
                     break
-            if lex.in_str and pick != quote and quote is not None:
-                # A pattern may need a particular character before the quote: look one character ahead.
-                for c, t in self._char_ids.items():
-                    if c != "\\" and bits[t] and m.consume_token(t):
-                        work += 1
-                        ok = self._bits(m)[quote]
-                        m.rollback(1)
-                        if ok:
-                            pick = t
-                            break
             if pick is None:
                 allowed = np.flatnonzero(bits)
                 allowed = [int(t) for t in allowed if int(t) not in self.eos]
@@ -404,6 +409,32 @@ class GrammarConstraint:
             lex.feed(self.tok.decode_bytes([pick]))
             out.append(pick)
         return None
+
+
+    def _string_ending(self, m: Any, quote: int) -> list[int] | None:
+        """Tokens that end the open string when the quote cannot come yet (a pattern, format or minLength):
+        a sample value of a common format, or one character after which the quote fits. Checked with
+        `validate_tokens` (well under a microsecond each), nothing consumed."""
+        for ids in _fillers(self.tok, quote):
+            if m.validate_tokens(ids) == len(ids):
+                return ids
+        for c, t in self._char_ids.items():
+            if c != "\\" and m.validate_tokens([t, quote]) == 2:
+                return [t, quote]
+        return None
+
+
+# Values that satisfy common string formats, from a suffix that fits after a partial value to whole values.
+_FILLER_TEXTS = ["aa", ".aa", "a.aa", "@a.aa", "a@a.aa", "0.0.0.0", "::1", "P1D", "00:00:00Z", "2000-01-01",
+                 "http://a.aa", "2000-01-01T00:00:00Z", "00000000-0000-0000-0000-000000000000"]
+_FILLERS: dict[int, list[list[int]]] = {}
+
+
+def _fillers(tokenizer: Any, quote: int) -> list[list[int]]:
+    hit = _FILLERS.get(id(tokenizer))
+    if hit is None:
+        hit = _FILLERS[id(tokenizer)] = [tokenizer.tokenize_str(t) + [quote] for t in _FILLER_TEXTS]
+    return hit
 
 
 def shortest_tokens(grammar: Grammar, limit: int) -> int | None:

@@ -31,9 +31,10 @@ _SCORE = {
 _FIXED_CHARS = 40
 
 
-def answer_schema(ticker: str | None, label: str, max_chars: int = MAX_REASONING_CHARS) -> dict[str, Any]:
-    """The answer schema with the ticker and label fixed and the score range of the label."""
-    props = {"ticker": {"const": ticker}, "sentiment": {"const": label}, "score": _SCORE[label],
+def answer_schema(label: str, max_chars: int = MAX_REASONING_CHARS) -> dict[str, Any]:
+    """The answer schema with the label fixed and the score range of the label. The ticker is left open: the
+    prompt already holds it (primed into the matcher), so three grammars serve every ticker."""
+    props = {"ticker": {"type": ["string", "null"]}, "sentiment": {"const": label}, "score": _SCORE[label],
              "reasoning": {"type": "string", "maxLength": max_chars}}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
@@ -75,7 +76,7 @@ class SentimentConstraint:
             self.reason_tokens += ok and in_string
             return ok
         label = LABELS[self.label_ids.index(token_id)]
-        grammar = compile_schema(answer_schema(self.ticker, label), self.tokenizer)
+        grammar = compile_schema(answer_schema(label), self.tokenizer)
         self.inner = GrammarConstraint(grammar, self.max_tokens + _FIXED_CHARS)
         self.inner.prefill(answer_prefix(self.ticker) + self.tokenizer.decode_str([token_id]))
         return True
