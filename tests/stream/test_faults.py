@@ -411,3 +411,36 @@ def test_spark_job_error_names_the_workers_exception() -> None:
             "\tat py4j.Protocol.getReturnValue(Protocol.java:476)\n\t... 34 more")
     assert _root_cause(desc) == 'tickerpulse.stream.scoring.ScorerUnavailable: /v1/sentiment answered 503: {"error": {}}'
     assert _root_cause("no traceback here") == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(st.none(), st.text(max_size=60), st.from_regex(r"\s*-?\d{1,15}(\.\d{0,6})?\s*", fullmatch=True)))
+def test_any_retry_after_header_is_bounded_or_ignored(value: str | None) -> None:
+    from tickerpulse.stream.scoring import parse_retry_after
+
+    secs = parse_retry_after(value, now=1_700_000_000.0)
+    assert secs is None or 0.0 <= secs <= RETRY_AFTER_CAP_S
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                    max_leaves=12)
+ANSWERISH = st.fixed_dictionaries({}, optional={"sentiment": st.sampled_from(["positive", "negative", "neutral", "bullish"]) | JSON,
+                                                "score": st.floats(allow_nan=True) | JSON, "reasoning": JSON,
+                                                "ticker": JSON})
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(JSON, st.lists(ANSWERISH | JSON, max_size=4)), n=st.integers(1, 3))
+def test_any_server_answer_is_validated_or_an_item_fault(body: Any, n: int) -> None:
+    """Whatever a (broken or hostile) server returns as `results`: valid answers for every item, or a
+    ScoringError (an item fault: the items are then scored alone), never another exception."""
+    from tickerpulse.data.sentiment import SentimentAnswer
+    from tickerpulse.stream.scoring import ScoringError
+
+    items = [(f"$AAPL note {i}", "AAPL") for i in range(n)]
+    try:
+        out = validate_answers(items, body)
+    except ScoringError:
+        return
+    assert len(out) == n and all(SentimentAnswer.model_validate(a).ticker == "AAPL" for a in out)
