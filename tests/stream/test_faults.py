@@ -3,7 +3,7 @@
 Fast part (default suite): property tests of the retry logic over the real VADER scorer behind a backend
 that fails on a drawn schedule, and the Spark path's UDF against a real server process that fails.
 
-Fault suite (integration: real processes, ~1 min): a real HTTP scorer server process
+Fault suite (integration: real processes, ~2 min on the shared 2 cores): a real HTTP scorer server process
 (`tests/stream/scorer_server.py`, the /v1/sentiment protocol, VADER) and the real processor
 (`tickerpulse stream process` on the SQLite bus + DuckDB store) as a subprocess:
   1. the server is down when the processor starts, then SIGSTOPped mid-stream; the processor is SIGKILLed
