@@ -33,7 +33,7 @@ test-slow: bootstrap
 test-ci-slow:
 	@EXTRAS=dev,stream,mlx scripts/bootstrap.sh
 	$(PY) -m pytest -q -m slow tests/train/test_sentiment_run.py tests/train/test_mlx.py tests/train/test_mlx_e2e.py \
-		tests/recipe/test_recipe_e2e.py
+		tests/train/test_mlx_lm_config.py tests/recipe/test_recipe_e2e.py
 
 test-integration: bootstrap-stream
 	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]

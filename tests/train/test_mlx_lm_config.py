@@ -24,7 +24,7 @@ def tickerpulse(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
 
 
-@pytest.mark.slow  # ~1 min alone on 2 cores (3 training steps and a verified fuse of the real SmolLM2)
+@pytest.mark.slow  # 229 s on 2 cores shared with other jobs: 3 steps of the real SmolLM2 and a verified fuse
 def test_sgd_linear_schedule_clear_cache_config_trains_smollm2_and_fuses(sentiment_data: Path, tmp_path: Path):
     cfg = {  # mlx-lm keys only, except what keeps it small on 2 CPU cores
         "model": "smollm2-135m", "train": True, "data": str(sentiment_data), "fine_tune_type": "lora",
