@@ -57,10 +57,16 @@ function tickerLink(t) {
 // ---- charts ---------------------------------------------------------------------------------------------
 
 // Series arrive per ticker as [{t: ISO, mentions, mean_score}] with empty buckets omitted; uPlot wants one
-// x array and one aligned y array per series (null = no point).
-function aligned(series, key, empty) {
+// x array and one aligned y array per series (null = no point). With `bucketS` every bucket between the first
+// and the last gets an x (mentions: an empty bucket is a real 0, not a gap to bridge).
+function aligned(series, key, empty, bucketS) {
   const names = Object.keys(series).filter((k) => series[k].length);
-  const xs = [...new Set(names.flatMap((n) => series[n].map((p) => Date.parse(p.t) / 1000)))].sort((a, b) => a - b);
+  let xs = [...new Set(names.flatMap((n) => series[n].map((p) => Date.parse(p.t) / 1000)))].sort((a, b) => a - b);
+  if (bucketS && xs.length > 1 && (xs[xs.length - 1] - xs[0]) / bucketS <= 5000) {
+    const grid = [];
+    for (let x = xs[0]; x <= xs[xs.length - 1]; x += bucketS) grid.push(x);
+    xs = [...new Set([...grid, ...xs])].sort((a, b) => a - b);
+  }
   const index = new Map(xs.map((x, i) => [x, i]));
   const ys = names.map((n) => {
     const y = new Array(xs.length).fill(empty);
@@ -121,9 +127,9 @@ function makeChart(id, names, data, kind) {
   return { plot, names };
 }
 
-function drawChart(id, series, key, kind) {
+function drawChart(id, series, key, kind, bucketS) {
   const box = document.getElementById(id);
-  const { names, data } = aligned(series, key, kind === "sentiment" ? null : 0);
+  const { names, data } = kind === "sentiment" ? aligned(series, key, null) : aligned(series, key, 0, bucketS);
   const old = charts[id];
   if (!names.length) {
     if (old) { old.plot.destroy(); delete charts[id]; }
@@ -235,7 +241,7 @@ function render(s) {
   kpis(s);
   filterChip(s);
   drawChart("chart", s.series, "mean_score", "sentiment");
-  drawChart("volume", s.series, "mentions", "volume");
+  drawChart("volume", s.series, "mentions", "volume", s.bucket_s);
   replace("mentions", tickerTable(s.top_mentions, "mentions", "mentions"));
   replace("bullish", tickerTable(s.top_bullish, "mean_score", "mean"));
   replace("bearish", tickerTable(s.top_bearish, "mean_score", "mean"));
