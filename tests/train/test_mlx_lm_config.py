@@ -111,7 +111,7 @@ def test_hf_dataset_trains_on_the_torch_backend(tiny_model: Path, sentiment_data
     assert (tmp_path / "fused" / "model.safetensors").is_file() and "verified" in out.output
 
 
-def test_hf_dataset_and_muon_train_on_the_mlx_backend(tiny_model: Path, sentiment_data: Path, tmp_path: Path):
+def test_hf_dataset_muon_and_grad_checkpoint_train_on_the_mlx_backend(tiny_model: Path, sentiment_data: Path, tmp_path: Path):
     pytest.importorskip("mlx_lm", reason="the MLX backend needs pip install 'tickerpulse[mlx]'")
     pytest.importorskip("datasets", reason="hf_dataset needs the datasets package")
     files = {s: str(sentiment_data / f"{s}.jsonl") for s in ("train", "valid")}
@@ -121,10 +121,14 @@ def test_hf_dataset_and_muon_train_on_the_mlx_backend(tiny_model: Path, sentimen
                         "valid_split": "valid[:4]"}],
         "num_layers": 2, "batch_size": 2, "iters": 2, "val_batches": 1, "max_seq_length": 320, "dtype": "float32",
         "steps_per_eval": 2, "save_every": 2, "optimizer": "muon", "clear_cache_threshold": "1GB",
-        "lora_parameters": {"rank": 4}})
+        "grad_checkpoint": True, "lora_parameters": {"rank": 4}})
+    from mlx_lm.models.llama import TransformerBlock  # the tiny model's block class, which mlx-lm's patch replaces
+
+    plain = TransformerBlock.__call__
     res = train(cfg)
     assert res.summary["status"] == "finished" and res.summary["step"] == 2
     assert res.summary["last_val_loss"] is not None and res.summary["last_val_loss"] > 0
+    assert TransformerBlock.__call__ is plain  # grad_checkpoint ran (mlx-lm's) and was put back
 
 
 def test_report_to_swanlab_names_the_extra_when_missing(tmp_path: Path):

@@ -13,8 +13,9 @@ assistant turn / the completion only), rendered with the model's own chat templa
 
 Limitations (errors, not silent fallbacks): fine_tune_type lora only (DoRA / full / QLoRA: use the torch
 backend), no exact `resume` (start from weights with `resume_adapter_file`), no
-`token_weights` or `train_through` rows, no `length_group_batches` (mlx-lm's batches are length-sorted already); `grad_checkpoint`
-is ignored. `time_budget` works as on torch.
+`token_weights` or `train_through` rows, no `length_group_batches` (mlx-lm's batches are length-sorted already).
+`grad_checkpoint` is mlx-lm's (the block class recomputes its activations in backward; restored after the run).
+`time_budget` works as on torch.
 """
 
 from __future__ import annotations
@@ -178,6 +179,11 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
                "lora_parameters": {"rank": lp.rank, "scale": lp.lora_alpha / lp.rank, "dropout": lp.dropout,
                                    "keys": keys}}
     linear_to_lora_layers(model, len(layers), mlx_cfg["lora_parameters"])
+    block_type, block_call = type(model.layers[0]), type(model.layers[0]).__call__
+    if cfg.grad_checkpoint:  # mlx-lm's way: it patches the block class, so put it back when the run ends
+        from mlx_lm.tuner.trainer import grad_checkpoint
+
+        grad_checkpoint(model.layers[0])
     lora_config = peft_config_from_mlx(mlx_cfg, layers, keys, lp.rank, base_model=cfg.model)
     if cfg.resume_adapter_file:
         from safetensors.numpy import load_file
@@ -397,6 +403,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
             run.write_summary(summary(status))
             run.plot()
         reporter.close()
+        block_type.__call__ = block_call
     if status == "interrupted":
         raise KeyboardInterrupt
     return TrainResult(run.path, summary(status))
