@@ -95,3 +95,25 @@ def test_serve_step_shows_the_installed_student_beside_the_demo_model(tmp_path, 
         ("demo", "fast"), ("demo", "reasoning"), (STUDENT, "fast"), (STUDENT, "reasoning")}
     text = console.export_text()
     assert f"{STUDENT}: fast" in text and "demo: fast" in text
+
+
+def test_stream_agreement_compares_the_two_stores_post_by_post(tmp_path):
+    """The stream step's comparison of the demo model and tickerpulse-sentiment reads both real stores."""
+    from rich.console import Console
+
+    from tests.stream.dashboard.util import make_docs
+    from tickerpulse.demo import DemoContext, _stream_agreement
+    from tickerpulse.stream.store.duckdb import DuckDBStore
+
+    docs = make_docs(12)
+    for name, flip in (("a", set()), ("b", {0, 1, 2})):
+        (tmp_path / name).mkdir()
+        store = DuckDBStore(tmp_path / name / "store.duckdb")
+        changed = [d.model_copy(update={"sentiment": "neutral" if d.sentiment != "neutral" else "positive"}) if i in flip else d
+                   for i, d in enumerate(docs)]
+        store.upsert(changed[:-1] if name == "b" else changed)  # b misses one post
+        store.close()
+    console = Console(record=True, width=200)
+    got = _stream_agreement(DemoContext(out=tmp_path, console=console), [("demo", tmp_path / "a"), ("other", tmp_path / "b")])
+    assert got == {"items": 11, "agree": 8}
+    assert "demo vs other on the same stream: 8/11" in console.export_text()
