@@ -136,3 +136,86 @@ def test_unknown_pre_tokenizer_needs_a_name(tmp_path: Path, fused_dir: Path):
     with pytest.raises(Exception, match="--tokenizer-pre"):
         build_vocab(folder, 49152)
     assert build_vocab(folder, 49152, tokenizer_pre="smollm").pre == "smollm"
+
+
+# --- Gemma 3 (SentencePiece vocabulary, gemma3 architecture) ---------------------------------------------------
+@pytest.fixture(scope="session")
+def gemma3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(converted HF folder, the Q4_K_M GGUF llama.cpp wrote, assembled from the PyPI part packages)."""
+    from tickerpulse.models.convert import _assemble_parts
+    from tickerpulse.models.registry import BUILTINS, ModelNotFound, resolve
+
+    try:
+        folder = resolve("gemma3-270m", convert=False)
+        ref = _assemble_parts(BUILTINS["gemma3-270m"], tmp_path_factory.mktemp("gemma3-ref"))
+    except ModelNotFound as exc:
+        pytest.skip(f"gemma3-270m is not pulled here ({exc})")
+    return folder, ref
+
+
+@pytest.mark.slow  # ~40 s alone (262,144 tokens through transformers and gguf.vocab), 100 s on the shared CPU
+def test_gemma3_sentencepiece_vocab_matches_llama_cpp_converter_output(gemma3, tmp_path: Path):
+    """Our tokenizer.* keys for Gemma 3 (through gguf.vocab.LlamaHfVocab + SpecialVocab) hold what llama.cpp
+    wrote from Google's tokenizer.model: same 262,144 tokens (whitespace runs as spaces), token types,
+    special ids and flags; scores in the same order (the values cannot be recovered from tokenizer.json)."""
+    import gguf
+    import numpy as np
+
+    from tickerpulse.export.gguf_vocab import build_vocab, write_vocab
+
+    folder, ref_path = gemma3
+    vocab = build_vocab(folder, 262144)
+    out = tmp_path / "vocab.gguf"
+    writer = gguf.GGUFWriter(out, "gemma3")
+    write_vocab(writer, vocab)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    ref, _ = _fields(ref_path)
+    ours, _ = _fields(out)
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+                "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+                "tokenizer.ggml.add_sep_token", "tokenizer.ggml.add_space_prefix"):
+        assert ours[key] == ref[key], key
+    types = np.array(ref["tokenizer.ggml.token_type"])
+    normal = types == 1
+    rs, os_ = np.array(ref["tokenizer.ggml.scores"]), np.array(ours["tokenizer.ggml.scores"])
+    assert (np.diff(rs[normal]) < 0).all() and (np.diff(os_[normal]) < 0).all()  # same merge priority order
+    assert (rs[~normal] == os_[~normal]).all()
+    assert ours["tokenizer.ggml.eot_token_id"] == 106  # <end_of_turn>, from the chat template tickerpulse adds
+    assert "<start_of_turn>" in ours["tokenizer.chat_template"]
+    assert "tokenizer.ggml.merges" not in ours
+
+
+@pytest.mark.slow
+def test_gemma3_export_matches_llama_cpp_and_reads_back(gemma3, tmp_path: Path):
+    """gemma3-270m exports (f16): same keys/values, tensor names and shapes as llama.cpp's GGUF, RMSNorm weights
+    stored as 1 + w like llama.cpp's converter; transformers reads it back to the same prompt ids and answers."""
+    import numpy as np
+    from gguf.quants import dequantize
+
+    from tickerpulse.export.gguf import export_gguf
+    from tickerpulse.export.roundtrip import SENTIMENT_PROMPTS, check_gguf
+
+    folder, ref_path = gemma3
+    res = export_gguf("gemma3-270m", tmp_path / "g3.gguf", "f16")
+    ref, ref_t = _fields(ref_path)
+    ours, our_t = _fields(res.path)
+    release = {"general.basename", "general.license", "general.tags"}
+    assert set(ref) - set(ours) == release
+    for key in sorted(set(ref) - release):
+        if key.startswith("gemma3.") or key in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.add_bos_token"):
+            assert ours[key] == ref[key], key
+    assert set(our_t) == set(ref_t)
+    for name, t in our_t.items():
+        assert list(t.shape) == list(ref_t[name].shape), name
+    for name in ("blk.0.attn_norm.weight", "blk.3.attn_q_norm.weight", "output_norm.weight"):
+        r = dequantize(ref_t[name].data, ref_t[name].tensor_type)
+        assert np.allclose(np.asarray(our_t[name].data, dtype=np.float32), r, atol=1e-6), name
+    rep = check_gguf(res.path, folder, engines=("transformers",), prompts=SENTIMENT_PROMPTS[:1], max_new_tokens=12,
+                     time_tokens=0)
+    (eng,) = rep.engines
+    print(json.dumps(rep.to_dict(), indent=1)[:2000])
+    assert eng.checks["prompt_ids_equal"] and eng.checks["chat_template_equal"] and eng.checks["stops_on_eos"]
+    assert rep.ok

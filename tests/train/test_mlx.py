@@ -59,21 +59,33 @@ def test_tensor_mapping_round_trips_and_transposes():
     rng = np.random.default_rng(0)
     peft = {"base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight": rng.normal(size=(4, 16)).astype("f4"),
             "base_model.model.model.layers.3.self_attn.q_proj.lora_B.weight": rng.normal(size=(32, 4)).astype("f4")}
-    mlx, layers, keys, rank = peft_to_mlx_weights(peft)
+    mlx, layers, keys, rank, dora = peft_to_mlx_weights(peft)
     assert mlx["model.layers.3.self_attn.q_proj.lora_a"].shape == (16, 4)
     assert mlx["model.layers.3.self_attn.q_proj.lora_b"].shape == (4, 32)
-    assert (layers, keys, rank) == ([3], ["self_attn.q_proj"], 4)
+    assert (layers, keys, rank, dora) == ([3], ["self_attn.q_proj"], 4, False)
     back = mlx_to_peft_weights(mlx)[0]
     assert all(np.array_equal(back[k], peft[k]) for k in peft)
+    # DoRA: the magnitude vector carries over as mlx-lm's `m`
+    peft["base_model.model.model.layers.3.self_attn.q_proj.lora_magnitude_vector"] = rng.normal(size=32).astype("f4")
+    mlx, *_, dora = peft_to_mlx_weights(peft)
+    assert dora and mlx["model.layers.3.self_attn.q_proj.m"].shape == (32,)
+    back = mlx_to_peft_weights(mlx)[0]
+    assert set(back) == set(peft) and all(np.array_equal(back[k], peft[k]) for k in peft)
 
 
 def test_unsupported_adapters_are_refused_with_a_reason():
-    with pytest.raises(AdapterConvertError, match="DoRA"):
+    from tickerpulse.models.adapter_format import mlx_config_from_peft
+
+    with pytest.raises(AdapterConvertError, match="no LoRA tensors"):
         peft_to_mlx_weights({"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": np.ones(3)})
     with pytest.raises(AdapterConvertError, match="embeddings"):
         peft_to_mlx_weights({"base_model.model.model.embed_tokens.lora_embedding_A": np.ones((2, 3))})
-    with pytest.raises(AdapterConvertError, match="DoRA"):
-        mlx_to_peft_weights({"model.layers.0.self_attn.q_proj.m": np.ones(3)})
+    with pytest.raises(AdapterConvertError, match="unsupported adapter tensor"):
+        mlx_to_peft_weights({"model.embed_tokens.lora_a": np.ones((3, 2))})
+    with pytest.raises(AdapterConvertError, match="last num_layers"):
+        mlx_config_from_peft({"r": 2}, [0, 1], ["q_proj"], 2, n_blocks=30)
+    with pytest.raises(AdapterConvertError, match="rank_pattern"):
+        mlx_config_from_peft({"r": 2, "rank_pattern": {"q_proj": 4}}, [29], ["q_proj"], 2, n_blocks=30)
 
 
 @pytest.mark.slow
@@ -167,13 +179,14 @@ def test_same_config_trains_on_both_backends_and_the_run_loads_with_peft(backend
     ids = AutoTokenizer.from_pretrained(str(smollm2_path))(TEXT)["input_ids"]
     with torch.no_grad():
         torch_logits = model(torch.tensor([ids])).logits[0].numpy()
-    diff = float(np.abs(mlx_logits(smollm2_path, ids, run / "mlx") - torch_logits).max())
-    print(f"[mlx] max |MLX(RUN/mlx) - PEFT(RUN)| logit = {diff:.2e}")
+    diff = float(np.abs(mlx_logits(smollm2_path, ids, run) - torch_logits).max())
+    print(f"[mlx] max |MLX(RUN) - PEFT(RUN)| logit = {diff:.2e}")
     assert diff < 1e-3
 
 
-def test_generate_on_mlx_refuses_a_dora_run_with_a_reason(tmp_path):
-    """`generate --backend mlx` on an adapter mlx-lm cannot express: one red line and exit 2, no traceback."""
+def test_generate_on_mlx_refuses_an_adapter_mlx_lm_cannot_express(tmp_path):
+    """`generate --backend mlx` on an adapter mlx-lm cannot express (LoRA on the bottom block: mlx-lm adapts the
+    top N): one red line and exit 2, no traceback."""
     import os
     import subprocess
     import sys
@@ -184,7 +197,7 @@ def test_generate_on_mlx_refuses_a_dora_run_with_a_reason(tmp_path):
     run.mkdir()
     (run / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "use_dora": True, "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"],
-        "base_model_name_or_path": "smollm2-135m"}))
+        "layers_to_transform": [0], "base_model_name_or_path": "smollm2-135m"}))
     save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.ones((2, 4), "f4"),
                "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": np.ones((4, 2), "f4"),
                "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": np.ones(4, "f4")},
@@ -194,7 +207,7 @@ def test_generate_on_mlx_refuses_a_dora_run_with_a_reason(tmp_path):
                           check=False, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "error:" in proc.stderr and "dora" in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr and "last num_layers" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

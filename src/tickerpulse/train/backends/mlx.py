@@ -2,10 +2,10 @@
 our loop around them (validation before the first step and every `steps_per_eval`, best adapter, early
 stopping, checkpoints, metrics, plot, summary).
 
-The run folder is the same as the torch backend's (`tickerpulse.train.run_folder`), with the adapter saved in
-PEFT format (`adapters.safetensors`, `adapter_model.safetensors`, `adapter_config.json`, checkpoints), so
-`tickerpulse fuse / eval / serve / generate --adapter RUN` work unchanged whichever backend trained. The same
-best adapter in mlx-lm's own format sits in `RUN/mlx/` (`mlx_lm.generate --adapter-path RUN/mlx`).
+The run folder is the same as the torch backend's (`tickerpulse.train.run_folder`): `adapters.safetensors` and
+the checkpoints in mlx-lm's layout, `adapter_model.safetensors` in PEFT's, one `adapter_config.json` with both
+tools' keys, so `mlx_lm.generate --adapter-path RUN`, `PeftModel.from_pretrained(base, RUN)` and `tickerpulse
+fuse / eval / serve / generate --adapter RUN` all work whichever backend trained.
 
 Data: mlx-lm's datasets (`create_dataset`: chat / completions / text, `mask_prompt` = loss on the last
 assistant turn / the completion only), rendered with the model's own chat template; batches from mlx-lm's
@@ -35,12 +35,7 @@ from tickerpulse._optional import require
 from tickerpulse.config import ConfigError
 from tickerpulse.data.formats import load_split
 from tickerpulse.models.registry import resolve
-from tickerpulse.train.adapter_convert import (
-    mlx_to_peft_weights,
-    peft_config_from_mlx,
-    peft_to_mlx_weights,
-    write_mlx_adapter,
-)
+from tickerpulse.models.adapter_format import mlx_to_peft_weights, peft_config_from_mlx, to_peft_names
 from tickerpulse.train.backends import TrainResult
 from tickerpulse.train.config import TrainConfig, mlx_lm_differences
 from tickerpulse.train.loop import (
@@ -55,11 +50,8 @@ from tickerpulse.train.loop import (
 )
 from tickerpulse.train.peft_setup import trained_layer_indices
 from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
-from tickerpulse.train.run_folder import BEST, METRICS, PEFT_WEIGHTS, RunFolder, checkpoint_name, sha256_file
+from tickerpulse.train.run_folder import BEST, METRICS, RunFolder, checkpoint_name, sha256_file
 from tickerpulse.train.schedule import build_schedule
-
-MLX_SUBDIR = "mlx"
-
 
 def _check(cfg: TrainConfig) -> None:
     if cfg.fine_tune_type != "lora":
@@ -184,11 +176,13 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
         from mlx_lm.tuner.trainer import grad_checkpoint
 
         grad_checkpoint(model.layers[0])
-    lora_config = peft_config_from_mlx(mlx_cfg, layers, keys, lp.rank, base_model=cfg.model)
-    if cfg.resume_adapter_file:
+    lora_config = peft_config_from_mlx(mlx_cfg, layers, keys, lp.rank, n_blocks=n_blocks, base_model=cfg.model)
+    if cfg.resume_adapter_file:  # either layout: a run's adapters.safetensors, mlx-lm's or PEFT's file
         from safetensors.numpy import load_file
 
-        weights, *_ = peft_to_mlx_weights(load_file(cfg.resume_adapter_file))
+        from tickerpulse.models.adapter_format import peft_to_mlx_weights
+
+        weights, *_ = peft_to_mlx_weights(to_peft_names(load_file(cfg.resume_adapter_file)))
         model.load_weights([(k, mx.array(v)) for k, v in weights.items()], strict=False)
     trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     total = sum(v.size for _, v in tree_flatten(model.parameters()))
@@ -254,16 +248,13 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     def save(name: str, meta: dict[str, Any], best: bool) -> None:
         import torch
 
-        mlx_w, peft_w = state_np()
+        _, peft_w = state_np()
         tensors = {k: torch.from_numpy(v) for k, v in peft_w.items()}
         meta = {**meta, "kind": "peft", "fine_tune_type": "lora", "backend": "mlx"}
         if name != BEST:
             run.save_weights(name, tensors, meta)
         if best:
-            run.save_weights(BEST, tensors, meta)
-            run.save_weights(PEFT_WEIGHTS, tensors, {"format": "pt"})
-            lora_config.save_pretrained(str(run.path))
-            write_mlx_adapter(run / MLX_SUBDIR, mlx_w, mlx_cfg, {k: str(v) for k, v in meta.items()})
+            run.save_best(tensors, meta, lora_config, n_blocks=n_blocks)
 
     st = LoopState()
     extra: dict[str, Any] = {}
@@ -302,7 +293,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
             "time_budget_fitted": st.fitted_budget is not None,
             "best_step": st.best_step,
             "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss, "best_adapter": BEST,
-            "mlx_adapter": f"{MLX_SUBDIR}/", "first_val_loss": st.first_val_loss, "last_val_loss": st.last_val_loss,
+            "first_val_loss": st.first_val_loss, "last_val_loss": st.last_val_loss,
             "stopped_early": st.stopped_early, "train_tokens": st.train_tokens, "trained_tokens": st.trained_tokens,
             "tokens_per_sec": st.train_tokens / st.train_time if st.train_time else None,
             "peak_memory_mb": round(max(mx.get_peak_memory() / 2**20, peak_memory_mb("cpu")), 1),
@@ -389,8 +380,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
                 status = "time_budget"
                 reporter.event(f"time budget of {budget:g} s reached at step {st.step} of {steps}", st.step)
         if cfg.test and sets["test"] is not None:
-            if cfg.train and (run / MLX_SUBDIR / "adapters.safetensors").is_file():  # evaluate what ships
-                model.load_weights(str(run / MLX_SUBDIR / "adapters.safetensors"), strict=False)
+            if cfg.train and (run / BEST).is_file():  # evaluate what ships
+                model.load_weights(str(run / BEST), strict=False)
             loss = val_loss("test", cfg.test_batches)
             reporter.log({"kind": "test", "step": st.step, "test_loss": loss, "test_ppl": math.exp(min(loss, 50))})
             extra.update(test_loss=loss, test_ppl=math.exp(min(loss, 50)))

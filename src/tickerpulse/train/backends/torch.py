@@ -236,11 +236,10 @@ def _quiet_transformers() -> None:
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    """PEFT-named tensors of an adapter file in either layout (run folders store mlx-lm's names)."""
+    from tickerpulse.train.run_folder import load_adapter_state
 
-    if not path.is_file():
-        raise FileNotFoundError(f"adapter weights not found: {path}")
-    return load_file(str(path))
+    return load_adapter_state(path)
 
 
 def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir: Path,
