@@ -124,7 +124,8 @@ def make_constraint(schema: dict, tok: Any, toks: Tokens, vocab_size: int, budge
         node = C.FREE_OBJ if schema == {"type": "object"} else C.compile_schema(schema)
         return "automaton", _Old(JsonConstraint(node, TokenVocab.get(tok, vocab_size), {tok.eos_token_id}), toks)
     except ImportError:
-        from tickerpulse.serve.grammar import GrammarConstraint, compile_schema, grammar_tokenizer
+        from tickerpulse.serve.constraint import GrammarConstraint
+        from tickerpulse.serve.grammar import compile_schema, grammar_tokenizer
 
         g = compile_schema(schema, grammar_tokenizer(tok, vocab_size, [tok.eos_token_id]))
         return "llguidance", _New(GrammarConstraint(g, budget))

@@ -4,7 +4,7 @@ The prompt ends with `answer_prefix(ticker)`, so the first sampled token is the 
 the three label tokens and taken greedily (the fast mode's argmax, so both modes always agree). From then on
 the output is constrained to the answer schema specialised to that label: the score's range follows the label
 (positive > 0, negative < 0, neutral within +-0.5) and the reasoning is a JSON string of bounded length.
-The constraint is the llguidance grammar of that specialised schema (`tickerpulse.serve.grammar`), primed
+The constraint is the llguidance grammar of that specialised schema (`tickerpulse.serve.grammar`, `tickerpulse.serve.constraint`), primed
 with the answer prefix the prompt already holds.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 from tickerpulse.data.sentiment import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer, answer_prefix
 from tickerpulse.serve.calibration import LabelCalibration
 from tickerpulse.serve.decoding import GenRequest, decode
-from tickerpulse.serve.grammar import GrammarConstraint, compile_schema, grammar_tokenizer
+from tickerpulse.serve.constraint import GrammarConstraint
+from tickerpulse.serve.grammar import compile_schema, grammar_tokenizer
 
 _SCORE = {
     "positive": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},

@@ -197,7 +197,8 @@ def _gen_requests(ctx: Any, prompts: list[list[int]], req: Any, max_tokens: int)
     """One GenRequest per (prompt, choice), checked against the server limits. Compiles the response_format
     (bounded, but not free: call it off the event loop)."""
     from tickerpulse.serve.decoding import GenRequest
-    from tickerpulse.serve.grammar import GrammarConstraint, UnsupportedSchema, shortest_tokens
+    from tickerpulse.serve.constraint import GrammarConstraint, shortest_tokens
+    from tickerpulse.serve.grammar import UnsupportedSchema
 
     rt = ctx.rt
     context = int(getattr(rt.hf.config, "max_position_embeddings", 8192) or 8192)
