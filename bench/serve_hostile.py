@@ -163,13 +163,16 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
            "--timeout", str(args.timeout), "--max-queue", str(args.max_queue)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # a file, not a pipe nobody drains: a full pipe would block the server's logging (and its event loop)
+    log = args.out.with_suffix(".server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     import httpx
 
     deadline = time.time() + 600
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("server exited: " + (proc.stderr.read() or b"").decode()[-2000:])
+            raise RuntimeError("server exited: " + log.read_text(errors="replace")[-2000:])
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return proc

@@ -158,6 +158,8 @@ def test_client_disconnect_cancels_non_streaming_generation(server) -> None:
     assert _busy(server)  # 3000 tokens take minutes: still generating
     sock.close()
     assert _wait_idle(server, 3.0) < 3.0
+    with server.client() as c:  # counted quietly as 499 (no traceback per hang-up to flood the log)
+        assert 'route="/v1/completions",status="499"' in c.get("/metrics").text
 
 
 # ---------------------------------------------------------------------------------------------- limits

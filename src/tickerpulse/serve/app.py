@@ -60,10 +60,18 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     """Build the FastAPI app (loads the model unless `engine` is given)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from tickerpulse.serve.batching import Batcher, JobRejected, QueueFull, RequestTimeout, ShuttingDown, TooMuchWork
+    from tickerpulse.serve.batching import (
+        Batcher,
+        ClientGone,
+        JobRejected,
+        QueueFull,
+        RequestTimeout,
+        ShuttingDown,
+        TooMuchWork,
+    )
     from tickerpulse.serve.grammar import UnsupportedSchema
     from tickerpulse.serve.metrics import Metrics
     from tickerpulse.serve.runtime import UnknownModel
@@ -116,6 +124,10 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     @app.exception_handler(TooMuchWork)
     async def _bad(_r: Request, exc: ValueError) -> Any:
         return err(400, str(exc), code="invalid_request")
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_r: Request, exc: ClientGone) -> Any:  # quietly: a hostile client must not flood the log
+        return Response(status_code=499)
 
     @app.exception_handler(ShuttingDown)
     async def _down(_r: Request, exc: ShuttingDown) -> Any:

@@ -54,6 +54,10 @@ class TooMuchWork(ValueError):
     """One request holds more work items than the whole queue may (HTTP 400)."""
 
 
+class ClientGone(Exception):
+    """The client hung up before its answer; its work is cancelled (nobody reads the response: logged as 499)."""
+
+
 class ShuttingDown(RuntimeError):
     """The server stops; queued and running work is abandoned (HTTP 503)."""
 
@@ -204,7 +208,7 @@ class Batcher:
     async def wait(self, job: Job, disconnected: Callable[[], Awaitable[bool]] | None = None,
                    poll: float = 0.25) -> Any:
         """The job's result. Raises RequestTimeout after its deadline; with `disconnected`, polls it every
-        `poll` seconds and cancels the job (and raises CancelledError) once the client has gone."""
+        `poll` seconds and cancels the job (and raises ClientGone) once the client has gone."""
         try:
             while True:
                 left = job.deadline - time.monotonic() + 0.5
@@ -216,7 +220,7 @@ class Batcher:
                     return job.future.result()
                 if disconnected is not None and await disconnected():
                     job.cancel.set()
-                    raise asyncio.CancelledError("client disconnected")
+                    raise ClientGone("client disconnected")
         except asyncio.CancelledError:
             job.cancel.set()  # the client went away: do not spend the model on it
             raise
