@@ -147,3 +147,27 @@ def test_resume_reads_the_mlx_named_checkpoint(torch_run, tiny_data: Path):
         pytest.skip("one kind is enough")
     res = train(resolve_config(None, {"resume": str(run), "iters": 6}))
     assert res.summary["step"] == 6 and (run / "0000006_adapters.safetensors").is_file()
+
+
+def test_fuse_and_serve_read_the_run_folder(torch_run, tiny_model: Path, tmp_path: Path):
+    """The other readers of run folders: `fuse` (verified against base + adapter) and serve's per-request adapter
+    loading give the adapter's logits from the mlx-named `adapters.safetensors`."""
+    from transformers import AutoModelForCausalLM
+
+    from tickerpulse.export.fuse import fuse
+    from tickerpulse.models.adapters import apply_adapter
+    from tickerpulse.serve.runtime import _load_adapter_into
+
+    kind, run = torch_run
+    load = lambda: AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)  # noqa: E731
+    x = torch.tensor([[1, 9690, 198, 4093, 28, 216, 2, 198]])
+    res = fuse(run, tmp_path / "fused", model=str(tiny_model))
+    assert res.max_abs_logit_diff is not None and res.max_abs_logit_diff < 1e-4
+    with torch.no_grad():
+        want = apply_adapter(load(), run).eval()(x).logits
+        fused = AutoModelForCausalLM.from_pretrained(res.path, dtype=torch.float32).eval()(x).logits
+        torch.testing.assert_close(fused, want, atol=1e-4, rtol=0)
+        if kind != "full":
+            served = _load_adapter_into(load(), "sent", run).eval()
+            served.set_adapter("sent")
+            torch.testing.assert_close(served(x).logits, want, atol=0, rtol=0)

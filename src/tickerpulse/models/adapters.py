@@ -107,7 +107,7 @@ def apply_adapter(model: Any, run: str | Path, *, merge: bool = False) -> Any:
     from tickerpulse.models.adapter_format import layout
 
     info = read_run(run)
-    state = _load_peft_state(info.adapter_file)
+    state = load_peft_state(info.adapter_file)
     if info.kind == "full" or layout(state) == "full":
         missing = [k for k in state if k not in dict(model.named_parameters())]
         if missing:
@@ -119,7 +119,7 @@ def apply_adapter(model: Any, run: str | Path, *, merge: bool = False) -> Any:
 
     if info.peft_config_file is None:
         raise FileNotFoundError(f"{info.path} has no {PEFT_CONFIG}: cannot rebuild the adapter layers")
-    lcfg = _lora_config(info.path, state, model)
+    lcfg = lora_config_for(info.path, state, model)
     lcfg.inference_mode = True
     peft_model = get_peft_model(model, lcfg)
     result = set_peft_model_state_dict(peft_model, state)
@@ -129,7 +129,7 @@ def apply_adapter(model: Any, run: str | Path, *, merge: bool = False) -> Any:
     return peft_model.merge_and_unload() if merge else peft_model
 
 
-def _load_peft_state(path: Path) -> dict[str, Any]:
+def load_peft_state(path: Path) -> dict[str, Any]:
     """An adapter file's tensors under PEFT's names (mlx-lm-named files are converted; exact transposes)."""
     import torch
     from safetensors.torch import load_file
@@ -142,7 +142,7 @@ def _load_peft_state(path: Path) -> dict[str, Any]:
     return {k: torch.from_numpy(v) for k, v in to_peft_names({k: v.numpy() for k, v in state.items()}).items()}
 
 
-def _lora_config(folder: Path, peft_state: dict[str, Any], model: Any) -> Any:
+def lora_config_for(folder: Path, peft_state: dict[str, Any], model: Any) -> Any:
     """The folder's `peft.LoraConfig`: PEFT's keys when present (mlx-lm's extra keys dropped without PEFT's
     unknown-key warning), else rebuilt from mlx-lm's keys."""
     from peft import LoraConfig

@@ -41,22 +41,22 @@ def _load_adapter_into(model: Any, name: str, path: str | Path) -> Any:
         FileNotFoundError: not a run/adapter folder.
         ValueError: a full fine-tune (not switchable: serve it with `--model` after `tickerpulse fuse`).
     """
-    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import PeftModel, get_peft_model, set_peft_model_state_dict
 
-    from tickerpulse.models.adapters import read_run
+    from tickerpulse.models.adapters import load_peft_state, lora_config_for, read_run
 
     info = read_run(path)
     if info.kind == "full" or info.peft_config_file is None:
         raise ValueError(f"{path}: a full fine-tune cannot be switched per request; fuse it and serve it with --model")
-    lcfg = LoraConfig.from_pretrained(str(info.path))
+    peft_state = load_peft_state(info.adapter_file)  # run folders store mlx-lm's tensor names: read back as PEFT's
+    lcfg = lora_config_for(info.path, peft_state, model)
     lcfg.inference_mode = True
     if isinstance(model, PeftModel):
         model.add_adapter(name, lcfg)
     else:
         model = get_peft_model(model, lcfg, adapter_name=name)
     ref = next(model.parameters())
-    state = {k: v.to(ref.device) for k, v in load_file(str(info.adapter_file)).items()}
+    state = {k: v.to(ref.device) for k, v in peft_state.items()}
     result = set_peft_model_state_dict(model, state, adapter_name=name)
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"{info.adapter_file} does not fit this model: unexpected keys {result.unexpected_keys[:3]}")
