@@ -15,7 +15,7 @@ def convert_adapter(
     to: str = typer.Option(..., "--to", help="peft or mlx."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
 ) -> None:
-    """Convert a LoRA adapter between PEFT and mlx-lm formats (same logits; DoRA/full are refused).
+    """Convert a LoRA/DoRA adapter between PEFT and mlx-lm formats (same logits; full fine-tunes are refused).
 
     --to mlx: `mlx_lm.generate --model BASE --adapter-path OUT`. --to peft: `tickerpulse fuse/eval/serve --adapter OUT`.
     """

@@ -123,7 +123,8 @@ def build_vocab(model_dir: Path, vocab_size: int, *, tokenizer_pre: str | None =
                 f"(known here: {', '.join(sorted(set(KNOWN_PRE.values())))})"
             )
     else:
-        lib_vocab = SentencePieceVocab(model_dir) if (model_dir / "tokenizer.model").is_file() else LlamaHfVocab(model_dir)
+        spm_file = (model_dir / "tokenizer.model").is_file()
+        lib_vocab = SentencePieceVocab(model_dir) if spm_file else LlamaHfVocab(model_dir)
         pre = tokenizer_pre or "default"
     entries = list(lib_vocab.all_tokens())
     if len(entries) > vocab_size:
