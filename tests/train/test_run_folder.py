@@ -171,3 +171,28 @@ def test_fuse_and_serve_read_the_run_folder(torch_run, tiny_model: Path, tmp_pat
             served = _load_adapter_into(load(), "sent", run).eval()
             served.set_adapter("sent")
             torch.testing.assert_close(served(x).logits, want, atol=0, rtol=0)
+
+
+def test_convert_adapter_both_ways_from_a_run_folder(torch_run, tiny_model: Path, tmp_path: Path):
+    """`convert-adapter --to mlx` gives an mlx-lm-only folder, `--to peft` back a folder like a run's; the
+    tensors survive both ways bit for bit."""
+    from safetensors.numpy import load_file
+
+    from tickerpulse.train.adapter_convert import AdapterConvertError, convert_run, is_mlx_adapter_dir
+
+    kind, run = torch_run
+    if kind == "full":
+        with pytest.raises(AdapterConvertError, match="full fine-tune"):
+            convert_run(run, tmp_path / "mlx", to="mlx")
+        return
+    assert is_mlx_adapter_dir(run)
+    mlx_dir = convert_run(run, tmp_path / "mlx", to="mlx")
+    cfg = json.loads((mlx_dir / "adapter_config.json").read_text())
+    assert "peft_type" not in cfg and cfg["fine_tune_type"] == kind and cfg["model"] == str(tiny_model)
+    assert is_mlx_adapter_dir(mlx_dir) and not (mlx_dir / "adapter_model.safetensors").exists()
+    back = convert_run(mlx_dir, tmp_path / "peft", to="peft")
+    orig, again = load_file(str(run / "adapter_model.safetensors")), load_file(str(back / "adapter_model.safetensors"))
+    assert set(orig) == set(again) and all(np.array_equal(orig[k], again[k]) for k in orig)
+    a, b = json.loads((run / "adapter_config.json").read_text()), json.loads((back / "adapter_config.json").read_text())
+    for key in ("r", "lora_alpha", "use_dora", "layers_to_transform", "fine_tune_type", "num_layers", "lora_parameters"):
+        assert a[key] == b[key], key

@@ -138,6 +138,6 @@ def convert_run(src: str | Path, out: str | Path, *, to: str) -> Path:
         raise ConfigError(f"{src} is not an mlx-lm adapter folder (no adapter_config.json with lora_parameters)")
     peft_state, layers, keys, rank, _ = mlx_to_peft_weights(state)
     lcfg = peft_config_from_mlx(cfg, layers, keys, rank, n_blocks=n_blocks_of(cfg.get("model"), layers))
-    write_adapter_files(out, peft_state, lcfg.to_dict(), n_blocks=n_blocks_of(cfg.get("model"), layers),
+    write_adapter_files(out, peft_state, lcfg, n_blocks=n_blocks_of(cfg.get("model"), layers),
                         metadata={**keep, "kind": "peft", "fine_tune_type": cfg.get("fine_tune_type", "lora")})
     return out
