@@ -271,7 +271,9 @@ def test_generated_hostile_posts_never_5xx(hostile, case) -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
        st.sampled_from(["/health", "/metrics", "/v1/models", "/v1/models/", "/v1/sentiment/schema", "/v1/sentiment"]),
-       st.one_of(st.just(""), TEXT), st.dictionaries(TEXT, TEXT, max_size=3), st.binary(max_size=64))
+       st.one_of(st.just(""), SHORT, st.just("m" * 8000)), st.one_of(st.dictionaries(SHORT, SHORT, max_size=3),
+                                                                   st.just({"q": "x" * 8000})),
+       st.binary(max_size=64))
 def test_generated_hostile_calls_of_every_route_never_5xx(hostile, method, route, tail, params, content) -> None:
     from urllib.parse import quote
 

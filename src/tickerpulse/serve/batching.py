@@ -144,7 +144,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._model: _ModelThread | None = None
         self._items = 0  # work items in the queue
-        self._running: list[Job] = []
+        self._taken: list[Job] = []  # the batch the worker is on (settled or not)
         self._stopped = False
         self.busy = False
 
@@ -158,7 +158,7 @@ class Batcher:
         if self._stopped:
             return True
         self._stopped = True
-        pending = list(self._running)  # before the worker's cancellation clears it
+        pending = list(self._taken)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -260,6 +260,7 @@ class Batcher:
                 batch.append(job)
                 rows += job.rows
             self.metrics.queue_depth = self._queue.qsize()
+            self._taken = batch
             groups: dict[tuple, list[Job]] = {}
             for job in batch:
                 if job.expired():
@@ -273,7 +274,7 @@ class Batcher:
     async def _run(self, key: tuple, jobs: list[Job], isolate: bool, rerun: bool = False) -> None:
         """Run one group on the model thread and settle its futures; on failure rerun the jobs one by one."""
         assert self._model is not None
-        self.busy, self._running = True, jobs
+        self.busy = True
         try:
             results = await asyncio.wrap_future(self._model.submit(self._run_group, key, jobs, rerun))
         except Interrupted:  # every job of the group had expired or was cancelled
@@ -295,7 +296,7 @@ class Batcher:
                 self._fail(job, exc)
             return
         finally:
-            self.busy, self._running = False, []
+            self.busy = False
         for job, res in zip(jobs, results):
             if not job.future.done():
                 job.future.set_result(res)
