@@ -47,14 +47,18 @@ TOKEN_BUDGET = 4096
 # Items of a pass are padded to its longest: start a new pass rather than pad more than this share (or 64 tokens).
 PAD_SLACK = 0.15
 DEFAULT_REASONING_TOKENS = 48
+# sanitize_text keeps 2000 characters but walks the whole text in Python: a 1 MB post held the GIL (and
+# stalled /health) for ~0.1 s. Cut earlier, with room for the tags and control characters it removes.
+MAX_TEXT_CHARS = 16_000
 
 
 def clean_text(text: Any) -> str:
-    """Any input as a str the tokenizer accepts: lone surrogates and undecodable bytes become U+FFFD."""
+    """Any input as a str the tokenizer accepts: lone surrogates and undecodable bytes become U+FFFD, and at
+    most MAX_TEXT_CHARS characters (the prompt keeps 2000 after `sanitize_text`)."""
     if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
+        text = text[: 4 * MAX_TEXT_CHARS].decode("utf-8", "replace")
     text = "" if text is None else str(text)
-    return replace_surrogates(text)
+    return replace_surrogates(text[:MAX_TEXT_CHARS])
 
 
 def normalize_ticker(ticker: str | None) -> str | None:
