@@ -101,6 +101,18 @@ def test_bootstrap_installs_with_the_constraints_and_hashes_them() -> None:
     assert "CONSTRAINTS" in stamp
 
 
+def test_the_lowest_tested_versions_are_the_declared_floors() -> None:
+    """constraints-lowest.txt records the floors that passed the low-version venv; pyproject must say the same."""
+    lowest = parse_constraints((ROOT / "constraints-lowest.txt").read_text("utf-8"))
+    floors = {canonicalize_name(req.name): {Version(s.version) for s in req.specifier if s.operator == ">="}
+              for _, req in _requirements(())}
+    assert {"transformers", "peft", "gguf", "llguidance", "accelerate", "safetensors", "pydantic", "fastapi",
+            "numpy"} <= set(lowest)
+    wrong = {name: (str(pin), sorted(map(str, floors.get(name, ())))) for name, pin in lowest.items()
+             if floors.get(name) != {pin}}
+    assert not wrong, f"constraints-lowest.txt pin vs pyproject floor: {wrong}"
+
+
 @pytest.mark.parametrize("text, message", [
     ("numpy>=2\n", "not an exact pin"),
     ("numpy==2.*\n", "not an exact pin"),
