@@ -189,6 +189,7 @@ def test_gemma3_sentencepiece_vocab_matches_llama_cpp_converter_output(gemma3, t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # reading a 262,144-token GGUF back through transformers: minutes, more on a shared CPU
 def test_gemma3_export_matches_llama_cpp_and_reads_back(gemma3, tmp_path: Path):
     """gemma3-270m exports (f16): same keys/values, tensor names and shapes as llama.cpp's GGUF, RMSNorm weights
     stored as 1 + w like llama.cpp's converter; transformers reads it back to the same prompt ids and answers."""
