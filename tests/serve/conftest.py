@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,19 +59,18 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
 
-@pytest.fixture(scope="package")
-def server(engine, monkeypatch_session):
+@contextmanager
+def serving(engine: Any, **config: Any) -> Iterator[Server]:
+    """A uvicorn thread on a free 127.0.0.1 port serving `engine` with ServeConfig overrides `config`."""
     import uvicorn
 
     from tickerpulse.serve.app import ServeConfig, create_app
 
-    monkeypatch_session.setenv("TICKERPULSE_API_KEY", API_KEY)
     port = free_port()
-    cfg = ServeConfig(model="smollm2-135m", default_model="smollm2-135m", port=port, max_queue=8,
-                      max_body_bytes=1_000_000, timeout=600.0, max_batch_size=32)
+    cfg = ServeConfig(**{"model": "smollm2-135m", "default_model": "smollm2-135m", "port": port, **config})
     app = create_app(cfg, engine=engine)
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    th = threading.Thread(target=uv.run, name="tp-test-server", daemon=True)
+    th = threading.Thread(target=uv.run, name=f"tp-test-server-{port}", daemon=True)
     th.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -80,9 +82,19 @@ def server(engine, monkeypatch_session):
             time.sleep(0.1)
     else:
         raise RuntimeError("test server did not start")
-    yield Server(url, app, uv, th)
-    uv.should_exit = True
-    th.join(timeout=10)
+    try:
+        yield Server(url, app, uv, th)
+    finally:
+        uv.should_exit = True
+        th.join(timeout=15)
+
+
+@pytest.fixture(scope="package")
+def server(engine, monkeypatch_session):
+    """The protocol tests' server: the shared engine, an API key, a small queue."""
+    monkeypatch_session.setenv("TICKERPULSE_API_KEY", API_KEY)
+    with serving(engine, max_queue=8, max_body_bytes=1_000_000, timeout=600.0, max_batch_size=32) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="package")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.serve.conftest import API_KEY
-from tests.serve.servers import serving
+from tests.serve.conftest import serving
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 # ~500 tokens each: 200 of them are minutes of fast-mode work on this CPU

@@ -119,7 +119,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from tests.serve.servers import serving  # noqa: E402
+from tests.serve.conftest import serving  # noqa: E402
 
 SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 TEXT = st.one_of(st.text(max_size=40), st.text(st.one_of(st.characters(), SURROGATES), max_size=20),

@@ -93,11 +93,14 @@ def check_row(row: dict[str, Any], fmt: Format) -> None:
             raise ValueError("'text' must be a non-empty string")
 
 
-def iter_lines(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple[int, str | None, str | None]]:
+def iter_lines(path: str | Path, max_bytes: int | None = None, replace_invalid: bool = False
+               ) -> Iterator[tuple[int, str | None, str | None]]:
     """Yield (line_number, text, None) per physical line decoded as UTF-8, or (line_number, None, reason).
 
     Memory stays bounded by `max_bytes` (default `MAX_LINE_BYTES`) per line: a longer line is reported and
     skipped in chunks. A BOM at the start of the file is dropped (editors on Windows write one).
+    `replace_invalid` turns invalid UTF-8 into U+FFFD instead of reporting the line (the stream's replay:
+    a post with one bad byte is still a post; a training file with one is a broken file).
     """
     limit = max_bytes or MAX_LINE_BYTES
     with open(path, "rb") as fh:
@@ -115,7 +118,7 @@ def iter_lines(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
-                yield lineno, raw.decode("utf-8"), None
+                yield lineno, raw.decode("utf-8", errors="replace" if replace_invalid else "strict"), None
             except UnicodeDecodeError as exc:
                 yield lineno, None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})"
 

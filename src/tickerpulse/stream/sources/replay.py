@@ -34,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.data.formats import DataError
+from tickerpulse.data.formats import DataError, iter_lines
 from pydantic import ValidationError
 
 from tickerpulse.stream.schema import MAX_POST_BYTES, MAX_TEXT_CHARS, Post, utcnow
@@ -81,33 +81,24 @@ def read_rows(path: str | Path, on_skip: Callable[[], None] | None = None) -> It
                     yield start, row
                 # the next row starts after this one's last line (a failed row has not advanced line_num yet)
                 start = max(reader.line_num, start) + 1
-    with path.open("rb") as fb:
-        i = 0
-        while True:
-            raw = fb.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                return
-            i += 1
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # drain the rest of the line in bounded pieces
-                    raw = fb.readline(MAX_LINE_BYTES)
-                skip(i, f"line longer than {MAX_LINE_BYTES} bytes")
-                continue
-            line = raw.decode("utf-8", errors="replace")
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                skip(i, f"not JSON: {exc.msg}")
-                continue
-            except (ValueError, RecursionError) as exc:  # >4300-digit integers, nesting too deep
-                skip(i, f"not JSON: {str(exc)[:120] or type(exc).__name__}")
-                continue
-            if not isinstance(row, dict):
-                skip(i, f"a JSON {type(row).__name__}, not an object")
-                continue
-            yield i, row
+    for i, line, error in iter_lines(path, max_bytes=MAX_LINE_BYTES, replace_invalid=True):
+        if error is not None:
+            skip(i, error)
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            skip(i, f"not JSON: {exc.msg}")
+            continue
+        except (ValueError, RecursionError) as exc:  # >4300-digit integers, nesting too deep
+            skip(i, f"not JSON: {str(exc)[:120] or type(exc).__name__}")
+            continue
+        if not isinstance(row, dict):
+            skip(i, f"a JSON {type(row).__name__}, not an object")
+            continue
+        yield i, row
 
 
 def _first(row: dict[str, Any], *keys: str) -> Any:
