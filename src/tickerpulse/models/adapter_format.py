@@ -59,25 +59,27 @@ def layout(names: Iterable[str]) -> Literal["peft", "mlx", "full", "empty"]:
     return "full"
 
 
-def peft_to_mlx_weights(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[int], list[str], int, bool]:
-    """PEFT LoRA/DoRA tensors -> (mlx tensors, block indices, keys inside a block, rank, is DoRA)."""
+def _convert(state: dict[str, Any], key: re.Pattern[str], rename: dict[str, str], magnitude: str, a_part: str,
+             a_rank_axis: int, prefix: str, what: str) -> tuple[dict[str, np.ndarray], list[int], list[str], int, bool]:
+    """Move every LoRA/DoRA tensor of one layout into the other: factors transposed, the magnitude vector as is."""
     out: dict[str, np.ndarray] = {}
     layers, keys, ranks, dora = set(), set(), set(), False
     for name, w in state.items():
-        m = _PEFT_KEY.match(name)
+        m = key.match(name)
         if m is None:
             raise AdapterFormatError(f"unsupported adapter tensor {name!r}: only LoRA/DoRA on linear layers inside "
-                                     "'model.layers.N' blocks converts (not embeddings, lm_head or biases)")
+                                     f"'model.layers.N' blocks converts{what}")
         idx, path, part = int(m.group(1)), m.group(2), m.group(3)
         layers.add(idx)
         keys.add(path)
         w = np.asarray(w, dtype=np.float32)
-        if part == "lora_magnitude_vector":
+        target = f"{prefix}model.layers.{idx}.{path}.{rename[part]}"
+        if part == magnitude:
             dora = True
-            out[f"model.layers.{idx}.{path}.m"] = np.ascontiguousarray(w)
+            out[target] = np.ascontiguousarray(w)
             continue
-        ranks.add(w.shape[0] if part == "lora_A" else w.shape[1])
-        out[f"model.layers.{idx}.{path}.{_TO_MLX[part]}"] = np.ascontiguousarray(w.T)
+        ranks.add(w.shape[a_rank_axis] if part == a_part else w.shape[1 - a_rank_axis])
+        out[target] = np.ascontiguousarray(w.T)
     if not ranks:
         raise AdapterFormatError("the adapter holds no LoRA tensors")
     if len(ranks) != 1:
@@ -85,30 +87,15 @@ def peft_to_mlx_weights(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], l
     return out, sorted(layers), sorted(keys), ranks.pop(), dora
 
 
+def peft_to_mlx_weights(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[int], list[str], int, bool]:
+    """PEFT LoRA/DoRA tensors -> (mlx tensors, block indices, keys inside a block, rank, is DoRA)."""
+    return _convert(state, _PEFT_KEY, _TO_MLX, "lora_magnitude_vector", "lora_A", 0, "",
+                    " (not embeddings, lm_head or biases)")
+
+
 def mlx_to_peft_weights(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[int], list[str], int, bool]:
     """mlx-lm LoRA/DoRA tensors -> (PEFT tensors, block indices, keys inside a block, rank, is DoRA)."""
-    out: dict[str, np.ndarray] = {}
-    layers, keys, ranks, dora = set(), set(), set(), False
-    for name, w in state.items():
-        m = _MLX_KEY.match(name)
-        if m is None:
-            raise AdapterFormatError(f"unsupported adapter tensor {name!r}: only LoRA/DoRA on linear layers inside "
-                                     "'model.layers.N' blocks converts")
-        idx, path, part = int(m.group(1)), m.group(2), m.group(3)
-        layers.add(idx)
-        keys.add(path)
-        w = np.asarray(w, dtype=np.float32)
-        if part == "m":
-            dora = True
-            out[f"{PEFT_PREFIX}model.layers.{idx}.{path}.lora_magnitude_vector"] = np.ascontiguousarray(w)
-            continue
-        ranks.add(w.shape[1] if part == "lora_a" else w.shape[0])
-        out[f"{PEFT_PREFIX}model.layers.{idx}.{path}.{_TO_PEFT[part]}"] = np.ascontiguousarray(w.T)
-    if not ranks:
-        raise AdapterFormatError("the adapter holds no LoRA tensors")
-    if len(ranks) != 1:
-        raise AdapterFormatError(f"modules have different ranks {sorted(ranks)}")
-    return out, sorted(layers), sorted(keys), ranks.pop(), dora
+    return _convert(state, _MLX_KEY, _TO_PEFT, "m", "lora_a", 1, PEFT_PREFIX, "")
 
 
 def to_peft_names(state: dict[str, Any]) -> dict[str, Any]:
