@@ -103,7 +103,7 @@ def snapshot(store: Store, window_s: float = 3600, top_n: int = 10, series: int 
         bucket = _bucket(store, names[0] if names else None, window_s)
         ts = {n: [p.to_dict() for p in store.timeseries(n, bucket, window_s)] for n in names}
         latest = [d.to_dict() for d in store.latest(25, ticker)]
-        dead = [d.to_dict() for d in store.dead_letters(10)]
+        dead = [d.to_dict(payload_chars=200) for d in store.dead_letters(10)]  # payloads reach 128 KB: a preview
         h = health(store, counts)
     return {
         "generated_at": time.time(),
@@ -265,7 +265,7 @@ def create_app(store_factory: Callable[[], Store], title: str = "tickerpulse", r
 
     @app.get("/api/dead_letters")
     def api_dead(limit: int = Query(20, ge=1, le=500)) -> list[dict[str, Any]]:
-        return [d.to_dict() for d in store().dead_letters(limit)]
+        return [d.to_dict(payload_chars=1000) for d in store().dead_letters(limit)]  # whole ones: `stream dlq list`
 
     @app.get("/health")
     def api_health() -> dict[str, str]:
