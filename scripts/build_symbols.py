@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build `src/tickerpulse/stream/data/symbols.txt`: the known symbols the ticker extractor accepts as bare
+"""Build `src/tickerpulse/task/data/symbols.txt`: the known symbols the ticker extractor accepts as bare
 upper-case words (cashtags need no list).
 
 Sources (all public):
@@ -79,7 +79,7 @@ def dataset_cashtags(shared: Path, min_count: int = 3) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=ROOT / "src/tickerpulse/stream/data/symbols.txt")
+    ap.add_argument("--out", type=Path, default=ROOT / "src/tickerpulse/task/data/symbols.txt")
     args = ap.parse_args()
     rows: dict[str, tuple[str, str]] = {}
     for sym, name in us_constituents().items():

@@ -67,7 +67,7 @@ def step_base(ctx: DemoContext) -> None:
     """The base model answers the sentiment prompt for each sample headline, one request at a time."""
     from rich.table import Table
 
-    from tickerpulse.data.sentiment import build_messages, parse_answer
+    from tickerpulse.task.contract import build_messages, parse_answer
     from tickerpulse.models.generate import generate_batch
     from tickerpulse.models.loading import load_model
 

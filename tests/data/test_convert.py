@@ -13,7 +13,7 @@ from tickerpulse.data.convert import answer_targets, convert, record_to_chat
 from tickerpulse.data.formats import DataError, load_jsonl
 from tickerpulse.data.readers import CsvColumns, read_records
 from tickerpulse.data.records import Record, detect_source
-from tickerpulse.data.sentiment import (
+from tickerpulse.task.contract import (
     LABEL_SCORES,
     build_messages,
     load_prompt,

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tickerpulse.cli.main import app
-from tickerpulse.data.sentiment import build_messages, format_answer
+from tickerpulse.task.contract import build_messages, format_answer
 from tickerpulse.data.stats import folder_stats, token_lengths
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tickerpulse.data.formats import load_jsonl, validate_file
-from tickerpulse.data.sentiment import build_messages, load_prompt, sanitize_text
+from tickerpulse.task.contract import build_messages, load_prompt, sanitize_text
 from tickerpulse.distill.job import DistillConfig, run_distill
 from tickerpulse.distill.teacher import check_answer
 

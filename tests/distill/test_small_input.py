@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerpulse.data.sentiment import sanitize_text
+from tickerpulse.task.contract import sanitize_text
 from tickerpulse.distill.inputs import RawRow, load_raw
 from tickerpulse.distill.select import plan_splits
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tickerpulse.data.sentiment import SentimentAnswer
+from tickerpulse.task.contract import SentimentAnswer
 from tickerpulse.distill.teacher import (
     GoldTeacher,
     Item,
@@ -119,7 +119,7 @@ def _label_all(server: TeacherServer, items: list[Item], **kw) -> tuple[list, Op
 
 
 def _items(gold: dict[str, str], n: int, offset: int = 0) -> list[Item]:
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     texts = list(gold)[offset : offset + n]
     out = []

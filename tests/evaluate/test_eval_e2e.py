@@ -92,7 +92,7 @@ def test_user_errors_are_one_red_line_and_exit_2(tmp_path):
 def test_eval_test_loss_and_perplexity(smollm2_path, tmp_path):
     import math
 
-    from tickerpulse.data.sentiment import build_messages, format_answer
+    from tickerpulse.task.contract import build_messages, format_answer
 
     rows = [{"messages": [*build_messages(t, k), {"role": "assistant", "content": format_answer(k, lab, s, "")}]}
             for t, k, lab, s in [("$AAPL beats estimates", "AAPL", "positive", 0.7), ("Fed holds rates", None, "neutral", 0.0)]]

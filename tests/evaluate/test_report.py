@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tickerpulse.data.sentiment import format_answer
+from tickerpulse.task.contract import format_answer
 from tickerpulse.evaluate.compare import report_from_evals
 from tickerpulse.evaluate.items import load_items
 from tickerpulse.evaluate.report import comparison_markdown, disagreements, metric_rows, write_html_report

@@ -9,7 +9,7 @@ import pytest
 
 from tickerpulse.config import ConfigError, build
 from tickerpulse.data.formats import DataError
-from tickerpulse.data.sentiment import build_messages, format_answer
+from tickerpulse.task.contract import build_messages, format_answer
 from tickerpulse.evaluate.items import load_items, resolve_data_file
 from tickerpulse.evaluate.runner import Answer, EvalConfig, GenerationRun, latency_metrics, score_answers, write_eval
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tickerpulse.data.sentiment import build_messages
+from tickerpulse.task.contract import build_messages
 
 PROMPTS = [
     ("Apple beats earnings estimates; $AAPL up 5% after hours on record iPhone sales.", "AAPL"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tickerpulse.data.sentiment import build_messages
+from tickerpulse.task.contract import build_messages
 from tickerpulse.models.generate import (
     IncrementalDecoder,
     encode_prompt,

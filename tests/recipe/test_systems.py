@@ -6,9 +6,10 @@ import json
 from functools import partial
 from pathlib import Path
 
-from tickerpulse.data.sentiment import LABELS
+from tickerpulse.task.contract import LABELS
 from tickerpulse.evaluate import metrics
-from tickerpulse.recipe.systems import agreement, fit_label_bias, fit_temperature, softmax_t
+from tickerpulse.recipe.systems import agreement
+from tickerpulse.task.calibration import fit_label_bias, fit_temperature, softmax_t
 
 macro_f1 = partial(metrics.macro_f1, labels=LABELS)  # over the three labels, as the bias fit scores it
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def test_shipped_recipe_config_resolves_its_train_block() -> None:
 
 def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) -> None:
     from tickerpulse.models.registry import named_model_dir, resolve
-    from tickerpulse.serve.calibration import LabelCalibration
+    from tickerpulse.task.calibration import LabelCalibration
     from tickerpulse.serve.engine import _model_folder
 
     monkeypatch.setenv("TICKERPULSE_HOME", str(tmp_path))
@@ -109,7 +110,7 @@ def test_label_calibration_matches_softmax_t_and_handles_torch_and_numpy() -> No
     import numpy as np
     import torch
 
-    from tickerpulse.serve.calibration import LabelCalibration
+    from tickerpulse.task.calibration import LabelCalibration
 
     cal = LabelCalibration(2.0, (1.0, 0.0, -0.5))
     z = np.log(np.array([0.2, 0.5, 0.3]))

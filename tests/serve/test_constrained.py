@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tickerpulse.data.sentiment import SentimentAnswer, answer_json_schema, answer_prefix
+from tickerpulse.task.contract import SentimentAnswer, answer_json_schema, answer_prefix
 from tickerpulse.serve.constraint import GrammarConstraint, shortest_tokens
 from tickerpulse.serve.grammar import MAX_NESTING, UnsupportedSchema, compile_schema, grammar_tokenizer
 from tickerpulse.serve.reasoning import answer_schema

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tickerpulse.data.sentiment import LABELS, SentimentAnswer
+from tickerpulse.task.contract import LABELS, SentimentAnswer
 
 TEXTS = [
     ("$AAPL shares surge after record iPhone sales", "AAPL"),
@@ -18,7 +18,7 @@ TEXTS = [
 
 def _full_prompt_probs(engine, text: str, ticker: str | None, adapter: str | None = None) -> torch.Tensor:
     """Reference: the whole prompt in one forward, no cache, no batching."""
-    from tickerpulse.serve.engine import normalize_ticker
+    from tickerpulse.task.answers import normalize_ticker
 
     rt = engine.rt
     ids = rt.encode(engine._prompt_text(text, normalize_ticker(ticker)))
@@ -53,7 +53,7 @@ def test_reasoning_mode_generates_valid_answers_that_agree_with_fast_mode(engine
 
 def test_label_calibration_moves_both_modes_to_the_same_label(engine) -> None:
     """A calibration bias (from calibration.json) changes the label; reasoning mode follows fast mode."""
-    from tickerpulse.serve.calibration import LabelCalibration
+    from tickerpulse.task.calibration import LabelCalibration
 
     items = TEXTS[:2]
     raw = [_full_prompt_probs(engine, t, k) for t, k in items]

@@ -289,7 +289,7 @@ def test_generated_hostile_calls_of_every_route_never_5xx(hostile, method, route
 def test_a_megabyte_post_is_cut_before_the_python_level_sanitizing(engine) -> None:
     """sanitize_text keeps 2000 characters: a 1 MB post is cut to MAX_TEXT_CHARS first (its per-character
     pass held the GIL ~0.1 s, stalling /health), with the same answer as its first MAX_TEXT_CHARS."""
-    from tickerpulse.serve.engine import MAX_TEXT_CHARS, clean_text
+    from tickerpulse.task.answers import MAX_TEXT_CHARS, clean_text
 
     big = "\ud800 $AAPL beats estimates " + "x" * 1_000_000
     assert clean_text(big) == "\ufffd" + big[1:MAX_TEXT_CHARS]

@@ -15,7 +15,7 @@ from tickerpulse.stream.config import StreamConfig
 from tickerpulse.stream.produce import run_source
 from tickerpulse.stream.sources.replay import ReplaySource
 from tickerpulse.stream.store.duckdb import DuckDBStore
-from tickerpulse.stream.tickers import extract_tickers
+from tickerpulse.task.tickers import extract_tickers
 
 N_POSTS = 1200
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tickerpulse.data.sentiment import SentimentAnswer
+from tickerpulse.task.contract import SentimentAnswer
 from tickerpulse.stream.bus.sqlite import SqliteBus
 from tickerpulse.stream.config import StreamConfig
 from tickerpulse.stream.processor import run_processor

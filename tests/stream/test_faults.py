@@ -40,7 +40,7 @@ from tickerpulse.stream.processor import process_records, score_with_retry
 from tickerpulse.stream.schema import Post
 from tickerpulse.stream.scoring import (RETRY_AFTER_CAP_S, ItemRejected, ScorerFatal, ScorerUnavailable,
                                         ScoringInterrupted, VaderScorer, validate_answers)
-from tickerpulse.stream.tickers import extract_tickers
+from tickerpulse.task.tickers import extract_tickers
 
 KEY = "sk-fault-suite-3c1e77"
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOGL", "META", "AMD", "NFLX", "JPM", "BAC", "XOM", "BTC", "ETH"]
@@ -435,7 +435,7 @@ ANSWERISH = st.fixed_dictionaries({}, optional={"sentiment": st.sampled_from(["p
 def test_any_server_answer_is_validated_or_an_item_fault(body: Any, n: int) -> None:
     """Whatever a (broken or hostile) server returns as `results`: valid answers for every item, or a
     ScoringError (an item fault: the items are then scored alone), never another exception."""
-    from tickerpulse.data.sentiment import SentimentAnswer
+    from tickerpulse.task.contract import SentimentAnswer
     from tickerpulse.stream.scoring import ScoringError
 
     items = [(f"$AAPL note {i}", "AAPL") for i in range(n)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tickerpulse.data.sentiment import LABEL_SCORES, build_messages, format_answer
+from tickerpulse.task.contract import LABEL_SCORES, build_messages, format_answer
 
 
 def mlx_logits(base: Path, ids: list[int], adapter_dir: Path | None = None) -> Any:

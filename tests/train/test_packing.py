@@ -176,7 +176,7 @@ def test_packed_loss_equals_sum_of_per_sample_losses(tiny_and_tok):
 
 
 def sentiment_samples(tok, texts):
-    from tickerpulse.data.sentiment import build_messages, format_answer
+    from tickerpulse.task.contract import build_messages, format_answer
 
     rows = [{"messages": build_messages(t, tk) + [{"role": "assistant", "content": format_answer(tk, lab, sc)}]}
             for t, tk, lab, sc in texts]
@@ -237,7 +237,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_and_tok):
 
 
 def test_no_prefix_sharing_when_the_prefix_would_carry_loss(smollm2_path):
-    from tickerpulse.data.sentiment import build_messages
+    from tickerpulse.task.contract import build_messages
 
     tok = load_tokenizer(smollm2_path)
     plain = Encoder(tok, mask_prompt=False, max_seq_length=512)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tickerpulse.data.sentiment import parse_answer
+from tickerpulse.task.contract import parse_answer
 from tickerpulse.train.api import resolve_config, train
 
 from .conftest import twitter_split_folder

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from tickerpulse.data.formats import DataError
 from tickerpulse.data.readers import CsvColumns, iter_records
 from tickerpulse.data.records import Record, SourceFormat
-from tickerpulse.data.sentiment import (
+from tickerpulse.task.contract import (
     DEFAULT_PROMPT,
     LABEL_SCORES,
     build_messages,

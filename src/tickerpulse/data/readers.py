@@ -27,7 +27,7 @@ from tickerpulse.data.records import (
     normalize_label,
     short,
 )
-from tickerpulse.data.sentiment import score_to_label
+from tickerpulse.task.contract import score_to_label
 
 
 @dataclass

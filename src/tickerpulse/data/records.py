@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tickerpulse.data.formats import DataError, iter_jsonl
-from tickerpulse.data.sentiment import LABELS, TICKER_RE, score_to_label
+from tickerpulse.task.contract import LABELS, TICKER_RE, score_to_label
 
 SourceFormat = Literal["tfns", "fpb", "fiqa", "csv", "records"]
 SOURCE_FORMATS: tuple[str, ...] = ("tfns", "fpb", "fiqa", "csv", "records")
@@ -195,7 +195,7 @@ def clean_symbol(value: Any) -> str | None:
 
 
 def find_tickers(text: str) -> list[str]:
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     return [t for t in extract_tickers(text) if clean_symbol(t)]
 

@@ -24,7 +24,7 @@ from typing import Any
 from tickerpulse.data.formats import DataError, iter_jsonl
 from tickerpulse.data.readers import csv_error_reason, csv_lines, read_records
 from tickerpulse.data.records import Record, normalize_label
-from tickerpulse.data.sentiment import Label
+from tickerpulse.task.contract import Label
 
 
 @dataclass

@@ -28,12 +28,12 @@ from pydantic import Field, model_validator
 
 from tickerpulse.config import ConfigError, StrictModel
 from tickerpulse.data.formats import DataError
-from tickerpulse.data.sentiment import TICKER_RE, build_messages, format_answer, load_prompt, score_to_label
+from tickerpulse.task.contract import TICKER_RE, build_messages, format_answer, load_prompt, score_to_label
 from tickerpulse.distill.cache import Cache, cache_key
 from tickerpulse.distill.inputs import load_raw
 from tickerpulse.distill.select import SPLIT_ORDER, Plan, plan_splits
 from tickerpulse.distill.teacher import GoldTeacher, Item, OpenAITeacher, Outcome, Teacher, TeacherError, check_answer
-from tickerpulse.stream.tickers import extract_tickers
+from tickerpulse.task.tickers import extract_tickers
 
 OPENAI_URL = "https://api.openai.com/v1"
 

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tickerpulse.data.sentiment import LABELS
+from tickerpulse.task.contract import LABELS
 from tickerpulse.distill.select import SPLIT_ORDER
 from tickerpulse.distill.teacher import known_prices
 

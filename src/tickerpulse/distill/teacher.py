@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tickerpulse.config import ConfigError
-from tickerpulse.data.sentiment import (
+from tickerpulse.task.contract import (
     LABEL_SCORES,
     SentimentAnswer,
     answer_json_schema,

@@ -32,7 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tickerpulse.data.sentiment import LABELS, sanitize_text
+from tickerpulse.task.contract import LABELS, sanitize_text
 
 FAULTS = ("ok", "429", "500", "slow", "malformed", "prose", "out_of_range", "contradiction", "wrong_ticker", "extra_key")
 _POST = re.compile(r"<post>\n?(.*?)\n?</post>", re.S)

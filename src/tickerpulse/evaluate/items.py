@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tickerpulse.data.formats import DataError, check_row, iter_jsonl, split_files
-from tickerpulse.data.sentiment import DEFAULT_PROMPT, LABELS, build_messages, parse_answer
+from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, build_messages, parse_answer
 
 Task = Literal["auto", "sentiment", "text"]
 PromptTicker = Literal["first", "none"]

@@ -1,16 +1,7 @@
 """Task metrics as pure functions over plain lists, so every number can be checked by hand.
 
-Conventions (the same as scikit-learn's defaults, written out so nobody has to guess):
-- An answer that does not parse into a schema-valid `SentimentAnswer` gets the label `"invalid"`. It is
-  never skipped: it counts as wrong for accuracy, lowers the recall of its gold class, and has its own
-  column in the confusion matrix. No gold label is ever `"invalid"`.
-- Precision of a class nobody predicted is 0; recall of a class with no gold support is 0; F1 is 0 when
-  precision + recall is 0.
-- Macro-F1 averages over the classes that occur in the gold labels or in the valid predictions (the
-  union, as `sklearn.metrics.f1_score(average="macro")` does), unless `labels` is given.
-- Spearman uses average ranks for ties (as `scipy.stats.spearmanr`).
-- Score metrics pair gold scores with predicted scores; an item whose answer is invalid is scored as 0.0
-  (the neutral fallback a pipeline stores) rather than dropped, and `n_imputed` says how many were.
+Label and score metrics (and their conventions) are the task's own, `tickerpulse.task.metrics`; this module
+adds answer parsing, ticker metrics, the per-system sentiment summary and metrics for generic text tasks.
 
 Known limitation: ticker precision/recall compares one predicted ticker per answer against the item's gold
 ticker set; a post about several tickers cannot reach full recall with one answer.
@@ -20,15 +11,28 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tickerpulse.data.sentiment import LABELS, extract_json, parse_answer
+from tickerpulse.task.contract import LABELS, extract_json, parse_answer
+from tickerpulse.task.metrics import (  # noqa: F401  (the label metrics are the task's; evaluate reports them)
+    INVALID,
+    accuracy,
+    classification_report,
+    confusion_matrix,
+    label_set,
+    macro_f1,
+    mae,
+    pearson,
+    per_class,
+    rankdata,
+    rate,
+    score_metrics,
+    spearman,
+)
 
-INVALID = "invalid"
 
 TextMetric = Callable[..., Any]
 
@@ -76,144 +80,6 @@ def parse_prediction(text: str) -> ParsedPrediction:
     if answer is None:
         return ParsedPrediction(json_valid, obj is not None, False, INVALID, label_lenient, None, None, error)
     return ParsedPrediction(json_valid, True, True, answer.sentiment, label_lenient, answer.score, answer.ticker, None)
-
-
-# ---------------------------------------------------------------------------------------- classification
-def rate(flags: Sequence[bool]) -> float:
-    """Share of True values (0.0 for an empty list)."""
-    return sum(bool(f) for f in flags) / len(flags) if flags else 0.0
-
-
-def _check(gold: Sequence[str], pred: Sequence[str]) -> None:
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
-    if INVALID in gold:
-        raise ValueError(f"a gold label is {INVALID!r}: gold data must be labeled")
-
-
-def label_set(gold: Sequence[str], pred: Sequence[str]) -> list[str]:
-    """Classes that occur in gold or valid predictions; LABELS first in their order, others sorted."""
-    seen = (set(gold) | set(pred)) - {INVALID}
-    return [lab for lab in LABELS if lab in seen] + sorted(seen - set(LABELS))
-
-
-def accuracy(gold: Sequence[str], pred: Sequence[str]) -> float:
-    """Share of exact label matches; an "invalid" prediction is always wrong."""
-    _check(gold, pred)
-    return sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0
-
-
-def per_class(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """{label: {precision, recall, f1, support, predicted}} for each class."""
-    _check(gold, pred)
-    out: dict[str, dict[str, float]] = {}
-    for lab in labels if labels is not None else label_set(gold, pred):
-        tp = sum(g == lab and p == lab for g, p in zip(gold, pred))
-        support = sum(g == lab for g in gold)
-        predicted = sum(p == lab for p in pred)
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[lab] = {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted}
-    return out
-
-
-def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None) -> float:
-    """Unweighted mean of per-class F1 over `labels` (default: see the module docstring)."""
-    classes = per_class(gold, pred, labels)
-    return sum(c["f1"] for c in classes.values()) / len(classes) if classes else 0.0
-
-
-def confusion_matrix(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] = LABELS) -> dict[str, Any]:
-    """Counts with gold classes as rows and predicted classes + "invalid" as columns.
-
-    A prediction outside `labels` lands in the "invalid" column. Returns {rows, columns, matrix}.
-    """
-    _check(gold, pred)
-    rows = list(labels) + sorted(set(gold) - set(labels))
-    cols = rows + [INVALID]
-    matrix = [[0] * len(cols) for _ in rows]
-    for g, p in zip(gold, pred):
-        matrix[rows.index(g)][cols.index(p) if p in rows else len(cols) - 1] += 1
-    return {"rows": rows, "columns": cols, "matrix": matrix}
-
-
-def classification_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class P/R/F1 and the confusion matrix in one dict (what reports print)."""
-    classes = per_class(gold, pred, labels)
-    return {
-        "n": len(gold),
-        "accuracy": accuracy(gold, pred),
-        "macro_f1": sum(c["f1"] for c in classes.values()) / len(classes) if classes else 0.0,
-        "per_class": classes,
-        "invalid": sum(p == INVALID for p in pred),
-        "confusion": confusion_matrix(gold, pred, LABELS if set(gold) <= set(LABELS) else sorted(set(gold))),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- scores
-def mae(gold: Sequence[float], pred: Sequence[float]) -> float:
-    """Mean absolute error."""
-    if len(gold) != len(pred) or not gold:
-        raise ValueError("mae needs two non-empty lists of equal length")
-    return sum(abs(g - p) for g, p in zip(gold, pred)) / len(gold)
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson correlation; None when undefined (fewer than 2 points or a constant list)."""
-    n = len(x)
-    if n != len(y):
-        raise ValueError(f"{n} x values but {len(y)} y values")
-    if n < 2:
-        return None
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
-
-
-def rankdata(values: Sequence[float]) -> list[float]:
-    """1-based ranks; tied values share the average of the ranks they span ([10, 20, 20] -> [1, 2.5, 2.5])."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation = Pearson of average ranks; None when undefined."""
-    return pearson(rankdata(x), rankdata(y))
-
-
-def score_metrics(gold: Sequence[float | None], pred: Sequence[float | None]) -> dict[str, Any] | None:
-    """MAE, Pearson and Spearman over the items that have a gold score (None when none has).
-
-    A missing prediction (invalid answer) is scored as 0.0 and counted in `n_imputed`.
-    """
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold scores but {len(pred)} predictions")
-    pairs = [(g, p) for g, p in zip(gold, pred) if g is not None]
-    if not pairs:
-        return None
-    g = [float(a) for a, _ in pairs]
-    p = [0.0 if b is None else float(b) for _, b in pairs]
-    return {
-        "n": len(pairs),
-        "n_imputed": sum(b is None for _, b in pairs),
-        "mae": mae(g, p),
-        "pearson": pearson(g, p),
-        "spearman": spearman(g, p),
-    }
 
 
 # --------------------------------------------------------------------------------------------- tickers

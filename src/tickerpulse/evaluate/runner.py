@@ -193,7 +193,7 @@ def label_result(name: str, items: list[EvalItem], labels: list[str], scores: li
     """
     if len(labels) != len(items) or (scores is not None and len(scores) != len(items)):
         raise ValueError(f"{len(items)} items but {len(labels)} labels / {len(scores or labels)} scores")
-    from tickerpulse.data.sentiment import LABELS
+    from tickerpulse.task.contract import LABELS
 
     pred = [lab if lab in LABELS else M.INVALID for lab in labels]
     gold = [it.gold_label or "" for it in items]
@@ -238,7 +238,7 @@ def evaluate(cfg: EvalConfig, *, items: list[EvalItem] | None = None, task: str 
 
     `items/task/data_info` and `model_tok` may be passed in (compare loads items once for both models).
     """
-    from tickerpulse.data.sentiment import load_prompt
+    from tickerpulse.task.contract import load_prompt
     from tickerpulse.models.loading import load_model
 
     if items is None:

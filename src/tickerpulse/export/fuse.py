@@ -250,7 +250,7 @@ def _load_tokenizer(tokenizer_dir: Path | None, base_dir: Path) -> Any:
 
 def _probe_ids(tokenizer: Any) -> Any:
     """The real task prompt (system + user turn + generation prompt) as a [1, T] tensor."""
-    from tickerpulse.data.sentiment import build_messages
+    from tickerpulse.task.contract import build_messages
 
     messages = build_messages(PROBE_TEXT, "AAPL")
     if getattr(tokenizer, "chat_template", None):

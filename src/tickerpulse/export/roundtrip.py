@@ -131,7 +131,7 @@ def check_gguf(gguf_path: str | Path, model_dir: str | Path, *, engines: Sequenc
     Raises:
         MissingDependency: only llama.cpp asked for and llama-cpp-python is missing.
     """
-    from tickerpulse.data.sentiment import build_messages
+    from tickerpulse.task.contract import build_messages
     from tickerpulse.models import resolve
 
     gguf_path = Path(gguf_path).expanduser().resolve()

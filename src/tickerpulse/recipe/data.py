@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.data.sentiment import TICKER_RE, score_to_label
+from tickerpulse.task.contract import TICKER_RE, score_to_label
 from tickerpulse.data.split import normalize_text
 from tickerpulse.distill.inputs import RawRow, load_raw
 from tickerpulse.recipe.config import SplitConfig
-from tickerpulse.stream.tickers import extract_tickers
+from tickerpulse.task.tickers import extract_tickers
 
 SOURCES = {
     "tfns": "twitter-financial-news-sentiment/train.jsonl",

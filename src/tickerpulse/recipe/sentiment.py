@@ -133,7 +133,7 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], out: 
 
 
 def _empty_reasoning(row: dict[str, Any]) -> dict[str, Any]:
-    from tickerpulse.data.sentiment import format_answer
+    from tickerpulse.task.contract import format_answer
 
     ans = json.loads(row["messages"][-1]["content"])
     row["messages"][-1]["content"] = format_answer(ans["ticker"], ans["sentiment"], ans["score"], "")
@@ -183,7 +183,7 @@ def deadline_budget(deadline: float, post_train_tokens: float) -> Callable[[floa
 def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Row]]], model_dir: Path, log: Log) -> dict[str, Any]:
     """Fit the fast-mode label bias (macro-F1) and score temperature (FiQA score MAE) on the VALID split;
     write calibration.json into the model (the serving engine reads it)."""
-    from tickerpulse.recipe.systems import fit_label_bias, fit_temperature
+    from tickerpulse.task.calibration import fit_label_bias, fit_temperature
     from tickerpulse.serve.engine import SentimentEngine
 
     valid = [r for ds in DATASETS for r in data[ds]["valid"]]
@@ -302,7 +302,7 @@ def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: 
                    clean_fast_by_id: dict[str, str] | None = None) -> dict[str, Any]:
     """`injection_n` twitter test posts, clean vs with an appended instruction, for the student (both modes)
     and the baselines that read text. `clean_fast_by_id`: the fast labels the test evaluation already has."""
-    from tickerpulse.data.sentiment import build_messages
+    from tickerpulse.task.contract import build_messages
     from tickerpulse.evaluate.items import EvalItem, load_items
     from tickerpulse.evaluate.metrics import parse_prediction
     from tickerpulse.evaluate.runner import generate_answers

@@ -101,7 +101,8 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
 
     def err(status: int, message: str, etype: str = "invalid_request_error", code: str | None = None,
             param: str | None = None, headers: dict[str, str] | None = None) -> Any:
-        from tickerpulse.serve.openai_api import error_body, replace_surrogates
+        from tickerpulse.serve.openai_api import error_body
+        from tickerpulse.task.answers import replace_surrogates
 
         # a message may quote the input: lone surrogates in it would make the JSON encoder fail
         return JSONResponse(error_body(replace_surrogates(message), etype, code, param), status_code=status,

@@ -1,6 +1,6 @@
 """`SentimentEngine`: the sentiment task in-process, used by `/v1/sentiment` and by the stream's `engine` scorer.
 
-Two modes, one prompt (`tickerpulse.data.sentiment`), and every answer validates as `SentimentAnswer`
+Two modes, one prompt (`tickerpulse.task.contract`), and every answer validates as `SentimentAnswer`
 whatever the model writes:
 
 - fast: one forward pass over prompt + `answer_prefix(ticker)` (`{"ticker": "AAPL", "sentiment": "`); the
@@ -20,24 +20,21 @@ Limitations: greedy decoding in reasoning mode; texts are cut to 2000 characters
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tickerpulse.data.sentiment import (
+from tickerpulse.task.contract import (
     DEFAULT_PROMPT,
     LABELS,
-    MAX_REASONING_CHARS,
-    NEUTRAL_BAND,
     SentimentAnswer,
     answer_prefix,
     build_messages,
     load_prompt,
     sanitize_text,
 )
-from tickerpulse.serve.calibration import LabelCalibration
-from tickerpulse.serve.openai_api import replace_surrogates
+from tickerpulse.task.answers import clean_text, make_answer, normalize_ticker
+from tickerpulse.task.calibration import LabelCalibration
 
 Mode = Literal["fast", "reasoning"]
 Item = tuple[str, "str | None"]
@@ -47,43 +44,6 @@ TOKEN_BUDGET = 4096
 # Items of a pass are padded to its longest: start a new pass rather than pad more than this share (or 64 tokens).
 PAD_SLACK = 0.15
 DEFAULT_REASONING_TOKENS = 48
-# sanitize_text keeps 2000 characters but walks the whole text in Python: a 1 MB post held the GIL (and
-# stalled /health) for ~0.1 s. Cut earlier, with room for the tags and control characters it removes.
-MAX_TEXT_CHARS = 16_000
-
-
-def clean_text(text: Any) -> str:
-    """Any input as a str the tokenizer accepts: lone surrogates and undecodable bytes become U+FFFD, and at
-    most MAX_TEXT_CHARS characters (the prompt keeps 2000 after `sanitize_text`)."""
-    if isinstance(text, bytes):
-        text = text[: 4 * MAX_TEXT_CHARS].decode("utf-8", "replace")
-    text = "" if text is None else str(text)
-    return replace_surrogates(text[:MAX_TEXT_CHARS])
-
-
-def normalize_ticker(ticker: str | None) -> str | None:
-    """The ticker as the answer schema stores it (upper case, no `$`), or None. Raises ValueError if invalid."""
-    if ticker is None or not str(ticker).strip():
-        return None
-    return SentimentAnswer.model_validate({"ticker": ticker, "sentiment": "neutral", "score": 0}).ticker
-
-
-def make_answer(ticker: str | None, label: str, score: float, reasoning: str = "") -> dict[str, Any]:
-    """A dict that validates as SentimentAnswer: the score is clamped into the label's range, reasoning bounded."""
-    if label not in LABELS:
-        label = "neutral"
-    s = 0.0 if not math.isfinite(score) else max(-1.0, min(1.0, float(score)))
-    s = round(s, 2)
-    if label == "positive":
-        s = max(s, 0.01)
-    elif label == "negative":
-        s = min(s, -0.01)
-    else:
-        s = max(-NEUTRAL_BAND, min(NEUTRAL_BAND, s))
-    ans = SentimentAnswer(ticker=ticker, sentiment=label, score=s, reasoning=(reasoning or "")[:MAX_REASONING_CHARS])
-    return ans.model_dump()
-
-
 def _model_folder(name: str) -> Path | None:
     """The local folder of a model given as a folder or by installed name (`tickerpulse-sentiment`)."""
     path = Path(name).expanduser()
@@ -227,7 +187,7 @@ class SentimentEngine:
         return self._prefix_ids
 
     def schema(self) -> dict[str, Any]:
-        from tickerpulse.data.sentiment import answer_json_schema
+        from tickerpulse.task.contract import answer_json_schema
 
         return answer_json_schema()
 

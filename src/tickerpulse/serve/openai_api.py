@@ -6,12 +6,13 @@ with a 400 that names them, instead of silently ignoring them.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tickerpulse.task.answers import replace_surrogates
 
 MAX_N = 8
 MAX_ITEMS = 256
@@ -169,12 +170,6 @@ class CompletionRequest(_Sampling):
         return [_utf8(p) for p in ([self.prompt] if isinstance(self.prompt, str) else self.prompt)]
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def replace_surrogates(text: str) -> str:
-    """Lone surrogates (valid in JSON escapes, not in UTF-8; json.loads joins real pairs) become U+FFFD."""
-    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def _utf8(v: Any) -> Any:

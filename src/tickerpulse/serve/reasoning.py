@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from tickerpulse.data.sentiment import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer, answer_prefix
-from tickerpulse.serve.calibration import LabelCalibration
+from tickerpulse.task.contract import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer, answer_prefix
+from tickerpulse.task.calibration import LabelCalibration
 from tickerpulse.serve.decoding import GenRequest, decode
 from tickerpulse.serve.constraint import GrammarConstraint
 from tickerpulse.serve.grammar import compile_schema, grammar_tokenizer
@@ -98,7 +98,7 @@ class SentimentConstraint:
 def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]], encoded: list[tuple[list[int], bool]],
            max_tokens: int) -> list[dict[str, Any]]:
     """Answers with generated score and reasoning for (text, ticker) items already encoded by the engine."""
-    from tickerpulse.serve.engine import make_answer
+    from tickerpulse.task.answers import make_answer
 
     rt = engine.rt
     tokenizer = grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))

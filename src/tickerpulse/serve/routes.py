@@ -59,9 +59,10 @@ def add_routes(app: Any, ctx: Any) -> None:
 
     @app.post("/v1/sentiment")
     async def sentiment(req: SentimentRequest, request: Request) -> dict[str, Any]:
-        from tickerpulse.data.sentiment import sanitize_text
-        from tickerpulse.serve.engine import DEFAULT_REASONING_TOKENS, clean_text, normalize_ticker
-        from tickerpulse.stream.tickers import extract_tickers
+        from tickerpulse.task.contract import sanitize_text
+        from tickerpulse.serve.engine import DEFAULT_REASONING_TOKENS
+        from tickerpulse.task.answers import clean_text, normalize_ticker
+        from tickerpulse.task.tickers import extract_tickers
 
         name, adapter = ctx.adapter(req.model)
         items: list[tuple[str, str | None]] = []
@@ -134,7 +135,7 @@ def add_routes(app: Any, ctx: Any) -> None:
 
 
 def _valid_ticker(t: str) -> bool:
-    from tickerpulse.serve.engine import normalize_ticker
+    from tickerpulse.task.answers import normalize_ticker
 
     try:
         return normalize_ticker(t) is not None

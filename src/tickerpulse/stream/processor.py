@@ -38,7 +38,7 @@ from tickerpulse.stream.schema import (DeadLetter, Post, PostError, PostMark, Se
 from tickerpulse.stream.scoring import (ItemRejected, Scorer, ScorerFatal, ScorerUnavailable, ScoringInterrupted,
                                         backoff_delay)
 from tickerpulse.stream.store.base import Store, percentiles
-from tickerpulse.stream.tickers import asset_class, extract_tickers
+from tickerpulse.task.tickers import asset_class, extract_tickers
 
 log = logging.getLogger("tickerpulse.stream.processor")
 IDLE_HEARTBEAT_S = 5.0  # an idle processor still reports this often (the dashboard calls 15 s of silence stale)

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from tickerpulse.data.sentiment import DEFAULT_PROMPT, SentimentAnswer, load_prompt
+from tickerpulse.task.contract import DEFAULT_PROMPT, SentimentAnswer, load_prompt
 
 if TYPE_CHECKING:
     from tickerpulse.stream.config import StreamConfig

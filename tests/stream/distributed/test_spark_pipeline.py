@@ -31,7 +31,7 @@ def test_kafka_spark_elasticsearch_counts_and_aggregates(noida: Any, spark: Any,
     from tickerpulse.stream.bus.kafka import KafkaBus
     from tickerpulse.stream.spark.job import run_processor
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     topic, index = unique("spark"), unique("tp-spark")
     cfg = _cfg(tmp_path, noida.kafka, noida.es_url, topic, index, max_records=60)
@@ -120,14 +120,14 @@ def test_spark_scores_through_the_sentiment_endpoint(noida: Any, spark: Any, smo
     import httpx
 
     from tests.conftest import free_port
-    from tickerpulse.data.sentiment import LABELS
+    from tickerpulse.task.contract import LABELS
     from tickerpulse.stream.bus.kafka import KafkaBus
     from tickerpulse.stream.config import StreamConfig
     from tickerpulse.stream.schema import doc_id
     from tickerpulse.stream.scoring import HttpScorer
     from tickerpulse.stream.spark.job import run_processor
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -24,7 +24,7 @@ def test_spark_scorer_outage_fails_the_batch_then_the_rerun_stores_everything(no
     from tickerpulse.stream.schema import doc_id
     from tickerpulse.stream.spark.job import SparkJobError, run_processor
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     server = ScorerServer(free_port())
     try:

@@ -40,7 +40,7 @@ def corpus(n: int, prefix: str = "p") -> list[Post]:
 def expected_docs(posts: list[Post], max_tickers: int = 8) -> dict[str, tuple[str, float]]:
     """doc_id -> (ticker, VADER score) the pipeline must store for `posts`, computed without it."""
     from tickerpulse.stream.scoring import VaderScorer
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     vader = VaderScorer()
     out = {}

@@ -86,7 +86,7 @@ def parse_posts(cfg: dict[str, Any]):  # -> Callable[[Iterator[pd.DataFrame]], I
     batch are judged once (Kafka keys are post ids, so duplicates share a partition)."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from tickerpulse.stream.tickers import asset_class, extract_tickers
+        from tickerpulse.task.tickers import asset_class, extract_tickers
 
         c = _cfg(cfg)
         seen: set[str] = set()

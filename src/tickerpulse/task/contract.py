@@ -76,7 +76,7 @@ def answer_json_schema() -> dict[str, Any]:
 def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
     """The versioned prompt template {version, system, user, hash}."""
     try:
-        raw = resources.files("tickerpulse.data").joinpath("prompts", f"{version}.yaml").read_text("utf-8")
+        raw = resources.files("tickerpulse.task").joinpath("prompts", f"{version}.yaml").read_text("utf-8")
     except FileNotFoundError:
         raise ValueError(f"unknown prompt version {version!r}") from None
     spec = yaml.safe_load(raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tickerpulse.stream.tickers import asset_class, extract_mentions, extract_tickers, known_symbols, symbols_header
+from tickerpulse.task.tickers import asset_class, extract_mentions, extract_tickers, known_symbols, symbols_header
 
 CASES: list[tuple[str, list[str]]] = [
     # cashtags

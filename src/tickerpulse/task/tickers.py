@@ -71,7 +71,7 @@ class Mention:
 @lru_cache(maxsize=1)
 def known_symbols() -> dict[str, AssetClass]:
     """symbol -> asset class, from the shipped list (`data/symbols.txt`, header says source and date)."""
-    text = resources.files("tickerpulse.stream").joinpath("data", "symbols.txt").read_text("utf-8")
+    text = resources.files("tickerpulse.task").joinpath("data", "symbols.txt").read_text("utf-8")
     out: dict[str, AssetClass] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -82,7 +82,7 @@ def known_symbols() -> dict[str, AssetClass]:
 
 def symbols_header() -> list[str]:
     """The comment lines of the symbol list (source and build date)."""
-    text = resources.files("tickerpulse.stream").joinpath("data", "symbols.txt").read_text("utf-8")
+    text = resources.files("tickerpulse.task").joinpath("data", "symbols.txt").read_text("utf-8")
     return [ln[2:] for ln in text.splitlines() if ln.startswith("#")]
 
 

@@ -1,0 +1,68 @@
+"""The question record and the one rule for "which ticker does this row ask about?".
+
+A `Question` is what every stage asks a labeler: a text, the symbol it asks about (None = the market / the
+text as a whole) and, when known, the gold label and score for that symbol. Data conversion, distillation,
+the recipe's splits, evaluation and the server all turn rows into questions with `questions_of`, so a row is
+asked about the same ticker wherever it goes:
+
+- the row's own symbols if it names any (`tickers`), else the symbols `extract_tickers` finds in the text,
+  keeping only those the answer schema accepts, in order of first mention;
+- one question per symbol, at most `limit` (None: all); a text with none is one question about the market;
+- the gold of a question is the per-target gold when the row annotates that symbol (FiQA), else the row's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickerpulse.task.contract import TICKER_RE, score_to_label
+from tickerpulse.task.tickers import extract_tickers
+
+
+@dataclass(frozen=True)
+class Question:
+    """One (text, ticker) question, with its gold judgement when known."""
+
+    id: str
+    text: str
+    ticker: str | None = None
+    label: str | None = None
+    score: float | None = None
+    tickers: tuple[str, ...] = field(default_factory=tuple)  # every symbol the text names
+    source: str = ""
+    group: str = ""  # the dataset (or any grouping a report breaks results down by)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "ticker": self.ticker, "label": self.label, "score": self.score,
+                "tickers": list(self.tickers), "source": self.source, "group": self.group}
+
+
+def valid_symbol(symbol: str) -> bool:
+    """Can the answer schema carry this symbol as its `ticker`?"""
+    return bool(TICKER_RE.match(symbol))
+
+
+def symbols_of(text: str, tickers: Sequence[str] | None = None) -> list[str]:
+    """The symbols a text asks about: its given `tickers` if any, else the extracted ones (schema-valid only)."""
+    found = list(tickers) if tickers else extract_tickers(text)
+    return list(dict.fromkeys(t.strip().lstrip("$").upper() for t in found if t and valid_symbol(
+        t.strip().lstrip("$").upper())))
+
+
+def questions_of(text: str, *, id: str = "", tickers: Sequence[str] | None = None, label: str | None = None,
+                 score: float | None = None, target_scores: Mapping[str | None, float] | None = None,
+                 source: str = "", group: str = "", limit: int | None = 1) -> list[Question]:
+    """The questions a row asks (the module docstring's rule)."""
+    symbols = symbols_of(text, tickers)
+    asked: list[str | None] = list(symbols[:limit] if limit is not None else symbols) or [None]
+    out = []
+    for sym in asked:
+        q_label, q_score = label, score
+        if target_scores and sym in target_scores:
+            q_score = float(target_scores[sym])
+            q_label = score_to_label(q_score)
+        qid = id if len(asked) == 1 else f"{id}:{sym}"
+        out.append(Question(qid, text, sym, q_label, q_score, tuple(symbols), source, group))
+    return out
