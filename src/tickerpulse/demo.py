@@ -214,7 +214,7 @@ def step_compare(ctx: DemoContext) -> None:
 def step_fuse(ctx: DemoContext) -> None:
     """Merge the adapter into a standalone model folder (checked: same logits as base + adapter)."""
     fused = ctx.out / "fused"
-    _tp(ctx, "fuse", "--adapter", ctx.state["train"]["run"], "--save-path", str(fused), "--overwrite")
+    _tp(ctx, "fuse", "--adapter-path", ctx.state["train"]["run"], "--save-path", str(fused), "--overwrite")
     ctx.state["fuse"] = {"model": str(fused)}
 
 
