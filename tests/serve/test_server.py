@@ -97,6 +97,22 @@ def test_sentiment_endpoint_shapes_ticker_extraction_and_schema(server) -> None:
         jsonschema.validate(ans, schema)
 
 
+def test_sentiment_asks_about_the_tickers_of_the_tasks_rule(server) -> None:
+    """The client's ticker wins (an explicit null is the market); else `questions_of` on what the prompt shows
+    of the text (its first 2000 characters), at most 8, the symbols the stream processor judges a post for."""
+    from tickerpulse.stream.processor import post_tickers
+
+    symbols = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOG", "META", "NFLX", "AMD"]
+    many = "Movers: " + ", ".join(f"${s}" for s in symbols)
+    beyond = "x " * 1000 + "$INTC"  # named after the 2000 characters the prompt keeps
+    items = [{"text": "$AAPL up", "ticker": None}, {"text": many}, {"text": beyond}, {"text": "$aapl", "ticker": " $msft"}]
+    with server.client() as c:
+        r = c.post("/v1/sentiment", json={"items": items}).json()
+    assert [a["ticker"] for a in r["results"]] == [None, *symbols[:8], None, "MSFT"]
+    assert r["text_index"] == [0, *[1] * 8, 2, 3]
+    assert post_tickers(many, 8) == symbols[:8]
+
+
 @pytest.mark.parametrize("body,status,needle", [
     ({"messages": [{"role": "user", "content": "x"}], "model": "nope"}, 404, "not served"),
     ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {

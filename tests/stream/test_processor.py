@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tickerpulse.stream.bus.base import Record
 from tickerpulse.stream.bus.sqlite import SqliteBus
 from tickerpulse.stream.config import StreamConfig
-from tickerpulse.stream.processor import run_processor, score_with_retry
+from tickerpulse.stream.processor import process_records, run_processor, score_with_retry
 from tickerpulse.stream.schema import Post
 from tickerpulse.stream.scoring import VaderScorer
 from tickerpulse.stream.store.duckdb import DuckDBStore
@@ -87,6 +88,20 @@ def test_malformed_records_are_dead_lettered_and_the_stream_goes_on(cfg: StreamC
     assert bus.committed(cfg.group, cfg.topic) == bus.end_offsets(cfg.topic)
     assert store.heartbeats()["processor"]["status"] == "stopped"
     bus.close()
+
+
+def test_posts_are_judged_for_the_tickers_of_the_tasks_rule(cfg: StreamConfig) -> None:
+    """The (post, ticker) pairs follow `questions_of`: symbols in order of first mention, each once, at most
+    `max_tickers_per_post`; a post naming none is marked, never judged about the market."""
+    texts = ["$NVDA beats; (NASDAQ: AMD) lags, $nvda again, then $TSLA, $AAPL and $MSFT",
+             "AAPL up 3% while the CEO talks about EPS", "nothing to see here"]
+    records = [Record(cfg.topic, 0, i, None, post(i, t), time.time()) for i, t in enumerate(texts)]
+    res = process_records(records, VaderScorer(), cfg.model_copy(update={"max_tickers_per_post": 3}))
+    assert [(m.post_id, m.tickers, m.n_tickers) for m in res.marks] == [
+        ("p0", ["NVDA", "AMD", "TSLA"], 3), ("p1", ["AAPL"], 1), ("p2", [], 0)]
+    assert [(d.post_id, d.ticker) for d in res.docs] == [("p0", "NVDA"), ("p0", "AMD"), ("p0", "TSLA"),
+                                                         ("p1", "AAPL")]
+    assert res.items == 4 and not res.dead
 
 
 def test_retries_then_poison_items_go_to_dead_letters(cfg: StreamConfig) -> None:

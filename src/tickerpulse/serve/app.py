@@ -14,8 +14,6 @@ thread is a daemon, so even work that cannot be interrupted does not keep the pr
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -52,10 +50,6 @@ class ServeConfig(StrictModel):
     default_max_tokens: int = Field(512, ge=1, description="Chat max_tokens when the request gives none.")
 
 
-class BadRequest(ValueError):
-    """A request the server understands but refuses (400)."""
-
-
 def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     """Build the FastAPI app (loads the model unless `engine` is given)."""
     from fastapi import FastAPI, Request
@@ -74,6 +68,7 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     )
     from tickerpulse.serve.grammar import UnsupportedSchema
     from tickerpulse.serve.metrics import Metrics
+    from tickerpulse.serve.openai_api import BadRequest
     from tickerpulse.serve.runtime import UnknownModel
     from tickerpulse.serve.security import GuardMiddleware, api_key_from_env
 
@@ -242,11 +237,3 @@ def run(config: ServeConfig, engine: Any = None) -> None:
         sys.stderr.flush()
         os._exit(0)
 
-
-def sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-async def wait_first(*aws: Any, timeout: float | None = None) -> set:
-    done, _ = await asyncio.wait(set(aws), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    return done

@@ -1,4 +1,5 @@
-"""Request and response models of the OpenAI protocol subset we serve, plus `/v1/sentiment`.
+"""The wire format: request and response models of the OpenAI protocol subset we serve and of `/v1/sentiment`,
+the 400 error (`BadRequest`, `error_body`) and server-sent events (`sse`).
 
 Requests forbid unknown fields and reject options we do not implement (tools, logprobs, penalties, ...)
 with a 400 that names them, instead of silently ignoring them.
@@ -6,6 +7,7 @@ with a 400 that names them, instead of silently ignoring them.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -18,12 +20,17 @@ MAX_N = 8
 MAX_ITEMS = 256
 # (text, ticker) pairs one /v1/sentiment request may expand to (texts x extracted tickers): work, not texts.
 MAX_EXPANDED_ITEMS = 1024
+MAX_TICKERS_PER_TEXT = 8  # a text without a given ticker is asked about at most this many it names
 MAX_STOP = 4
 MAX_STOP_CHARS = 256
 MAX_TOKENS = 131_072  # a sanity bound; the model's context gives the real limit (400 naming it)
 MAX_SEED = 2**63 - 1
 # Below this a positive temperature divides fp32 logits into float64 overflow (1e-320 is subnormal): 400, not NaN.
 MIN_TEMPERATURE = 1e-6
+
+
+class BadRequest(ValueError):
+    """A request the server understands but refuses (400)."""
 
 
 class Strict(BaseModel):
@@ -262,3 +269,8 @@ def completion_chunk(rid: str, model: str, index: int, text: str, finish: str | 
 def error_body(message: str, etype: str = "invalid_request_error", code: str | None = None,
                param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": etype, "param": param, "code": code}}
+
+
+def sse(obj: Any) -> str:
+    """One server-sent event carrying `obj` as JSON."""
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"

@@ -14,9 +14,10 @@ from typing import Any
 
 from fastapi import Request  # at module level: the routes' string annotations are resolved here
 
-from tickerpulse.serve.app import BadRequest, sse
 from tickerpulse.serve.openai_api import (
     MAX_EXPANDED_ITEMS,
+    MAX_TICKERS_PER_TEXT,
+    BadRequest,
     ChatCompletionRequest,
     CompletionRequest,
     ResponseFormat,
@@ -27,6 +28,7 @@ from tickerpulse.serve.openai_api import (
     completion_response,
     error_body,
     new_id,
+    sse,
     usage,
 )
 
@@ -59,23 +61,24 @@ def add_routes(app: Any, ctx: Any) -> None:
 
     @app.post("/v1/sentiment")
     async def sentiment(req: SentimentRequest, request: Request) -> dict[str, Any]:
-        from tickerpulse.task.contract import sanitize_text
         from tickerpulse.serve.engine import DEFAULT_REASONING_TOKENS
         from tickerpulse.task.answers import clean_text, normalize_ticker
-        from tickerpulse.task.tickers import extract_tickers
+        from tickerpulse.task.contract import sanitize_text
+        from tickerpulse.task.questions import questions_of
 
         name, adapter = ctx.adapter(req.model)
         items: list[tuple[str, str | None]] = []
         index: list[int] = []
         for i, (text, ticker, given) in enumerate(req.pairs()):
             text = clean_text(text)
-            if given:
-                try:
-                    tickers = [normalize_ticker(ticker)]
-                except ValueError:
-                    raise BadRequest(f"text {i}: not a ticker symbol: {ticker!r}") from None
-            else:
-                tickers = [t for t in extract_tickers(sanitize_text(text)) if _valid_ticker(t)][:8] or [None]
+            try:
+                own = normalize_ticker(ticker) if given else None
+            except ValueError:
+                raise BadRequest(f"text {i}: not a ticker symbol: {ticker!r}") from None
+            # The client's ticker wins (an explicit null asks about the market); else the task's one rule,
+            # applied to what the prompt shows of the text (sanitize_text: its first 2000 characters).
+            tickers = [own] if given else [q.ticker for q in questions_of(sanitize_text(text),
+                                                                           limit=MAX_TICKERS_PER_TEXT)]
             for t in tickers:
                 items.append((text, t))
                 index.append(i)
@@ -131,16 +134,6 @@ def add_routes(app: Any, ctx: Any) -> None:
         _raise_cancelled(done)
         return completion_response(rid, name, [(r.text, _finish(r)) for r in done],
                                    sum(len(p) for p in prompts), sum(r.generated for r in done))
-
-
-
-def _valid_ticker(t: str) -> bool:
-    from tickerpulse.task.answers import normalize_ticker
-
-    try:
-        return normalize_ticker(t) is not None
-    except ValueError:
-        return False
 
 
 def _model_card(model_id: str, rt: Any) -> dict[str, Any]:

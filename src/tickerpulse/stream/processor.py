@@ -2,7 +2,7 @@
 
 One loop, top to bottom (`run_processor`):
   1. poll up to `max_records` records;
-  2. `process_records`: parse each (malformed -> dead letter with the reason), extract tickers (posts
+  2. `process_records`: parse each (malformed -> dead letter with the reason), find its tickers (posts
      without one are marked as processed, not lost), score the (post, ticker) items in batches with
      retries and backoff (items that still fail alone -> dead letters with the attempts), build documents
      with deterministic ids;
@@ -38,7 +38,8 @@ from tickerpulse.stream.schema import (DeadLetter, Post, PostError, PostMark, Se
 from tickerpulse.stream.scoring import (ItemRejected, Scorer, ScorerFatal, ScorerUnavailable, ScoringInterrupted,
                                         backoff_delay)
 from tickerpulse.stream.store.base import Store, percentiles
-from tickerpulse.task.tickers import asset_class, extract_tickers
+from tickerpulse.task.questions import questions_of
+from tickerpulse.task.tickers import asset_class
 
 log = logging.getLogger("tickerpulse.stream.processor")
 IDLE_HEARTBEAT_S = 5.0  # an idle processor still reports this often (the dashboard calls 15 s of silence stale)
@@ -134,6 +135,12 @@ def score_with_retry(scorer: Scorer, items: Sequence[tuple[str, str | None]], *,
     return out, failures, retries
 
 
+def post_tickers(text: str, limit: int) -> list[str]:
+    """The tickers a post is judged for: the task's one rule (`questions_of`), at most `limit`. A post that
+    names none is marked processed, not judged: the stream does not ask about the market."""
+    return [q.ticker for q in questions_of(text, limit=limit) if q.ticker is not None]
+
+
 def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig,
                     sleep: Callable[[float], None] = time.sleep, *, stop: threading.Event | None = None,
                     on_pause: Callable[[str, float], None] | None = None,
@@ -177,7 +184,7 @@ def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig
     plan: list[tuple[Record, Post, str]] = []
     now = utcnow()
     for r, post in parsed:
-        tickers = extract_tickers(post.text)[: cfg.max_tickers_per_post]
+        tickers = post_tickers(post.text, cfg.max_tickers_per_post)
         res.marks.append(PostMark(post_id=post.id, source=post.source, created_at=post.created_at,
                                   ingested_at=r.timestamp, processed_at=now, n_tickers=len(tickers), tickers=tickers))
         plan += [(r, post, t) for t in tickers]

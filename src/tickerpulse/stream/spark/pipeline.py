@@ -86,7 +86,8 @@ def parse_posts(cfg: dict[str, Any]):  # -> Callable[[Iterator[pd.DataFrame]], I
     batch are judged once (Kafka keys are post ids, so duplicates share a partition)."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from tickerpulse.task.tickers import asset_class, extract_tickers
+        from tickerpulse.stream.processor import post_tickers
+        from tickerpulse.task.tickers import asset_class
 
         c = _cfg(cfg)
         seen: set[str] = set()
@@ -109,7 +110,7 @@ def parse_posts(cfg: dict[str, Any]):  # -> Callable[[Iterator[pd.DataFrame]], I
                 if post.id in seen:
                     continue
                 seen.add(post.id)
-                tickers = extract_tickers(post.text)[: c.max_tickers_per_post]
+                tickers = post_tickers(post.text, c.max_tickers_per_post)
                 mark = PostMark(post_id=post.id, source=post.source, created_at=post.created_at, ingested_at=ingested,
                                 processed_at=now, n_tickers=len(tickers), tickers=tickers)
                 rows.append(("mark", *where, post.id, None, None, None, json.dumps(mark.to_dict())))
