@@ -35,11 +35,10 @@ def test_agreement() -> None:
 
 def test_shipped_recipe_config_resolves_its_train_block() -> None:
     from tickerpulse.recipe.config import load_recipe_config
-    from tickerpulse.train.api import resolve_config
 
     cfg = load_recipe_config(ROOT / "configs" / "recipe-sentiment.yaml")
     assert cfg.name == "tickerpulse-sentiment"
-    tcfg = resolve_config(None, {**cfg.train, "model": cfg.base_model, "data": "x", "adapter_path": "y"})
+    tcfg = cfg.train_config(data="x", run="y")
     assert tcfg.fine_tune_type == "lora" and tcfg.mask_prompt
 
 

@@ -1,7 +1,8 @@
 """`RecipeConfig`: everything the sentiment recipe depends on, merged once (defaults < YAML < flags).
 
-The `train` block is handed to `tickerpulse.train.api.resolve_config` unchanged, so every training key
-(and its validation) is the trainer's own; the recipe only fills `model`, `data` and `adapter_path`.
+The whole config is validated when it loads, before data and distill run: the `train` section is the
+trainer's own `TrainConfig` (every training key and check is `tickerpulse train`'s), so a bad training key
+fails at once. The recipe fills `model`, `data` and `adapter_path` of it (`RecipeConfig.train_config`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializationInfo, ValidationInfo, field_serializer, field_validator, model_validator
 
 from tickerpulse.config import StrictModel, build, load_yaml
+from tickerpulse.train.config import TrainConfig
 
 DATASETS = ("tfns", "fpb", "fiqa")
+
+# TrainConfig keys the recipe sets itself: a value under `train:` would be replaced, so it is refused.
+RECIPE_TRAIN_KEYS = {
+    "model": "it trains base_model",
+    "data": "it trains on its own distilled chat data, <out>/chat",
+    "hf_dataset": "it trains on its own distilled chat data, <out>/chat",
+    "adapter_path": "the run folder is <out>/run",
+    "resume": "every recipe run trains from scratch",
+}
+
+
+class RecipeTrainConfig(TrainConfig):
+    """The recipe's `train:` section: every `tickerpulse train` key and check, except the keys it sets."""
+
+    @field_validator(*RECIPE_TRAIN_KEYS)
+    @classmethod
+    def _set_by_recipe(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is not None:
+            raise ValueError(f"set by the recipe ({RECIPE_TRAIN_KEYS[str(info.field_name)]})")
+        return v
 
 
 class SplitConfig(StrictModel):
@@ -56,7 +78,7 @@ class EvalSettings(StrictModel):
     student_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="The fused student's CPU inference dtype, written to its serving.json so that "
         "`serve --model <name>` (dtype auto) runs what the card measured; auto = bf16 on a CPU with native bf16 "
-        "(~2x label items/s; 97.8-100% of labels agree with fp32 per validation set, docs/recipe.md), else fp32.")
+        "(~2x label items/s; 97.8-100% of labels agree with fp32 per validation set, docs/experiments.md), else fp32.")
     injection_free_generation: bool = Field(True, description="Also run free generation on the injection posts.")
     calibration_grid: list[float] = Field(
         default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
@@ -95,11 +117,18 @@ class RecipeConfig(StrictModel):
         "/ iters alone).")
     post_train_tokens: float = Field(
         1_050_000, gt=0, description="What fuse, calibration, evaluation and the injection test cost, in tokens of "
-        "training throughput (they take post_train_tokens / tokens-per-second seconds; measured in docs/recipe.md).")
+        "training throughput (they take post_train_tokens / tokens-per-second seconds; docs/recipe.md).")
     splits: SplitConfig = Field(default_factory=SplitConfig)
-    train: dict[str, Any] = Field(default_factory=dict, description="tickerpulse train keys (see docs/train.md).")
+    train: RecipeTrainConfig = Field(default_factory=RecipeTrainConfig, description="`tickerpulse train` keys "
+                                     "(docs/train.md) except model, data and adapter_path, which the recipe sets.")
     eval: EvalSettings = Field(default_factory=EvalSettings)
     ablations: list[str] = Field(default_factory=list, description="What was tried before this config (for the card).")
+
+    @field_serializer("train")
+    def _train_as_given(self, v: RecipeTrainConfig, info: SerializationInfo) -> dict[str, Any]:
+        """The keys the config gave (what `train:` says), not TrainConfig's ~50 defaults: recipe.json and the
+        card show the recipe's choices, and load back into the same config."""
+        return v.model_dump(mode=info.mode, exclude_unset=True)
 
     @field_validator("full_answer_share")
     @classmethod
@@ -108,6 +137,12 @@ class RecipeConfig(StrictModel):
         if unknown or any(not 0.0 <= x <= 1.0 for x in v.values()):
             raise ValueError(f"full_answer_share: datasets {list(DATASETS)} with shares in [0, 1]; got {v}")
         return {**{ds: 1.0 for ds in DATASETS}, **v}
+
+    def train_config(self, data: str | Path, run: str | Path) -> TrainConfig:
+        """The training run's config: the `train` section with the recipe's base model, chat data and run folder
+        (validated again as a plain TrainConfig, exactly as `tickerpulse train` would build it)."""
+        given = self.train.model_dump(exclude_unset=True)
+        return TrainConfig.model_validate({**given, "model": self.base_model, "data": str(data), "adapter_path": str(run)})
 
     @property
     def install_dir(self) -> Path:

@@ -150,11 +150,9 @@ def _cut_after_label(row: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- train
 def train_student(cfg: RecipeConfig, chat: Path, run: Path, log: Log, argv: list[str] | None,
                   budget_fit: Callable[[float, float], float] | None = None) -> dict[str, Any]:
-    from tickerpulse.train.api import resolve_config, train
+    from tickerpulse.train.api import train
 
-    overrides = {**cfg.train, "model": cfg.base_model, "data": str(chat), "adapter_path": str(run)}
-    tcfg = resolve_config(None, overrides)
-    result = train(tcfg, argv=argv, budget_fit=budget_fit)
+    result = train(cfg.train_config(data=chat, run=run), argv=argv, budget_fit=budget_fit)
     s = result.summary
     log(f"trained: {s.get('status')}, best step {s.get('best_step')}, val loss {s.get('best_val_loss')}, "
         f"{s.get('tokens_per_sec', 0):.0f} tok/s, {s.get('train_time_s')} s")
