@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tickerpulse.cli.main import app
-from tickerpulse.data.convert import answer_targets, convert, record_to_chat
+from tickerpulse.data.convert import convert, record_to_chat
 from tickerpulse.data.formats import DataError, load_jsonl
 from tickerpulse.data.readers import CsvColumns, read_records
 from tickerpulse.data.records import Record, detect_source
@@ -137,7 +137,7 @@ def test_fiqa_headline_reasoning_names_the_companies(tmp_path):
 def test_extract_tickers_fills_missing_tickers(tmp_path):
     [rec] = read_records(jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "Why $AMD and $nvda ran", "label": "positive"}]))
     assert rec.tickers == ["AMD", "NVDA"]
-    assert [t.ticker for t in answer_targets(rec)] == ["AMD", "NVDA"]
+    assert [q.ticker for q in rec.questions(limit=None)] == ["AMD", "NVDA"]
 
 
 @pytest.mark.parametrize("csv_text,cols,expected", [
@@ -207,7 +207,7 @@ def test_cli_convert_csv_flags(tmp_path):
                                    "--label-map", "0=neutral"])
     assert res.exit_code == 0, res.output
     recs = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
-    assert [(r["label"], r.get("tickers")) for r in recs] == [("positive", ["AAPL"]), ("neutral", None)]
+    assert [(r["label"], r["tickers"]) for r in recs] == [("positive", ["AAPL"]), ("neutral", [])]
 
 
 @pytest.mark.parametrize("rel,records,min_rows", [

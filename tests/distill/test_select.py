@@ -4,40 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tickerpulse.distill.inputs import RawRow, load_raw
-from tickerpulse.distill.select import near_duplicate_clusters, normalize_text, plan_splits
+from tickerpulse.data.records import Record
+from tickerpulse.distill.inputs import load_raw
+from tickerpulse.distill.select import plan_splits
+
+from ..data.test_near_duplicates import FAMILY
 
 
-@pytest.mark.parametrize(
-    "a,b,same",
-    [
-        ("$AAPL - Apple beats estimates https://t.co/abc", "$aapl   apple BEATS estimates!! https://t.co/xyz", True),
-        ("Apple beats estimates", "Apple misses estimates", False),
-        ("", "   ", True),
-    ],
-)
-def test_normalize(a, b, same):
-    assert (normalize_text(a) == normalize_text(b)) is same
-
-
-def _rows(texts: list[str], labels: list[str] | None = None) -> list[RawRow]:
-    return [RawRow(str(i), t, (labels or [None] * len(texts))[i]) for i, t in enumerate(texts)]
-
-
-FAMILY = [
-    "Nomura Instinet loses confidence in Extended Stay America",
-    "$STAY - Nomura Instinet loses confidence in Extended Stay America https://t.co/WrQXTC38nB",
-    "Nomura Instinet loses confidence in Extended Stay America, shares slip",
-]
-
-
-def test_near_duplicate_clusters_find_the_family():
-    others = [f"Company {i} reports quarterly revenue of {i * 7} million dollars" for i in range(40)]
-    norms = [normalize_text(t) for t in FAMILY + others]
-    cl = near_duplicate_clusters(norms, 0.7)
-    assert cl[0] == cl[1] == cl[2] == 0
-    assert len(set(cl[3:])) == 40 or all(c >= 3 for c in cl[3:])
-    assert near_duplicate_clusters(norms, 1.0) == list(range(len(norms)))  # disabled
+def _rows(texts: list[str], labels: list[str] | None = None) -> list[Record]:
+    return [Record(str(i), t, (labels or [None] * len(texts))[i], "raw") for i, t in enumerate(texts)]
 
 
 def test_plan_drops_exact_duplicates_and_keeps_clusters_in_one_split():
@@ -98,5 +73,9 @@ def test_load_raw_labeled_unlabeled_and_errors(tmp_path):
 def test_fiqa_keeps_per_target_scores(shared_data):
     rows = load_raw(shared_data / "fiqa-sentiment" / "fiqa_task1.jsonl")
     assert all(r.source == "fiqa" and r.score is not None for r in rows)
-    posts = [r for r in rows if any(t is not None for t in r.target_scores)]
-    assert posts and all(-1 <= s <= 1 for r in posts for s in r.target_scores.values())
+    posts = [r for r in rows if any(t is not None for t in r.target_scores())]
+    assert posts and all(-1 <= s <= 1 for r in posts for s in r.target_scores().values())
+    # the question distill asks about a post is its annotated target, with that target's own gold
+    for r in posts:
+        q = r.questions()[0]
+        assert q.ticker == next(iter(r.target_scores())) and q.score == r.target_scores()[q.ticker]

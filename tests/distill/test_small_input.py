@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickerpulse.task.contract import sanitize_text
-from tickerpulse.distill.inputs import RawRow, load_raw
+from tickerpulse.data.records import Record
+from tickerpulse.distill.inputs import load_raw
 from tickerpulse.distill.select import plan_splits
 
 from ..data.cli import assert_file_line_errors, run_cli
@@ -142,7 +143,7 @@ def validate_ok(out: Path) -> bool:
        seed=st.integers(0, 3))
 def test_property_every_wanted_split_gets_a_group_when_there_are_enough(sizes, targets, seed):
     """Whole groups of identical text per split, and no wanted split empty when groups >= wanted splits."""
-    rows = [RawRow(id=f"{g}-{k}", text=f"{' '.join(WORDS[g * 2:g * 2 + 3])} {'!' * k}", label="neutral")
+    rows = [Record(id=f"{g}-{k}", text=f"{' '.join(WORDS[g * 2:g * 2 + 3])} {'!' * k}", label="neutral", source="raw")
             for g, size in enumerate(sizes) for k in range(size)]  # rows of a group differ only by punctuation
     want = dict(zip(("train", "valid", "test"), targets, strict=True))
     plan = plan_splits(rows, want, seed=seed)

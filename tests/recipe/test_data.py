@@ -7,27 +7,28 @@ from pathlib import Path
 
 import pytest
 
+from tickerpulse.data.records import Record
 from tickerpulse.data.split import normalize_text
 from tickerpulse.recipe.config import SplitConfig
-from tickerpulse.recipe.data import Row, assemble, stratified_groups, stratified_sample
+from tickerpulse.recipe.data import assemble, sample_records, split_records, to_record
 
 
-def _rows(n: int) -> list[Row]:
+def _rows(n: int) -> list[Record]:
     labels = ["neutral"] * 6 + ["positive"] * 3 + ["negative"]
-    rows = [Row(f"r{i}", f"headline number {i} about $AAPL", labels[i % 10], None, ["AAPL"], "x", "records")
-            for i in range(n)]
+    rows = [Record(f"r{i}", f"headline number {i} about $AAPL", labels[i % 10], "records", tickers=["AAPL"],
+                   dataset="x") for i in range(n)]
     # normalised duplicates: same text, another link
-    rows += [Row(f"d{i}", f"headline number {i} about $AAPL https://t.co/x{i}", rows[i].label, None, ["AAPL"], "x",
-                 "records") for i in range(0, 40, 4)]
+    rows += [Record(f"d{i}", f"headline number {i} about $AAPL https://t.co/x{i}", rows[i].label, "records",
+                    tickers=["AAPL"], dataset="x") for i in range(0, 40, 4)]
     return rows
 
 
-def test_stratified_groups_deterministic_and_grouped() -> None:
+def test_split_records_deterministic_and_grouped() -> None:
     rows = _rows(200)
-    a = stratified_groups(rows, {"test": 0.2, "valid": 0.1}, seed=3)
-    b = stratified_groups(rows, {"test": 0.2, "valid": 0.1}, seed=3)
+    a = split_records(rows, {"test": 0.2, "valid": 0.1}, seed=3)
+    b = split_records(rows, {"test": 0.2, "valid": 0.1}, seed=3)
     assert {k: [r.id for r in v] for k, v in a.items()} == {k: [r.id for r in v] for k, v in b.items()}
-    c = stratified_groups(rows, {"test": 0.2, "valid": 0.1}, seed=4)
+    c = split_records(rows, {"test": 0.2, "valid": 0.1}, seed=4)
     assert [r.id for r in a["test"]] != [r.id for r in c["test"]]
     assert sum(len(v) for v in a.values()) == len(rows)
     part_of_norm: dict[str, set[str]] = {}
@@ -41,13 +42,29 @@ def test_stratified_groups_deterministic_and_grouped() -> None:
         assert abs(test[lab] / len(a["test"]) - overall[lab] / len(rows)) < 0.05
 
 
-def test_stratified_sample_keeps_label_shares() -> None:
+def test_sample_records_keeps_label_shares() -> None:
     rows = _rows(300)
-    s = stratified_sample(rows, 100, seed=0)
-    assert len(s) == 100 and s == stratified_sample(rows, 100, seed=0)
+    s = sample_records(rows, 100, seed=0)
+    assert len(s) == 100 and s == sample_records(rows, 100, seed=0)
     c = Counter(r.label for r in s)
     assert 55 <= c["neutral"] <= 65 and 8 <= c["negative"] <= 12
-    assert stratified_sample(rows, None, 0) == rows
+    assert sample_records(rows, None, 0) == rows
+
+
+def test_to_record_is_the_question_distill_and_eval_ask() -> None:
+    """FiQA: the first annotated target with its own score (not the record's mean), asked first in tickers."""
+    from tickerpulse.data.records import Target
+
+    rec = Record("p1", "$GRPN and $P today", "negative", "fiqa", score=-0.05, tickers=["P", "GRPN"],
+                 targets=[Target("P", -0.2, "P"), Target("Groupon", 0.1)])
+    r = to_record(rec, "fiqa")
+    assert (r.label, r.score, r.tickers, r.dataset) == ("negative", -0.2, ["P", "GRPN"], "fiqa")
+    assert r.questions() == rec.questions() and r.to_dict()["dataset"] == "fiqa"
+    # named companies only: the question is about them (None), so no symbol is asked first
+    names = Record("h1", "CRH's bid for Holcim assets", "positive", "fiqa", score=0.28, tickers=["CRH"],
+                   targets=[Target("Holcim", 0.282)])
+    r = to_record(names, "fiqa")
+    assert (r.tickers, r.score, r.questions()[0].ticker) == ([], 0.282, None)
 
 
 def test_assemble_real_data_no_leakage(shared_data: Path) -> None:

@@ -126,13 +126,16 @@ def split(
     test: float = typer.Option(0.1, "--test", min=0.0, max=0.99, help="Fraction of rows for test.jsonl."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
     stratify: bool = typer.Option(True, "--stratify/--no-stratify", help="Keep label proportions alike across splits."),
+    near_dup_threshold: float = typer.Option(1.0, "--near-dup-threshold", min=0.01, max=1.0,
+                                             help="Also keep texts this similar together (character 5-gram Jaccard; 1 = exact duplicates only)."),
 ) -> None:
     """Deterministic split; rows with the same normalised text always land in the same split."""
     from rich.table import Table
 
     from tickerpulse.data.split import split_files as run_split
 
-    result = run_split(inputs, out, valid=valid, test=test, seed=seed, stratify=stratify)
+    result = run_split(inputs, out, valid=valid, test=test, seed=seed, stratify=stratify,
+                       near_dup_threshold=near_dup_threshold)
     table = Table(title=escape(f"split of {', '.join(p.name for p in inputs)} (seed {seed}) -> {out}"))
     for col in ("split", "rows", "distinct texts", "labels"):
         table.add_column(col, justify="right" if col in {"rows", "distinct texts"} else "left")

@@ -1,6 +1,7 @@
 """Labeled records -> chat JSONL for the sentiment task (gold answers, no teacher needed).
 
-One chat row per (text, ticker) target:
+One chat row per question the record asks (`Record.questions(limit=None)`, the one rule of
+`tickerpulse.task.questions`):
 - FiQA: one row per annotated symbol with its own score; targets that are company names (headlines)
   share one row with ticker null and their mean score;
 - otherwise one row per ticker of the record (the dataset's, else `extract_tickers`), or one with ticker
@@ -25,44 +26,20 @@ from pydantic import ValidationError
 from tickerpulse.data.formats import DataError
 from tickerpulse.data.readers import CsvColumns, iter_records
 from tickerpulse.data.records import Record, SourceFormat
-from tickerpulse.task.contract import (
-    DEFAULT_PROMPT,
-    LABEL_SCORES,
-    build_messages,
-    format_answer,
-    load_prompt,
-    score_to_label,
-)
+from tickerpulse.task.questions import Question
+from tickerpulse.task.contract import DEFAULT_PROMPT, LABEL_SCORES, build_messages, format_answer, load_prompt
 
 Target = Literal["records", "chat"]
 SOURCE_NAMES = {"tfns": "twitter-financial-news-sentiment", "fpb": "Financial PhraseBank", "fiqa": "FiQA",
                 "csv": "CSV", "records": "labeled records"}
 
 
-@dataclass(frozen=True)
-class AnswerTarget:
-    """One gold answer of a record: for `ticker` (None: the market / named companies), with its subject."""
-
-    ticker: str | None
-    label: str
-    score: float
-    subject: str  # what the reasoning names: "$AAPL", "Royal Mail", "the market"
-
-
-def answer_targets(rec: Record) -> list[AnswerTarget]:
-    """The gold answers a record yields (see the module docstring)."""
-    if rec.targets:
-        groups: dict[str | None, list[tuple[str, float]]] = {}
-        for t in rec.targets:
-            groups.setdefault(t.ticker, []).append((t.target, t.score))
-        out = []
-        for ticker, items in groups.items():
-            score = round(sum(s for _, s in items) / len(items), 3)
-            subject = f"${ticker}" if ticker else " and ".join(dict.fromkeys(name for name, _ in items))
-            out.append(AnswerTarget(ticker, score_to_label(score), score, subject))
-        return out
-    score = rec.score if rec.score is not None else LABEL_SCORES[rec.label]
-    return [AnswerTarget(t, rec.label, score, f"${t}" if t else "the market") for t in (rec.tickers or [None])]
+def subject(rec: Record, q: Question) -> str:
+    """What the templated reasoning names: "$AAPL", the annotated company names ("Royal Mail"), "the market"."""
+    if q.ticker:
+        return f"${q.ticker}"
+    names = [t.target for t in rec.targets if t.ticker is None]
+    return " and ".join(dict.fromkeys(names)) if names else "the market"
 
 
 def template_reasoning(source: str, label: str, subject: str) -> str:
@@ -77,15 +54,17 @@ def record_to_chat(rec: Record, prompt_version: str = DEFAULT_PROMPT) -> list[di
         ValueError: a gold score contradicts the label (e.g. neutral with score 0.9).
     """
     prompt = load_prompt(prompt_version)
-    targets = answer_targets(rec)
     rows = []
-    for target in targets:
-        ticker, label, score = target.ticker, target.label, target.score
-        answer = format_answer(ticker, label, score, template_reasoning(rec.source, label, target.subject))
+    for q in rec.questions(limit=None):
+        ticker, label = q.ticker, q.label
+        if label is None:
+            raise ValueError("no gold label (an unlabeled text: label it with `tickerpulse distill`)")
+        score = q.score if q.score is not None else LABEL_SCORES[label]
+        answer = format_answer(ticker, label, score, template_reasoning(rec.source, label, subject(rec, q)))
         rows.append({
             "messages": [*build_messages(rec.text, ticker, prompt_version), {"role": "assistant", "content": answer}],
             "meta": {
-                "id": f"{rec.id}:{ticker}" if len(targets) > 1 else rec.id,
+                "id": q.id,
                 "record_id": rec.id,
                 "source": rec.source,
                 "text": rec.text,
@@ -133,7 +112,8 @@ def _record_rows(records: Iterable[tuple[int, Record]], report: ConvertReport) -
     for _, rec in records:
         report.records += 1
         report.rows += 1
-        report.labels[rec.label] = report.labels.get(rec.label, 0) + 1
+        label = rec.label or "unlabeled"
+        report.labels[label] = report.labels.get(label, 0) + 1
         report.with_ticker += bool(rec.tickers)
         yield rec.to_dict()
 

@@ -4,7 +4,8 @@
 - completions: {"prompt": str, "completion": str}
 - text:        {"text": str}
 
-A folder holds train.jsonl / valid.jsonl / test.jsonl (any may be missing). All rows of one file must share
+A folder holds train.jsonl / valid.jsonl / test.jsonl (any may be missing); a hub dataset id in its place
+is loaded through `datasets` (`load_split`). All rows of one file must share
 one format. Extra keys are allowed (ids, provenance) and ignored by training.
 
 Hostile files are the normal case: every reader here streams line by line with a bounded line length, so
@@ -246,7 +247,36 @@ def load_split(folder: str | Path, split: str) -> tuple[list[dict[str, Any]], Fo
     if path.is_file():
         return load_jsonl(path)
     if not Path(folder).exists() and "/" in str(folder):
-        from tickerpulse.data.hub import load_hub_split
-
         return load_hub_split(str(folder), split)
     raise FileNotFoundError(f"{path} not found (a data folder needs {split}.jsonl)")
+
+
+_HUB_SPLIT_NAMES = {"valid": ("validation", "valid", "val"), "train": ("train",), "test": ("test",)}
+
+
+def load_hub_split(dataset_id: str, split: str) -> tuple[list[dict[str, Any]], Format]:
+    """One split of a hub dataset (e.g. `mlx-community/wikisql`), validated like a local file; needs the
+    `datasets` package (`pip install 'tickerpulse[hub]'`)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("loading a hub dataset needs the datasets package: pip install datasets") from None
+    try:
+        ds = datasets.load_dataset(dataset_id)
+    except Exception as exc:  # offline, missing, gated
+        raise FileNotFoundError(
+            f"hub dataset {dataset_id!r} could not be loaded ({type(exc).__name__}: {exc}); "
+            "download it where the hub is reachable and pass a local folder with train/valid/test.jsonl"
+        ) from None
+    name = next((n for n in _HUB_SPLIT_NAMES[split] if n in ds), None)
+    if name is None:
+        raise FileNotFoundError(f"hub dataset {dataset_id!r} has no {split} split (has {list(ds)})")
+    rows = [dict(r) for r in ds[name]]
+    fmt: Format | None = None
+    for i, row in enumerate(rows, start=1):
+        try:
+            fmt = fmt or detect_format(row)
+            check_row(row, fmt)
+        except ValueError as exc:
+            raise DataError(f"{dataset_id}/{name}", i, str(exc)) from None
+    return rows, fmt or "text"

@@ -20,14 +20,13 @@ from tickerpulse.data.records import (
     Record,
     SourceFormat,
     as_score,
-    clean_symbol,
     dedupe_symbols,
-    find_tickers,
     iter_jsonl_records,
     normalize_label,
     short,
 )
 from tickerpulse.task.contract import score_to_label
+from tickerpulse.task.questions import clean_symbol, symbols_of
 
 
 @dataclass
@@ -112,7 +111,7 @@ def _csv_record(row: dict[str, str], cols: CsvColumns, default_id: str) -> Recor
     else:
         raise ValueError("no label and no score")
     raw_tickers = re.split(r"[\s,;|]+", row.get(cols.ticker) or "") if cols.ticker else []
-    tickers = dedupe_symbols(clean_symbol(t) for t in raw_tickers) or find_tickers(text)
+    tickers = dedupe_symbols(clean_symbol(t) for t in raw_tickers) or symbols_of(text)
     return Record(id=(row.get(cols.id) if cols.id else None) or default_id, text=text, label=label,
                   source="csv", score=score, tickers=tickers)
 

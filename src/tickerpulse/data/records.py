@@ -1,11 +1,14 @@
 """Labeled records from the public financial-sentiment datasets, in one shape.
 
-A record is `{id, text, label, score?, tickers?, targets?, source}`:
-- `label`: negative | neutral | positive;
+A record is `{id, text, label, score?, tickers, targets?, source, dataset?}`, THE labeled-row type of every
+stage (data convert/split, distill's input, the recipe's splits):
+- `label`: negative | neutral | positive; None only for an unlabeled text (distill's teacher labels it);
 - `score`: a continuous gold score in [-1, 1] when the dataset has one (FiQA), else absent;
 - `tickers`: upper-case symbols mentioned (the dataset's own, else found by `extract_tickers`);
 - `targets`: per-target gold `[{target, ticker, score, label}]` (FiQA: a company name or a symbol);
-- `source`: which reader made it (tfns, fpb, fiqa, csv, records).
+- `source`: which reader made it (tfns, fpb, fiqa, csv, records, raw for unlabeled texts);
+- `dataset`: the dataset a recipe assigned it to (tfns, fpb, fiqa), empty otherwise.
+Which ticker a record asks about is `Record.questions` (the one rule, `tickerpulse.task.questions`).
 
 Readers (auto-detected from a file's fields, or forced with `fmt`):
 - `tfns`: twitter-financial-news-sentiment (`label` string or the hub's int 0=Bearish 1=Bullish 2=Neutral);
@@ -32,7 +35,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tickerpulse.data.formats import DataError, iter_jsonl
-from tickerpulse.task.contract import LABELS, TICKER_RE, score_to_label
+from tickerpulse.task.contract import LABELS, score_to_label
+from tickerpulse.task.questions import Question, clean_symbol, questions_of, symbols_of
 
 SourceFormat = Literal["tfns", "fpb", "fiqa", "csv", "records"]
 SOURCE_FORMATS: tuple[str, ...] = ("tfns", "fpb", "fiqa", "csv", "records")
@@ -100,14 +104,15 @@ class Record:
 
     id: str
     text: str
-    label: str
+    label: str | None
     source: str
     score: float | None = None
     tickers: list[str] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
+    dataset: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.label, str) or self.label not in LABELS:
+        if self.label is not None and (not isinstance(self.label, str) or self.label not in LABELS):
             raise ValueError(f"label {short(self.label)} is not one of {list(LABELS)}")
         if not isinstance(self.text, str):
             raise ValueError(f"text must be a string, got {type(self.text).__name__}")
@@ -120,17 +125,33 @@ class Record:
         if not isinstance(self.tickers, list) or not all(isinstance(t, str) for t in self.tickers):
             raise ValueError("tickers must be a list of symbols")
 
+    def target_scores(self) -> dict[str | None, float]:
+        """Per-target gold scores by symbol (None: the named companies that are no symbol), means rounded to
+        3 places; empty when the record annotates no target."""
+        groups: dict[str | None, list[float]] = {}
+        for t in self.targets:
+            groups.setdefault(t.ticker, []).append(t.score)
+        return {sym: round(sum(v) / len(v), 3) for sym, v in groups.items()}
+
+    def questions(self, limit: int | None = 1) -> list[Question]:
+        """The questions this record asks (`questions_of`: its symbols, gold per target when annotated)."""
+        return questions_of(self.text, id=self.id, tickers=self.tickers, label=self.label, score=self.score,
+                            target_scores=self.target_scores() or None, source=self.source,
+                            group=self.dataset or self.source, limit=limit)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; optional fields only when they hold something."""
+        """JSON-ready dict; `tickers` always (an empty list says none was found), other optional fields
+        only when they hold something."""
         d: dict[str, Any] = {"id": self.id, "text": self.text, "label": self.label}
         if self.score is not None:
             d["score"] = self.score
-        if self.tickers:
-            d["tickers"] = self.tickers
+        d["tickers"] = self.tickers
         if self.targets:
             d["targets"] = [{"target": t.target, "ticker": t.ticker, "score": t.score, "label": t.label}
                             for t in self.targets]
         d["source"] = self.source
+        if self.dataset:
+            d["dataset"] = self.dataset
         return d
 
     @classmethod
@@ -145,8 +166,12 @@ class Record:
         tickers = d.get("tickers") or []
         if not isinstance(tickers, list):
             raise ValueError(f"tickers must be a list of symbols, got {type(tickers).__name__}")
+        dataset = d.get("dataset") or ""
+        if not isinstance(dataset, str):
+            raise ValueError(f"dataset must be a string, got {type(dataset).__name__}")
         return cls(id=_id(d["id"]), text=d["text"], label=d["label"], source=str(d.get("source") or "records"),
-                   score=d.get("score"), tickers=dedupe_symbols(clean_symbol(t) for t in tickers), targets=targets)
+                   score=d.get("score"), tickers=dedupe_symbols(clean_symbol(t) for t in tickers), targets=targets,
+                   dataset=dataset)
 
 
 def normalize_label(value: Any, mapping: dict[Any, str] | None = None) -> str:
@@ -186,20 +211,6 @@ def _symbols(value: Any) -> list[Any]:
     return value
 
 
-def clean_symbol(value: Any) -> str | None:
-    """'$aapl' -> 'AAPL'; None when it is not a ticker symbol (e.g. a company name)."""
-    if not isinstance(value, str):
-        return None
-    sym = value.strip().lstrip("$").upper()
-    return sym if TICKER_RE.match(sym) else None
-
-
-def find_tickers(text: str) -> list[str]:
-    from tickerpulse.task.tickers import extract_tickers
-
-    return [t for t in extract_tickers(text) if clean_symbol(t)]
-
-
 def dedupe_symbols(symbols: Iterable[str | None]) -> list[str]:
     out: list[str] = []
     for s in symbols:
@@ -236,7 +247,7 @@ def _from_tfns(row: dict[str, Any], n: int) -> Record:
     label = row["label"]
     label = _int_label(label, TFNS_INT_LABELS, "tfns") if _plain_int(label) else normalize_label(label)
     text = _text(row, "text")
-    tickers = dedupe_symbols(clean_symbol(t) for t in _symbols(row.get("tickers"))) or find_tickers(text)
+    tickers = dedupe_symbols(clean_symbol(t) for t in _symbols(row.get("tickers"))) or symbols_of(text)
     return Record(id=_id(row.get("id", f"tfns-{n}")), text=text, label=label, source="tfns", tickers=tickers)
 
 
@@ -244,12 +255,12 @@ def _from_fpb(row: dict[str, Any], n: int) -> Record:
     text = _text(row, "text", "sentence")
     label = row["label"]
     label = _int_label(label, FPB_INT_LABELS, "fpb") if _plain_int(label) else normalize_label(label)
-    return Record(id=_id(row.get("id", f"fpb-{n}")), text=text, label=label, source="fpb", tickers=find_tickers(text))
+    return Record(id=_id(row.get("id", f"fpb-{n}")), text=text, label=label, source="fpb", tickers=symbols_of(text))
 
 
 def _from_fiqa(row: dict[str, Any], n: int) -> Record:
     text = _text(row, "text")
-    cashtags = set(find_tickers(text)) | {s for t in _symbols(row.get("tickers")) if (s := clean_symbol(t))}
+    cashtags = set(symbols_of(text)) | {s for t in _symbols(row.get("tickers")) if (s := clean_symbol(t))}
     targets = []
     raw_targets = row.get("targets") or []
     if not isinstance(raw_targets, list):
@@ -276,7 +287,7 @@ def _from_records(row: dict[str, Any], n: int, source: str) -> Record:
         row = {**row, "id": f"{source}-{n}"}
     rec = Record.from_dict({**row, "label": normalize_label(row["label"]), "source": row.get("source", source)})
     if not rec.tickers:
-        rec.tickers = find_tickers(rec.text)
+        rec.tickers = symbols_of(rec.text)
     return rec
 
 

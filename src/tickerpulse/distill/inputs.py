@@ -1,9 +1,10 @@
-"""Raw input rows for distillation: a text, optionally with its gold judgement.
+"""Distill's input: records (`tickerpulse.data.records.Record`), labeled or not.
 
 Labeled files go through the data stage's readers (`tickerpulse.data.readers`: twitter-financial-news-
 sentiment, Financial PhraseBank, FiQA with per-target scores, CSV, `{text, label}` JSONL), so distill reads
 exactly what `tickerpulse data convert` reads. Files without gold labels (`{id?, text}` JSONL, or a CSV with
-a `text` column and no label/score column) are read by the small reader here, as are hub dataset ids.
+a `text` column and no label/score column) are read by the small reader here into records with label
+None and source "raw", as are hub dataset ids.
 
 Every reader streams line by line through the data stage's hostile-input handling (not UTF-8, huge lines,
 NaN, deep nesting, CSV fields over the csv module's limit all become `file:line: reason`), and `limit`
@@ -17,31 +18,16 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tickerpulse.data.formats import DataError, iter_jsonl
 from tickerpulse.data.readers import csv_error_reason, csv_lines, read_records
 from tickerpulse.data.records import Record, normalize_label
-from tickerpulse.task.contract import Label
 
 
-@dataclass
-class RawRow:
-    """One text to label. `target_scores` holds per-ticker gold scores (FiQA), `None` = the whole text."""
-
-    id: str
-    text: str
-    label: Label | None = None
-    score: float | None = None
-    tickers: list[str] = field(default_factory=list)
-    source: str = "raw"
-    target_scores: dict[str | None, float] = field(default_factory=dict)
-
-
-def load_raw(source: str | Path, limit: int | None = None) -> list[RawRow]:
-    """Read raw rows from a .jsonl / .csv file, a folder holding train.jsonl, or a hub dataset id.
+def load_raw(source: str | Path, limit: int | None = None) -> list[Record]:
+    """Read records to label from a .jsonl / .csv file, a folder holding train.jsonl, or a hub dataset id.
 
     Args:
         source: path or hub id (`owner/name`, needs the `datasets` package and network).
@@ -55,19 +41,10 @@ def load_raw(source: str | Path, limit: int | None = None) -> list[RawRow]:
     if path.is_dir():
         path = path / "train.jsonl"
     if path.is_file():
-        return _read_labeled(path, limit) if _has_labels(path) else _read_unlabeled(path, limit)
+        return read_records(path, limit=limit or None) if _has_labels(path) else _read_unlabeled(path, limit)
     if "/" in str(source) and not path.exists() and not str(source).startswith((".", "/")):
         return _load_hub(str(source), limit)
     raise FileNotFoundError(f"input {source} not found (expected a .jsonl/.csv file, a folder or a hub dataset id)")
-
-
-def from_record(rec: Record) -> RawRow:
-    """A data-stage record as a raw row (per-target FiQA scores kept for the gold teacher)."""
-    from tickerpulse.data.convert import answer_targets
-
-    scores = {t.ticker: t.score for t in answer_targets(rec)} if rec.targets else {}
-    return RawRow(id=rec.id, text=rec.text, label=rec.label, score=rec.score, tickers=list(rec.tickers),  # type: ignore[arg-type]
-                  source=rec.source, target_scores=scores)
 
 
 def _has_labels(path: Path) -> bool:
@@ -80,10 +57,6 @@ def _has_labels(path: Path) -> bool:
     return False
 
 
-def _read_labeled(path: Path, limit: int | None) -> list[RawRow]:
-    return [from_record(rec) for rec in read_records(path, limit=limit or None)]
-
-
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line, fields) per CSV record, decoded line by line; DataError names file:line."""
     reader = csv.reader(csv_lines(path), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
@@ -94,8 +67,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise DataError(path, reader.line_num, csv_error_reason(exc)) from None
 
 
-def _read_unlabeled(path: Path, limit: int | None) -> list[RawRow]:
-    rows: list[RawRow] = []
+def _read_unlabeled(path: Path, limit: int | None) -> list[Record]:
+    rows: list[Record] = []
     if path.suffix.lower() in (".csv", ".tsv"):
         records = _csv_rows(path)
         header = next(records, (0, []))[1]
@@ -113,16 +86,16 @@ def _read_unlabeled(path: Path, limit: int | None) -> list[RawRow]:
     return rows
 
 
-def _unlabeled(obj: Any, where: Path | str, lineno: int) -> RawRow:
+def _unlabeled(obj: Any, where: Path | str, lineno: int) -> Record:
     if not isinstance(obj, dict):
         raise DataError(where, lineno, f"expected a JSON object, got {type(obj).__name__}")
     text = obj.get("text")
     if not isinstance(text, str) or not text.strip():
         raise DataError(where, lineno, "'text' must be a non-empty string")
-    return RawRow(id=str(obj.get("id") or f"{Path(str(where)).stem}-{lineno}"), text=text)
+    return Record(id=str(obj.get("id") or f"{Path(str(where)).stem}-{lineno}"), text=text, label=None, source="raw")
 
 
-def _load_hub(dataset_id: str, limit: int | None) -> list[RawRow]:
+def _load_hub(dataset_id: str, limit: int | None) -> list[Record]:
     from tickerpulse._optional import require
 
     datasets = require("datasets", "reading a hub dataset")
@@ -142,7 +115,7 @@ def _load_hub(dataset_id: str, limit: int | None) -> list[RawRow]:
             if isinstance(label, int) and hasattr(label_feature, "int2str"):  # ClassLabel -> its name
                 label = label_feature.int2str(label)
             try:
-                row.label = normalize_label(label)  # type: ignore[assignment]
+                row.label = normalize_label(label)
             except ValueError as exc:
                 raise DataError(dataset_id, i, f"{exc}; convert the dataset with `tickerpulse data convert`") from None
         rows.append(row)

@@ -1,6 +1,7 @@
 """The distillation job: raw rows -> selected, deduplicated candidates -> teacher (cached) -> chat JSONL.
 
-Flow: `load_raw` -> `plan_splits` (exact/near-duplicate handling, one queue per split) -> label in waves:
+Flow: `load_raw` (records) -> `plan_splits` (exact/near-duplicate handling, one queue per split) -> the
+question each record asks (`Record.questions`: its first symbol, FiQA's first annotated target) -> label in waves:
 the first wave is exactly the rows each split needs; rows the teacher rejects (or that disagree with gold
 under `drop_disagreements`) are replaced from the same split's queue in the next wave, so a split ends
 with exactly its target whenever the pool allows. Results are cached one by one as they arrive.
@@ -27,13 +28,22 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 
 from tickerpulse.config import ConfigError, StrictModel
-from tickerpulse.data.formats import DataError
-from tickerpulse.task.contract import TICKER_RE, build_messages, format_answer, load_prompt, score_to_label
+from tickerpulse.data.formats import SPLITS, DataError
 from tickerpulse.distill.cache import Cache, cache_key
 from tickerpulse.distill.inputs import load_raw
-from tickerpulse.distill.select import SPLIT_ORDER, Plan, plan_splits
-from tickerpulse.distill.teacher import GoldTeacher, Item, OpenAITeacher, Outcome, Teacher, TeacherError, check_answer
-from tickerpulse.task.tickers import extract_tickers
+from tickerpulse.distill.report import build_report, write_report
+from tickerpulse.distill.select import Plan, plan_splits
+from tickerpulse.distill.teacher import (
+    GoldTeacher,
+    Item,
+    OpenAITeacher,
+    Outcome,
+    Teacher,
+    TeacherError,
+    check_answer,
+    endpoint_host,
+)
+from tickerpulse.task.contract import build_messages, format_answer, load_prompt
 
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -107,14 +117,6 @@ def teacher_url(teacher: str | None) -> str:
     return url
 
 
-def endpoint_host(url: str) -> str:
-    """host[:port] of a URL, without credentials or path (what provenance records)."""
-    if not url.startswith(("http://", "https://")):
-        return url
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
 def make_teacher(cfg: DistillConfig, stop: asyncio.Event | None = None) -> Teacher:
     """Build the teacher named by the config (reads the API key from the environment)."""
     if cfg.teacher == "gold":
@@ -167,8 +169,6 @@ def run_distill(
     _check_pool(cfg, plan)
     job = _Job(cfg, plan, progress, stop)
     asyncio.run(job.run(teacher, handle_signals))
-    from tickerpulse.distill.report import build_report, write_report
-
     written = job.write_outputs()
     report = build_report(job, written, time.time() - started, command)
     write_report(report, cfg.out)
@@ -187,7 +187,7 @@ def _check_pool(cfg: DistillConfig, plan: Plan) -> None:
 
     Whole (near-)duplicate groups go to one split, so the pool needs at least one distinct group per split.
     """
-    wanted = [s for s in SPLIT_ORDER if cfg.targets[s] > 0]
+    wanted = [s for s in SPLITS if cfg.targets[s] > 0]
     empty = [s for s in wanted if not plan.queues[s]]
     if not empty:
         return
@@ -208,7 +208,7 @@ class _Job:
         self.cfg, self.plan, self.progress = cfg, plan, progress
         self.prompt = load_prompt(cfg.prompt_version)
         self.items: dict[int, Item] = {}
-        self.split_of: dict[int, str] = {s_idx: s for s in SPLIT_ORDER for s_idx in plan.queues[s]}
+        self.split_of: dict[int, str] = {s_idx: s for s in SPLITS for s_idx in plan.queues[s]}
         self.cursor: Counter[str] = Counter()
         self.results: dict[int, Outcome] = {}
         self.cached: set[int] = set()
@@ -221,14 +221,8 @@ class _Job:
 
     def item(self, idx: int) -> Item:
         if idx not in self.items:
-            row = self.plan.rows[idx]
-            tickers = [t for t in extract_tickers(row.text) if TICKER_RE.match(t)]
-            target = tickers[0] if tickers else None
-            label, score = row.label, row.score
-            if target in row.target_scores:  # FiQA: the gold judgement of this very target
-                score = row.target_scores[target]
-                label = score_to_label(score)
-            self.items[idx] = Item(row.id, row.text, target, tickers, label, score, row.source)
+            q = self.plan.rows[idx].questions()[0]  # the one question rule (FiQA: that target's own gold)
+            self.items[idx] = Item(q.id, q.text, q.ticker, list(q.tickers), q.label, q.score, q.source)
         return self.items[idx]
 
     async def run(self, teacher: Teacher, handle_signals: bool) -> None:
@@ -279,7 +273,7 @@ class _Job:
     async def _waves(self, cache: Cache | None) -> None:
         while not self.stop.is_set():
             wave: list[int] = []
-            for split in SPLIT_ORDER:
+            for split in SPLITS:
                 need = self.cfg.targets[split] - len(self.accepted(split))
                 queue = self.plan.queues[split]
                 take = queue[self.cursor[split] : self.cursor[split] + max(0, need)]
@@ -397,7 +391,7 @@ class _Job:
         out_dir = Path(self.cfg.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         written: dict[str, list[int]] = {}
-        for split in SPLIT_ORDER:
+        for split in SPLITS:
             path = out_dir / f"{split}.jsonl"
             if self.cfg.targets[split] == 0:
                 path.unlink(missing_ok=True)  # a stale split from an earlier run would mislead `train`
@@ -407,7 +401,7 @@ class _Job:
                 path.unlink(missing_ok=True)  # never an empty split (run_distill raises after the report)
                 continue
             _write_jsonl(path, (self.row(idx) for idx in written[split]))
-        bad = [idx for split in SPLIT_ORDER for idx in self.plan.queues[split][: self.cursor[split]]
+        bad = [idx for split in SPLITS for idx in self.plan.queues[split][: self.cursor[split]]
                if self.verdict(idx) in ("rejected", "failed", "disagrees")]
         _write_jsonl(out_dir / "rejects.jsonl", (self._reject_row(idx) for idx in bad))
         return written

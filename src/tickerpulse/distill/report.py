@@ -8,14 +8,30 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from tickerpulse.data.formats import SPLITS
+from tickerpulse.distill.select import Plan
+from tickerpulse.distill.teacher import Item, Outcome, Teacher, endpoint_host, known_prices
 from tickerpulse.task.contract import LABELS
-from tickerpulse.distill.select import SPLIT_ORDER
-from tickerpulse.distill.teacher import known_prices
 
-if TYPE_CHECKING:
-    from tickerpulse.distill.job import _Job
+
+class LabelledJob(Protocol):
+    """What the report reads of a finished job (`distill.job._Job`)."""
+
+    cfg: Any  # DistillConfig
+    plan: Plan
+    teacher: Teacher | None
+    prompt: dict[str, Any]
+    results: dict[int, Outcome]
+    cached: set[int]
+    cache_path: Path | None
+    format_fallbacks: list[str]
+    label_seconds: float
+
+    def item(self, idx: int) -> Item: ...
+
+    def verdict(self, idx: int) -> str: ...
 
 _BINS = [round(-1 + 0.2 * i, 1) for i in range(11)]
 
@@ -30,10 +46,9 @@ def _rate(agree: int, total: int) -> float | None:
     return round(agree / total, 4) if total else None
 
 
-def build_report(job: "_Job", written: dict[str, list[int]], seconds: float, command: list[str] | None) -> dict[str, Any]:
+def build_report(job: LabelledJob, written: dict[str, list[int]], seconds: float, command: list[str] | None) -> dict[str, Any]:
     cfg, teacher = job.cfg, job.teacher
     assert teacher is not None
-    from tickerpulse.distill.job import endpoint_host
 
     processed = sorted(job.results)
     fresh = [i for i in processed if i not in job.cached]
@@ -153,7 +168,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "| split | written | teacher labels | gold labels | agreement |",
         "|---|---|---|---|---|",
     ]
-    for s in SPLIT_ORDER:
+    for s in SPLITS:
         if s in c["written"]:
             lines.append(f"| {s} | {c['written'][s]} | {r['labels'][s]} | {r['gold_labels'][s]} | "
                          f"{pct(a['per_split'][s]['rate'])} |")

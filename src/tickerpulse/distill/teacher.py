@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from tickerpulse.config import ConfigError
 from tickerpulse.task.contract import (
@@ -50,6 +51,14 @@ FEEDBACK = (
     '"ticker", "sentiment", "score", "reasoning"; the score must agree with the sentiment '
     "(positive > 0, negative < 0, neutral within [-0.5, 0.5])."
 )
+
+
+def endpoint_host(url: str) -> str:
+    """host[:port] of a URL, without credentials or path (what provenance records)."""
+    if not url.startswith(("http://", "https://")):
+        return url
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 class TeacherError(ConfigError):

@@ -4,31 +4,28 @@
   `valid-a.jsonl` is the TEST set (never trained or early-stopped on).
 - Financial PhraseBank all-agree and FiQA task 1: one file each -> train / valid / test by fraction.
 
-Rows whose normalised text is identical (same headline, another t.co link) form one group and a group never
-straddles two splits, so no test text is a training text. Each split is stratified by label. The question a
-row asks is the one distill asks (`distill.job`): the first ticker the project's extractor finds, and for FiQA
-that target's own annotated score. Output rows are labeled records `{id, text, label, score?, tickers,
-source, dataset}` that both `tickerpulse distill` and `tickerpulse eval` read.
+Splits and samples come from the data stage's one splitter (`tickerpulse.data.split`): rows whose normalised
+text is identical (same headline, another t.co link) form one group that never straddles two splits, and each
+split is stratified by label. Each row becomes the record of the one question it asks (`Record.questions`,
+the rule distill and eval use: the first symbol, FiQA's first annotated target with its own score), with that
+question's gold as its label/score, the asked symbol first in `tickers` and the dataset name:
+`{id, text, label, score?, tickers, targets?, source, dataset}`, which `tickerpulse distill` and
+`tickerpulse eval` read.
 
 Known limitation: near-duplicates (paraphrases) are not grouped here; only exact normalised duplicates.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import random
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.task.contract import TICKER_RE, score_to_label
-from tickerpulse.data.split import normalize_text
-from tickerpulse.distill.inputs import RawRow, load_raw
+from tickerpulse.data.readers import read_records
+from tickerpulse.data.records import Record, write_jsonl
+from tickerpulse.data.split import group_keys, normalize_text, sample, split_groups
 from tickerpulse.recipe.config import SplitConfig
-from tickerpulse.task.tickers import extract_tickers
 
 SOURCES = {
     "tfns": "twitter-financial-news-sentiment/train.jsonl",
@@ -39,130 +36,67 @@ SOURCES = {
 TEST_NAMES = {"tfns": "twitter valid-a", "fpb": "PhraseBank test", "fiqa": "FiQA test"}
 
 
-@dataclass
-class Row:
-    """One (text, target) question with its gold judgement."""
-
-    id: str
-    text: str
-    label: str
-    score: float | None
-    tickers: list[str]
-    dataset: str
-    source: str
-
-    def to_record(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "text": self.text, "label": self.label}
-        if self.score is not None:
-            d["score"] = self.score
-        d.update({"tickers": self.tickers, "source": self.source, "dataset": self.dataset})
-        return d
+def to_record(rec: Record, dataset: str) -> Record:
+    """The record of the question `rec` asks, as every reader of the file sees it: its gold as label/score,
+    the asked symbol first in `tickers` (none when it asks about the market or FiQA's named companies, which
+    the kept `targets` tell `Record.questions`), and the dataset."""
+    q = rec.questions()[0]
+    if q.label is None:
+        raise ValueError(f"{rec.id}: no gold label")
+    tickers = [q.ticker, *(t for t in q.tickers if t != q.ticker)] if q.ticker else []
+    return Record(id=rec.id, text=rec.text, label=q.label, source=rec.source, score=q.score, tickers=tickers,
+                  targets=rec.targets, dataset=dataset)
 
 
-def to_row(raw: RawRow, dataset: str) -> Row:
-    """The question distill asks about `raw` (first extracted ticker; FiQA: that target's own score)."""
-    tickers = [t for t in extract_tickers(raw.text) if TICKER_RE.match(t)]
-    target = tickers[0] if tickers else None
-    label, score = raw.label, raw.score
-    if target in raw.target_scores:
-        score = raw.target_scores[target]
-        label = score_to_label(score)
-    if label is None:
-        raise ValueError(f"{raw.id}: no gold label")
-    return Row(raw.id, raw.text, label, score, tickers, dataset, raw.source)
+def split_records(rows: Sequence[Record], fractions: Mapping[str, float], seed: int) -> dict[str, list[Record]]:
+    """rows -> part -> rows in input order (`data.split.split_groups`; the remainder goes to "train")."""
+    keys = group_keys([r.text for r in rows])
+    parts = split_groups(keys, [r.label for r in rows], fractions, seed, rest="train")
+    return {part: [rows[i] for i in sorted(idx)] for part, idx in parts.items()}
 
 
-def stratified_groups(rows: Sequence[Row], fractions: dict[str, float], seed: int,
-                      counts: dict[str, int] | None = None) -> dict[str, list[Row]]:
-    """Split rows into named parts, per label, keeping normalised-duplicate groups together.
-
-    Args:
-        fractions: part -> share of each label's groups (the remainder goes to "train").
-        counts: part -> absolute number of rows instead (shared out over labels by their frequency).
-    Returns:
-        part -> rows, in the input order (deterministic for a seed).
-    """
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(normalize_text(r.text) or r.id, []).append(i)
-    by_label: dict[str, list[list[int]]] = defaultdict(list)
-    for members in groups.values():
-        by_label[rows[members[0]].label].append(members)
-    part_of: dict[int, str] = {}
-    rng = random.Random(seed)
-    n_total = len(rows)
-    for label in sorted(by_label):
-        gs = by_label[label]
-        rng.shuffle(gs)
-        n_label = sum(len(g) for g in gs)
-        cursor = 0
-        for part in sorted(set(fractions) | set(counts or {})):
-            want = (math.ceil(fractions[part] * n_label) if part in fractions
-                    else round((counts or {})[part] * n_label / max(n_total, 1)))
-            taken = 0
-            while cursor < len(gs) and taken < want:
-                for i in gs[cursor]:
-                    part_of[i] = part
-                taken += len(gs[cursor])
-                cursor += 1
-        for g in gs[cursor:]:
-            for i in g:
-                part_of[i] = "train"
-    out: dict[str, list[Row]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        out[part_of[i]].append(r)
-    return dict(out)
-
-
-def stratified_sample(rows: Sequence[Row], n: int | None, seed: int) -> list[Row]:
+def sample_records(rows: Sequence[Record], n: int | None, seed: int) -> list[Record]:
     """A seeded sample of `n` rows with each label's share kept (file order kept); all rows when n is None."""
-    if n is None or n >= len(rows):
-        return list(rows)
-    parts = stratified_groups(rows, {"keep": n / len(rows)}, seed)
-    keep = {id(r) for r in parts.get("keep", [])}
-    return [r for r in rows if id(r) in keep][:n]
+    return [rows[i] for i in sample(group_keys([r.text for r in rows]), [r.label for r in rows], n, seed)]
 
 
-def _read(shared: Path, key: str, dataset: str, limit: int | None, seed: int) -> list[Row]:
+def _read(shared: Path, key: str, dataset: str, limit: int | None, seed: int) -> list[Record]:
     path = shared / SOURCES[key]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the recipe reads the public datasets from --shared-data")
-    rows = [to_row(r, dataset) for r in load_raw(path)]
-    return stratified_sample(rows, limit, seed)
+    rows = [to_record(r, dataset) for r in read_records(path)]
+    return sample_records(rows, limit, seed)
 
 
-def assemble(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, dict[str, list[Row]]]:
+def assemble(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, dict[str, list[Record]]]:
     """dataset -> split (train/valid/test) -> rows. Training subsamples (`train_limit`) apply to train only."""
     lim = cfg.limit_per_dataset
-    out: dict[str, dict[str, list[Row]]] = {}
+    out: dict[str, dict[str, list[Record]]] = {}
     test = _read(shared, "tfns_test", "tfns", lim, seed)
     # valid-a is the benchmark as published: keep it whole and drop train rows that repeat a test text
     # (same headline with another link), so the student never trains on a test question.
     test_texts = {normalize_text(r.text) for r in test}
     tfns = [r for r in _read(shared, "tfns", "tfns", lim, seed) if normalize_text(r.text) not in test_texts]
     n_valid = min(cfg.tfns_valid, max(3, len(tfns) // 10)) if lim else cfg.tfns_valid
-    parts = stratified_groups(tfns, {}, seed, counts={"valid": n_valid})
+    parts = split_records(tfns, {"valid": n_valid / len(tfns)}, seed)
     out["tfns"] = {"train": parts.get("train", []), "valid": parts.get("valid", []), "test": test}
     for ds in ("fpb", "fiqa"):
         rows = _read(shared, ds, ds, lim, seed)
-        p = stratified_groups(rows, {"test": cfg.test_fraction, "valid": cfg.valid_fraction}, seed)
+        p = split_records(rows, {"test": cfg.test_fraction, "valid": cfg.valid_fraction}, seed)
         out[ds] = {s: p.get(s, []) for s in ("train", "valid", "test")}
     for ds, splits in out.items():
-        splits["train"] = stratified_sample(splits["train"], cfg.train_limit.get(ds), seed)
+        splits["train"] = sample_records(splits["train"], cfg.train_limit.get(ds), seed)
         if cfg.valid_limit is not None:
-            splits["valid"] = stratified_sample(splits["valid"], cfg.valid_limit, seed)
+            splits["valid"] = sample_records(splits["valid"], cfg.valid_limit, seed)
     return out
 
 
-def write_records(rows: Sequence[Row], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r.to_record(), ensure_ascii=False) + "\n")
+def write_records(rows: Sequence[Record], path: Path) -> Path:
+    write_jsonl((r.to_dict() for r in rows), path)
     return path
 
 
-def split_stats(data: dict[str, dict[str, list[Row]]]) -> dict[str, Any]:
+def split_stats(data: dict[str, dict[str, list[Record]]]) -> dict[str, Any]:
     """Rows and label counts per dataset and split (for the card)."""
     stats: dict[str, Any] = {}
     for ds, splits in data.items():

@@ -7,8 +7,10 @@ asked about the same ticker wherever it goes:
 
 - the row's own symbols if it names any (`tickers`), else the symbols `extract_tickers` finds in the text,
   keeping only those the answer schema accepts, in order of first mention;
-- one question per symbol, at most `limit` (None: all); a text with none is one question about the market;
-- the gold of a question is the per-target gold when the row annotates that symbol (FiQA), else the row's.
+- one question per symbol, with the row's gold; a text with none is one question about the market (None);
+- except a row with per-target gold (FiQA's `target_scores`): it asks about its annotated targets, in order
+  (each symbol, and None for the targets that are no symbol: company names), each with that target's gold;
+- at most `limit` questions (None: all): the recipe and distill ask the first, `data convert` each.
 """
 
 from __future__ import annotations
@@ -44,11 +46,18 @@ def valid_symbol(symbol: str) -> bool:
     return bool(TICKER_RE.match(symbol))
 
 
+def clean_symbol(value: Any) -> str | None:
+    """'$aapl' -> 'AAPL'; None when it is not a symbol the answer schema accepts (e.g. a company name)."""
+    if not isinstance(value, str):
+        return None
+    sym = value.strip().lstrip("$").upper()
+    return sym if valid_symbol(sym) else None
+
+
 def symbols_of(text: str, tickers: Sequence[str] | None = None) -> list[str]:
     """The symbols a text asks about: its given `tickers` if any, else the extracted ones (schema-valid only)."""
     found = list(tickers) if tickers else extract_tickers(text)
-    return list(dict.fromkeys(t.strip().lstrip("$").upper() for t in found if t and valid_symbol(
-        t.strip().lstrip("$").upper())))
+    return list(dict.fromkeys(sym for t in found if (sym := clean_symbol(t))))
 
 
 def questions_of(text: str, *, id: str = "", tickers: Sequence[str] | None = None, label: str | None = None,
@@ -56,7 +65,8 @@ def questions_of(text: str, *, id: str = "", tickers: Sequence[str] | None = Non
                  source: str = "", group: str = "", limit: int | None = 1) -> list[Question]:
     """The questions a row asks (the module docstring's rule)."""
     symbols = symbols_of(text, tickers)
-    asked: list[str | None] = list(symbols[:limit] if limit is not None else symbols) or [None]
+    asked: list[str | None] = list(target_scores) if target_scores else list(symbols)
+    asked = (asked[:limit] if limit is not None else asked) or [None]
     out = []
     for sym in asked:
         q_label, q_score = label, score

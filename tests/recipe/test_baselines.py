@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickerpulse.evaluate import baselines
+from tickerpulse.recipe import baselines
 
 
 def test_majority() -> None:
