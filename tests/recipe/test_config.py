@@ -91,3 +91,9 @@ def test_dump_shows_the_train_keys_given_and_loads_back():
     assert "model" not in dumped["train"] and "adapter_path" not in dumped["train"]
     assert build(RecipeConfig, dumped, source="recipe.json") == cfg
 
+
+def test_no_ablations_field():
+    """Measurement history lives in docs/experiments.md, not in the config schema or the card."""
+    assert "ablations" not in RecipeConfig.model_fields
+    with pytest.raises(ConfigError, match="unknown key 'ablations'"):
+        load_recipe_config(None, {"ablations": ["tried something"]})

@@ -122,7 +122,6 @@ class RecipeConfig(StrictModel):
     train: RecipeTrainConfig = Field(default_factory=RecipeTrainConfig, description="`tickerpulse train` keys "
                                      "(docs/train.md) except model, data and adapter_path, which the recipe sets.")
     eval: EvalSettings = Field(default_factory=EvalSettings)
-    ablations: list[str] = Field(default_factory=list, description="What was tried before this config (for the card).")
 
     @field_serializer("train")
     def _train_as_given(self, v: RecipeTrainConfig, info: SerializationInfo) -> dict[str, Any]:
