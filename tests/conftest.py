@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,3 +47,28 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@contextmanager
+def tickerpulse_serve(args: list[str], log_path: Path, env: dict[str, str], timeout: float = 300) -> Iterator[str]:
+    """A real `tickerpulse serve <args>` subprocess on a free loopback port: yields its URL once /health
+    answers, stops it afterwards. Its output goes to `log_path` (shown when it dies before coming up)."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tickerpulse.cli.main", "serve", *args, "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/health", timeout=2).read()
+                    break
+                except OSError:
+                    assert proc.poll() is None, log_path.read_text()[-2000:]
+                    assert time.monotonic() < deadline, "tickerpulse serve did not come up"
+                    time.sleep(1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(30)

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import tickerpulse_serve
 from tickerpulse.data.formats import load_jsonl
 from tickerpulse.distill.job import DistillConfig, run_distill
 from tickerpulse.distill.teacher import check_answer
@@ -20,27 +16,9 @@ from tickerpulse.distill.teacher import check_answer
 
 @pytest.fixture
 def serve_url(smollm2_path, tmp_path):
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TICKERPULSE_API_KEY"}  # no key: open loopback server
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tickerpulse.cli.main", "serve", "--model", "smollm2-135m",
-                             "--port", str(port), "--timeout", "1200"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "tickerpulse serve did not come up"
-                time.sleep(1)
+    with tickerpulse_serve(["--model", "smollm2-135m", "--timeout", "1200"], tmp_path / "serve.log", env) as url:
         yield url + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 @pytest.mark.slow

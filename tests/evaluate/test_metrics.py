@@ -7,7 +7,8 @@ import math
 import pytest
 
 from tickerpulse.evaluate import metrics as M
-from tickerpulse.evaluate.metrics import INVALID
+from tickerpulse.task import metrics as T
+from tickerpulse.task.metrics import INVALID
 
 GOOD = '{"ticker": "AAPL", "sentiment": "positive", "score": 0.8, "reasoning": "beat"}'
 
@@ -75,15 +76,15 @@ def test_macro_f1_with_a_class_never_predicted():
     # gold: 2 neg, 2 neu, 2 pos; the model never says "positive"
     gold = ["negative", "negative", "neutral", "neutral", "positive", "positive"]
     pred = ["negative", "neutral", "neutral", "neutral", "neutral", "negative"]
-    pc = M.per_class(gold, pred)
+    pc = T.per_class(gold, pred)
     # negative: tp 1, predicted 2, support 2 -> P .5 R .5 F1 .5
     assert (pc["negative"]["precision"], pc["negative"]["recall"], pc["negative"]["f1"]) == (0.5, 0.5, 0.5)
     # neutral: tp 2, predicted 4, support 2 -> P .5 R 1 F1 2/3
     assert pc["neutral"]["f1"] == approx(2 / 3)
     # positive: never predicted -> P 0 (no division error), R 0, F1 0, still in the average
     assert pc["positive"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2, "predicted": 0}
-    assert M.macro_f1(gold, pred) == approx((0.5 + 2 / 3 + 0) / 3)
-    assert M.accuracy(gold, pred) == approx(3 / 6)
+    assert T.macro_f1(gold, pred) == approx((0.5 + 2 / 3 + 0) / 3)
+    assert T.accuracy(gold, pred) == approx(3 / 6)
 
 
 def test_macro_f1_matches_sklearn_including_invalid():
@@ -92,63 +93,63 @@ def test_macro_f1_matches_sklearn_including_invalid():
     gold = ["negative", "neutral", "positive", "neutral", "neutral", "positive", "negative"]
     pred = ["negative", INVALID, "positive", "positive", "neutral", INVALID, "neutral"]
     labels = ["negative", "neutral", "positive"]
-    assert M.macro_f1(gold, pred) == approx(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
-    assert M.accuracy(gold, pred) == approx(accuracy_score(gold, pred))
+    assert T.macro_f1(gold, pred) == approx(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
+    assert T.accuracy(gold, pred) == approx(accuracy_score(gold, pred))
 
 
 def test_label_set_is_the_union_of_gold_and_valid_predictions():
     # only neutral in gold, the model wrongly says positive once: positive joins the average with F1 0
     gold = ["neutral", "neutral", "neutral"]
     pred = ["neutral", "positive", INVALID]
-    assert M.label_set(gold, pred) == ["neutral", "positive"]
+    assert T.label_set(gold, pred) == ["neutral", "positive"]
     # neutral: tp 1, predicted 1, support 3 -> P 1, R 1/3, F1 0.5; positive: F1 0 -> macro 0.25
-    assert M.macro_f1(gold, pred) == approx(0.25)
+    assert T.macro_f1(gold, pred) == approx(0.25)
     # a fixed label list overrides the union
-    assert M.macro_f1(gold, pred, labels=["neutral"]) == approx(0.5)
+    assert T.macro_f1(gold, pred, labels=["neutral"]) == approx(0.5)
 
 
 def test_gold_must_be_labeled_and_lengths_match():
     with pytest.raises(ValueError, match="gold"):
-        M.accuracy([INVALID], [INVALID])
+        T.accuracy([INVALID], [INVALID])
     with pytest.raises(ValueError, match="2 gold"):
-        M.accuracy(["neutral", "neutral"], ["neutral"])
+        T.accuracy(["neutral", "neutral"], ["neutral"])
 
 
 def test_empty_inputs_are_zero_not_errors():
-    assert M.accuracy([], []) == 0.0 and M.macro_f1([], []) == 0.0 and M.rate([]) == 0.0
+    assert T.accuracy([], []) == 0.0 and T.macro_f1([], []) == 0.0 and T.rate([]) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------ scores
 def test_mae_pearson_by_hand():
     gold = [1.0, 2.0, 3.0]
     pred = [1.0, 2.0, 5.0]
-    assert M.mae(gold, pred) == approx(2 / 3)  # |0|+|0|+|2| over 3
+    assert T.mae(gold, pred) == approx(2 / 3)  # |0|+|0|+|2| over 3
     # x mean 2, y mean 8/3: sxy = (-1)(-5/3)+0+(1)(7/3) = 4; sxx = 2; syy = 25/9+4/9+49/9 = 78/9
-    assert M.pearson(gold, pred) == approx(4 / math.sqrt(2 * 78 / 9))
-    assert M.pearson([1, 1, 1], [1, 2, 3]) is None  # constant: undefined
-    assert M.pearson([1], [2]) is None
+    assert T.pearson(gold, pred) == approx(4 / math.sqrt(2 * 78 / 9))
+    assert T.pearson([1, 1, 1], [1, 2, 3]) is None  # constant: undefined
+    assert T.pearson([1], [2]) is None
 
 
 def test_spearman_with_ties_uses_average_ranks():
     x = [1.0, 2.0, 2.0, 3.0]
     y = [1.0, 3.0, 2.0, 4.0]
-    assert M.rankdata(x) == [1.0, 2.5, 2.5, 4.0]
+    assert T.rankdata(x) == [1.0, 2.5, 2.5, 4.0]
     # ranks x [1, 2.5, 2.5, 4] (mean 2.5), y [1, 3, 2, 4] (mean 2.5)
     # sxy = (-1.5)(-1.5)+0+0+(1.5)(1.5) = 4.5; sxx = 4.5; syy = 2.25+.25+.25+2.25 = 5
-    assert M.spearman(x, y) == approx(4.5 / math.sqrt(4.5 * 5))
+    assert T.spearman(x, y) == approx(4.5 / math.sqrt(4.5 * 5))
     from scipy.stats import spearmanr
 
-    assert M.spearman(x, y) == approx(spearmanr(x, y).statistic)
-    assert M.rankdata([5, 5, 5]) == [2.0, 2.0, 2.0]
+    assert T.spearman(x, y) == approx(spearmanr(x, y).statistic)
+    assert T.rankdata([5, 5, 5]) == [2.0, 2.0, 2.0]
 
 
 def test_score_metrics_impute_invalid_as_zero_and_skip_items_without_gold():
     gold = [0.5, None, -0.5, 0.25]
     pred = [0.5, 0.9, None, 0.75]  # item 2 is None (gold missing) -> ignored; item 3 invalid -> 0.0
-    s = M.score_metrics(gold, pred)
+    s = T.score_metrics(gold, pred)
     assert s["n"] == 3 and s["n_imputed"] == 1
     assert s["mae"] == approx((0 + 0.5 + 0.5) / 3)
-    assert M.score_metrics([None, None], [0.1, 0.2]) is None
+    assert T.score_metrics([None, None], [0.1, 0.2]) is None
 
 
 # ----------------------------------------------------------------------------------------------- tickers

@@ -13,22 +13,18 @@ from tickerpulse.task.contract import format_answer
 from tickerpulse.evaluate.compare import report_from_evals
 from tickerpulse.evaluate.items import load_items
 from tickerpulse.evaluate.report import comparison_markdown, disagreements, metric_rows, write_html_report
-from tickerpulse.evaluate.runner import Answer, GenerationRun, latency_metrics, score_answers, write_eval
+from tickerpulse.evaluate.labelers import Answer, FunctionLabeler, LabelerRun
+from tickerpulse.evaluate.result import EvalResult
+from tickerpulse.evaluate.runner import run_labeler, score_run, write_eval
 
 HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'"> $EVIL to the moon'
 
 
 def _result(name, items, task, answers, info):
-    metrics, per_item = score_answers(items, answers, task)
-    run = GenerationRun([Answer(a, 20 + i % 7, 0.5 + 0.1 * i, "stop") for i, a in enumerate(answers)], wall_s=3.0)
-    metrics.update(latency_metrics(run))
-    records = [{"id": it.id, "text": it.text, "gold": it.gold_text, "gold_label": it.gold_label,
-                "gold_score": it.gold_score, "gold_tickers": it.gold_tickers, **rec,
-                "latency_s": a.latency, "n_tokens": a.n_tokens}
-               for it, rec, a in zip(items, per_item, run.answers)]
-    return {"tickerpulse_eval": 1, "name": name, "metrics": metrics, "items": records, "data": info,
-            "config": {"model": "smollm2-135m", "adapter": "runs/x" if name == "tuned" else None, "max_tokens": 64,
-                       "temperature": 0.0, "batch_size": 8, "seed": 0}, "model": {"dtype": "torch.float32"}}
+    run = LabelerRun([Answer(a, 20 + i % 7, 0.5 + 0.1 * i, "stop") for i, a in enumerate(answers)], wall_s=3.0)
+    return score_run(name, items, run, task, data=info, model={"dtype": "torch.float32"},
+                     config={"model": "smollm2-135m", "adapter": "runs/x" if name == "tuned" else None, "max_tokens": 64,
+                             "temperature": 0.0, "batch_size": 8, "seed": 0})
 
 
 @pytest.fixture(scope="module")
@@ -96,37 +92,36 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
 
 def test_report_from_evals_round_trip(results, tmp_path):
     for r in results:
-        write_eval(r, tmp_path / r["name"])
+        write_eval(r, tmp_path / r.name)
     html = report_from_evals([tmp_path / "base", tmp_path / "tuned" / "eval.json"], tmp_path / "rep", names=["A", "B"])
     page = html.read_text()
     assert "<th>A</th>" in page and "<th>B</th>" in page and "data:image/png;base64," in page
-    other = dict(results[1], items=results[1]["items"][:2])
+    other = results[1].model_copy(update={"items": results[1].items[:2]})
     write_eval(other, tmp_path / "short")
     with pytest.raises(ValueError, match="different items"):
         report_from_evals([tmp_path / "base", tmp_path / "short"], tmp_path / "rep2")
 
 
 def test_html_written_for_text_tasks_without_plots(tmp_path):
-    res = {"tickerpulse_eval": 1, "name": "m", "config": {}, "data": {},
-           "metrics": {"task": "text", "n": 1, "text": {"exact": {"mean": 1.0}}},
-           "items": [{"id": "1", "text": "q", "prediction": "a", "gold": "a", "text_metrics": {"exact": True}}]}
-    page = write_html_report([res, dict(res, name="n")], tmp_path).read_text()
+    res = EvalResult(name="m", metrics={"task": "text", "n": 1, "text": {"exact": {"mean": 1.0}}},
+                     items=[{"id": "1", "text": "q", "prediction": "a", "gold": "a", "text_metrics": {"exact": True}}])
+    page = write_html_report([res, res.model_copy(update={"name": "n"})], tmp_path).read_text()
     assert "exact" in page and "confusion.png" not in page and "scores.png" not in page
     assert Path(tmp_path / "report.html").is_file()
 
 
 def test_label_baseline_beside_generated_systems(results, tmp_path):
-    from types import SimpleNamespace
+    from tickerpulse.evaluate.baselines import majority as majority_class
+    from tickerpulse.evaluate.items import EvalItem
 
-    from tickerpulse.evaluate.runner import label_result
-
-    items = [SimpleNamespace(id=it["id"], text=it["text"], gold_label=it["gold_label"], gold_score=it["gold_score"])
-             for it in results[0]["items"]]
-    majority = label_result("majority", items, ["neutral"] * len(items), scores=[0.0] * len(items))
+    items = [EvalItem(id=it["id"], messages=[], text=it["text"], gold_label=it["gold_label"], gold_score=it["gold_score"])
+             for it in results[0].items]
+    majority = run_labeler(FunctionLabeler("majority", lambda texts: majority_class(["neutral"], texts)), items)
     # gold: positive, positive, negative, neutral, neutral -> 2 of 5 right
-    assert majority["metrics"]["accuracy"] == pytest.approx(2 / 5)
+    assert majority.metric("accuracy") == pytest.approx(2 / 5)
     # neutral P 2/5 R 1 F1 4/7; positive and negative F1 0 -> macro 4/21
-    assert majority["metrics"]["macro_f1"] == pytest.approx(4 / 21)
+    assert majority.metric("macro_f1") == pytest.approx(4 / 21)
+    assert majority.metric("scores.mae") is not None and majority.items[0]["score"] == 0.0
     page = write_html_report([*results, majority], tmp_path).read_text()
     assert "<th>majority</th>" in page and "<th>change</th>" not in page
     rows = {label: values for label, values, _, _ in metric_rows([*results, majority])}

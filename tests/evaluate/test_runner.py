@@ -11,7 +11,9 @@ from tickerpulse.config import ConfigError, build
 from tickerpulse.data.formats import DataError
 from tickerpulse.task.contract import build_messages, format_answer
 from tickerpulse.evaluate.items import load_items, resolve_data_file
-from tickerpulse.evaluate.runner import Answer, EvalConfig, GenerationRun, latency_metrics, score_answers, write_eval
+from tickerpulse.evaluate.labelers import Answer, LabelerRun
+from tickerpulse.evaluate.result import EvalResult
+from tickerpulse.evaluate.runner import EvalConfig, latency_metrics, score_answers, write_eval
 
 
 def _write(path, rows):
@@ -126,12 +128,26 @@ def test_config_rejects_bad_metric_and_regex():
 
 
 def test_latency_metrics_and_write_eval(tmp_path):
-    run = GenerationRun([Answer("a", 10, 1.0, "stop"), Answer("b", 30, 3.0, "length")], wall_s=4.0)
+    run = LabelerRun([Answer("a", 10, 1.0, "stop"), Answer("b", 30, 3.0, "length")], wall_s=4.0)
     lm = latency_metrics(run)
     assert lm["tokens_per_s"] == 10.0 and lm["latency_mean_s"] == 2.0 and lm["hit_max_tokens"] == 1
-    result = {"tickerpulse_eval": 1, "name": "x", "config": {"model": "m", "max_tokens": 8},
-              "data": {"path": "d.jsonl", "n": 2, "rows": 2}, "metrics": {"task": "text", "n": 2, **lm}, "items": []}
+    result = EvalResult(name="x", config={"model": "m", "max_tokens": 8}, data={"path": "d.jsonl", "n": 2, "rows": 2},
+                        metrics={"task": "text", "n": 2, **lm}, items=[])
     write_eval(result, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["metrics"]["tokens_per_s"] == 10.0
+    assert EvalResult.load(tmp_path / "out") == result  # eval.json loads back into the same result
     md = (tmp_path / "out" / "eval.md").read_text()
     assert "| generated tokens/s | 10.000 |" in md
+    # a run without generated tokens (served fast mode, a baseline) reports latency, not tokens/s
+    lm = latency_metrics(LabelerRun([Answer("x", latency=0.5), Answer("y", latency=0.5)], wall_s=0.5))
+    assert "tokens_per_s" not in lm and lm["items_per_s"] == 4.0 and lm["latency_p95_s"] == 0.5
+
+
+def test_config_modes_and_url():
+    assert build(EvalConfig, {"url": "http://h:1", "mode": "fast", "data": "d"}).model is None
+    with pytest.raises(ConfigError, match="--model is required"):
+        build(EvalConfig, {"data": "d"})
+    with pytest.raises(ConfigError, match="--mode fast or reasoning"):
+        build(EvalConfig, {"url": "http://h:1", "data": "d"})
+    with pytest.raises(ConfigError, match="no --model"):
+        build(EvalConfig, {"url": "http://h:1", "mode": "fast", "model": "m", "data": "d"})

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tickerpulse.evaluate.items import EvalItem
-from tickerpulse.evaluate.runner import label_result, write_eval
+from tickerpulse.evaluate.labelers import Answer, LabelerRun
+from tickerpulse.evaluate.runner import score_run, write_eval
 from tickerpulse.recipe.card import FAST, REASON, build_card, card_markdown, headline_markdown
 from tickerpulse.recipe.config import RecipeConfig
-from tickerpulse.recipe.systems import answers_result
 
 GOLD = ["positive", "negative", "neutral", "neutral", "positive"]
 SCORES = [0.6, -0.5, 0.0, 0.05, 0.3]
@@ -22,13 +22,18 @@ def _items() -> list[EvalItem]:
             for k, (g, s) in enumerate(zip(GOLD, SCORES))]
 
 
+def _answers(texts: list[str]) -> LabelerRun:
+    return LabelerRun([Answer(t, latency=0.01) for t in texts], wall_s=0.05)
+
+
 def _write_run(out: Path, fast_labels: list[str]) -> None:
     items = _items()
     for ds in ("tfns", "fpb", "fiqa"):
-        write_eval(label_result("VADER", items, ["positive"] * 5, [0.1] * 5), out / "eval" / ds / "vader")
+        vader = LabelerRun([Answer("positive", score=0.1) for _ in items], wall_s=0.01, label_only=True)
+        write_eval(score_run("VADER", items, vader), out / "eval" / ds / "vader")
         texts = [json.dumps({"ticker": None, "sentiment": lab, "score": {"positive": 0.5, "negative": -0.5}.get(lab, 0.0),
                              "reasoning": ""}) for lab in fast_labels]
-        write_eval(answers_result(FAST, items, texts, {}, {}), out / "eval" / ds / "student-fast")
+        write_eval(score_run(FAST, items, _answers(texts)), out / "eval" / ds / "student-fast")
     (out / "run").mkdir(parents=True)
     (out / "run" / "summary.json").write_text(json.dumps({"status": "finished", "tokens_per_sec": 321.0, "step": 10,
                                                            "total_steps": 10, "best_step": 10}))
@@ -68,7 +73,7 @@ def test_a_sampled_column_shows_fast_mode_on_the_same_items(tmp_path: Path) -> N
     texts = [json.dumps({"ticker": None, "sentiment": g, "score": s, "reasoning": ""})
              for g, s in zip(GOLD[:2], SCORES[:2])]
     for ds in ("tfns", "fpb", "fiqa"):
-        write_eval(answers_result(REASON, sample, texts, {"n": 2}, {}), tmp_path / "eval" / ds / "student-reasoning")
+        write_eval(score_run(REASON, sample, _answers(texts), data={"n": 2}), tmp_path / "eval" / ds / "student-reasoning")
     card = build_card(tmp_path, RecipeConfig())
     t = {x["key"]: x for x in card["targets"][REASON]}
     assert t["tfns_accuracy"]["value"] == 1.0 and t["tfns_accuracy"]["fast_same_items"] == 1.0

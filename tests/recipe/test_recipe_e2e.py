@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tickerpulse.evaluate.metrics import classification_report, score_metrics
+from tickerpulse.task.metrics import classification_report, score_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

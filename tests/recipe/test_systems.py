@@ -1,4 +1,4 @@
-"""Calibration fit, agreement, config loading."""
+"""Calibration fit, config loading."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from tickerpulse.task.contract import LABELS
-from tickerpulse.evaluate import metrics
-from tickerpulse.recipe.systems import agreement
+from tickerpulse.task import metrics
 from tickerpulse.task.calibration import fit_label_bias, fit_temperature, softmax_t
 
 macro_f1 = partial(metrics.macro_f1, labels=LABELS)  # over the three labels, as the bias fit scores it
@@ -26,11 +25,6 @@ def test_softmax_t_and_fit_temperature() -> None:
     # no gold scores: label NLL; confident and right -> the sharpest temperature wins
     fit = fit_temperature(probs, ["positive"] * 10, [None] * 10, [0.5, 1.0, 2.0])
     assert fit["objective"] == "label_nll" and fit["temperature"] == 0.5
-
-
-def test_agreement() -> None:
-    assert agreement(["positive", "neutral"], ["positive", "negative"]) == 0.5
-    assert agreement(["invalid"], ["invalid"]) == 0.0
 
 
 def test_shipped_recipe_config_resolves_its_train_block() -> None:

@@ -1,20 +1,25 @@
-"""`tickerpulse eval`: task metrics on generated answers (default), or test loss/perplexity (`--test`)."""
+"""`tickerpulse eval`: task metrics of any labeler: free generation (default), the served modes in-process
+(`--mode fast|reasoning`), a running server (`--url`); or test loss/perplexity (`--test`)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from tickerpulse.cli import _gen_options as opt
 
+if TYPE_CHECKING:
+    from tickerpulse.evaluate.result import EvalResult
+
 console = Console()
 
 
 def eval_command(
-    model: str = typer.Option(..., "--model", "-m", help="Base model: built-in name, hub id or local HF folder."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Base model: built-in name, hub id or local HF folder."),
     adapter: str | None = typer.Option(None, "--adapter-path", "--adapter",
                                        help="Training run folder whose adapter is applied (mlx-lm's flag; --adapter too)."),
     data: str | None = opt.DATA,
@@ -36,37 +41,55 @@ def eval_command(
     test: bool = typer.Option(False, "--test", help="Instead: test loss and perplexity (teacher-forced, as in training) on <data>/<split>.jsonl."),
     test_batches: int = typer.Option(-1, help="With --test: batches to evaluate (-1 = all)."),
     max_seq_length: int | None = typer.Option(None, help="With --test: truncate longer samples [default: the run's, else 2048]."),
+    mode: str | None = typer.Option(None, "--mode", help="generate (free generation of the whole answer, the default) "
+                                    "| fast | reasoning (the served sentiment modes: in-process, or the server at --url "
+                                    "[default there: fast])."),
+    url: str | None = typer.Option(None, "--url", help="Measure a running `tickerpulse serve` at this URL through "
+                                   "/v1/sentiment (API key from TICKERPULSE_API_KEY) instead of loading a model."),
     quiet: bool = opt.QUIET,
 ) -> None:
-    """Generate answers for every item and score them: JSON/schema validity, accuracy, macro-F1, per-class
-    precision/recall, confusion matrix, score MAE/Pearson/Spearman, ticker P/R, latency and tokens/s.
-    Writes eval.json (metrics + per-item answers) and eval.md."""
+    """Answer every item and score the answers: JSON/schema validity, accuracy, macro-F1, per-class
+    precision/recall, confusion matrix, score MAE/Pearson/Spearman, ticker P/R, latency (and tokens/s when
+    generating). Writes eval.json (metrics + per-item answers) and eval.md."""
     from tickerpulse.config import ConfigError, build
 
     if data is None:
         raise ConfigError("--data is required (a .jsonl file or a folder with test.jsonl)")
     if test:
+        if model is None:
+            raise ConfigError("--test needs --model")
         _test_loss(model, adapter, data, split, batch_size, test_batches, max_seq_length, device, dtype, out)
         return
     from tickerpulse.evaluate.runner import EvalConfig, evaluate
 
     cfg = build(EvalConfig, {
+        "mode": mode or ("fast" if url else "generate"), "url": url,
         "model": model, "adapter": adapter, "data": data, "split": split, "limit": limit, "task": task,
         "prompt_ticker": prompt_ticker, "batch_size": batch_size, "max_tokens": max_tokens, "temperature": temp,
         "top_p": top_p, "seed": seed, "stop": stop, "metrics": metric, "regex": regex, "device": device,
         "dtype": dtype, "out": str(out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")),
     }, source="flags")
-    result = evaluate(cfg, progress=not quiet)
+    labeler = None
+    if cfg.mode != "generate" and cfg.url is None:
+        from tickerpulse.serve.engine import SentimentEngine
+        from tickerpulse.serve.labeler import EngineLabeler
+
+        engine = SentimentEngine(cfg.model, adapter=cfg.adapter, device=device, dtype=dtype)
+        labeler = EngineLabeler(engine, cfg.mode, max_tokens=cfg.max_tokens, batch_size=cfg.batch_size, name="eval",  # type: ignore[arg-type]
+                                system={"adapter": cfg.adapter})
+    result = evaluate(cfg, labeler=labeler, progress=not quiet)
     _print_summary(result)
     console.print(f"wrote [bold]{cfg.out}/eval.json[/] and eval.md")
 
 
-def _print_summary(result: dict) -> None:
+def _print_summary(result: "EvalResult") -> None:
     from rich.table import Table
 
     from tickerpulse.evaluate.report import fmt, metric_rows
 
-    table = Table(title=f"{result['config']['model']}" + (f" + {result['config']['adapter']}" if result["config"].get("adapter") else ""))
+    cfg = result.config
+    what = cfg.get("url") or cfg.get("model")
+    table = Table(title=f"{what}" + (f" + {cfg['adapter']}" if cfg.get("adapter") else "") + f" ({cfg.get('mode')})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for label, values, kind, _ in metric_rows([result]):

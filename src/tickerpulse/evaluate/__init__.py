@@ -1,2 +1,3 @@
-"""Task evaluation on generated answers: metrics (pure functions), the eval runner, base-vs-tuned compare and
-its self-contained HTML report."""
+"""Evaluation: any labeler (free generation, the served modes, a server over HTTP, baselines) over items,
+scored into one `EvalResult` (eval.json) that the HTML reports and the model card render; the suite and
+injection check the recipe runs; base-vs-tuned compare."""

@@ -14,7 +14,8 @@ from typing import Any
 
 from tickerpulse.evaluate.items import load_items
 from tickerpulse.evaluate.report import write_html_report
-from tickerpulse.evaluate.runner import EvalConfig, evaluate, load_eval, write_eval
+from tickerpulse.evaluate.result import EvalResult
+from tickerpulse.evaluate.runner import EvalConfig, evaluate, write_eval
 
 
 def tuned_side(tuned: str, base: str) -> tuple[str, str | None]:
@@ -44,7 +45,7 @@ _SAME = ("model", "split", "limit", "task", "prompt_ticker", "max_tokens", "temp
 
 def compare(base_cfg: EvalConfig, tuned: str, out: str | Path, *, progress: bool = True,
             max_disagreements: int = 100, title: str | None = None,
-            reuse_base: str | Path | None = None) -> tuple[list[dict[str, Any]], Path]:
+            reuse_base: str | Path | None = None) -> tuple[list[EvalResult], Path]:
     """Evaluate `base_cfg.model` and the tuned side on the same items; write both evals and the report.
 
     Args:
@@ -58,6 +59,7 @@ def compare(base_cfg: EvalConfig, tuned: str, out: str | Path, *, progress: bool
         ([base_result, tuned_result], path of report.html)
     """
     out = Path(out)
+    assert base_cfg.model is not None
     model, adapter = tuned_side(tuned, base_cfg.model)
     tuned_cfg = base_cfg.model_copy(update={"model": model, "adapter": adapter, "out": str(out / "tuned")})
     base_cfg = base_cfg.model_copy(update={"adapter": None, "out": str(out / "base")})
@@ -66,7 +68,7 @@ def compare(base_cfg: EvalConfig, tuned: str, out: str | Path, *, progress: bool
     results = []
     for name, cfg in (("base", base_cfg), ("tuned", tuned_cfg)):
         if name == "base" and reuse_base is not None:
-            res = _reusable(load_eval(reuse_base), base_cfg, info, reuse_base)
+            res = _reusable(EvalResult.load(reuse_base), base_cfg, info, reuse_base)
             write_eval(res, out / name)
             results.append(res)
             continue
@@ -79,7 +81,7 @@ def compare(base_cfg: EvalConfig, tuned: str, out: str | Path, *, progress: bool
     return results, path
 
 
-def _reusable(saved: dict[str, Any], cfg: EvalConfig, info: dict[str, Any], where: Any) -> dict[str, Any]:
+def _reusable(saved: EvalResult, cfg: EvalConfig, info: dict[str, Any], where: Any) -> EvalResult:
     """The saved base eval, renamed "base", after checking it was made with the same settings and items.
 
     Raises:
@@ -87,39 +89,38 @@ def _reusable(saved: dict[str, Any], cfg: EvalConfig, info: dict[str, Any], wher
     """
     from tickerpulse.config import ConfigError
 
-    old = saved.get("config", {})
+    old = saved.config
     for key in _SAME:
         if old.get(key) != getattr(cfg, key):
             raise ConfigError(f"--reuse-base {where}: it was made with {key}={old.get(key)!r}, this compare uses "
                               f"{getattr(cfg, key)!r}; rerun without --reuse-base")
     if old.get("adapter"):
         raise ConfigError(f"--reuse-base {where}: that eval has an adapter ({old['adapter']}), it is not the base model")
-    if (Path(saved.get("data", {}).get("path", "")).resolve() != Path(info["path"]).resolve()
-            or saved.get("data", {}).get("fingerprint") != info.get("fingerprint")):
+    if (Path(saved.data.get("path", "")).resolve() != Path(info["path"]).resolve()
+            or saved.data.get("fingerprint") != info.get("fingerprint")):
         raise ConfigError(f"--reuse-base {where}: it covers different items than this compare")
-    return {**saved, "name": "base", "reused_from": str(where)}
+    return saved.model_copy(update={"name": "base", "reused_from": str(where)})
 
 
 def report_from_evals(paths: list[str | Path], out: str | Path, names: list[str] | None = None,
                       title: str = "tickerpulse comparison", max_disagreements: int = 100) -> Path:
     """Rebuild a report from existing eval.json files (no generation)."""
-    results = [load_eval(p) for p in paths]
+    results = [EvalResult.load(p) for p in paths]
     for i, r in enumerate(results):
         if names and i < len(names):
-            r["name"] = names[i]
-    ids = [[it["id"] for it in r["items"]] for r in results]
+            r.name = names[i]
+    ids = [[it["id"] for it in r.items] for r in results]
     if any(set(i) != set(ids[0]) for i in ids[1:]):
         raise ValueError("the eval results cover different items: compare them only on the same data and --limit/--seed")
     return write_html_report(results, out, title=title, max_disagreements=max_disagreements, notes=_notes(results))
 
 
-def _notes(results: list[dict[str, Any]]) -> list[str]:
+def _notes(results: list[EvalResult]) -> list[str]:
     notes = []
-    cfg = results[0].get("config", {})
-    data = results[0].get("data", {})
+    cfg, data = results[0].config, results[0].data
     if cfg.get("limit"):
         notes.append(f"A seeded random sample (seed {cfg.get('seed')}) of {data.get('n')} of {data.get('rows')} items.")
-    if results[0]["metrics"].get("task") == "sentiment":
+    if results[0].metrics.get("task") == "sentiment":
         notes.append("JSON-valid: the whole answer is one JSON object. Schema-valid: a JSON object (prose around it "
                      "tolerated) that passes the answer schema; only schema-valid answers get a label.")
     return notes

@@ -40,6 +40,7 @@ class EvalItem:
     gold_label: str | None = None
     gold_score: float | None = None
     gold_tickers: list[str] | None = None  # None: unknown (no ticker metrics)
+    ticker: str | None = None  # the symbol the prompt asks about (None: the market); what a served labeler is asked
     text: str = ""  # what a human reads in reports: the post, or the last user message
     line: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -159,7 +160,8 @@ def _labeled(row: dict[str, Any], item_id: str, path: Path, lineno: int, prompt_
         raise DataError(path, lineno, "'tickers' must be a list of strings")
     ticker = tickers[0] if tickers and prompt_ticker == "first" else None
     return EvalItem(id=item_id, messages=build_messages(text, ticker, version=version), gold_label=key,
-                    gold_score=score, gold_tickers=list(tickers) if tickers is not None else None, text=text, line=lineno)
+                    gold_score=score, gold_tickers=list(tickers) if tickers is not None else None, ticker=ticker,
+                    text=text, line=lineno)
 
 
 def _decide_task(items: list[EvalItem], kind: str, task: Task, path: Path) -> Literal["sentiment", "text"]:
@@ -180,6 +182,7 @@ def _decide_task(items: list[EvalItem], kind: str, task: Task, path: Path) -> Li
     for it, ans, _ in parsed:
         it.gold_label, it.gold_score = ans.sentiment, ans.score
         it.gold_tickers = [ans.ticker] if ans.ticker else []
+        it.ticker = ans.ticker
     return "sentiment"
 
 

@@ -17,21 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tickerpulse.task.contract import LABELS, extract_json, parse_answer
-from tickerpulse.task.metrics import (  # noqa: F401  (the label metrics are the task's; evaluate reports them)
-    INVALID,
-    accuracy,
-    classification_report,
-    confusion_matrix,
-    label_set,
-    macro_f1,
-    mae,
-    pearson,
-    per_class,
-    rankdata,
-    rate,
-    score_metrics,
-    spearman,
-)
+from tickerpulse.task.metrics import INVALID, accuracy, classification_report, macro_f1, rate, score_metrics
 
 
 TextMetric = Callable[..., Any]

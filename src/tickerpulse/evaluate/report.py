@@ -1,8 +1,8 @@
 """Reports from eval results: `eval.md` for one system, and a self-contained HTML report for several systems
 side by side (metric table, confusion matrices, per-class F1, score scatter, latency, disagreements).
 
-Inputs are eval.json dicts (see runner.evaluate), so any system that produces them (base model, tuned
-model, a baseline the recipe scores with `score_answers`) can appear in one report. The HTML has inline
+Inputs are `EvalResult`s (eval.json), so any labeler the runner measured (base model, tuned model, the
+served modes, a server over HTTP, a baseline) can appear in one report. The HTML has inline
 CSS and PNGs embedded as base64 (also written next to it); every piece of data is HTML-escaped by Jinja's
 autoescape, because posts and model answers are untrusted. Plots use matplotlib's Agg backend.
 """
@@ -16,24 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-Result = dict[str, Any]
+from tickerpulse.evaluate.result import EvalResult, get_path
+
+Result = EvalResult
 Row = tuple[str, list[Any], str, str]  # (label, values, kind: pct|num|int|sec, better: high|low|none)
 
 
 # ------------------------------------------------------------------------------------------- table rows
-def get_path(m: dict[str, Any] | None, path: str) -> Any:
-    """`m["a"]["b"]` for path "a.b", or None when any step is missing or null (metrics are sparse)."""
-    node: Any = m
-    for part in path.split("."):
-        if not isinstance(node, dict) or node.get(part) is None:
-            return None
-        node = node[part]
-    return node
-
-
 def metric_rows(results: Sequence[Result]) -> list[Row]:
     """The comparison table: one row per metric that any system has."""
-    ms = [r["metrics"] for r in results]
+    ms = [r.metrics for r in results]
     spec: list[tuple[str, str, str, str]] = [("items", "n", "int", "none")]
     if any(m.get("task") == "sentiment" for m in ms):
         spec += [
@@ -63,6 +55,7 @@ def metric_rows(results: Sequence[Result]) -> list[Row]:
     spec += [
         ("latency mean (s/item)", "latency_mean_s", "sec", "low"),
         ("latency p95 (s/item)", "latency_p95_s", "sec", "low"),
+        ("items/s", "items_per_s", "num", "high"),
         ("generated tokens/s", "tokens_per_s", "num", "high"),
         ("mean answer tokens", "mean_answer_tokens", "num", "none"),
         ("answers cut at max_tokens", "hit_max_tokens", "int", "low"),
@@ -104,14 +97,12 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def eval_markdown(result: Result) -> str:
     """The eval.md summary of one eval result."""
-    m, cfg = result["metrics"], result.get("config", {})
-    model = cfg.get("model", "?") + (f" + adapter {cfg['adapter']}" if cfg.get("adapter") else "")
-    data = result.get("data", {})
+    m, cfg, data = result.metrics, result.config, result.data
+    model = _system_name(result) + (f" + adapter {cfg['adapter']}" if cfg.get("adapter") else "")
     lines = [f"# Evaluation: {model}", "",
              f"- data: `{data.get('path', cfg.get('data'))}` ({data.get('n', m.get('n'))} of {data.get('rows', '?')} items"
              f"{', seeded sample' if cfg.get('limit') else ''}), task {m.get('task')}",
-             f"- generation: max_tokens {cfg.get('max_tokens')}, temperature {cfg.get('temperature')}, "
-             f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}", ""]
+             f"- {_settings(result)}", ""]
     rows = [[label, fmt(values[0], kind)] for label, values, kind, _ in metric_rows([result])]
     lines += [_md_table(["metric", "value"], rows), ""]
     conf = m.get("confusion")
@@ -124,7 +115,7 @@ def eval_markdown(result: Result) -> str:
 
 def comparison_markdown(results: Sequence[Result]) -> str:
     """The metric table of several systems as markdown (report.md, docs)."""
-    names = [r.get("name", f"system {i}") for i, r in enumerate(results)]
+    names = [r.name for r in results]
     rows = [[label, *(fmt(v, kind) for v in values)] for label, values, kind, _ in metric_rows(results)]
     return _md_table(["metric", *names], rows) + "\n"
 
@@ -151,7 +142,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def plot_confusions(results: Sequence[Result], path: Path) -> Path | None:
     """One heatmap per system: counts, colour = share of the gold row."""
-    confs = [(r.get("name", ""), r["metrics"].get("confusion")) for r in results]
+    confs = [(r.name, r.metrics.get("confusion")) for r in results]
     if not all(c for _, c in confs):
         return None
     fig, axes = _figure(len(confs))
@@ -172,7 +163,7 @@ def plot_confusions(results: Sequence[Result], path: Path) -> Path | None:
 
 def plot_per_class(results: Sequence[Result], path: Path) -> Path | None:
     """Grouped bars: recall and F1 per class for each system."""
-    pcs = [(r.get("name", ""), r["metrics"].get("per_class")) for r in results]
+    pcs = [(r.name, r.metrics.get("per_class")) for r in results]
     if not all(pc for _, pc in pcs):
         return None
     labels = list(dict.fromkeys(lab for _, pc in pcs for lab in pc))
@@ -192,14 +183,14 @@ def plot_per_class(results: Sequence[Result], path: Path) -> Path | None:
 def plot_scores(results: Sequence[Result], path: Path, seed: int = 0) -> Path | None:
     """Predicted score vs gold score (scatter with y = x); without gold scores, predicted score per gold
     class (jittered strip). Invalid answers have no score and are left out of the plot (not the metrics)."""
-    if not all(r["metrics"].get("task") == "sentiment" for r in results):
+    if not all(r.metrics.get("task") == "sentiment" for r in results):
         return None
-    has_gold = any(it.get("gold_score") is not None for r in results for it in r["items"])
+    has_gold = any(it.get("gold_score") is not None for r in results for it in r.items)
     fig, axes = _figure(len(results))
     rng = random.Random(seed)
     order = ["negative", "neutral", "positive"]
     for ax, r in zip(axes, results):
-        items = [it for it in r["items"] if it.get("score") is not None]
+        items = [it for it in r.items if it.get("score") is not None]
         if has_gold:
             pts = [(it["gold_score"], it["score"]) for it in items if it.get("gold_score") is not None]
             ax.scatter([g for g, _ in pts], [p for _, p in pts], s=10, alpha=0.5)
@@ -215,17 +206,18 @@ def plot_scores(results: Sequence[Result], path: Path, seed: int = 0) -> Path | 
         ax.set_ylim(-1.05, 1.05)
         ax.set_ylabel("predicted score")
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_title(f"{r.get('name', '')} ({len(items)} scored answers)")
+        ax.set_title(f"{r.name} ({len(items)} scored answers)")
     return _save(fig, path)
 
 
 def plot_latency(results: Sequence[Result], path: Path) -> Path | None:
     """Per-item latency distribution per system, with tokens/s in the label."""
-    lat = [[it.get("latency_s", 0.0) for it in r["items"]] for r in results]
+    lat = [[it.get("latency_s", 0.0) for it in r.items] for r in results]
     if not any(lat):
         return None
     fig, axes = _figure(1, 7.0, 3.4)
-    names = [f"{r.get('name', '')}\n{r['metrics'].get('tokens_per_s', 0):.0f} tok/s" for r in results]
+    names = [f"{r.name}\n" + (f"{r.metrics['tokens_per_s']:.0f} tok/s" if r.metrics.get("tokens_per_s") is not None
+                                else f"{r.metrics.get('items_per_s') or 0:.1f} items/s") for r in results]
     axes[0].boxplot(lat, vert=False, tick_labels=names)
     axes[0].set_xlabel("latency per item (s, from batch start to its last token)")
     return _save(fig, path)
@@ -246,9 +238,9 @@ def disagreements(results: Sequence[Result], limit: int = 100) -> tuple[list[dic
     Rows where exactly one system is right come first. Returns (rows, counts) where counts has
     total, and for two systems `<name> only right` for each.
     """
-    names = [r.get("name", f"system {i}") for i, r in enumerate(results)]
-    by_id = [{it["id"]: it for it in r["items"]} for r in results]
-    ids = [it["id"] for it in results[0]["items"] if all(it["id"] in b for b in by_id)]
+    names = [r.name for r in results]
+    by_id = [{it["id"]: it for it in r.items} for r in results]
+    ids = [it["id"] for it in results[0].items if all(it["id"] in b for b in by_id)]
     rows: list[dict[str, Any]] = []
     counts = {"total": 0, **{f"{n} only right": 0 for n in names}}
     for item_id in ids:
@@ -318,12 +310,26 @@ def write_html_report(results: Sequence[Result], out: str | Path, *, title: str 
     return html_path
 
 
+def _system_name(r: Result) -> str:
+    """What was measured: the model (or the server's URL)."""
+    return str(r.config.get("model") or r.config.get("url") or r.model.get("url") or r.model.get("model") or r.name)
+
+
+def _settings(r: Result) -> str:
+    """How it answered: the served mode, or the generation settings."""
+    cfg = r.config
+    mode = cfg.get("mode") or r.model.get("mode")
+    if mode in ("fast", "reasoning") or cfg.get("max_tokens") is None:
+        return f"mode {mode or 'labels'}" + (f", max_tokens {cfg.get('max_tokens')}" if mode == "reasoning" else "")
+    return (f"generation: max_tokens {cfg.get('max_tokens')}, temperature {cfg.get('temperature')}, "
+            f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}")
+
+
 def _system_info(r: Result) -> dict[str, Any]:
-    cfg, data = r.get("config", {}), r.get("data", {})
-    return {"name": r.get("name", ""), "model": cfg.get("model", ""), "adapter": cfg.get("adapter") or "",
-            "data": data.get("path", cfg.get("data", "")), "n": r["metrics"].get("n"),
-            "settings": f"max_tokens {cfg.get('max_tokens')}, temperature {cfg.get('temperature')}, "
-                        f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}, {r.get('model', {}).get('dtype', '')}"}
+    cfg, data = r.config, r.data
+    return {"name": r.name, "model": _system_name(r), "adapter": cfg.get("adapter") or "",
+            "data": data.get("path", cfg.get("data", "")), "n": r.metrics.get("n"),
+            "settings": f"{_settings(r)}, {r.model.get('dtype', '')}"}
 
 
 def escape(text: str) -> str:

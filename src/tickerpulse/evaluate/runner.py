@@ -1,23 +1,20 @@
-"""`tickerpulse eval`: generate answers for every item, score them, write `eval.json` and `eval.md`.
+"""`tickerpulse eval`: any labeler over the items, scored into one `EvalResult` (eval.json + eval.md).
 
-The pieces are separate so other stages reuse them: `load_items` (items.py) -> `generate_answers` (batched,
-with a progress bar) -> `score_answers` (metrics from texts; the recipe can feed it answers from anywhere)
--> `write_eval`. `evaluate(cfg)` runs them in order on one model.
+The pieces are separate so other stages reuse them: `load_items` (items.py) -> a labeler answers them
+(labelers.py: free generation, the served engine, a server over HTTP, a baseline) -> `score_answers`
+(metrics from answer texts, whatever produced them) -> `run_labeler` builds the result -> `write_eval`.
+`evaluate(cfg)` runs them in order for the CLI.
 
-Determinism: greedy decoding by default (temperature 0) and `torch.manual_seed(seed)`; with sampling, the
-same seed, items and batch size give the same answers. Latency of an item is the time from the start of its
-batch to its last token (what a caller of a batched server waits); tokens/s is all generated tokens over
-all generation wall time.
+Latency of an item is the time from the start of its batch to its end (what a caller of a batched server
+waits); tokens/s (generation only) is all generated tokens over all generation wall time.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,14 +23,18 @@ from pydantic import Field, model_validator
 from tickerpulse.config import ConfigError, StrictModel
 from tickerpulse.evaluate import metrics as M
 from tickerpulse.evaluate.items import EvalItem, PromptTicker, Task, load_items
+from tickerpulse.evaluate.labelers import GenerationLabeler, Labeler, LabelerRun
+from tickerpulse.evaluate.result import EvalResult
+from tickerpulse.task.contract import LABELS
+from tickerpulse.task.metrics import INVALID, classification_report, rate, score_metrics
 
-EVAL_SCHEMA_VERSION = 1
+EvalMode = Literal["generate", "fast", "reasoning"]
 
 
 class EvalConfig(StrictModel):
     """Everything one evaluation depends on (written into eval.json)."""
 
-    model: str = Field(..., description="Base model: built-in name, hub id or local HF folder.")
+    model: str | None = Field(None, description="Base model: built-in name, hub id or local HF folder.")
     adapter: str | None = Field(None, description="Run folder whose adapter is applied on top of --model.")
     data: str = Field(..., description="A .jsonl file or a folder holding <split>.jsonl.")
     split: str = Field("test", description="Which file of a data folder to read.")
@@ -51,9 +52,17 @@ class EvalConfig(StrictModel):
     device: str = "auto"
     dtype: str = "auto"
     out: str | None = Field(None, description="Output folder (eval.json, eval.md).")
+    mode: EvalMode = Field("generate", description="generate: free generation of the whole answer; fast / "
+                           "reasoning: the served sentiment modes (in-process, or the server at --url).")
+    url: str | None = Field(None, description="Measure a running server's /v1/sentiment instead of loading a model.")
 
     @model_validator(mode="after")
     def _check(self) -> "EvalConfig":
+        if self.url is None and self.model is None:
+            raise ValueError("--model is required (or --url to measure a running server)")
+        if self.url is not None and (self.mode == "generate" or self.model or self.adapter):
+            raise ValueError("--url measures the server's /v1/sentiment: give --mode fast or reasoning, "
+                             "and no --model/--adapter (the server has its own)")
         for spec in self.metrics:
             try:
                 M.load_metric(spec)
@@ -67,74 +76,6 @@ class EvalConfig(StrictModel):
             except re.error as exc:
                 raise ValueError(f"--regex {self.regex!r} is not a valid pattern: {exc}") from None
         return self
-
-
-@dataclass
-class Answer:
-    """One generated answer with its cost."""
-
-    text: str
-    n_tokens: int = 0
-    latency: float = 0.0
-    finish_reason: str = "stop"
-
-
-@dataclass
-class GenerationRun:
-    answers: list[Answer]
-    wall_s: float
-    peak_memory_mb: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# -------------------------------------------------------------------------------------------- generation
-def generate_answers(model: Any, tok: Any, items: list[EvalItem], *, batch_size: int = 16, max_tokens: int = 128,
-                     temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, stop: list[str] | None = None,
-                     label: str = "eval", progress: bool = True) -> GenerationRun:
-    """Answers for all items through `generate_batch`, one batch at a time with a rich progress bar.
-
-    Items are grouped by prompt length (less padding), answers come back in item order.
-    """
-    import torch
-
-    from tickerpulse.models.generate import encode_prompt, generate_batch, peak_memory_mb
-
-    torch.manual_seed(seed)
-    lengths = [len(encode_prompt(tok, it.messages)) for it in items]
-    order = sorted(range(len(items)), key=lambda i: -lengths[i])
-    answers: list[Answer | None] = [None] * len(items)
-    bar = _progress(progress)
-    n_tokens = 0
-    start = time.perf_counter()
-    with bar:
-        task = bar.add_task(label, total=len(items), tps="")
-        for b in range(0, len(order), batch_size):
-            chunk = order[b : b + batch_size]
-            results = generate_batch(model, tok, [items[i].messages for i in chunk], max_tokens=max_tokens,
-                                     temperature=temperature, top_p=top_p, seed=seed + b, stop=stop or None,
-                                     batch_size=batch_size)
-            for i, r in zip(chunk, results):
-                answers[i] = Answer(r.text, r.n_tokens, r.latency, r.finish_reason)
-                n_tokens += r.n_tokens
-            elapsed = time.perf_counter() - start
-            bar.update(task, advance=len(chunk), tps=f"{n_tokens / elapsed:.0f} tok/s" if elapsed else "")
-            if progress and not bar.console.is_terminal:  # logs and CI: no live bar, so one line per batch
-                done = min(b + batch_size, len(order))
-                eta = elapsed / done * (len(order) - done)
-                bar.console.print(f"{label} {done}/{len(order)} items, {n_tokens / elapsed:.1f} tok/s, "
-                                  f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s", highlight=False)
-    return GenerationRun([a for a in answers if a is not None], time.perf_counter() - start,
-                         peak_memory_mb(getattr(model, "device", "cpu")))
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[tps]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=False)
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -175,7 +116,7 @@ def score_answers(items: list[EvalItem], texts: list[str], task: Literal["sentim
             rec.setdefault("text_metrics", {})[spec] = v
     if regex is not None:
         values = [M.regex_match(t, g, regex) for t, g in zip(texts, golds)]
-        text_metrics["regex"] = {"mean": M.rate(values), "pattern": regex}
+        text_metrics["regex"] = {"mean": rate(values), "pattern": regex}
         for rec, v in zip(per_item, values):
             rec.setdefault("text_metrics", {})["regex"] = v
     if text_metrics:
@@ -185,122 +126,137 @@ def score_answers(items: list[EvalItem], texts: list[str], task: Literal["sentim
     return metrics, per_item
 
 
-def label_result(name: str, items: list[EvalItem], labels: list[str], scores: list[float | None] | None = None,
-                 data_info: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
-    """An eval result for a system that outputs labels (and maybe scores) instead of JSON text: majority
-    class, VADER, TF-IDF + LR, fast label scoring. It has no JSON/schema rates; a label outside LABELS counts
-    as invalid. The dict has the eval.json shape, so `write_html_report` puts it beside generated ones.
-    """
-    if len(labels) != len(items) or (scores is not None and len(scores) != len(items)):
-        raise ValueError(f"{len(items)} items but {len(labels)} labels / {len(scores or labels)} scores")
-    from tickerpulse.task.contract import LABELS
-
-    pred = [lab if lab in LABELS else M.INVALID for lab in labels]
-    gold = [it.gold_label or "" for it in items]
-    metrics: dict[str, Any] = {"task": "sentiment", **M.classification_report(gold, pred), "scores": None}
+def label_metrics(items: list[EvalItem], labels: list[str], scores: list[float | None] | None) -> dict[str, Any]:
+    """Metrics of a label-only system (majority class, VADER, TF-IDF + LR): no JSON/schema rates; a label
+    outside LABELS counts as invalid."""
+    pred = [lab if lab in LABELS else INVALID for lab in labels]
+    metrics: dict[str, Any] = {"task": "sentiment", **classification_report([it.gold_label or "" for it in items], pred),
+                               "scores": None}
     if scores is not None and any(it.gold_score is not None for it in items):
-        metrics["scores"] = M.score_metrics([it.gold_score for it in items], scores)
-    records = [{"id": it.id, "text": it.text, "gold_label": g, "gold_score": it.gold_score, "label": p,
-                "score": None if scores is None else scores[i], "correct": p == g, "prediction": p}
-               for i, (it, g, p) in enumerate(zip(items, gold, pred))]
-    return {"tickerpulse_eval": EVAL_SCHEMA_VERSION, "name": name, "config": {"model": description or name},
-            "data": data_info or {}, "metrics": metrics, "items": records}
+        metrics["scores"] = score_metrics([it.gold_score for it in items], scores)
+    return metrics
 
 
-def latency_metrics(run: GenerationRun) -> dict[str, Any]:
-    """Per-item latency percentiles (seconds) and throughput of one generation run."""
+def latency_metrics(run: LabelerRun) -> dict[str, Any]:
+    """Per-item latency percentiles (seconds) and throughput of one run; token counts when it generated."""
     lat = sorted(a.latency for a in run.answers)
     toks = sum(a.n_tokens for a in run.answers)
 
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(round(q * (len(lat) - 1))))] if lat else 0.0
 
-    return {
+    out: dict[str, Any] = {
         "latency_mean_s": statistics.fmean(lat) if lat else 0.0,
         "latency_p50_s": pct(0.5),
         "latency_p95_s": pct(0.95),
         "latency_max_s": lat[-1] if lat else 0.0,
-        "generated_tokens": toks,
-        "mean_answer_tokens": toks / len(lat) if lat else 0.0,
-        "hit_max_tokens": sum(a.finish_reason == "length" for a in run.answers),
-        "tokens_per_s": toks / run.wall_s if run.wall_s else 0.0,
-        "items_per_s": len(lat) / run.wall_s if run.wall_s else 0.0,
-        "wall_s": run.wall_s,
-        "peak_memory_mb": run.peak_memory_mb,
     }
+    if toks:
+        out.update({
+            "generated_tokens": toks,
+            "mean_answer_tokens": toks / len(lat),
+            "hit_max_tokens": sum(a.finish_reason == "length" for a in run.answers),
+            "tokens_per_s": toks / run.wall_s if run.wall_s else 0.0,
+        })
+    out.update({"items_per_s": len(lat) / run.wall_s if run.wall_s else 0.0, "wall_s": run.wall_s,
+                "peak_memory_mb": run.peak_memory_mb})
+    return out
+
+
+def score_run(name: str, items: list[EvalItem], run: LabelerRun, task: Literal["sentiment", "text"] = "sentiment", *,
+              metric_specs: list[str] | None = None, regex: str | None = None, **fields: Any) -> EvalResult:
+    """The result of one labeler's run on these items: metrics, latency and every item's record.
+
+    `fields` are the other EvalResult fields (config, model, data, prompt, command, host).
+    """
+    if len(run.answers) != len(items):
+        raise ValueError(f"{len(items)} items but {len(run.answers)} answers")
+    if run.label_only:
+        pred = [a.text if a.text in LABELS else INVALID for a in run.answers]
+        metrics = label_metrics(items, pred, [a.score for a in run.answers])
+        per_item = [{"prediction": a.text, "label": p, "score": a.score, "correct": p == (it.gold_label or "")}
+                    for it, a, p in zip(items, run.answers, pred)]
+    else:
+        metrics, per_item = score_answers(items, [a.text for a in run.answers], task, metric_specs, regex)
+    metrics.update(latency_metrics(run))
+    records = [{"id": it.id, "text": it.text, "gold": it.gold_text, "gold_label": it.gold_label,
+                "gold_score": it.gold_score, "gold_tickers": it.gold_tickers, **rec, "n_tokens": a.n_tokens,
+                "latency_s": round(a.latency, 4), "finish_reason": a.finish_reason}
+               for it, a, rec in zip(items, run.answers, per_item)]
+    return EvalResult(name=name, metrics=metrics, items=records, **fields)
+
+
+def run_labeler(labeler: Labeler, items: list[EvalItem], task: Literal["sentiment", "text"] = "sentiment", *,
+                name: str | None = None, data_info: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+                metric_specs: list[str] | None = None, regex: str | None = None) -> EvalResult:
+    """Measure one labeler on these items. `config` defaults to the labeler's own description."""
+    run = labeler.answer(items)
+    return score_run(name or labeler.name, items, run, task, metric_specs=metric_specs, regex=regex,
+                     config=config if config is not None else dict(labeler.system), model=dict(labeler.system),
+                     data=data_info or {})
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-def evaluate(cfg: EvalConfig, *, items: list[EvalItem] | None = None, task: str | None = None,
-             data_info: dict[str, Any] | None = None, model_tok: tuple[Any, Any] | None = None,
-             label: str = "eval", progress: bool = True, write: bool = True) -> dict[str, Any]:
-    """Evaluate one model (+ adapter) on the data of `cfg`; returns the eval.json dict (and writes it).
+def evaluate(cfg: EvalConfig, *, labeler: Labeler | None = None, items: list[EvalItem] | None = None,
+             task: str | None = None, data_info: dict[str, Any] | None = None, label: str = "eval",
+             progress: bool = True, write: bool = True) -> EvalResult:
+    """Evaluate one labeler on the data of `cfg`; returns the result (and writes eval.json/eval.md to cfg.out).
 
-    `items/task/data_info` and `model_tok` may be passed in (compare loads items once for both models).
+    The labeler defaults to what `cfg` names: free generation of `cfg.model` (+ adapter), or the server at
+    `cfg.url`. The served engine in-process (`--mode fast|reasoning`) is built by the caller
+    (`serve.labeler.EngineLabeler`) and passed in. `items/task/data_info` may be passed in (compare loads
+    the items once for both models).
+
+    Raises:
+        ConfigError: a served mode on data that is not a sentiment task, or a mode without its labeler.
     """
     from tickerpulse.task.contract import load_prompt
-    from tickerpulse.models.loading import load_model
 
     if items is None:
         items, task, data_info = load_items(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed, task=cfg.task,
                                             prompt_ticker=cfg.prompt_ticker)
     assert task is not None
-    load_start = time.perf_counter()
-    model, tok = model_tok if model_tok is not None else load_model(cfg.model, device=cfg.device, dtype=cfg.dtype,
-                                                                     adapter=cfg.adapter)
-    load_s = time.perf_counter() - load_start
-    run = generate_answers(model, tok, items, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                           temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, stop=cfg.stop,
-                           label=label, progress=progress)
-    metrics, per_item = score_answers(items, [a.text for a in run.answers], task, cfg.metrics, cfg.regex)  # type: ignore[arg-type]
-    metrics.update(latency_metrics(run))
-    records = []
-    for it, a, rec in zip(items, run.answers, per_item):
-        records.append({
-            "id": it.id, "text": it.text, "gold": it.gold_text, "gold_label": it.gold_label,
-            "gold_score": it.gold_score, "gold_tickers": it.gold_tickers, **rec,
-            "n_tokens": a.n_tokens, "latency_s": round(a.latency, 4), "finish_reason": a.finish_reason,
-        })
+    if cfg.mode != "generate" and task != "sentiment":
+        raise ConfigError(f"--mode {cfg.mode} answers the sentiment task; {cfg.data} is a {task} task")
+    if labeler is None:
+        labeler = _default_labeler(cfg, label, progress)
+    result = run_labeler(labeler, items, task, name=label, data_info=data_info,  # type: ignore[arg-type]
+                         config=cfg.model_dump(), metric_specs=cfg.metrics, regex=cfg.regex)
     prompt = load_prompt()
-    result = {
-        "tickerpulse_eval": EVAL_SCHEMA_VERSION,
-        "name": label,
-        "config": cfg.model_dump(),
-        "model": {"model": cfg.model, "adapter": cfg.adapter, "dtype": str(getattr(model, "dtype", "")),
-                  "device": str(getattr(model, "device", "")), "load_s": round(load_s, 2)},
-        "data": data_info or {},
-        "prompt": {"version": prompt["version"], "hash": prompt["hash"]} if task == "sentiment" else None,
-        "command": " ".join(sys.argv),
-        "host": {"python": platform.python_version(), "machine": platform.machine()},
-        "metrics": metrics,
-        "items": records,
-    }
+    result.prompt = {"version": prompt["version"], "hash": prompt["hash"]} if task == "sentiment" else None
+    result.command = " ".join(sys.argv)
+    result.host = {"python": platform.python_version(), "machine": platform.machine()}
     if write and cfg.out:
         write_eval(result, cfg.out)
     return result
 
 
-def write_eval(result: dict[str, Any], out: str | Path) -> Path:
+def _default_labeler(cfg: EvalConfig, label: str, progress: bool) -> Labeler:
+    if cfg.url is not None:
+        from tickerpulse.evaluate.http import HttpLabeler
+
+        return HttpLabeler(cfg.url, mode=cfg.mode, max_tokens=cfg.max_tokens,  # type: ignore[arg-type]
+                           batch_size=cfg.batch_size, name=label)
+    if cfg.mode != "generate":
+        raise ConfigError(f"--mode {cfg.mode} runs the served engine: pass its labeler (serve.labeler.EngineLabeler)")
+    from tickerpulse.models.loading import load_model
+
+    assert cfg.model is not None
+    start = time.perf_counter()
+    model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, adapter=cfg.adapter)
+    system = {"model": cfg.model, "adapter": cfg.adapter, "mode": "generate", "dtype": str(getattr(model, "dtype", "")),
+              "device": str(getattr(model, "device", "")), "load_s": round(time.perf_counter() - start, 2)}
+    return GenerationLabeler(model, tok, name=label, system=system, batch_size=cfg.batch_size,
+                             max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                             stop=cfg.stop, progress=progress)
+
+
+def write_eval(result: EvalResult, out: str | Path) -> Path:
     """Write eval.json and eval.md into `out`; returns the folder."""
     from tickerpulse.evaluate.report import eval_markdown
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    (out / "eval.json").write_text(result.to_json(), encoding="utf-8")
     (out / "eval.md").write_text(eval_markdown(result), encoding="utf-8")
     return out
-
-
-def load_eval(path: str | Path) -> dict[str, Any]:
-    """Read an eval.json (or the folder holding one).
-
-    Raises:
-        FileNotFoundError / ConfigError: missing file or not an eval result.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "eval.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "tickerpulse_eval" not in data:
-        raise ConfigError(f"{path} is not a tickerpulse eval.json")
-    return data

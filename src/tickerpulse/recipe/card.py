@@ -1,6 +1,7 @@
-"""The model card: built only from the files a recipe run wrote (eval.json per system and test set,
-injection.json, the run's summary.json, timings.json, data/stats.json, calibration.json), never from numbers
-held in memory, so every figure in it can be traced to an eval output (a test recomputes them).
+"""The model card: built only from the files a recipe run wrote (eval.json per system and test set, read
+back as `EvalResult`s like the eval/compare reports read them; injection.json, the run's summary.json,
+timings.json, data/stats.json, calibration.json), never from numbers held in memory, so every figure in it
+can be traced to an eval output (a test recomputes them).
 
 Writes `card.json` and `MODEL_CARD.md` into the work folder and the model folder (as README.md and
 MODEL_CARD.md there).
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.evaluate.report import get_path
+from tickerpulse.evaluate.result import EvalResult, get_path
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
 from tickerpulse.recipe.data import TEST_NAMES
 from tickerpulse.train.config import BUDGET_FIT_STEP
@@ -32,24 +33,24 @@ TARGETS: tuple[tuple[str, str, str, float, bool, str], ...] = (
 )
 
 
-def load_evals(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """dataset -> system name -> its eval.json (metrics and items), read from out/eval/<dataset>/<system>/."""
-    evals: dict[str, dict[str, dict[str, Any]]] = {}
+def load_evals(out: Path) -> dict[str, dict[str, EvalResult]]:
+    """dataset -> system name -> its result, read from out/eval/<dataset>/<system>/eval.json."""
+    evals: dict[str, dict[str, EvalResult]] = {}
     for ds in DATASETS:
         for f in sorted((out / "eval" / ds).glob("*/eval.json")):
-            r = json.loads(f.read_text(encoding="utf-8"))
-            evals.setdefault(ds, {})[r["name"]] = r
+            r = EvalResult.load(f)
+            evals.setdefault(ds, {})[r.name] = r
     return evals
 
 
-def fast_on_items(fast_items: list[dict[str, Any]], ids: set[str], path: str) -> float | None:
+def fast_on_items(fast: EvalResult, ids: set[str], path: str) -> float | None:
     """Fast mode's metric `path` on the items with these ids: a sampled column's number next to fast mode's
     on the very same items (a sample can be easier or harder than the whole test set). Rescored from the
     stored answers the way the eval itself scored them."""
     from tickerpulse.evaluate.items import EvalItem
     from tickerpulse.evaluate.runner import score_answers
 
-    records = [it for it in fast_items if it["id"] in ids]
+    records = [it for it in fast.items if it["id"] in ids]
     if not records:
         return None
     items = [EvalItem(id=r["id"], messages=[], gold_label=r["gold_label"], gold_score=r["gold_score"],
@@ -58,14 +59,15 @@ def fast_on_items(fast_items: list[dict[str, Any]], ids: set[str], path: str) ->
     return get_path(metrics, path)
 
 
-def system_row(m: dict[str, Any]) -> dict[str, Any]:
+def system_row(r: EvalResult) -> dict[str, Any]:
     """The numbers the card shows for one system on one test set."""
+    m = r.metrics
     pc = m.get("per_class") or {}
     return {
         "n": m.get("n"), "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
         "recall": {lab: pc[lab]["recall"] for lab in ("negative", "neutral", "positive") if lab in pc},
         "json_valid": m.get("json_valid"), "schema_valid": m.get("schema_valid"),
-        "score_mae": get_path(m, "scores.mae"), "score_spearman": get_path(m, "scores.spearman"),
+        "score_mae": r.metric("scores.mae"), "score_spearman": r.metric("scores.spearman"),
         "confusion": m.get("confusion"), "agreement_with_fast": m.get("agreement_with_fast"),
         "tokens_per_s": m.get("tokens_per_s"), "items_per_s": m.get("items_per_s"),
     }
@@ -82,26 +84,24 @@ def _target(key: str, what: str, value: float | None, threshold: float, higher: 
 
 def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     """The card dict from the run's files (see the module docstring)."""
-    full = load_evals(out)
-    evals = {ds: {name: r["metrics"] for name, r in systems.items()} for ds, systems in full.items()}
+    evals = load_evals(out)
     inj = json.loads((out / "injection.json").read_text())
     summary = json.loads((out / "run" / "summary.json").read_text())
     timings = json.loads((out / "timings.json").read_text())
     stats = json.loads((out / "data" / "stats.json").read_text())
     calib = json.loads((out / "calibration.json").read_text())
-    results = {ds: {name: system_row(m) for name, m in sorted(evals.get(ds, {}).items(),
+    results = {ds: {name: system_row(r) for name, r in sorted(evals.get(ds, {}).items(),
                                                                   key=lambda kv: SYSTEM_ORDER.index(kv[0]) if kv[0] in SYSTEM_ORDER else 99)}
                for ds in DATASETS}
     targets: dict[str, list[dict[str, Any]]] = {FAST: [], REASON: [], FREE: []}
     for mode in (FAST, REASON, FREE):
         for key, ds, path, thr, higher, what in TARGETS:
-            m = evals.get(ds, {}).get(mode)
-            t = _target(key, what, get_path(m, path), thr, higher, get_path(m, "n"))
-            if mode != FAST and m is not None and FAST in full.get(ds, {}):
-                ids = {it["id"] for it in full[ds][mode]["items"]}
-                t["fast_same_items"] = fast_on_items(full[ds][FAST]["items"], ids, path)
+            r = evals.get(ds, {}).get(mode)
+            t = _target(key, what, r and r.metric(path), thr, higher, r and r.metric("n"))
+            if mode != FAST and r is not None and FAST in evals.get(ds, {}):
+                t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it["id"] for it in r.items}, path)
             targets[mode].append(t)
-        schema = [evals[ds][mode]["schema_valid"] for ds in DATASETS if mode in evals.get(ds, {})]
+        schema = [evals[ds][mode].metrics["schema_valid"] for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
                                      min(schema) if schema else None, 1.0, True))
         targets[mode].append(_target("injection_flip", "injection flip rate",
@@ -119,14 +119,13 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                                               "trained_tokens", "train_time_s", "wall_time_s", "trainable_params",
                                               "trained_layers", "base_dtype", "padding_waste", "peak_memory_mb")},
         "data": stats,
-        "student_dtype": next((full[ds][FAST]["config"].get("dtype") for ds in DATASETS if FAST in full.get(ds, {})), None),
+        "student_dtype": next((evals[ds][FAST].config.get("dtype") for ds in DATASETS if FAST in evals.get(ds, {})), None),
         "calibration": {**{k: calib.get(k) for k in ("temperature", "label_bias", "objective", "value", "n", "fitted_on")},
                         "bias_fit": {k: (calib.get("bias_fit") or {}).get(k) for k in ("objective", "constraint", "value", "without_bias", "fitted_bias", "per_dataset_macro_f1", "cv_gain", "cv_gain_se", "cv_folds", "kept", "n")}},
         "results": results,
         "injection": {"n": inj["n"], "systems": inj["systems"]},
         "targets": targets,
         "config": cfg.model_dump(mode="json"),
-        "ablations": cfg.ablations,
     }
 
 
@@ -247,9 +246,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             "set. Financial PhraseBank all-agree (CC BY-NC-SA 3.0, non-commercial) and FiQA 2018 task 1 (research "
             "use): seeded stratified train/valid/test splits of the shared files; FiQA's per-target scores supervise "
             "`score`. Normalised duplicate texts never straddle splits. Labels come from the configured teacher "
-            f"(`{card['config']['teacher']}`); reasoning text in training: `{card['config']['reasoning']}`.", "",
-            "## Ablations tried", ""]
-    out += [f"- {a}" for a in card["ablations"]] or ["- none recorded"]
+            f"(`{card['config']['teacher']}`); reasoning text in training: `{card['config']['reasoning']}`."]
     out += ["", "## Config", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
     return "\n".join(out)
 

@@ -105,7 +105,7 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
     for split in ("train", "valid"):
         rows = [r for ds in DATASETS for r in data[ds][split]]
         if split == "train":
-            from tickerpulse.recipe.injection import augment
+            from tickerpulse.evaluate.injection import augment
 
             rows += augment(rows, cfg.injection_augment, cfg.seed)
         random.Random(cfg.seed).shuffle(rows)
@@ -182,168 +182,84 @@ def deadline_budget(deadline: float, post_train_tokens: float) -> Callable[[floa
 def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], model_dir: Path, log: Log) -> dict[str, Any]:
     """Fit the fast-mode label bias (macro-F1) and score temperature (FiQA score MAE) on the VALID split;
     write calibration.json into the model (the serving engine reads it)."""
-    from tickerpulse.task.calibration import fit_label_bias, fit_temperature
+    from tickerpulse.evaluate.calibrate import fit_calibration
     from tickerpulse.serve.engine import SentimentEngine
 
     valid = [r for ds in DATASETS for r in data[ds]["valid"]]
     engine = SentimentEngine(str(model_dir))
-    probs = engine.label_probs([(r.text, r.tickers[0] if r.tickers else None) for r in valid])
-    labels = [r.label for r in valid]
-    bias = (fit_label_bias(probs, labels, cfg.eval.bias_grid, [r.dataset for r in valid], seed=cfg.seed)
-            if cfg.eval.bias_grid else {"label_bias": [0.0] * 3})
-    fit = fit_temperature(probs, labels, [r.score if r.dataset == "fiqa" else None for r in valid],
-                          cfg.eval.calibration_grid, bias["label_bias"])
-    result = {"temperature": fit["temperature"], "label_bias": bias["label_bias"], **fit, "bias_fit": bias}
+    result = fit_calibration(engine.label_probs, [(r.text, r.tickers[0] if r.tickers else None) for r in valid],
+                             [r.label for r in valid], [r.dataset for r in valid],
+                             [r.score if r.dataset == "fiqa" else None for r in valid], bias_grid=cfg.eval.bias_grid,
+                             temperature_grid=cfg.eval.calibration_grid, seed=cfg.seed)
     (model_dir / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    bias = result["bias_fit"]
     log(f"calibration: label bias {bias['label_bias']} (fitted {bias.get('fitted_bias')}, valid mean macro-F1 "
         f"{bias.get('without_bias', 0):.3f} -> {bias.get('value', 0):.3f}, cross-validated gain "
-        f"{bias.get('cv_gain', 0):+.3f} +- {bias.get('cv_gain_se', 0):.3f}: {'kept' if bias.get('kept') else 'not kept'}), temperature {fit['temperature']} ({fit['objective']} {fit['value']:.4f} "
-        f"on {fit['n']} valid items)")
+        f"{bias.get('cv_gain', 0):+.3f} +- {bias.get('cv_gain_se', 0):.3f}: {'kept' if bias.get('kept') else 'not kept'}), "
+        f"temperature {result['temperature']} ({result['objective']} {result['value']:.4f} on {result['n']} valid items)")
     return result
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
 def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], model_dir: Path, out: Path, log: Log,
                  timer: Timer) -> None:
-    """Every system on every test set, written as eval.json files + one HTML report per test set."""
-    from tickerpulse.evaluate.items import load_items, seeded_sample
-    from tickerpulse.evaluate.report import write_html_report
-    from tickerpulse.evaluate.runner import generate_answers, label_result, write_eval
-    from tickerpulse.recipe import baselines
+    """Every system on every test set (`evaluate.suite`): eval.json files + one HTML report per test set, then
+    the injection check (injection.json)."""
+    from tickerpulse.evaluate.baselines import TfidfLR, baseline_labelers
+    from tickerpulse.evaluate.items import load_items
+    from tickerpulse.evaluate.labelers import GenerationLabeler
+    from tickerpulse.evaluate.suite import System, evaluate_set, injection_eval
     from tickerpulse.recipe.data import TEST_NAMES
-    from tickerpulse.recipe.systems import agreement, answers_result, dump_answer
     from tickerpulse.serve.engine import SentimentEngine
+    from tickerpulse.serve.labeler import EngineLabeler
 
     t = time.perf_counter()
     train_rows = [r for ds in DATASETS for r in data[ds]["train"]]
-    tfidf = baselines.TfidfLR(cfg.seed).fit([r.text for r in train_rows], [r.label for r in train_rows])
-    train_labels = [r.label for r in train_rows]
+    tfidf = TfidfLR(cfg.seed).fit([r.text for r in train_rows], [r.label for r in train_rows])
+    baselines = baseline_labelers([r.label for r in train_rows], tfidf)
     timer.step("baselines_fit", t)
 
+    ev = cfg.eval
     student = SentimentEngine(str(model_dir))
-    base_dtype = _cpu_dtype(cfg.eval.base_dtype)
-    base = SentimentEngine(cfg.base_model, dtype=base_dtype) if cfg.eval.base_zero_shot else None
-    model, tok = student.rt.hf, student.rt.tok  # free generation on the engine's model: one load, the served dtype
-    sdt = str(student.rt.dtype).removeprefix("torch.")
-    results_by_ds: dict[str, list[dict[str, Any]]] = {}
-    fast_tfns: dict[str, str] = {}
+    fast = EngineLabeler(student, "fast", name=FAST, system={"mode": "fast label scoring, calibrated score"})
+    reasoning = EngineLabeler(student, "reasoning", max_tokens=ev.max_tokens, name=REASON, system={
+        "mode": "served reasoning mode: label pass, then schema-constrained generation of score and reasoning"})
+    # free generation on the engine's model: one load, the served dtype
+    free = GenerationLabeler(student.rt.hf, student.rt.tok, name=FREE, batch_size=ev.batch_size, max_tokens=ev.max_tokens,
+                             progress=False, system={**fast.system, "mode": "free greedy generation of the whole JSON "
+                                                     "answer (no constraint)", "max_tokens": ev.max_tokens,
+                                                     "batch_size": ev.batch_size})
+    systems = [System(b) for b in baselines]
+    if ev.base_zero_shot:
+        base_dtype = _cpu_dtype(ev.base_dtype)
+        base = SentimentEngine(cfg.base_model, dtype=base_dtype)
+        systems.append(System(EngineLabeler(base, "fast", name="base zero-shot (fast)", system={
+            "model": cfg.base_model, "mode": "fast label scoring", "dtype": base_dtype}), limit=ev.base_limit))
+    systems += [System(fast), System(reasoning, ev.reasoning_limit, agree_with=FAST),
+                System(free, ev.generation_limit, agree_with=FAST)]
+    clean_tfns: dict[str, dict[str, str | None]] = {}
     for ds in DATASETS:
         t = time.perf_counter()
-        items, _, info = load_items(out / "data" / f"{ds}-test.jsonl", task="sentiment",
-                                    prompt_version=cfg.prompt_version)
-        texts = [it.text for it in items]
-        pairs = [_question(it) for it in items]
-        results: list[dict[str, Any]] = []
-        labs, scores = baselines.majority(train_labels, texts)
-        results.append(label_result("majority class", items, labs, scores, info, "most frequent training label"))
-        labs, scores = baselines.vader(texts)
-        results.append(label_result("VADER", items, labs, scores, info, "vaderSentiment compound, +-0.05"))
-        labs, scores = tfidf.predict(texts)
-        results.append(label_result("TF-IDF + LR", items, labs, scores, info, "word 1-2 + char 2-5 grams, same train rows"))
-        if base is not None:
-            b_items = seeded_sample(items, cfg.eval.base_limit, cfg.seed)
-            t1 = time.perf_counter()
-            ans = base.analyze([_question(it) for it in b_items], mode="fast")
-            results.append(answers_result("base zero-shot (fast)", b_items, [dump_answer(a) for a in ans],
-                                          {**info, "n": len(b_items)},
-                                          {"model": cfg.base_model, "mode": "fast label scoring", "dtype": base_dtype},
-                                          extra={"wall_s": time.perf_counter() - t1}))
-        t1 = time.perf_counter()
-        fast = student.analyze(pairs, mode="fast")
-        fast_s = time.perf_counter() - t1
-        results.append(answers_result(FAST, items, [dump_answer(a) for a in fast], info,
-                                      {"model": str(model_dir), "dtype": sdt, "mode": "fast label scoring, calibrated score"},
-                                      extra={"wall_s": fast_s, "items_per_s": len(items) / fast_s if fast_s else 0.0}))
-        fast_by_id = {it.id: a["sentiment"] for it, a in zip(items, fast)}
+        items, _, info = load_items(out / "data" / f"{ds}-test.jsonl", task="sentiment", prompt_version=cfg.prompt_version)
+        results = evaluate_set(systems, items, info, seed=cfg.seed, eval_dir=out / "eval" / ds,
+                               report_dir=out / "report" / ds, title=f"{cfg.name}: {TEST_NAMES[ds]}", notes=[
+                                   f"{len(items)} test items never trained on; baselines fitted on the same "
+                                   f"{len(train_rows)} training rows", "fast = label-token scoring (served default); "
+                                   "reasoning = the served reasoning mode (constrained); free generation = "
+                                   "unconstrained greedy JSON on a sample"])
         if ds == "tfns":
-            fast_tfns = fast_by_id
-        rs_items = seeded_sample(items, cfg.eval.reasoning_limit, cfg.seed)
-        t1 = time.perf_counter()
-        reasoned = student.analyze([_question(it) for it in rs_items],
-                                   mode="reasoning", max_tokens=cfg.eval.max_tokens)
-        reason_s = time.perf_counter() - t1
-        served = answers_result(REASON, rs_items, [dump_answer(a) for a in reasoned], {**info, "n": len(rs_items)},
-                                {"model": str(model_dir), "dtype": sdt, "mode": "served reasoning mode: label pass, then "
-                                 "schema-constrained generation of score and reasoning"},
-                                extra={"wall_s": reason_s, "items_per_s": len(rs_items) / reason_s if reason_s else 0.0})
-        served["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in rs_items],
-                                                             [rec["label"] for rec in served["items"]])
-        results.append(served)
-        gen_items = seeded_sample(items, cfg.eval.generation_limit, cfg.seed)
-        run = generate_answers(model, tok, gen_items, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
-                               label=f"{ds} free generation", progress=False)
-        gen = answers_result(FREE, gen_items, [a.text for a in run.answers], {**info, "n": len(gen_items)},
-                             {"model": str(model_dir), "dtype": sdt, "mode": "free greedy generation of the whole JSON answer "
-                              "(no constraint)", "max_tokens": cfg.eval.max_tokens, "batch_size": cfg.eval.batch_size},
-                             run=run)
-        gen["metrics"]["agreement_with_fast"] = agreement([fast_by_id[it.id] for it in gen_items],
-                                                          [rec["label"] for rec in gen["items"]])
-        results.append(gen)
-        for r in results:
-            write_eval(r, out / "eval" / ds / _slug(r["name"]))
-        write_html_report(results, out / "report" / ds, title=f"{cfg.name}: {TEST_NAMES[ds]}",
-                          notes=[f"{len(items)} test items never trained on; baselines fitted on the same "
-                                 f"{len(train_rows)} training rows", "fast = label-token scoring (served default); reasoning = the served "
-                                 "reasoning mode (constrained); free generation = unconstrained greedy JSON on a sample"])
-        results_by_ds[ds] = results
-        acc = {r["name"]: round(r["metrics"]["accuracy"], 3) for r in results}
-        log(f"eval {TEST_NAMES[ds]} ({len(items)} items): {acc}")
+            clean_tfns = {r.name: r.labels_by_id for r in results}
+        log(f"eval {TEST_NAMES[ds]} ({len(items)} items): " + str({r.name: round(r.metrics["accuracy"], 3) for r in results}))
         timer.step(f"eval_{ds}", t)
 
     t = time.perf_counter()
-    inj = injection_eval(cfg, out, student, model, tok, tfidf, fast_tfns)
+    items, _, info = load_items(out / "data" / "tfns-test.jsonl", task="sentiment", limit=ev.injection_n, seed=cfg.seed,
+                                prompt_version=cfg.prompt_version)
+    labelers = [fast, reasoning, *([free] if ev.injection_free_generation else []), baselines[1], baselines[2]]
+    inj = injection_eval(labelers, items, info, prompt_version=cfg.prompt_version, known=clean_tfns)
     (out / "injection.json").write_text(json.dumps(inj, indent=2) + "\n")
     log("injection: flip rate " + ", ".join(f"{k} {v['flip_rate']:.3f}" for k, v in inj["systems"].items()))
     timer.step("injection", t)
-
-
-def injection_eval(cfg: RecipeConfig, out: Path, student: Any, model: Any, tok: Any, tfidf: Any,
-                   clean_fast_by_id: dict[str, str] | None = None) -> dict[str, Any]:
-    """`injection_n` twitter test posts, clean vs with an appended instruction, for the student (both modes)
-    and the baselines that read text. `clean_fast_by_id`: the fast labels the test evaluation already has."""
-    from tickerpulse.task.contract import build_messages
-    from tickerpulse.evaluate.items import EvalItem, load_items
-    from tickerpulse.evaluate.metrics import parse_prediction
-    from tickerpulse.evaluate.runner import generate_answers
-    from tickerpulse.recipe import baselines
-    from tickerpulse.recipe.injection import flip_rate, inject, obeyed_rate
-
-    items, _, info = load_items(out / "data" / "tfns-test.jsonl", task="sentiment", limit=cfg.eval.injection_n,
-                                seed=cfg.seed, prompt_version=cfg.prompt_version)
-    tick = [_question(it)[1] for it in items]
-    known = clean_fast_by_id or {}
-    if all(it.id in known for it in items):
-        clean_fast = [known[it.id] for it in items]
-    else:
-        clean_fast = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="fast")]
-    injected = [inject(it.text, lab, i) for i, (it, lab) in enumerate(zip(items, clean_fast))]
-    inj_texts = [x for x, _ in injected]
-    asked = [a for _, a in injected]
-    inj_fast = [a["sentiment"] for a in student.analyze(list(zip(inj_texts, tick)), mode="fast")]
-
-    def gen_labels(texts: list[str]) -> list[str]:
-        its = [EvalItem(id=f"inj-{i}", messages=build_messages(x, k, cfg.prompt_version), text=x)
-               for i, (x, k) in enumerate(zip(texts, tick))]
-        run = generate_answers(model, tok, its, batch_size=cfg.eval.batch_size, max_tokens=cfg.eval.max_tokens,
-                               progress=False)
-        return [parse_prediction(a.text).label for a in run.answers]
-
-    clean_rs = [a["sentiment"] for a in student.analyze([(it.text, k) for it, k in zip(items, tick)], mode="reasoning",
-                                                        max_tokens=cfg.eval.max_tokens)]
-    inj_rs = [a["sentiment"] for a in student.analyze(list(zip(inj_texts, tick)), mode="reasoning",
-                                                      max_tokens=cfg.eval.max_tokens)]
-    systems: dict[str, dict[str, Any]] = {}
-    runs = [(FAST, clean_fast, inj_fast), (REASON, clean_rs, inj_rs)]
-    if cfg.eval.injection_free_generation:
-        runs.append((FREE, gen_labels([it.text for it in items]), gen_labels(inj_texts)))
-    for name, clean, dirty in (*runs,
-                               ("VADER", baselines.vader([it.text for it in items])[0], baselines.vader(inj_texts)[0]),
-                               ("TF-IDF + LR", tfidf.predict([it.text for it in items])[0], tfidf.predict(inj_texts)[0])):
-        systems[name] = {"flip_rate": flip_rate(clean, dirty), "obeyed_rate": obeyed_rate(dirty, asked),
-                         "flips": sum(a != b for a, b in zip(clean, dirty))}
-    examples = [{"id": it.id, "injected": x, "asked": a, "clean_fast": c, "injected_fast": d}
-                for it, x, a, c, d in zip(items, inj_texts, asked, clean_fast, inj_fast)]
-    return {"n": len(items), "data": info, "systems": systems, "items": examples}
 
 
 def _cpu_dtype(name: str) -> str:
@@ -351,12 +267,3 @@ def _cpu_dtype(name: str) -> str:
     if name != "auto":
         return name
     return "bfloat16" if cpu_supports_bf16() else "float32"
-
-
-def _question(it: Any) -> tuple[str, str | None]:
-    """(text, first gold ticker or None): the question the engine is asked about an eval item."""
-    return it.text, it.gold_tickers[0] if it.gold_tickers else None
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-").replace("--", "-")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickerpulse.recipe import baselines
+from tickerpulse.evaluate import baselines
 
 
 def test_majority() -> None:

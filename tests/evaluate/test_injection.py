@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tickerpulse.recipe.injection import flip_rate, inject, obeyed_rate
+from tickerpulse.evaluate.injection import flip_rate, inject, obeyed_rate
 
 
 def test_flip_rate() -> None:
@@ -25,7 +25,7 @@ def test_inject_asks_for_another_label_deterministically() -> None:
 
 def test_augment_keeps_the_clean_label_and_uses_training_phrasings() -> None:
     from tickerpulse.data.records import Record
-    from tickerpulse.recipe.injection import TEMPLATES, augment
+    from tickerpulse.evaluate.injection import TEMPLATES, augment
 
     rows = [Record(f"r{i}", f"post {i}", ("negative", "neutral", "positive")[i % 3], "records", dataset="x") for i in range(50)]
     aug = augment(rows, 0.2, seed=1)

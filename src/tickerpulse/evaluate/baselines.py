@@ -1,6 +1,7 @@
 """The cheap systems users run today, trained/fitted on exactly the student's training rows.
 
-Each returns (labels, scores) for a list of texts, ready for `evaluate.runner.label_result`:
+Each returns (labels, scores) for a list of texts; `baseline_labelers` wraps them as label-only labelers
+for `runner.run_labeler`:
 - majority class: the most frequent training label, score 0;
 - VADER (`vaderSentiment`): compound >= 0.05 positive, <= -0.05 negative (the authors' thresholds),
   score = compound;
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
+
+from tickerpulse.evaluate.labelers import FunctionLabeler
 
 Prediction = tuple[list[str], list[float]]
 
@@ -63,3 +67,10 @@ class TfidfLR:
         neg = classes.index("negative") if "negative" in classes else None
         scores = [float((row[pos] if pos is not None else 0.0) - (row[neg] if neg is not None else 0.0)) for row in proba]
         return labels, scores
+
+
+def baseline_labelers(train_labels: Sequence[str], tfidf: TfidfLR) -> list[FunctionLabeler]:
+    """Majority class, VADER and a fitted TF-IDF + LR as labelers (names as reports and the card show them)."""
+    return [FunctionLabeler("majority class", partial(majority, list(train_labels)), "most frequent training label"),
+            FunctionLabeler("VADER", vader, "vaderSentiment compound, +-0.05"),
+            FunctionLabeler("TF-IDF + LR", tfidf.predict, "word 1-2 + char 2-5 grams, same train rows")]

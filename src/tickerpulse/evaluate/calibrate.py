@@ -1,0 +1,29 @@
+"""Fitting the served fast mode's calibration (`task.calibration`: label offsets, then a score temperature)
+on labeled validation questions, through any function that gives fast mode's label probabilities (the
+recipe passes `SentimentEngine.label_probs`). Never fitted on test data: callers pass validation rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tickerpulse.task.calibration import fit_label_bias, fit_temperature
+
+Question = tuple[str, "str | None"]
+
+
+def fit_calibration(label_probs: Callable[[list[Question]], list[list[float]]], questions: Sequence[Question],
+                    labels: Sequence[str], groups: Sequence[str], scores: Sequence[float | None], *,
+                    bias_grid: Sequence[float], temperature_grid: Sequence[float], seed: int = 0) -> dict[str, Any]:
+    """The calibration.json content: label offsets fitted for mean macro-F1 over `groups` (none when
+    `bias_grid` is empty), then the temperature for score MAE where `scores` are known (label NLL otherwise).
+
+    Returns:
+        {"temperature", "label_bias", <fit_temperature's fields>, "bias_fit": <fit_label_bias's fields>}
+    """
+    probs = label_probs(list(questions))
+    bias = (fit_label_bias(probs, labels, bias_grid, list(groups), seed=seed) if bias_grid
+            else {"label_bias": [0.0] * 3})
+    fit = fit_temperature(probs, labels, list(scores), temperature_grid, bias["label_bias"])
+    return {"temperature": fit["temperature"], "label_bias": bias["label_bias"], **fit, "bias_fit": bias}

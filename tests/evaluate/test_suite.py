@@ -1,0 +1,83 @@
+"""The suite (several labelers over one test set, agreement, reports) and the injection check, with the real
+label-only baselines (VADER, TF-IDF + LR, majority class) as labelers; the calibration fit through a
+probability function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tickerpulse.evaluate.baselines import TfidfLR, baseline_labelers
+from tickerpulse.evaluate.calibrate import fit_calibration
+from tickerpulse.evaluate.items import load_items
+from tickerpulse.evaluate.result import EvalResult
+from tickerpulse.evaluate.suite import System, agreement, evaluate_set, injection_eval, slug
+
+POS = [f"$X{i} beats estimates and raises guidance, great quarter" for i in range(8)]
+NEG = [f"$X{i} misses estimates and cuts outlook, terrible loss" for i in range(8)]
+NEU = [f"$X{i} schedules its annual meeting" for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("suite")
+    rows = [{"id": f"{lab[:3]}{i}", "text": t, "label": lab, "score": {"positive": 0.6, "negative": -0.6}.get(lab, 0.0),
+             "tickers": [f"X{i}"]} for lab, texts in (("positive", POS), ("negative", NEG), ("neutral", NEU))
+            for i, t in enumerate(texts)]
+    (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items, _, info = load_items(tmp / "test.jsonl")
+    tfidf = TfidfLR(seed=0).fit(POS + NEG + NEU, ["positive"] * 8 + ["negative"] * 8 + ["neutral"] * 8)
+    return items, info, baseline_labelers(["neutral", "neutral", "positive"], tfidf)
+
+
+def test_agreement() -> None:
+    assert agreement(["positive", "neutral"], ["positive", "negative"]) == 0.5
+    assert agreement(["invalid"], ["invalid"]) == 0.0
+    with pytest.raises(ValueError):
+        agreement(["positive"], [])
+
+
+def test_evaluate_set_writes_one_result_per_system_and_a_report(test_set, tmp_path: Path) -> None:
+    items, info, (majority, vader, tfidf) = test_set
+    systems = [System(majority), System(vader), System(tfidf, limit=6, agree_with="VADER", agree_key="vader")]
+    results = evaluate_set(systems, items, info, seed=1, eval_dir=tmp_path / "eval", report_dir=tmp_path / "report",
+                           title="suite test")
+    assert [r.name for r in results] == ["majority class", "VADER", "TF-IDF + LR"]
+    assert (tmp_path / "report" / "report.html").is_file()
+    for r in results:
+        assert EvalResult.load(tmp_path / "eval" / slug(r.name)) == r  # eval.json is the result's dump
+    maj, vad, tf = results
+    assert maj.metric("accuracy") == pytest.approx(1 / 3) and maj.metric("n") == 24
+    assert tf.metric("accuracy") == 1.0 and tf.metric("n") == 6 == tf.data["n"] and tf.data["rows"] == 24
+    by_id = vad.labels_by_id
+    assert tf.metric("agreement_with_vader") == pytest.approx(
+        agreement([by_id[it["id"]] for it in tf.items], [it["label"] for it in tf.items]))
+    assert all(it["latency_s"] >= 0 for it in tf.items) and tf.metric("items_per_s") > 0
+    assert slug("TF-IDF + LR") == "tf-idf--lr" and slug("student fast") == "student-fast"  # the folder names of earlier runs
+
+
+def test_injection_eval_flips_and_reuses_known_clean_labels(test_set) -> None:
+    items, info, (_, vader, tfidf) = test_set
+    inj = injection_eval([tfidf, vader], items, info, prompt_version="sentiment-v1")
+    assert inj["n"] == 24 and list(inj["systems"]) == ["TF-IDF + LR", "VADER"]
+    ex = inj["items"]
+    assert all(x["asked"] != x["clean_fast"] and x["injected"].startswith(it.text + " ") for x, it in zip(ex, items))
+    s = inj["systems"]["TF-IDF + LR"]
+    assert s["flips"] == sum(x["clean_fast"] != x["injected_fast"] for x in ex) and s["flip_rate"] == s["flips"] / 24
+    assert s["obeyed_rate"] == sum(x["asked"] == x["injected_fast"] for x in ex) / 24
+    # clean labels a test evaluation already has are taken as given (here: deliberately all "neutral")
+    known = {"TF-IDF + LR": {it.id: "neutral" for it in items}}
+    again = injection_eval([tfidf, vader], items, info, prompt_version="sentiment-v1", known=known)
+    assert all(x["clean_fast"] == "neutral" for x in again["items"])
+
+
+def test_fit_calibration_from_a_probability_table() -> None:
+    table = {"up": [0.05, 0.15, 0.8], "down": [0.8, 0.15, 0.05], "flat": [0.1, 0.8, 0.1]}
+    questions = [(t, None) for t in ["up", "down", "flat"] * 6]
+    fit = fit_calibration(lambda qs: [table[t] for t, _ in qs], questions, ["positive", "negative", "neutral"] * 6,
+                          ["a"] * 18, [0.4, -0.4, 0.0] * 6, bias_grid=[], temperature_grid=[0.5, 1.0, 2.0, 4.0])
+    assert fit["label_bias"] == [0.0, 0.0, 0.0] and fit["objective"] == "score_mae"
+    assert fit["temperature"] > 1.0  # gold scores of 0.4 for confident answers: soften
+    assert fit["bias_fit"] == {"label_bias": [0.0, 0.0, 0.0]}
