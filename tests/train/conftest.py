@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tickerpulse.task.contract import LABEL_SCORES, build_messages, format_answer
-
-
-def mlx_logits(base: Path, ids: list[int], adapter_dir: Path | None = None) -> Any:
-    """fp32 numpy logits MLX computes for `ids` with `base` (+ an mlx-lm adapter folder)."""
-    import numpy as np
-
-    from tickerpulse.models.mlx import import_mlx, load_mlx
-
-    mx = import_mlx()
-    model, _ = load_mlx(base, adapter_path=adapter_dir)
-    return np.array(model(mx.array([ids]))[0].astype(mx.float32))
 
 
 def sentiment_chat_rows(source: Path, start: int, n: int) -> list[dict]:

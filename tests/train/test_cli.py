@@ -71,13 +71,13 @@ def test_plain_peft_loads_the_run_and_matches_apply_adapter(cli_run: Path, smoll
     assert info.base_model == "smollm2-135m" and info.kind == "peft" and info.fine_tune_type == "lora"
     summary = json.loads((cli_run / "summary.json").read_text())
     assert info.best_step == summary["best_step"] and info.tokenizer_dir == cli_run / "tokenizer"
-    from tickerpulse.train.run_folder import load_adapter_state
+    from tickerpulse.models.adapters import load_peft_state
 
-    best = load_adapter_state(cli_run / "adapters.safetensors")  # mlx-lm's names, read back as PEFT's
+    best = load_peft_state(cli_run / "adapters.safetensors")  # mlx-lm's names, read back as PEFT's
     peft_file = load_file(cli_run / "adapter_model.safetensors")
     assert best.keys() == peft_file.keys() and all(torch.equal(best[k], peft_file[k]) for k in best)
     if info.best_step:
-        ckpt = load_adapter_state(cli_run / f"{info.best_step:07d}_adapters.safetensors")
+        ckpt = load_peft_state(cli_run / f"{info.best_step:07d}_adapters.safetensors")
         assert all(torch.equal(best[k], ckpt[k]) for k in best)
 
     x = torch.tensor([[1, 9690, 198, 4093, 28, 216, 2, 198]])

@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_port
-
-from .conftest import mlx_logits
+from tests.models.conftest import mlx_logits
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 

@@ -178,11 +178,13 @@ def test_convert_adapter_both_ways_from_a_run_folder(torch_run, tiny_model: Path
     tensors survive both ways bit for bit."""
     from safetensors.numpy import load_file
 
-    from tickerpulse.train.adapter_convert import AdapterConvertError, convert_run, is_mlx_adapter_dir
+    from tickerpulse.models.adapter_convert import convert_run
+    from tickerpulse.models.adapter_files import is_mlx_adapter_dir
+    from tickerpulse.models.adapter_format import AdapterFormatError
 
     kind, run = torch_run
     if kind == "full":
-        with pytest.raises(AdapterConvertError, match="full fine-tune"):
+        with pytest.raises(AdapterFormatError, match="full fine-tune"):
             convert_run(run, tmp_path / "mlx", to="mlx")
         return
     assert is_mlx_adapter_dir(run)

@@ -19,7 +19,7 @@ def convert_adapter(
 
     --to mlx: `mlx_lm.generate --model BASE --adapter-path OUT`. --to peft: `tickerpulse fuse/eval/serve --adapter OUT`.
     """
-    from tickerpulse.train.adapter_convert import convert_run
+    from tickerpulse.models.adapter_convert import convert_run
 
     path = convert_run(source, out, to=to)
     console.print(f"[green]wrote[/] {to} adapter {path}")

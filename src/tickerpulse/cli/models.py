@@ -47,7 +47,7 @@ def pull_cmd(
 
     key = ALIASES.get(name, name)
     if force and key in BUILTINS:
-        from tickerpulse.models.convert import convert_builtin
+        from tickerpulse.models.registry import convert_builtin
 
         folder = convert_builtin(BUILTINS[key], named_model_dir(key))
     else:

@@ -18,9 +18,7 @@ from typing import Any
 
 import yaml
 
-BEST = "adapters.safetensors"
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = "adapter_model.safetensors"
+from tickerpulse.models.adapter_files import ADAPTER_CONFIG, MLX_WEIGHTS, PEFT_WEIGHTS
 
 
 @dataclass
@@ -40,7 +38,7 @@ class RunInfo:
 
     @property
     def peft_config_file(self) -> Path | None:
-        p = self.path / PEFT_CONFIG
+        p = self.path / ADAPTER_CONFIG
         return p if p.is_file() else None
 
 
@@ -67,14 +65,14 @@ def read_run(run: str | Path) -> RunInfo:
     config = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else {}
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     if adapter_file is None:
-        for name in (BEST, PEFT_WEIGHTS):
+        for name in (MLX_WEIGHTS, PEFT_WEIGHTS):
             if (path / name).is_file():
                 adapter_file = path / name
                 break
     if adapter_file is None:
-        raise FileNotFoundError(f"{path} holds no {BEST} or {PEFT_WEIGHTS}: not a training run folder (yet?)")
+        raise FileNotFoundError(f"{path} holds no {MLX_WEIGHTS} or {PEFT_WEIGHTS}: not a training run folder (yet?)")
     meta = _metadata(adapter_file)
-    peft_cfg = json.loads((path / PEFT_CONFIG).read_text()) if (path / PEFT_CONFIG).is_file() else {}
+    peft_cfg = json.loads((path / ADAPTER_CONFIG).read_text()) if (path / ADAPTER_CONFIG).is_file() else {}
     ftt = (config.get("fine_tune_type") or meta.get("fine_tune_type") or peft_cfg.get("fine_tune_type")
            or ("dora" if peft_cfg.get("use_dora") else "lora"))
     kind = meta.get("kind") or ("full" if ftt == "full" else "peft")
@@ -118,7 +116,7 @@ def apply_adapter(model: Any, run: str | Path, *, merge: bool = False) -> Any:
     from peft import get_peft_model, set_peft_model_state_dict
 
     if info.peft_config_file is None:
-        raise FileNotFoundError(f"{info.path} has no {PEFT_CONFIG}: cannot rebuild the adapter layers")
+        raise FileNotFoundError(f"{info.path} has no {ADAPTER_CONFIG}: cannot rebuild the adapter layers")
     lcfg = lora_config_for(info.path, state, model)
     lcfg.inference_mode = True
     peft_model = get_peft_model(model, lcfg)
@@ -136,6 +134,8 @@ def load_peft_state(path: Path) -> dict[str, Any]:
 
     from tickerpulse.models.adapter_format import layout, to_peft_names
 
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter weights not found: {path}")
     state = load_file(str(path))
     if layout(state) != "mlx":
         return state
@@ -149,7 +149,7 @@ def lora_config_for(folder: Path, peft_state: dict[str, Any], model: Any) -> Any
 
     from tickerpulse.models.adapter_format import peft_config_from_mlx, peft_to_mlx_weights
 
-    cfg = json.loads((folder / PEFT_CONFIG).read_text())
+    cfg = json.loads((folder / ADAPTER_CONFIG).read_text())
     if "peft_type" in cfg:
         with warnings.catch_warnings():  # mlx-lm's keys, written on purpose
             warnings.filterwarnings("ignore", message=r"Unexpected keyword arguments \['fine_tune_type'")

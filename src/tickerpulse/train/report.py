@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tickerpulse._optional import require
 from tickerpulse.config import ConfigError
-from tickerpulse.train.config import REPORT_TO
+from tickerpulse.train.config import REPORT_TO, TrainConfig
+from tickerpulse.train.run_folder import METRICS
 
 
 class MetricSink(Protocol):
@@ -204,3 +205,11 @@ class Reporter:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+def run_reporter(cfg: TrainConfig, run_dir: Path, steps: int, start_step: int = 0) -> Reporter:
+    """A run's reporter: the console, `RUN/metrics.jsonl` and the trackers `cfg.report_to` names."""
+    sinks: list[MetricSink] = [ConsoleSink(steps, start_step), JsonlSink(run_dir / METRICS)]
+    sinks += build_trackers(tracker_names(cfg.report_to, cfg.wandb), project=cfg.project_name or cfg.wandb or
+                            "tickerpulse", run_dir=run_dir, config=cfg.model_dump(mode="json"))
+    return Reporter(sinks)

@@ -18,11 +18,8 @@ Contract (other stages read these names; `tickerpulse.models.adapters.read_run` 
       loss_curve.png                train and validation loss against step
       summary.json                  status, base model, best_step, best_val_loss, tokens/s, peak memory, ...
 
-Both tools read a file called `adapter_config.json` from the folder they are given, so it carries both key sets:
-PEFT (0.21) ignores mlx-lm's three keys with a warning, mlx-lm ignores PEFT's. `adapter_model.safetensors` and
-`adapters.safetensors` hold the same numbers (LoRA factors transposed; DoRA magnitudes as they are: see
-`tickerpulse.models.adapter_format`). When mlx-lm cannot express the adapter (per-module ranks, blocks that are
-not the top N) the config carries PEFT's keys only. Readers (`tickerpulse.models.adapters`, resume) accept either
+The adapter files are written by `tickerpulse.models.adapter_files` (one `adapter_config.json` with both tools'
+keys; the same numbers under PEFT's and mlx-lm's names, mapped by `tickerpulse.models.adapter_format`). Readers (`tickerpulse.models.adapters`, resume) accept either
 tensor layout in any `*adapters.safetensors`, so run folders written before this layout still load.
 
 For full fine-tuning `adapters.safetensors` holds the trained block weights under their HF names (which are
@@ -40,26 +37,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
-from tickerpulse.models.adapter_format import (
-    AdapterFormatError,
-    full_mlx_config,
-    layout,
-    mlx_config_from_peft,
-    peft_to_mlx_weights,
-    to_peft_names,
+from tickerpulse.models.adapter_files import (
+    ADAPTER_CONFIG,
+    MLX_WEIGHTS,
+    save_np,
+    to_np,
+    write_adapter_files,
+    write_json,
 )
+from tickerpulse.models.adapter_format import AdapterFormatError, full_mlx_config, layout, peft_to_mlx_weights
 
 CONFIG = "config.yaml"
 COMMAND = "command.txt"
 TOKENIZER = "tokenizer"
 DATA = "data.json"
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = "adapter_model.safetensors"
-BEST = "adapters.safetensors"
+BEST = MLX_WEIGHTS  # the best adapter, in mlx-lm's names
 STATE = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 PLOT = "loss_curve.png"
@@ -124,8 +119,7 @@ class RunFolder:
         """An `*adapters.safetensors` file: PEFT-named LoRA/DoRA tensors are written under mlx-lm's names."""
         if layout(state) == "peft":
             try:
-                return _save_np(self.path / name, peft_to_mlx_weights(_to_np(state))[0],
-                                {"format": "mlx", **metadata})
+                return save_np(self.path / name, peft_to_mlx_weights(to_np(state))[0], {"format": "mlx", **metadata})
             except AdapterFormatError:  # no mlx-lm names for it (e.g. embeddings): keep PEFT's
                 pass
         return _save_torch(self.path / name, state, metadata)
@@ -139,16 +133,13 @@ class RunFolder:
         """
         if peft is None:
             self.save_weights(BEST, state, metadata)
-            _write_json(self.path / PEFT_CONFIG, full_mlx_config(state))
+            write_json(self.path / ADAPTER_CONFIG, full_mlx_config(state))
             return
         lora_config = peft.peft_config["default"] if hasattr(peft, "peft_config") else peft
         if n_blocks is None:
             config = getattr(peft, "config", None)
             n_blocks = int(getattr(getattr(config, "text_config", None) or config, "num_hidden_layers"))
         write_adapter_files(self.path, state, lora_config, n_blocks=n_blocks, metadata=metadata)
-
-    def load_weights(self, name: str) -> dict[str, torch.Tensor]:
-        return load_adapter_state(self.path / name)
 
     # --- resume state -------------------------------------------------------------------------------
     def save_state(self, state: dict[str, Any]) -> None:
@@ -204,65 +195,6 @@ class RunFolder:
         return out
 
 
-# --- adapter files (shared with convert-adapter) --------------------------------------------------------------
-def write_adapter_files(folder: str | Path, state: dict[str, Any], lora_config: Any, *, n_blocks: int,
-                        metadata: dict[str, Any]) -> dict[str, Any] | None:
-    """Write a LoRA/DoRA adapter so PEFT and mlx-lm both load `folder`: adapter_model.safetensors (PEFT names),
-    adapters.safetensors (mlx-lm names, `metadata` in its header) and one adapter_config.json with both key sets.
-
-    Args:
-        state: PEFT-named tensors (torch or numpy).
-        lora_config: the `peft.LoraConfig` (written with its own `save_pretrained`).
-        n_blocks: blocks in the base model (mlx-lm's `num_layers` counts from the top).
-
-    Returns:
-        mlx-lm's keys, or None when mlx-lm cannot express the adapter (then the config has PEFT's keys only).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = _to_np(state)
-    _save_np(folder / PEFT_WEIGHTS, arrays, {"format": "pt"})
-    lora_config.save_pretrained(str(folder))
-    cfg = json.loads((folder / PEFT_CONFIG).read_text(encoding="utf-8"))
-    try:
-        weights, layers, keys, rank, dora = peft_to_mlx_weights(arrays)
-        mlx = mlx_config_from_peft(cfg, layers, keys, rank, n_blocks=n_blocks, dora=dora)
-    except AdapterFormatError:
-        weights, mlx = arrays, None
-    _save_np(folder / BEST, weights, {"format": "mlx" if mlx else "pt", **metadata})
-    if mlx:
-        _write_json(folder / PEFT_CONFIG, {**cfg, **mlx})
-    return mlx
-
-
-def load_adapter_state(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of an adapter file under PEFT's names (what `set_peft_model_state_dict` takes), whichever layout
-    the file uses; full fine-tune weights as they are."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise FileNotFoundError(f"adapter weights not found: {path}")
-    state = load_file(str(path))
-    if layout(state) != "mlx":
-        return state
-    return {k: torch.from_numpy(v) for k, v in to_peft_names({k: v.numpy() for k, v in state.items()}).items()}
-
-
-def _to_np(state: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {k: v.detach().to(torch.float32).cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-            for k, v in state.items()}
-
-
-def _save_np(path: Path, state: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
-    from safetensors.numpy import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp),
-              metadata={k: str(v) for k, v in metadata.items()})
-    tmp.replace(path)
-    return path
-
-
 def _save_torch(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
     from safetensors.torch import save_file
 
@@ -270,9 +202,3 @@ def _save_torch(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, 
     save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
     tmp.replace(path)
     return path
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)

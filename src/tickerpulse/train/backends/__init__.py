@@ -1,6 +1,7 @@
 """Training backends behind one interface: a module with `train(cfg: TrainConfig) -> TrainResult`.
 
-`torch` (this package, any platform) and `mlx` (Apple Silicon, `train/backends/mlx.py`). `backend: auto` picks
+`torch` (`train/backends/torch.py`, any platform) and `mlx` (Apple Silicon, `train/backends/mlx.py`); both run
+the one loop in `tickerpulse.train.loop`, supplying its `StepBackend` (torch: `torch_steps.py`). `backend: auto` picks
 mlx only on Apple Silicon with mlx installed, torch everywhere else. A backend writes the run folder described
 in `tickerpulse.train.run_folder`, so every later stage works the same whichever backend trained.
 """
@@ -13,9 +14,13 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tickerpulse.config import ConfigError
+
+if TYPE_CHECKING:
+    from tickerpulse.data.formats import Format
+    from tickerpulse.train.config import TrainConfig
 
 BACKENDS: dict[str, str] = {
     "torch": "tickerpulse.train.backends.torch",
@@ -50,6 +55,22 @@ def select_backend(name: str) -> str:
 
 def _available(name: str) -> bool:
     return importlib.util.find_spec(BACKENDS[name]) is not None
+
+
+def load_split_rows(cfg: TrainConfig, split: str, required: bool) -> tuple[list[dict[str, Any]], Format] | None:
+    """(rows, format) of one split from `data`, or from mlx-lm's `hf_dataset` (`datasets.load_dataset`); None
+    when the split is absent and not `required`."""
+    from tickerpulse.data.formats import load_split
+    from tickerpulse.data.hub import load_hf_dataset
+
+    try:
+        if cfg.hf_dataset is not None:
+            return load_hf_dataset([s.model_dump() for s in cfg.hf_dataset], split)
+        return load_split(cfg.data, split)
+    except FileNotFoundError:
+        if required:
+            raise
+        return None
 
 
 def get_backend(name: str) -> Any:

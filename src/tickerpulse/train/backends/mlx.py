@@ -1,6 +1,6 @@
-"""The MLX backend (Apple Silicon; Linux with `mlx[cpu]` for tests): mlx-lm's LoRA layers, datasets and loss,
-our loop around them (validation before the first step and every `steps_per_eval`, best adapter, early
-stopping, checkpoints, metrics, plot, summary).
+"""The MLX backend (Apple Silicon; Linux with `mlx[cpu]` for tests): mlx-lm's LoRA layers, datasets and loss
+in a `StepBackend` for the one training loop (`tickerpulse.train.loop`: validation, best adapter, early stopping,
+time budget, checkpoints, metrics), plus this backend's setup, header and summary.
 
 The run folder is the same as the torch backend's (`tickerpulse.train.run_folder`): `adapters.safetensors` and
 the checkpoints in mlx-lm's layout, `adapter_model.safetensors` in PEFT's, one `adapter_config.json` with both
@@ -24,6 +24,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,25 +34,24 @@ import numpy as np
 
 from tickerpulse._optional import require
 from tickerpulse.config import ConfigError
-from tickerpulse.data.formats import load_split
-from tickerpulse.models.registry import resolve
 from tickerpulse.models.adapter_format import mlx_to_peft_weights, peft_config_from_mlx, to_peft_names
-from tickerpulse.train.backends import TrainResult
+from tickerpulse.models.registry import resolve
+from tickerpulse.train.backends import TrainResult, load_split_rows
 from tickerpulse.train.config import TrainConfig, mlx_lm_differences
 from tickerpulse.train.loop import (
     BudgetFit,
     LoopState,
-    effective_budget,
-    out_of_time,
-    peak_memory_mb,
-    refit_budget,
-    schedule_position,
+    StepStats,
+    ValLosses,
+    loop_summary,
+    rss_mb,
+    run_loop,
     seed_everything,
 )
 from tickerpulse.train.peft_setup import trained_layer_indices
-from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
-from tickerpulse.train.run_folder import BEST, METRICS, RunFolder, checkpoint_name, sha256_file
-from tickerpulse.train.schedule import build_schedule
+from tickerpulse.train.report import run_reporter
+from tickerpulse.train.run_folder import BEST, RunFolder, checkpoint_name, sha256_file
+
 
 def _check(cfg: TrainConfig) -> None:
     if cfg.fine_tune_type != "lora":
@@ -128,19 +128,80 @@ def _dataset(rows: list[dict[str, Any]], tokenizer: Any, mask_prompt: bool, max_
 
 
 def _load_split(cfg: TrainConfig, split: str, required: bool) -> list[dict[str, Any]] | None:
-    """Rows of one split from `data`, or from mlx-lm's `hf_dataset` (`datasets.load_dataset`)."""
-    try:
-        if cfg.hf_dataset is not None:
-            from tickerpulse.data.hub import load_hf_dataset
+    loaded = load_split_rows(cfg, split, required)
+    return None if loaded is None else loaded[0]
 
-            rows, _ = load_hf_dataset([s.model_dump() for s in cfg.hf_dataset], split)
-        else:
-            rows, _ = load_split(cfg.data, split)
-    except FileNotFoundError:
-        if required:
-            raise
+
+def _loss(model: Any, ds: _Encoded | None, cfg: TrainConfig, num_batches: int) -> float:
+    """mlx-lm's mean token loss over `num_batches` batches of `ds` (-1: all); leaves the model in training mode."""
+    from mlx_lm.tuner.trainer import evaluate, iterate_batches
+
+    loss = evaluate(model, ds, cfg.batch_size, num_batches, cfg.max_seq_length,
+                    iterate_batches=partial(iterate_batches, seed=cfg.seed))
+    model.train()
+    return loss
+
+
+class _MlxSteps:
+    """`loop.StepBackend` on mlx-lm: its batches (`iterate_batches`, looping), loss and evaluation.
+
+    Each micro-batch's gradient is weighted by its trained tokens, so accumulating equals one bigger batch (as
+    on torch). Weights are saved in both layouts at once (`run_folder`); there is no resume state."""
+
+    def __init__(self, cfg: TrainConfig, model: Any, sets: dict[str, _Encoded | None],
+                 save: Callable[[str | None, dict[str, Any], bool], None]):
+        import mlx.core as mx
+        import mlx.nn as nn
+        import mlx.optimizers as optim
+        from mlx_lm.tuner.trainer import default_loss, iterate_batches
+
+        self.cfg, self.model, self.sets, self.save_weights, self.mx, self.optim = cfg, model, sets, save, mx, optim
+        self.opt = _optimizer(cfg, optim)
+        self.cache_threshold = 0 if cfg.clear_cache_threshold is None else cfg.clear_cache_threshold  # mlx-lm's 0
+        self.loss_and_grad = nn.value_and_grad(model, default_loss)
+        self.batches = iterate_batches(sets["train"], cfg.batch_size, cfg.max_seq_length, loop=True, seed=cfg.seed)
+        self.has_validation = sets["valid"] is not None
+        model.train()
+
+    def step(self, step: int, lr: float) -> StepStats:
+        from mlx.utils import tree_map
+
+        mx = self.mx
+        grads, loss_sum, ntoks, tokens = None, mx.array(0.0), mx.array(0), 0
+        for _ in range(self.cfg.grad_accumulation_steps):
+            batch, lengths = next(self.batches)
+            (lv, nt), g = self.loss_and_grad(self.model, batch, lengths)
+            g = tree_map(lambda x, n=nt: x * n, g)
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            loss_sum, ntoks = loss_sum + lv * nt, ntoks + nt
+            tokens += int(lengths[:, 1].sum().item())
+        grads = tree_map(lambda x: x / ntoks, grads)
+        gnorm = mx.array(math.nan)
+        if self.cfg.max_grad_norm:
+            grads, gnorm = self.optim.clip_grad_norm(grads, self.cfg.max_grad_norm)
+        self.opt.learning_rate = lr
+        self.opt.update(self.model, grads)
+        mx.eval(self.model.trainable_parameters(), self.opt.state, loss_sum, ntoks, gnorm)
+        if mx.get_cache_memory() > self.cache_threshold:
+            mx.clear_cache()
+        n_t = int(ntoks.item())
+        return StepStats(loss=float((loss_sum / ntoks).item()), weight=n_t, trained_tokens=n_t, tokens=tokens,
+                         grad_norm=float(gnorm.item()))
+
+    def validate(self) -> ValLosses:
+        return ValLosses(_loss(self.model, self.sets["valid"], self.cfg, self.cfg.val_batches), None)
+
+    def save(self, meta: dict[str, Any], *, checkpoint: bool, best: bool) -> None:
+        self.save_weights(checkpoint_name(meta["step"]) if checkpoint else None, meta, best)
+
+    def save_state(self, st: LoopState, *, interrupted: bool) -> None:
+        """No exact resume on mlx (refused in `_check`)."""
+
+    def epoch(self, step: int) -> None:
         return None
-    return rows
+
+    def peak_memory_mb(self) -> float:
+        return max(self.mx.get_peak_memory() / 2**20, rss_mb())
 
 
 def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit | None = None) -> TrainResult:
@@ -151,9 +212,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
 
     mx = import_mlx()
     nn = require("mlx.nn", "the MLX backend")
-    optim = require("mlx.optimizers", "the MLX backend")
-    from mlx.utils import tree_flatten, tree_map
-    from mlx_lm.tuner.trainer import default_loss, evaluate, iterate_batches
+    require("mlx.optimizers", "the MLX backend")
+    from mlx.utils import tree_flatten
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     seed_everything(cfg.seed)
@@ -217,10 +277,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     per_epoch = len(sets["train"]) // cfg.batch_size if sets["train"] is not None else 0
     steps = (max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accumulation_steps)) if cfg.epochs else cfg.iters) \
         if cfg.train else 0
-    sinks: list[Any] = [ConsoleSink(steps), JsonlSink(run / METRICS)]
-    sinks += build_trackers(tracker_names(cfg.report_to, cfg.wandb), project=cfg.project_name or cfg.wandb or
-                            "tickerpulse", run_dir=run.path, config=cfg.model_dump(mode="json"))
-    reporter = Reporter(sinks)
+    reporter = run_reporter(cfg, run.path, steps)
     device = str(mx.default_device())
     for line in (
         f"run folder {cfg.adapter_path}  (backend mlx {mx.__version__}, device {device}, base dtype "
@@ -241,17 +298,14 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     if diffs:
         reporter.event("differs from mlx-lm's defaults: " + "; ".join(diffs))
 
-    def state_np() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        mlx_w = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.trainable_parameters())}
-        return mlx_w, mlx_to_peft_weights(mlx_w)[0]
-
-    def save(name: str, meta: dict[str, Any], best: bool) -> None:
+    def save(name: str | None, meta: dict[str, Any], best: bool) -> None:
+        """Checkpoint `name` (None: none) and / or the best adapter, under both tools' names."""
         import torch
 
-        _, peft_w = state_np()
-        tensors = {k: torch.from_numpy(v) for k, v in peft_w.items()}
+        mlx_w = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.trainable_parameters())}
+        tensors = {k: torch.from_numpy(v) for k, v in mlx_to_peft_weights(mlx_w)[0].items()}
         meta = {**meta, "kind": "peft", "fine_tune_type": "lora", "backend": "mlx"}
-        if name != BEST:
+        if name is not None:
             run.save_weights(name, tensors, meta)
         if best:
             run.save_best(tensors, meta, lora_config, n_blocks=n_blocks)
@@ -259,45 +313,12 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     st = LoopState()
     extra: dict[str, Any] = {}
 
-    def val_loss(split: str, num_batches: int) -> float:
-        ds = sets[split]
-        loss = evaluate(model, ds, cfg.batch_size, num_batches, cfg.max_seq_length,
-                        iterate_batches=partial(iterate_batches, seed=cfg.seed))
-        model.train()
-        return loss
-
-    def validate() -> bool:
-        if sets["valid"] is None:
-            return False
-        loss = val_loss("valid", cfg.val_batches)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"validation loss is {loss} at step {st.step}")
-        improved = loss < st.best_val_loss - cfg.early_stopping_min_delta
-        if improved:
-            st.best_val_loss, st.best_step, st.bad_evals = loss, st.step, 0
-            save(BEST, {"step": st.step, "val_loss": loss}, best=True)
-        else:
-            st.bad_evals += 1
-        st.first_val_loss = loss if st.first_val_loss is None else st.first_val_loss
-        st.last_val_loss = loss
-        st.history.append({"step": st.step, "val_loss": loss})
-        reporter.log({"kind": "val", "step": st.step, "val_loss": loss, "val_ppl": math.exp(min(loss, 50)),
-                      "is_best": improved, "best_step": st.best_step})
-        run.write_summary(summary("running"))
-        return cfg.early_stopping_patience is not None and st.bad_evals >= cfg.early_stopping_patience
-
     def summary(status: str) -> dict[str, Any]:
         return {
             "status": status, "backend": "mlx", "base_model": cfg.model, "base_model_path": str(model_dir),
-            "fine_tune_type": "lora", "step": st.step, "total_steps": steps, "time_budget_s": effective_budget(st, cfg),
-            "time_budget_fitted": st.fitted_budget is not None,
-            "best_step": st.best_step,
-            "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss, "best_adapter": BEST,
-            "first_val_loss": st.first_val_loss, "last_val_loss": st.last_val_loss,
-            "stopped_early": st.stopped_early, "train_tokens": st.train_tokens, "trained_tokens": st.trained_tokens,
-            "tokens_per_sec": st.train_tokens / st.train_time if st.train_time else None,
-            "peak_memory_mb": round(max(mx.get_peak_memory() / 2**20, peak_memory_mb("cpu")), 1),
-            "train_time_s": round(st.train_time, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
+            "fine_tune_type": "lora", **loop_summary(st, cfg, steps),
+            "peak_memory_mb": round(max(mx.get_peak_memory() / 2**20, rss_mb()), 1),
+            "wall_time_s": round(time.perf_counter() - t_start, 2),
             "device": device, "trainable_params": trainable, "total_params": total,
             "trained_layers": [layers[0], layers[-1]], "eos_token": tokenizer.eos_token,
             "val_history": st.history,
@@ -305,90 +326,22 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
             **extra,
         }
 
+    def refresh(state: LoopState, checkpoint: bool) -> None:
+        run.write_summary(summary("running"))
+        if checkpoint:
+            run.plot()
+
     status = "not_trained"
     try:
         if cfg.train:
-            status = "finished"
-            opt = _optimizer(cfg, optim)
-            cache_threshold = 0 if cfg.clear_cache_threshold is None else cfg.clear_cache_threshold  # mlx-lm's 0
-            lr_at = build_schedule(cfg, steps)
-            loss_and_grad = nn.value_and_grad(model, default_loss)
-            batches = iterate_batches(sets["train"], cfg.batch_size, cfg.max_seq_length, loop=True, seed=cfg.seed)
-            model.train()
-            validate()
-            window = {"loss": 0.0, "targets": 0, "tokens": 0, "time": 0.0, "grad_norm": 0.0, "steps": 0}
-            budget = effective_budget(st, cfg)
-            while st.step < steps and not st.stopped_early and not out_of_time(st, budget):
-                t0 = time.perf_counter()
-                lr = lr_at(schedule_position(st.step, st.train_time, steps, budget))
-                grads, loss_sum, ntoks, tokens = None, mx.array(0.0), mx.array(0), 0
-                for _ in range(cfg.grad_accumulation_steps):
-                    batch, lengths = next(batches)
-                    (lv, nt), g = loss_and_grad(model, batch, lengths)
-                    g = tree_map(lambda x, n=nt: x * n, g)
-                    grads = g if grads is None else tree_map(mx.add, grads, g)
-                    loss_sum, ntoks = loss_sum + lv * nt, ntoks + nt
-                    tokens += int(lengths[:, 1].sum().item())
-                grads = tree_map(lambda x: x / ntoks, grads)
-                gnorm = mx.array(math.nan)
-                if cfg.max_grad_norm:
-                    grads, gnorm = optim.clip_grad_norm(grads, cfg.max_grad_norm)
-                opt.learning_rate = lr
-                opt.update(model, grads)
-                mx.eval(model.trainable_parameters(), opt.state, loss_sum, ntoks, gnorm)
-                if mx.get_cache_memory() > cache_threshold:
-                    mx.clear_cache()
-                st.step += 1
-                dt = time.perf_counter() - t0
-                n_t, loss = int(ntoks.item()), float((loss_sum / ntoks).item())
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {st.step}: lower learning_rate or check data")
-                st.train_time += dt
-                st.train_tokens += tokens
-                st.trained_tokens += n_t
-                budget = refit_budget(st, cfg, budget_fit, reporter)
-                for k, v in (("loss", loss * n_t), ("targets", n_t), ("tokens", tokens), ("time", dt),
-                             ("grad_norm", float(gnorm.item())), ("steps", 1)):
-                    window[k] += v
-                last = st.step == steps or out_of_time(st, budget)
-                if st.step % cfg.steps_per_report == 0 or last:
-                    reporter.log({"kind": "train", "step": st.step,
-                                  "loss": window["loss"] / max(window["targets"], 1), "lr": lr,
-                                  "tokens_per_sec": window["tokens"] / max(window["time"], 1e-9),
-                                  "trained_tokens": window["targets"], "tokens": window["tokens"],
-                                  "grad_norm": window["grad_norm"] / window["steps"],
-                                  "peak_memory_mb": round(peak_memory_mb("cpu"), 1)})
-                    window = {k: 0 if k in ("targets", "tokens", "steps") else 0.0 for k in window}
-                if st.step % cfg.steps_per_eval == 0 or last:
-                    st.stopped_early = validate()
-                    if st.stopped_early:
-                        reporter.event(f"early stopping at step {st.step}: no val improvement > "
-                                       f"{cfg.early_stopping_min_delta} for {st.bad_evals} evaluations; best step "
-                                       f"{st.best_step} (val loss {st.best_val_loss:.4f})", st.step)
-                if st.step % cfg.save_every == 0 or last or st.stopped_early:
-                    meta = {"step": st.step}
-                    if sets["valid"] is None:  # no validation data: the newest weights are the result
-                        st.best_step = st.step
-                        save(checkpoint_name(st.step), meta, best=True)
-                    else:
-                        save(checkpoint_name(st.step), meta, best=False)
-                    run.write_summary(summary("running"))
-                    run.plot()
-            if st.stopped_early:
-                status = "stopped_early"
-            elif st.step < steps:
-                status = "time_budget"
-                reporter.event(f"time budget of {budget:g} s reached at step {st.step} of {steps}", st.step)
-        if cfg.test and sets["test"] is not None:
+            result = run_loop(_MlxSteps(cfg, model, sets, save), cfg, reporter, st, steps=steps, on_save=refresh, budget_fit=budget_fit)
+            status = result.status
+        if cfg.test and sets["test"] is not None and status != "interrupted":
             if cfg.train and (run / BEST).is_file():  # evaluate what ships
                 model.load_weights(str(run / BEST), strict=False)
-            loss = val_loss("test", cfg.test_batches)
+            loss = _loss(model, sets["test"], cfg, cfg.test_batches)
             reporter.log({"kind": "test", "step": st.step, "test_loss": loss, "test_ppl": math.exp(min(loss, 50))})
             extra.update(test_loss=loss, test_ppl=math.exp(min(loss, 50)))
-    except KeyboardInterrupt:
-        status = "interrupted"
-        if st.step > 0:
-            save(checkpoint_name(st.step), {"step": st.step}, best=False)
     finally:
         if cfg.train or cfg.test:
             run.write_summary(summary(status))

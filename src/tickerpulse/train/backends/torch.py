@@ -16,43 +16,31 @@ from typing import Any
 import torch
 
 from tickerpulse.config import ConfigError
-from tickerpulse.data.formats import load_split, split_files
+from tickerpulse.data.formats import split_files
 from tickerpulse.models.loading import load_tokenizer
 from tickerpulse.models.registry import resolve
-from tickerpulse.train.backends import TrainResult
+from tickerpulse.train.backends import TrainResult, load_split_rows
 from tickerpulse.train.collate import EncodedSplit, Encoder, stop_token_ids
 from tickerpulse.train.config import TrainConfig, mlx_lm_differences
-from tickerpulse.train.loop import (
-    BudgetFit,
-    LoopState,
+from tickerpulse.train.backends.torch_steps import (
+    TorchSteps,
     batch_plan,
-    effective_budget,
     evaluate_loss,
-    fit,
     peak_memory_mb,
-    seed_everything,
     total_steps,
     use_shared_prefix,
 )
+from tickerpulse.train.loop import BudgetFit, LoopState, loop_summary, run_loop, seed_everything
 from tickerpulse.train.packing import eval_batches, make_batch, padding_waste
 from tickerpulse.train.peft_setup import TrainableModel, build_trainable_model
-from tickerpulse.train.report import ConsoleSink, JsonlSink, Reporter, build_trackers, tracker_names
-from tickerpulse.train.run_folder import BEST, METRICS, RunFolder, sha256_file
+from tickerpulse.models.adapters import load_peft_state
+from tickerpulse.train.report import Reporter, run_reporter
+from tickerpulse.train.run_folder import BEST, RunFolder, sha256_file
 
 
 def _encode(encoder: Encoder, cfg: TrainConfig, split: str, required: bool) -> EncodedSplit | None:
-    try:
-        if cfg.hf_dataset is not None:
-            from tickerpulse.data.hub import load_hf_dataset
-
-            rows, fmt = load_hf_dataset([s.model_dump() for s in cfg.hf_dataset], split)
-        else:
-            rows, fmt = load_split(cfg.data, split)
-    except FileNotFoundError:
-        if required:
-            raise
-        return None
-    return encoder.encode_split(rows, fmt)
+    loaded = load_split_rows(cfg, split, required)
+    return None if loaded is None else encoder.encode_split(*loaded)
 
 
 def _fingerprint(data: str, encoded: dict[str, EncodedSplit | None]) -> dict[str, Any]:
@@ -81,21 +69,7 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "base_model": cfg.model,
         "base_model_path": str(model_dir),
         "fine_tune_type": cfg.fine_tune_type,
-        "step": st.step,
-        "total_steps": steps,
-        "time_budget_s": effective_budget(st, cfg),
-        "time_budget_fitted": st.fitted_budget is not None,
-        "best_step": st.best_step,
-        "best_val_loss": None if math.isinf(st.best_val_loss) else st.best_val_loss,
-        "early_stopping_metric": cfg.early_stopping_metric,
-        "best_metric": None if math.isinf(st.best_metric) else st.best_metric,
-        "best_adapter": BEST,
-        "first_val_loss": st.first_val_loss,
-        "last_val_loss": st.last_val_loss,
-        "stopped_early": st.stopped_early,
-        "train_tokens": st.train_tokens,
-        "trained_tokens": st.trained_tokens,
-        "tokens_per_sec": st.train_tokens / st.train_time if st.train_time else None,
+        **loop_summary(st, cfg, steps),
         "computed_tokens": st.computed_tokens,
         "computed_tokens_per_sec": st.computed_tokens / st.train_time if st.train_time else None,
         "samples_per_sec": st.step * cfg.batch_size * cfg.grad_accumulation_steps / st.train_time
@@ -104,7 +78,6 @@ def _summary(cfg: TrainConfig, tm: TrainableModel, model_dir: Path, st: LoopStat
         "attention": "varlen" if tm.varlen else "sdpa-mask",
         "padding_waste": st.pad_tokens / computed if computed else 0.0,
         "peak_memory_mb": round(peak_memory_mb(tm.device), 1),
-        "train_time_s": round(st.train_time, 2),
         "wall_time_s": round(wall, 2),
         "device": tm.device,
         "base_dtype": str(tm.base_dtype).replace("torch.", ""),
@@ -145,10 +118,10 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     resume_state = None
     if resuming:
         resume_state = run.load_state()
-        tm.load_trainable_state(_load_weights(run / resume_state["adapter_file"]))
+        tm.load_trainable_state(load_peft_state(run / resume_state["adapter_file"]))
         run.truncate_metrics(resume_state["step"])
     elif cfg.resume_adapter_file:
-        tm.load_trainable_state(_load_weights(Path(cfg.resume_adapter_file)))
+        tm.load_trainable_state(load_peft_state(Path(cfg.resume_adapter_file)))
 
     run.write_config(cfg.model_dump(mode="json"))
     run.append_command(argv)
@@ -161,12 +134,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
         assert train_set is not None
         plan = batch_plan(cfg, train_set.samples)
         steps = total_steps(cfg, plan)
-    names = tracker_names(cfg.report_to, cfg.wandb)
-    console_sink = ConsoleSink(steps, resume_state["step"] if resume_state else 0)
-    sinks: list[Any] = [console_sink, JsonlSink(run / METRICS)]
-    sinks += build_trackers(names, project=cfg.project_name or cfg.wandb or "tickerpulse", run_dir=run.path,
-                            config=cfg.model_dump(mode="json"))
-    reporter = Reporter(sinks)
+    reporter = run_reporter(cfg, run.path, steps, resume_state["step"] if resume_state else 0)
     _header(reporter, cfg, tm, model_dir, encoded, steps, resume_state)
 
     extra: dict[str, Any] = {"data_sha256": {k: v["sha256"] for k, v in fingerprint.items()}}
@@ -187,16 +155,18 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
             # it it stayed flat; values below ~1e-38 carry nothing for training
             ftz = tm.device == "cpu" and torch.set_flush_denormal(True)
             try:
-                result = fit(cfg, tm, train_set.samples, valid_set.samples if valid_set else [], run, reporter,
-                             pad_id=tokenizer.pad_token_id, resume_state=resume_state, on_save=refresh,
-                             budget_fit=budget_fit)
+                backend = TorchSteps(cfg, tm, train_set.samples, valid_set.samples if valid_set else [], run,
+                                     pad_id=tokenizer.pad_token_id, resume_state=resume_state)
+                if backend.state is not None:  # resuming
+                    st = backend.state
+                result = run_loop(backend, cfg, reporter, st, steps=steps, on_save=refresh, budget_fit=budget_fit)
             finally:
                 if ftz:
                     torch.set_flush_denormal(False)
             status, st = result.status, result.state
         if cfg.test and encoded["test"] is not None and status != "interrupted":
             if cfg.train:  # evaluate what ships: the best adapter
-                tm.load_trainable_state(_load_weights(run / BEST))
+                tm.load_trainable_state(load_peft_state(run / BEST))
             test = encoded["test"]
             batches = [make_batch(test.samples, idx, max_seq_length=cfg.max_seq_length,
                                   pad_id=tokenizer.pad_token_id, packing=cfg.packing,
@@ -233,13 +203,6 @@ def _quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """PEFT-named tensors of an adapter file in either layout (run folders store mlx-lm's names)."""
-    from tickerpulse.train.run_folder import load_adapter_state
-
-    return load_adapter_state(path)
 
 
 def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir: Path,

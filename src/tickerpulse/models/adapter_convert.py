@@ -1,6 +1,6 @@
 """Convert an adapter folder between PEFT (torch) and mlx-lm, without loading a model.
 
-A tickerpulse run folder already loads in both tools (see `run_folder`), so conversion is for folders that come
+A tickerpulse run folder already loads in both tools (`tickerpulse.models.adapter_files`), so conversion is for folders that come
 from elsewhere: `convert_run(src, out, to="mlx")` writes an mlx-lm-only folder (`adapters.safetensors` +
 `adapter_config.json` with `fine_tune_type`, `num_layers`, `lora_parameters`, `model`) from a PEFT folder or a
 run; `to="peft"` turns an mlx-lm adapter folder (e.g. from `mlx_lm.lora`) into a folder that both
@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tickerpulse.config import ConfigError
+from tickerpulse.models.adapter_files import (
+    ADAPTER_CONFIG,
+    MLX_WEIGHTS,
+    PEFT_WEIGHTS,
+    write_adapter_files,
+    write_mlx_adapter,
+)
 from tickerpulse.models.adapter_format import (
     MLX_KEYS,
     AdapterFormatError,
@@ -27,22 +33,14 @@ from tickerpulse.models.adapter_format import (
     peft_config_from_mlx,
     peft_to_mlx_weights,
 )
-
-AdapterConvertError = AdapterFormatError  # the name this module exported before the mapping moved
-MLX_CONFIG = "adapter_config.json"
-MLX_WEIGHTS = "adapters.safetensors"
-PEFT_WEIGHTS = "adapter_model.safetensors"
-
-__all__ = ["AdapterConvertError", "convert_run", "is_mlx_adapter_dir", "mlx_to_peft_weights", "n_blocks_of",
-           "peft_to_mlx_weights", "write_mlx_adapter"]
+from tickerpulse.models.adapters import read_run
+from tickerpulse.models.registry import resolve
 
 
 def n_blocks_of(base_model: str | None, layers: list[int]) -> int:
     """Blocks of the base model: from its config.json when it resolves locally, else max trained index + 1."""
     if base_model:
         try:
-            from tickerpulse.models.registry import resolve
-
             cfg = json.loads((Path(resolve(base_model)) / "config.json").read_text())
             cfg = cfg.get("text_config", cfg)
             if "num_hidden_layers" in cfg:
@@ -50,33 +48,6 @@ def n_blocks_of(base_model: str | None, layers: list[int]) -> int:
         except Exception:  # not available here: fall back to the weights
             pass
     return max(layers) + 1
-
-
-def is_mlx_adapter_dir(path: Path) -> bool:
-    """Does `mlx_lm --adapter-path path` load it: adapter_config.json with mlx-lm's keys and an
-    `adapters.safetensors` in mlx-lm's layout (a run folder qualifies; a plain PEFT folder does not)."""
-    cfg, weights = path / MLX_CONFIG, path / MLX_WEIGHTS
-    if not cfg.is_file() or not weights.is_file():
-        return False
-    data = json.loads(cfg.read_text())
-    if not isinstance(data, dict) or not all(k in data for k in ("num_layers", "lora_parameters")) and \
-            data.get("fine_tune_type") != "full":
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="np") as fh:
-        return layout(fh.keys()) in ("mlx", "full")
-
-
-def write_mlx_adapter(out: Path, weights: dict[str, np.ndarray], config: dict[str, Any],
-                      metadata: dict[str, str] | None = None) -> Path:
-    """An mlx-lm adapter folder: `adapters.safetensors` + `adapter_config.json`."""
-    from safetensors.numpy import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(out / MLX_WEIGHTS), metadata={"format": "mlx", **(metadata or {})})
-    (out / MLX_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return out
 
 
 def _load_np(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -92,12 +63,10 @@ def convert_run(src: str | Path, out: str | Path, *, to: str) -> Path:
     """Convert the adapter of `src` (run folder, PEFT folder or mlx-lm folder) into folder `out`.
 
     Raises:
-        AdapterConvertError: the adapter has no equivalent in the other tool (the message says why).
+        AdapterFormatError: the adapter has no equivalent in the other tool (the message says why).
         ConfigError: bad `to`, `out` == `src`, or `src` is not the kind of folder `to` converts from.
         FileNotFoundError: `src` missing or without adapter files.
     """
-    from tickerpulse.train.run_folder import write_adapter_files
-
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise FileNotFoundError(f"adapter folder not found: {src}")
@@ -105,9 +74,9 @@ def convert_run(src: str | Path, out: str | Path, *, to: str) -> Path:
         raise ConfigError("--out must differ from the source folder")
     if to not in ("mlx", "peft"):
         raise ConfigError(f"--to must be 'peft' or 'mlx', not {to!r}")
-    cfg_file = src / MLX_CONFIG
+    cfg_file = src / ADAPTER_CONFIG
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{src} has no {MLX_CONFIG}")
+        raise FileNotFoundError(f"{src} has no {ADAPTER_CONFIG}")
     cfg = json.loads(cfg_file.read_text())
     weights_file = next((src / n for n in (PEFT_WEIGHTS, MLX_WEIGHTS) if (src / n).is_file()), None)
     if weights_file is None:
@@ -115,8 +84,8 @@ def convert_run(src: str | Path, out: str | Path, *, to: str) -> Path:
     state, meta = _load_np(weights_file)
     keep = {k: v for k, v in meta.items() if k in ("step", "val_loss")}
     if layout(state) == "full" or cfg.get("fine_tune_type") == "full":
-        raise AdapterConvertError(f"{src}: a full fine-tune has no adapter to convert (its weights load in both "
-                                  "tools under the same names)")
+        raise AdapterFormatError(f"{src}: a full fine-tune has no adapter to convert (its weights load in both "
+                                 "tools under the same names)")
     if to == "mlx":
         if "peft_type" not in cfg:
             raise ConfigError(f"{src} already is an mlx-lm adapter folder")
@@ -125,8 +94,6 @@ def convert_run(src: str | Path, out: str | Path, *, to: str) -> Path:
         weights, layers, keys, rank, dora = peft_to_mlx_weights(state)
         base = cfg.get("base_model_name_or_path")
         try:
-            from tickerpulse.models.adapters import read_run
-
             base = read_run(src).base_model
         except FileNotFoundError:
             pass
