@@ -274,7 +274,10 @@ def check(root: Path) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tickerpulse.tools.imports", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tickerpulse.tools.imports",
+        description="Check from the source that every stage imports only itself or earlier stages and that no "
+                    "modules import each other in a circle (the order: LAYERS in this module).")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the package folder to check (default: this tickerpulse)")
     args = parser.parse_args(argv)
