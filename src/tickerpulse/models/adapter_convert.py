@@ -1,12 +1,12 @@
 """Convert an adapter folder between PEFT (torch) and mlx-lm, without loading a model.
 
-A tickerpulse run folder already loads in both tools (`tickerpulse.models.adapter_files`), so conversion is for folders that come
-from elsewhere: `convert_run(src, out, to="mlx")` writes an mlx-lm-only folder (`adapters.safetensors` +
-`adapter_config.json` with `fine_tune_type`, `num_layers`, `lora_parameters`, `model`) from a PEFT folder or a
-run; `to="peft"` turns an mlx-lm adapter folder (e.g. from `mlx_lm.lora`) into a folder that both
-`PeftModel.from_pretrained` and `mlx_lm --adapter-path` load, like a run folder (`tickerpulse fuse/eval/serve
---adapter OUT`). The tensor and config mapping and what cannot convert (per-module ranks, embeddings, non-top
-blocks, ...) are in `tickerpulse.models.adapter_format`.
+A tickerpulse run folder already loads in both tools (`tickerpulse.models.adapter_files`), so conversion is for
+folders that come from elsewhere: `convert_run(src, out, to="mlx")` writes an mlx-lm-only folder
+(`adapters.safetensors` + `adapter_config.json` with `fine_tune_type`, `num_layers`, `lora_parameters`, `model`)
+from a PEFT folder or a run; `to="peft"` turns an mlx-lm adapter folder (e.g. from `mlx_lm.lora`) into a folder
+that both `PeftModel.from_pretrained` and `mlx_lm --adapter-path` load, like a run folder (`tickerpulse
+fuse/eval/serve --adapter OUT`). The tensor and config mapping and what cannot convert (per-module ranks,
+embeddings, non-top blocks, ...) are in `tickerpulse.models.adapter_format`.
 """
 
 from __future__ import annotations

@@ -303,8 +303,8 @@ def run_loop(
                 st.stopped_early = validate()
                 if st.stopped_early:
                     reporter.event(f"early stopping at step {st.step}: no val improvement > "
-                                   f"{cfg.early_stopping_min_delta} for {st.bad_evals} evaluations; "
-                                   f"best step {st.best_step} ({cfg.early_stopping_metric} {st.best_metric:.4f})", st.step)
+                                   f"{cfg.early_stopping_min_delta} for {st.bad_evals} evaluations; best step "
+                                   f"{st.best_step} ({cfg.early_stopping_metric} {st.best_metric:.4f})", st.step)
             # --- save --------------------------------------------------------------------------------
             if st.step % cfg.save_every == 0 or last or st.stopped_early:
                 checkpoint()

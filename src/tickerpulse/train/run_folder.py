@@ -19,8 +19,9 @@ Contract (other stages read these names; `tickerpulse.models.adapters.read_run` 
       summary.json                  status, base model, best_step, best_val_loss, tokens/s, peak memory, ...
 
 The adapter files are written by `tickerpulse.models.adapter_files` (one `adapter_config.json` with both tools'
-keys; the same numbers under PEFT's and mlx-lm's names, mapped by `tickerpulse.models.adapter_format`). Readers (`tickerpulse.models.adapters`, resume) accept either
-tensor layout in any `*adapters.safetensors`, so run folders written before this layout still load.
+keys; the same numbers under PEFT's and mlx-lm's names, mapped by `tickerpulse.models.adapter_format`). Readers
+(`tickerpulse.models.adapters`, resume) accept either tensor layout in any `*adapters.safetensors`, so run folders
+written before this layout still load.
 
 For full fine-tuning `adapters.safetensors` holds the trained block weights under their HF names (which are
 mlx-lm's too) and adapter_config.json only mlx-lm's keys (`fine_tune_type: full`): plain PEFT cannot load it,

@@ -334,7 +334,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     status = "not_trained"
     try:
         if cfg.train:
-            result = run_loop(_MlxSteps(cfg, model, sets, save), cfg, reporter, st, steps=steps, on_save=refresh, budget_fit=budget_fit)
+            result = run_loop(_MlxSteps(cfg, model, sets, save), cfg, reporter, st, steps=steps, on_save=refresh,
+                              budget_fit=budget_fit)
             status = result.status
         if cfg.test and sets["test"] is not None and status != "interrupted":
             if cfg.train and (run / BEST).is_file():  # evaluate what ships
