@@ -36,7 +36,7 @@ REQUESTS = {("fast", 1): 60, ("fast", 8): 160, ("fast", 32): 320, ("reasoning", 
 
 
 def load_texts(path: Path | None, n: int) -> tuple[list[tuple[str, str | None]], str]:
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     src = path if path is not None else DATA if DATA.is_file() else SAMPLE
     rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
@@ -121,7 +121,7 @@ def baseline(args: argparse.Namespace, items: list, n: int) -> dict:
     """transformers `generate` on the full prompt, one text at a time (what a naive server does)."""
     import torch
 
-    from tickerpulse.data.sentiment import build_messages, parse_answer
+    from tickerpulse.task.contract import build_messages, parse_answer
     from tickerpulse.models.loading import load_model
 
     if args.threads:

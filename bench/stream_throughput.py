@@ -54,7 +54,7 @@ def bench_one(name: str, corpus: Path, posts: int, rate: float, model: str, max_
     items = list(ReplaySource(corpus, speed=0, limit=posts).iter_posts())
     # Reference: the scorer alone on the first (post, ticker) items, warm, same batch size (what the
     # pipeline could reach if it added nothing). Under a loaded machine this moves with the load too.
-    from tickerpulse.stream.tickers import extract_tickers
+    from tickerpulse.task.tickers import extract_tickers
 
     probe = [(p.text, t) for p in items for t in extract_tickers(p.text)][: max(score_batch, 32 if scorer_kind == "vader" else score_batch)]
     scorer.score(probe[:2])

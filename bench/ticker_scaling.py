@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tickerpulse.stream.schema import parse_post
-from tickerpulse.stream.tickers import extract_tickers
+from tickerpulse.task.tickers import extract_tickers
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {

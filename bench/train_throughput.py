@@ -33,7 +33,7 @@ RANK, ALPHA, SEQ = 8, 16, 512
 
 def build_data(rows: int, folder: Path) -> Path:
     """train.jsonl of `rows` sentiment chat rows from the twitter train split."""
-    from tickerpulse.data.sentiment import LABEL_SCORES, build_messages, format_answer
+    from tickerpulse.task.contract import LABEL_SCORES, build_messages, format_answer
 
     src = SHARED / "twitter-financial-news-sentiment" / "train.jsonl"
     if not src.is_file():
