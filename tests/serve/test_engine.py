@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -92,3 +95,19 @@ def test_bad_arguments_are_value_errors(engine) -> None:
     with pytest.raises(ValueError, match="ticker"):
         engine.analyze([("x", "not a ticker!")])
     assert engine.analyze([]) == []
+
+
+def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) -> None:
+    from tickerpulse.models.registry import named_model_dir, resolve
+    from tickerpulse.task.calibration import LabelCalibration
+    from tickerpulse.serve.engine import _model_folder
+
+    monkeypatch.setenv("TICKERPULSE_HOME", str(tmp_path))
+    folder = named_model_dir("tickerpulse-sentiment")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 2.5, "label_bias": [0.5, 0, -1]}))
+    assert resolve("tickerpulse-sentiment") == folder
+    assert _model_folder("tickerpulse-sentiment") == folder
+    assert LabelCalibration.read(_model_folder("tickerpulse-sentiment")) == LabelCalibration(2.5, (0.5, 0.0, -1.0))
+    assert _model_folder("nobody/nothing") is None

@@ -1,17 +1,14 @@
-"""Calibration fit, config loading."""
+"""Calibration of the fast-mode labels: the fits (label bias, temperature) and applying them."""
 
 from __future__ import annotations
 
-import json
 from functools import partial
-from pathlib import Path
 
-from tickerpulse.task.contract import LABELS
 from tickerpulse.task import metrics
 from tickerpulse.task.calibration import fit_label_bias, fit_temperature, softmax_t
+from tickerpulse.task.contract import LABELS
 
 macro_f1 = partial(metrics.macro_f1, labels=LABELS)  # over the three labels, as the bias fit scores it
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_softmax_t_and_fit_temperature() -> None:
@@ -25,31 +22,6 @@ def test_softmax_t_and_fit_temperature() -> None:
     # no gold scores: label NLL; confident and right -> the sharpest temperature wins
     fit = fit_temperature(probs, ["positive"] * 10, [None] * 10, [0.5, 1.0, 2.0])
     assert fit["objective"] == "label_nll" and fit["temperature"] == 0.5
-
-
-def test_shipped_recipe_config_resolves_its_train_block() -> None:
-    from tickerpulse.recipe.config import load_recipe_config
-
-    cfg = load_recipe_config(ROOT / "configs" / "recipe-sentiment.yaml")
-    assert cfg.name == "tickerpulse-sentiment"
-    tcfg = cfg.train_config(data="x", run="y")
-    assert tcfg.fine_tune_type == "lora" and tcfg.mask_prompt
-
-
-def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) -> None:
-    from tickerpulse.models.registry import named_model_dir, resolve
-    from tickerpulse.task.calibration import LabelCalibration
-    from tickerpulse.serve.engine import _model_folder
-
-    monkeypatch.setenv("TICKERPULSE_HOME", str(tmp_path))
-    folder = named_model_dir("tickerpulse-sentiment")
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
-    (folder / "calibration.json").write_text(json.dumps({"temperature": 2.5, "label_bias": [0.5, 0, -1]}))
-    assert resolve("tickerpulse-sentiment") == folder
-    assert _model_folder("tickerpulse-sentiment") == folder
-    assert LabelCalibration.read(_model_folder("tickerpulse-sentiment")) == LabelCalibration(2.5, (0.5, 0.0, -1.0))
-    assert _model_folder("nobody/nothing") is None
 
 
 def test_fit_label_bias_moves_the_boundary_only_when_it_holds_out() -> None:
