@@ -103,12 +103,10 @@ def fit_label_bias(probs: Sequence[Sequence[float]], gold_labels: Sequence[str],
 
     A student trained on mostly-neutral tweets can lean neutral; shifting the boundary trades some of the
     majority class for the minority ones. Objective: mean macro-F1 over `groups` (the datasets), among the
-    offsets that lower no dataset's macro-F1: one boundary serves every dataset, and the mean alone let
-    FiQA's 91 validation items (8 neutral) buy +0.115 there with -0.046 on twitter's 1,000. Two offsets fitted and scored on the
-    same few hundred items overfit, so the offsets are kept only if they also win under `folds`-fold
-    cross-validation (fit on the other folds, score on the held-out one) by more than the standard error of
-    that mean gain; otherwise no offset is applied. (A bare `gain > 0` kept offsets on +0.007 that cost an
-    undertrained student 4 points of neutral recall.)
+    offsets that lower no dataset's macro-F1, so one boundary serves every dataset and a small dataset cannot
+    buy its gain with a large one's loss. Two offsets fitted and scored on the same few hundred items overfit,
+    so they are kept only if they also win under `folds`-fold cross-validation (fit on the other folds, score
+    on the held-out one) by more than the standard error of that mean gain; otherwise no offset is applied.
     """
     groups = list(groups) if groups is not None else ["all"] * len(probs)
     logs = [[math.log(max(x, 1e-12)) for x in p] for p in probs]
