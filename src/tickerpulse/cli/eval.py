@@ -75,7 +75,8 @@ def eval_command(
         from tickerpulse.serve.labeler import EngineLabeler
 
         engine = SentimentEngine(cfg.model, adapter=cfg.adapter, device=device, dtype=dtype)
-        labeler = EngineLabeler(engine, cfg.mode, max_tokens=cfg.max_tokens, batch_size=cfg.batch_size, name="eval",  # type: ignore[arg-type]
+        # every item in one engine call (an item's latency is the whole call's), as the recipe measures its card
+        labeler = EngineLabeler(engine, cfg.mode, max_tokens=cfg.max_tokens, batch_size=None, name="eval",  # type: ignore[arg-type]
                                 system={"adapter": cfg.adapter})
     result = evaluate(cfg, labeler=labeler, progress=not quiet)
     _print_summary(result)

@@ -3,7 +3,8 @@
 
 Each item is sent as `{"text", "ticker"}` with the ticker given explicitly (null = the market), so the server
 asks the same question as the in-process engine instead of extracting tickers from the text. Items go in
-requests of `batch_size`; an item's latency is its request's round trip. With `TICKERPULSE_API_KEY` set,
+requests of `batch_size` (default: the server's cap, 256 items); an item's latency is its request's round trip.
+With `TICKERPULSE_API_KEY` set,
 requests carry `Authorization: Bearer <key>` (the server's own variable).
 """
 
@@ -19,6 +20,7 @@ from tickerpulse.evaluate.items import EvalItem
 from tickerpulse.evaluate.labelers import Answer, LabelerRun, in_batches
 
 API_KEY_ENV = "TICKERPULSE_API_KEY"  # the server reads the same variable (serve.security)
+MAX_REQUEST_ITEMS = 256  # the server's per-request cap (serve.openai_api.MAX_ITEMS; a test checks)
 
 
 @dataclass
@@ -28,7 +30,7 @@ class HttpLabeler:
     url: str
     mode: Literal["fast", "reasoning"] = "fast"
     max_tokens: int | None = None  # reasoning mode: tokens of reasoning; None = the server's default
-    batch_size: int = 16
+    batch_size: int = MAX_REQUEST_ITEMS
     model: str | None = None  # a served adapter/model name; None = the server's default
     timeout: float = 600.0
     name: str = "served"

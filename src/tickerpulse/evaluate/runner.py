@@ -235,8 +235,7 @@ def _default_labeler(cfg: EvalConfig, label: str, progress: bool) -> Labeler:
     if cfg.url is not None:
         from tickerpulse.evaluate.http import HttpLabeler
 
-        return HttpLabeler(cfg.url, mode=cfg.mode, max_tokens=cfg.max_tokens,  # type: ignore[arg-type]
-                           batch_size=cfg.batch_size, name=label)
+        return HttpLabeler(cfg.url, mode=cfg.mode, max_tokens=cfg.max_tokens, name=label)  # type: ignore[arg-type]
     if cfg.mode != "generate":
         raise ConfigError(f"--mode {cfg.mode} runs the served engine: pass its labeler (serve.labeler.EngineLabeler)")
     from tickerpulse.models.loading import load_model
