@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from tickerpulse.config import ConfigError
 from tickerpulse.evaluate import metrics as M
 from tickerpulse.evaluate.items import EvalItem
 from tickerpulse.evaluate.labelers import Answer, LabelerRun
@@ -102,10 +103,18 @@ def test_text_results_are_not_sentiment_and_typos_are_rejected():
         EvalResult(name="x", metrics={"task": "regression", "n": 1}, items=[])
 
 
+def test_load_names_the_file_and_the_bad_field(tmp_path):
+    bad = {"tickerpulse_eval": 1, "name": "x", "metrics": {"task": "text", "n": "many"}, "items": []}
+    (tmp_path / "eval.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match=r"eval.json is not a valid tickerpulse eval.json: metrics\.text\.n: Input "
+                                          r"should be a valid integer"):
+        EvalResult.load(tmp_path)
+
+
 SIGN = {"negative": -0.5, "neutral": 0.0, "positive": 0.5}
 ANSWER = st.one_of(
-    st.builds(lambda t, lab, r: format_answer(t, lab, SIGN[lab], r), st.one_of(st.none(), st.sampled_from(["AAPL", "$X"])),
-              st.sampled_from(LABELS), st.text(max_size=20)),
+    st.builds(lambda t, lab, r: format_answer(t, lab, SIGN[lab], r),
+              st.one_of(st.none(), st.sampled_from(["AAPL", "$X"])), st.sampled_from(LABELS), st.text(max_size=20)),
     st.text(max_size=40),
     st.builds(lambda lab, extra: json.dumps({"sentiment": lab, "score": extra}),
               st.sampled_from([*LABELS, "bullish"]), st.one_of(st.none(), st.floats(-5, 5), st.text(max_size=5))),

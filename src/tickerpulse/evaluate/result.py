@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
+                      model_serializer, model_validator)
 
 from tickerpulse.config import ConfigError
 
@@ -231,7 +231,7 @@ class EvalResult(BaseModel):
         """Read an eval.json (or the folder holding one).
 
         Raises:
-            FileNotFoundError / ConfigError: missing file or not an eval result.
+            FileNotFoundError / ConfigError: missing file, or not an eval result (naming the first bad field).
         """
         path = Path(path)
         if path.is_dir():
@@ -239,4 +239,10 @@ class EvalResult(BaseModel):
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or "tickerpulse_eval" not in data:
             raise ConfigError(f"{path} is not a tickerpulse eval.json")
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ConfigError(f"{path} is not a valid tickerpulse eval.json: {where}: {first['msg']}{more}") from None

@@ -3,8 +3,8 @@ prompt-injection check over the same labelers: what the recipe's evaluation step
 
 A `System` is a labeler plus how much of the test set it answers (`limit`: a seeded sample, for the slow
 ones) and which earlier system its labels are compared with (`agree_with`: the share of equal labels on
-its items, stored as `metrics.agreement_with[agree_key]`, in eval.json `agreement_with_<agree_key>`). Systems run in order, so a reference system
-must come before the ones that compare with it.
+its items, stored as `metrics.agreement_with[agree_key]`, in eval.json `agreement_with_<agree_key>`).
+Systems run in order, so a reference system must come before the ones that compare with it.
 """
 
 from __future__ import annotations

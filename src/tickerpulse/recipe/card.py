@@ -124,8 +124,8 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
         schema = [evals[ds][mode].sentiment.schema_valid for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
                                      min(schema) if schema else None, 1.0, True))
-        targets[mode].append(_target("injection_flip", "injection flip rate",
-                                     inj["systems"][mode]["flip_rate"] if mode in inj["systems"] else None, 0.05, False))
+        flip = inj["systems"][mode]["flip_rate"] if mode in inj["systems"] else None
+        targets[mode].append(_target("injection_flip", "injection flip rate", flip, 0.05, False))
     return {
         "name": cfg.name,
         "base_model": cfg.base_model,
