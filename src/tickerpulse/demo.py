@@ -203,11 +203,14 @@ def step_compare(ctx: DemoContext) -> None:
         "--out", str(report), "--quiet")
     ctx.console.print(f"report: {report / 'report.html'}", highlight=False)
     ctx.state["compare"] = {"report": str(report / "report.html")}
+    from tickerpulse.evaluate.result import EvalResult
+
     for side in ("base", "tuned"):
-        m = json.loads((report / side / "eval.json").read_text())["metrics"]
-        ctx.state["compare"][side] = {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "schema_valid")}
-        recall = {c: round(v.get("recall", 0), 3) for c, v in (m.get("per_class") or {}).items()}
-        ctx.console.print(f"{side}: accuracy {m.get('accuracy', 0):.1%}, macro-F1 {m.get('macro_f1', 0):.1%}, "
+        m = EvalResult.load(report / side).sentiment
+        ctx.state["compare"][side] = {"n": m.n, "accuracy": m.accuracy, "macro_f1": m.macro_f1,
+                                      "schema_valid": m.schema_valid}
+        recall = {c: round(v.recall, 3) for c, v in m.per_class.items()}
+        ctx.console.print(f"{side}: accuracy {m.accuracy:.1%}, macro-F1 {m.macro_f1:.1%}, "
                           f"recall {recall}", highlight=False)
 
 

@@ -46,7 +46,7 @@ def test_eval_cli_writes_eval_json_and_md_and_is_deterministic(valid_a, smollm2_
 
     cfg = build(EvalConfig, {**ev["config"], "out": None})
     again = evaluate(cfg, progress=False, write=False)
-    assert [it["prediction"] for it in again.items] == [it["prediction"] for it in ev["items"]]
+    assert [it.prediction for it in again.items] == [it["prediction"] for it in ev["items"]]
 
 
 def test_compare_cli_base_vs_standalone_model_folder(valid_a, smollm2_path, tmp_path):

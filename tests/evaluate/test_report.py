@@ -103,8 +103,10 @@ def test_report_from_evals_round_trip(results, tmp_path):
 
 
 def test_html_written_for_text_tasks_without_plots(tmp_path):
-    res = EvalResult(name="m", metrics={"task": "text", "n": 1, "text": {"exact": {"mean": 1.0}}},
+    sql = "tickerpulse.evaluate.metrics:sql_exact_match"  # a module path: its dots are not a path into the metrics
+    res = EvalResult(name="m", metrics={"task": "text", "n": 1, "text": {"exact": {"mean": 1.0}, sql: {"mean": 0.5}}},
                      items=[{"id": "1", "text": "q", "prediction": "a", "gold": "a", "text_metrics": {"exact": True}}])
+    assert {label: values for label, values, _, _ in metric_rows([res])}[sql] == [0.5]
     page = write_html_report([res, res.model_copy(update={"name": "n"})], tmp_path).read_text()
     assert "exact" in page and "confusion.png" not in page and "scores.png" not in page
     assert Path(tmp_path / "report.html").is_file()
@@ -114,14 +116,16 @@ def test_label_baseline_beside_generated_systems(results, tmp_path):
     from tickerpulse.evaluate.baselines import majority as majority_class
     from tickerpulse.evaluate.items import EvalItem
 
-    items = [EvalItem(id=it["id"], messages=[], text=it["text"], gold_label=it["gold_label"], gold_score=it["gold_score"])
+    items = [EvalItem(id=it.id, messages=[], text=it.text, gold_label=it.gold_label, gold_score=it.gold_score)
              for it in results[0].items]
     majority = run_labeler(FunctionLabeler("majority", lambda texts: majority_class(["neutral"], texts)), items)
     # gold: positive, positive, negative, neutral, neutral -> 2 of 5 right
-    assert majority.metric("accuracy") == pytest.approx(2 / 5)
+    m = majority.sentiment
+    assert m.accuracy == pytest.approx(2 / 5)
     # neutral P 2/5 R 1 F1 4/7; positive and negative F1 0 -> macro 4/21
-    assert majority.metric("macro_f1") == pytest.approx(4 / 21)
-    assert majority.metric("scores.mae") is not None and majority.items[0]["score"] == 0.0
+    assert m.macro_f1 == pytest.approx(4 / 21)
+    assert m.scores is not None and majority.items[0].score == 0.0
+    assert m.json_valid is None and m.tickers is None  # a label-only system has no answer text to parse
     page = write_html_report([*results, majority], tmp_path).read_text()
     assert "<th>majority</th>" in page and "<th>change</th>" not in page
     rows = {label: values for label, values, _, _ in metric_rows([*results, majority])}

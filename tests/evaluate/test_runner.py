@@ -12,7 +12,7 @@ from tickerpulse.data.formats import DataError
 from tickerpulse.task.contract import build_messages, format_answer
 from tickerpulse.evaluate.items import load_items, resolve_data_file
 from tickerpulse.evaluate.labelers import Answer, LabelerRun
-from tickerpulse.evaluate.result import EvalResult
+from tickerpulse.evaluate.result import EvalResult, SentimentMetrics, TextMetrics
 from tickerpulse.evaluate.runner import EvalConfig, latency_metrics, score_answers, write_eval
 
 
@@ -101,11 +101,14 @@ def test_score_answers_sentiment_counts_unparsable_as_wrong(tmp_path):
     items, task, _ = load_items(f)
     answers = [format_answer("A", "positive", 0.6, "up"), "It is negative.", format_answer(None, "neutral", 0.0)]
     metrics, per_item = score_answers(items, answers, task, metric_specs=["exact"])
-    assert metrics["accuracy"] == pytest.approx(2 / 3) and metrics["invalid"] == 1
+    assert isinstance(metrics, SentimentMetrics)
+    assert metrics.accuracy == pytest.approx(2 / 3) and metrics.invalid == 1
     assert [p["correct"] for p in per_item] == [True, False, True]
     assert per_item[1]["label"] == "invalid" and per_item[1]["error"] == "not JSON"
-    assert metrics["tickers"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "tp": 1, "fp": 0, "fn": 1}
-    assert metrics["scores"] is None  # no gold scores in this data
+    assert metrics.tickers is not None and metrics.tickers.model_dump() == {
+        "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "tp": 1, "fp": 0, "fn": 1}
+    assert metrics.scores is None  # no gold scores in this data
+    assert metrics.text == {"exact": {"mean": 0.0}}
 
 
 def test_score_answers_text_task_with_metrics(tmp_path):
@@ -114,9 +117,10 @@ def test_score_answers_text_task_with_metrics(tmp_path):
     items, task, _ = load_items(_write(tmp_path / "t.jsonl", rows))
     metrics, per_item = score_answers(items, ["select a from t;", "Answer: SELECT b FROM t"], task,
                                       ["exact", "tickerpulse.evaluate.metrics:sql_exact_match"], regex=r"Answer:\s*(.*)")
-    assert metrics["text"]["exact"] == {"mean": 0.0}
-    assert metrics["text"]["tickerpulse.evaluate.metrics:sql_exact_match"] == {"mean": 0.5}
-    assert metrics["text"]["regex"]["mean"] == 0.5
+    assert isinstance(metrics, TextMetrics) and metrics.n == 2 and metrics.text is not None
+    assert metrics.text["exact"] == {"mean": 0.0}
+    assert metrics.text["tickerpulse.evaluate.metrics:sql_exact_match"] == {"mean": 0.5}
+    assert metrics.text["regex"] == {"mean": 0.5, "pattern": r"Answer:\s*(.*)"}
     assert per_item[1]["text_metrics"]["regex"] is True
 
 
@@ -130,9 +134,9 @@ def test_config_rejects_bad_metric_and_regex():
 def test_latency_metrics_and_write_eval(tmp_path):
     run = LabelerRun([Answer("a", 10, 1.0, "stop"), Answer("b", 30, 3.0, "length")], wall_s=4.0)
     lm = latency_metrics(run)
-    assert lm["tokens_per_s"] == 10.0 and lm["latency_mean_s"] == 2.0 and lm["hit_max_tokens"] == 1
+    assert lm.tokens_per_s == 10.0 and lm.latency_mean_s == 2.0 and lm.hit_max_tokens == 1
     result = EvalResult(name="x", config={"model": "m", "max_tokens": 8}, data={"path": "d.jsonl", "n": 2, "rows": 2},
-                        metrics={"task": "text", "n": 2, **lm}, items=[])
+                        metrics=TextMetrics(n=2, latency=lm), items=[])
     write_eval(result, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["metrics"]["tokens_per_s"] == 10.0
     assert EvalResult.load(tmp_path / "out") == result  # eval.json loads back into the same result
@@ -140,7 +144,8 @@ def test_latency_metrics_and_write_eval(tmp_path):
     assert "| generated tokens/s | 10.000 |" in md
     # a run without generated tokens (served fast mode, a baseline) reports latency, not tokens/s
     lm = latency_metrics(LabelerRun([Answer("x", latency=0.5), Answer("y", latency=0.5)], wall_s=0.5))
-    assert "tokens_per_s" not in lm and lm["items_per_s"] == 4.0 and lm["latency_p95_s"] == 0.5
+    assert lm.tokens_per_s is None and lm.items_per_s == 4.0 and lm.latency_p95_s == 0.5
+    assert "tokens_per_s" not in lm.model_dump()  # left out of eval.json, not written as null
 
 
 def test_config_modes_and_url():

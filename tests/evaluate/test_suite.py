@@ -49,12 +49,14 @@ def test_evaluate_set_writes_one_result_per_system_and_a_report(test_set, tmp_pa
     for r in results:
         assert EvalResult.load(tmp_path / "eval" / slug(r.name)) == r  # eval.json is the result's dump
     maj, vad, tf = results
-    assert maj.metric("accuracy") == pytest.approx(1 / 3) and maj.metric("n") == 24
-    assert tf.metric("accuracy") == 1.0 and tf.metric("n") == 6 == tf.data["n"] and tf.data["rows"] == 24
+    assert maj.sentiment.accuracy == pytest.approx(1 / 3) and maj.sentiment.n == 24
+    assert tf.sentiment.accuracy == 1.0 and tf.sentiment.n == 6 == tf.data["n"] and tf.data["rows"] == 24
     by_id = vad.labels_by_id
-    assert tf.metric("agreement_with_vader") == pytest.approx(
-        agreement([by_id[it["id"]] for it in tf.items], [it["label"] for it in tf.items]))
-    assert all(it["latency_s"] >= 0 for it in tf.items) and tf.metric("items_per_s") > 0
+    assert tf.sentiment.agreement_with == {"vader": pytest.approx(
+        agreement([by_id[it.id] for it in tf.items], [it.label for it in tf.items]))}
+    written = json.loads((tmp_path / "eval" / "tf-idf--lr" / "eval.json").read_text())
+    assert "agreement_with_vader" in written["metrics"]  # stored flat, as before the types
+    assert all(it.latency_s >= 0 for it in tf.items) and (tf.sentiment.latency.items_per_s or 0) > 0
     assert slug("TF-IDF + LR") == "tf-idf--lr" and slug("student fast") == "student-fast"  # the folder names of earlier runs
 
 

@@ -109,7 +109,7 @@ def report_from_evals(paths: list[str | Path], out: str | Path, names: list[str]
     for i, r in enumerate(results):
         if names and i < len(names):
             r.name = names[i]
-    ids = [[it["id"] for it in r.items] for r in results]
+    ids = [[it.id for it in r.items] for r in results]
     if any(set(i) != set(ids[0]) for i in ids[1:]):
         raise ValueError("the eval results cover different items: compare them only on the same data and --limit/--seed")
     return write_html_report(results, out, title=title, max_disagreements=max_disagreements, notes=_notes(results))
@@ -120,7 +120,7 @@ def _notes(results: list[EvalResult]) -> list[str]:
     cfg, data = results[0].config, results[0].data
     if cfg.get("limit"):
         notes.append(f"A seeded random sample (seed {cfg.get('seed')}) of {data.get('n')} of {data.get('rows')} items.")
-    if results[0].metrics.get("task") == "sentiment":
+    if results[0].metrics.task == "sentiment":
         notes.append("JSON-valid: the whole answer is one JSON object. Schema-valid: a JSON object (prose around it "
                      "tolerated) that passes the answer schema; only schema-valid answers get a label.")
     return notes

@@ -14,55 +14,68 @@ import html
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from tickerpulse.evaluate.result import EvalResult, get_path
+from tickerpulse.evaluate.result import EvalResult, ItemRecord, SentimentMetrics, TextMetrics
 
 Result = EvalResult
 Row = tuple[str, list[Any], str, str]  # (label, values, kind: pct|num|int|sec, better: high|low|none)
+Getter = Callable[[SentimentMetrics | TextMetrics], Any]
 
 
 # ------------------------------------------------------------------------------------------- table rows
+def _s(get: Callable[[SentimentMetrics], Any]) -> Getter:
+    """A sentiment row's value; None for a text-task result."""
+    return lambda m: get(m) if isinstance(m, SentimentMetrics) else None
+
+
+def _class(m: SentimentMetrics, label: str, key: Literal["recall", "f1"]) -> float | None:
+    c = m.per_class.get(label)
+    return None if c is None else getattr(c, key)
+
+
 def metric_rows(results: Sequence[Result]) -> list[Row]:
     """The comparison table: one row per metric that any system has."""
     ms = [r.metrics for r in results]
-    spec: list[tuple[str, str, str, str]] = [("items", "n", "int", "none")]
-    if any(m.get("task") == "sentiment" for m in ms):
+    spec: list[tuple[str, Getter, str, str]] = [("items", lambda m: m.n, "int", "none")]
+    sentiment = [m for m in ms if isinstance(m, SentimentMetrics)]
+    if sentiment:
         spec += [
-            ("accuracy", "accuracy", "pct", "high"),
-            ("macro-F1", "macro_f1", "pct", "high"),
-            ("JSON-valid", "json_valid", "pct", "high"),
-            ("JSON found (prose around allowed)", "json_found", "pct", "high"),
-            ("schema-valid", "schema_valid", "pct", "high"),
-            ("invalid answers (counted wrong)", "invalid", "int", "low"),
-            ("accuracy, lenient label", "accuracy_lenient", "pct", "high"),
+            ("accuracy", _s(lambda m: m.accuracy), "pct", "high"),
+            ("macro-F1", _s(lambda m: m.macro_f1), "pct", "high"),
+            ("JSON-valid", _s(lambda m: m.json_valid), "pct", "high"),
+            ("JSON found (prose around allowed)", _s(lambda m: m.json_found), "pct", "high"),
+            ("schema-valid", _s(lambda m: m.schema_valid), "pct", "high"),
+            ("invalid answers (counted wrong)", _s(lambda m: m.invalid), "int", "low"),
+            ("accuracy, lenient label", _s(lambda m: m.accuracy_lenient), "pct", "high"),
         ]
-        labels = [lab for m in ms for lab in (m.get("per_class") or {})]
-        for lab in dict.fromkeys(labels):
-            spec.append((f"recall {lab}", f"per_class.{lab}.recall", "pct", "high"))
-        for lab in dict.fromkeys(labels):
-            spec.append((f"F1 {lab}", f"per_class.{lab}.f1", "pct", "high"))
+        labels = list(dict.fromkeys(lab for m in sentiment for lab in m.per_class))
+        for key, title in (("recall", "recall"), ("f1", "F1")):
+            spec += [(f"{title} {lab}", _s(lambda m, lab=lab, key=key: _class(m, lab, key)), "pct", "high")
+                     for lab in labels]
         spec += [
-            ("score MAE", "scores.mae", "num", "low"),
-            ("score Pearson", "scores.pearson", "num", "high"),
-            ("score Spearman", "scores.spearman", "num", "high"),
-            ("ticker precision", "tickers.precision", "pct", "high"),
-            ("ticker recall", "tickers.recall", "pct", "high"),
+            ("score MAE", _s(lambda m: m.scores and m.scores.mae), "num", "low"),
+            ("score Pearson", _s(lambda m: m.scores and m.scores.pearson), "num", "high"),
+            ("score Spearman", _s(lambda m: m.scores and m.scores.spearman), "num", "high"),
+            ("ticker precision", _s(lambda m: m.tickers and m.tickers.precision), "pct", "high"),
+            ("ticker recall", _s(lambda m: m.tickers and m.tickers.recall), "pct", "high"),
         ]
-    for name in dict.fromkeys(k for m in ms for k in (m.get("text") or {})):
-        for key in dict.fromkeys(k for m in ms for k in ((m.get("text") or {}).get(name) or {}) if k != "pattern"):
-            spec.append((f"{name}" if key == "mean" else f"{name}: {key}", f"text.{name}.{key}", "pct", "high"))
+    texts = [m.text or {} for m in ms]
+    for name in dict.fromkeys(k for t in texts for k in t):
+        for key in dict.fromkeys(k for t in texts for k in t.get(name, {}) if k != "pattern"):
+            spec.append((name if key == "mean" else f"{name}: {key}",
+                         lambda m, name=name, key=key: (m.text or {}).get(name, {}).get(key), "pct", "high"))
     spec += [
-        ("latency mean (s/item)", "latency_mean_s", "sec", "low"),
-        ("latency p95 (s/item)", "latency_p95_s", "sec", "low"),
-        ("items/s", "items_per_s", "num", "high"),
-        ("generated tokens/s", "tokens_per_s", "num", "high"),
-        ("mean answer tokens", "mean_answer_tokens", "num", "none"),
-        ("answers cut at max_tokens", "hit_max_tokens", "int", "low"),
+        ("latency mean (s/item)", lambda m: m.latency.latency_mean_s, "sec", "low"),
+        ("latency p95 (s/item)", lambda m: m.latency.latency_p95_s, "sec", "low"),
+        ("items/s", lambda m: m.latency.items_per_s, "num", "high"),
+        ("generated tokens/s", lambda m: m.latency.tokens_per_s, "num", "high"),
+        ("mean answer tokens", lambda m: m.latency.mean_answer_tokens, "num", "none"),
+        ("answers cut at max_tokens", lambda m: m.latency.hit_max_tokens, "int", "low"),
     ]
     rows = []
-    for label, path, kind, better in spec:
-        values = [get_path(m, path) for m in ms]
+    for label, get, kind, better in spec:
+        values = [get(m) for m in ms]
         if any(v is not None for v in values):
             rows.append((label, values, kind, better))
     return rows
@@ -100,16 +113,16 @@ def eval_markdown(result: Result) -> str:
     m, cfg, data = result.metrics, result.config, result.data
     model = _system_name(result) + (f" + adapter {cfg['adapter']}" if cfg.get("adapter") else "")
     lines = [f"# Evaluation: {model}", "",
-             f"- data: `{data.get('path', cfg.get('data'))}` ({data.get('n', m.get('n'))} of {data.get('rows', '?')} items"
-             f"{', seeded sample' if cfg.get('limit') else ''}), task {m.get('task')}",
+             f"- data: `{data.get('path', cfg.get('data'))}` ({data.get('n', m.n)} of {data.get('rows', '?')} items"
+             f"{', seeded sample' if cfg.get('limit') else ''}), task {m.task}",
              f"- {_settings(result)}", ""]
     rows = [[label, fmt(values[0], kind)] for label, values, kind, _ in metric_rows([result])]
     lines += [_md_table(["metric", "value"], rows), ""]
-    conf = m.get("confusion")
-    if conf:
+    if isinstance(m, SentimentMetrics):
+        conf = m.confusion
         lines += ["## Confusion matrix (rows: gold, columns: predicted)", "",
-                  _md_table(["gold \\ pred", *conf["columns"]],
-                            [[r, *map(str, row)] for r, row in zip(conf["rows"], conf["matrix"])]), ""]
+                  _md_table(["gold \\ pred", *conf.columns],
+                            [[r, *map(str, row)] for r, row in zip(conf.rows, conf.matrix)]), ""]
     return "\n".join(lines)
 
 
@@ -142,16 +155,16 @@ def _save(fig: Any, path: Path) -> Path:
 
 def plot_confusions(results: Sequence[Result], path: Path) -> Path | None:
     """One heatmap per system: counts, colour = share of the gold row."""
-    confs = [(r.name, r.metrics.get("confusion")) for r in results]
-    if not all(c for _, c in confs):
+    if not all(isinstance(r.metrics, SentimentMetrics) for r in results):
         return None
+    confs = [(r.name, r.sentiment.confusion) for r in results]
     fig, axes = _figure(len(confs))
     for ax, (name, conf) in zip(axes, confs):
-        mat = conf["matrix"]
+        mat = conf.matrix
         shares = [[v / max(1, sum(row)) for v in row] for row in mat]
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(conf["columns"])), conf["columns"], rotation=30)
-        ax.set_yticks(range(len(conf["rows"])), conf["rows"])
+        ax.set_xticks(range(len(conf.columns)), conf.columns, rotation=30)
+        ax.set_yticks(range(len(conf.rows)), conf.rows)
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(name)
@@ -163,16 +176,16 @@ def plot_confusions(results: Sequence[Result], path: Path) -> Path | None:
 
 def plot_per_class(results: Sequence[Result], path: Path) -> Path | None:
     """Grouped bars: recall and F1 per class for each system."""
-    pcs = [(r.name, r.metrics.get("per_class")) for r in results]
-    if not all(pc for _, pc in pcs):
+    if not all(isinstance(r.metrics, SentimentMetrics) and r.metrics.per_class for r in results):
         return None
+    pcs = [(r.name, r.sentiment.per_class) for r in results]
     labels = list(dict.fromkeys(lab for _, pc in pcs for lab in pc))
     fig, axes = _figure(2, 5.5, 3.6)
     width = 0.8 / len(pcs)
     for ax, key in zip(axes, ("recall", "f1")):
         for k, (name, pc) in enumerate(pcs):
             xs = [i + k * width - 0.4 + width / 2 for i in range(len(labels))]
-            ax.bar(xs, [(pc.get(lab) or {}).get(key, 0.0) for lab in labels], width, label=name)
+            ax.bar(xs, [getattr(pc[lab], key) if lab in pc else 0.0 for lab in labels], width, label=name)
         ax.set_xticks(range(len(labels)), labels)
         ax.set_ylim(0, 1)
         ax.set_title(f"per-class {key}")
@@ -183,23 +196,23 @@ def plot_per_class(results: Sequence[Result], path: Path) -> Path | None:
 def plot_scores(results: Sequence[Result], path: Path, seed: int = 0) -> Path | None:
     """Predicted score vs gold score (scatter with y = x); without gold scores, predicted score per gold
     class (jittered strip). Invalid answers have no score and are left out of the plot (not the metrics)."""
-    if not all(r.metrics.get("task") == "sentiment" for r in results):
+    if not all(r.metrics.task == "sentiment" for r in results):
         return None
-    has_gold = any(it.get("gold_score") is not None for r in results for it in r.items)
+    has_gold = any(it.gold_score is not None for r in results for it in r.items)
     fig, axes = _figure(len(results))
     rng = random.Random(seed)
     order = ["negative", "neutral", "positive"]
     for ax, r in zip(axes, results):
-        items = [it for it in r.items if it.get("score") is not None]
+        items = [it for it in r.items if it.score is not None]
         if has_gold:
-            pts = [(it["gold_score"], it["score"]) for it in items if it.get("gold_score") is not None]
+            pts = [(it.gold_score, it.score) for it in items if it.gold_score is not None]
             ax.scatter([g for g, _ in pts], [p for _, p in pts], s=10, alpha=0.5)
             ax.plot([-1, 1], [-1, 1], color="grey", lw=1, ls="--")
             ax.set_xlabel("gold score")
             ax.set_xlim(-1.05, 1.05)
         else:
             for k, lab in enumerate(order):
-                ys = [it["score"] for it in items if it.get("gold_label") == lab]
+                ys = [it.score for it in items if it.gold_label == lab]
                 ax.scatter([k + rng.uniform(-0.25, 0.25) for _ in ys], ys, s=8, alpha=0.4, label=lab)
             ax.set_xticks(range(3), order)
             ax.set_xlabel("gold label")
@@ -212,12 +225,13 @@ def plot_scores(results: Sequence[Result], path: Path, seed: int = 0) -> Path | 
 
 def plot_latency(results: Sequence[Result], path: Path) -> Path | None:
     """Per-item latency distribution per system, with tokens/s in the label."""
-    lat = [[it.get("latency_s", 0.0) for it in r.items] for r in results]
+    lat = [[it.latency_s for it in r.items] for r in results]
     if not any(lat):
         return None
     fig, axes = _figure(1, 7.0, 3.4)
-    names = [f"{r.name}\n" + (f"{r.metrics['tokens_per_s']:.0f} tok/s" if r.metrics.get("tokens_per_s") is not None
-                                else f"{r.metrics.get('items_per_s') or 0:.1f} items/s") for r in results]
+    speeds = [r.metrics.latency for r in results]
+    names = [f"{r.name}\n" + (f"{s.tokens_per_s:.0f} tok/s" if s.tokens_per_s is not None
+                                else f"{s.items_per_s or 0:.1f} items/s") for r, s in zip(results, speeds)]
     axes[0].boxplot(lat, vert=False, tick_labels=names)
     axes[0].set_xlabel("latency per item (s, from batch start to its last token)")
     return _save(fig, path)
@@ -239,22 +253,22 @@ def disagreements(results: Sequence[Result], limit: int = 100) -> tuple[list[dic
     total, and for two systems `<name> only right` for each.
     """
     names = [r.name for r in results]
-    by_id = [{it["id"]: it for it in r.items} for r in results]
-    ids = [it["id"] for it in results[0].items if all(it["id"] in b for b in by_id)]
+    by_id = [{it.id: it for it in r.items} for r in results]
+    ids = [it.id for it in results[0].items if all(it.id in b for b in by_id)]
     rows: list[dict[str, Any]] = []
     counts = {"total": 0, **{f"{n} only right": 0 for n in names}}
     for item_id in ids:
         its = [b[item_id] for b in by_id]
-        keys = [it.get("label") if "label" in it else " ".join((it.get("prediction") or "").split()) for it in its]
+        keys = [it.label if it.label is not None else " ".join(it.prediction.split()) for it in its]
         if len(set(keys)) == 1:
             continue
-        right = [bool(it.get("correct", _text_correct(it))) for it in its]
+        right = [it.correct if it.correct is not None else _text_correct(it) for it in its]
         counts["total"] += 1
         if sum(right) == 1:
             counts[f"{names[right.index(True)]} only right"] += 1
         rows.append({
-            "id": item_id, "text": its[0].get("text", ""), "gold": its[0].get("gold_label") or its[0].get("gold") or "",
-            "answers": [{"name": n, "label": it.get("label", ""), "right": ok, "prediction": it.get("prediction", "")}
+            "id": item_id, "text": its[0].text, "gold": its[0].gold_label or its[0].gold or "",
+            "answers": [{"name": n, "label": it.label or "", "right": ok, "prediction": it.prediction}
                         for n, it, ok in zip(names, its, right)],
             "rank": 0 if sum(right) == 1 else 1,
         })
@@ -262,8 +276,8 @@ def disagreements(results: Sequence[Result], limit: int = 100) -> tuple[list[dic
     return rows[:limit], counts
 
 
-def _text_correct(item: dict[str, Any]) -> bool:
-    tm = item.get("text_metrics") or {}
+def _text_correct(item: ItemRecord) -> bool:
+    tm = item.text_metrics or {}
     first = next(iter(tm.values()), False)
     return bool(first) if not isinstance(first, dict) else False
 
@@ -328,7 +342,7 @@ def _settings(r: Result) -> str:
 def _system_info(r: Result) -> dict[str, Any]:
     cfg, data = r.config, r.data
     return {"name": r.name, "model": _system_name(r), "adapter": cfg.get("adapter") or "",
-            "data": data.get("path", cfg.get("data", "")), "n": r.metrics.get("n"),
+            "data": data.get("path", cfg.get("data", "")), "n": r.metrics.n,
             "settings": f"{_settings(r)}, {r.model.get('dtype', '')}"}
 
 

@@ -24,7 +24,7 @@ from tickerpulse.config import ConfigError, StrictModel
 from tickerpulse.evaluate import metrics as M
 from tickerpulse.evaluate.items import EvalItem, PromptTicker, Task, load_items
 from tickerpulse.evaluate.labelers import GenerationLabeler, Labeler, LabelerRun
-from tickerpulse.evaluate.result import EvalResult
+from tickerpulse.evaluate.result import EvalResult, ItemRecord, Latency, SentimentMetrics, TextMetrics
 from tickerpulse.task.contract import LABELS
 from tickerpulse.task.metrics import INVALID, classification_report, rate, score_metrics
 
@@ -80,22 +80,24 @@ class EvalConfig(StrictModel):
 
 # ----------------------------------------------------------------------------------------------- scoring
 def score_answers(items: list[EvalItem], texts: list[str], task: Literal["sentiment", "text"],
-                  metric_specs: list[str] | None = None, regex: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  metric_specs: list[str] | None = None,
+                  regex: str | None = None) -> tuple[SentimentMetrics | TextMetrics, list[dict[str, Any]]]:
     """Metrics and per-item records for answer texts (from any system) against the items' gold answers.
 
     Returns:
-        (metrics, per_item) where per_item[i] holds the parse result, correctness and text-metric values.
+        (metrics without latency, per_item) where per_item[i] holds the `ItemRecord` fields of the parse
+        result, correctness and text-metric values.
     """
     if len(items) != len(texts):
         raise ValueError(f"{len(items)} items but {len(texts)} answers")
     per_item: list[dict[str, Any]] = [{"prediction": t} for t in texts]
-    metrics: dict[str, Any] = {"task": task}
+    numbers: dict[str, Any] = {}
     if task == "sentiment":
         parsed = [M.parse_prediction(t) for t in texts]
         gold = [it.gold_label or "" for it in items]
         have_scores = any(it.gold_score is not None for it in items)
         have_tickers = any(it.gold_tickers is not None for it in items)
-        metrics.update(M.sentiment_metrics(
+        numbers.update(M.sentiment_metrics(
             gold, parsed,
             gold_scores=[it.gold_score for it in items] if have_scores else None,
             gold_tickers=[it.gold_tickers or [] for it in items] if have_tickers else None,
@@ -120,24 +122,24 @@ def score_answers(items: list[EvalItem], texts: list[str], task: Literal["sentim
         for rec, v in zip(per_item, values):
             rec.setdefault("text_metrics", {})["regex"] = v
     if text_metrics:
-        metrics["text"] = text_metrics
-    if task == "text":
-        metrics["n"] = len(items)
-    return metrics, per_item
+        numbers["text"] = text_metrics
+    if task == "sentiment":
+        return SentimentMetrics.model_validate(numbers), per_item
+    return TextMetrics.model_validate({**numbers, "n": len(items)}), per_item
 
 
-def label_metrics(items: list[EvalItem], labels: list[str], scores: list[float | None] | None) -> dict[str, Any]:
+def label_metrics(items: list[EvalItem], labels: list[str], scores: list[float | None] | None) -> SentimentMetrics:
     """Metrics of a label-only system (majority class, VADER, TF-IDF + LR): no JSON/schema rates; a label
     outside LABELS counts as invalid."""
     pred = [lab if lab in LABELS else INVALID for lab in labels]
-    metrics: dict[str, Any] = {"task": "sentiment", **classification_report([it.gold_label or "" for it in items], pred),
-                               "scores": None}
+    score_numbers = None
     if scores is not None and any(it.gold_score is not None for it in items):
-        metrics["scores"] = score_metrics([it.gold_score for it in items], scores)
-    return metrics
+        score_numbers = score_metrics([it.gold_score for it in items], scores)
+    return SentimentMetrics.model_validate({**classification_report([it.gold_label or "" for it in items], pred),
+                                            "scores": score_numbers})
 
 
-def latency_metrics(run: LabelerRun) -> dict[str, Any]:
+def latency_metrics(run: LabelerRun) -> Latency:
     """Per-item latency percentiles (seconds) and throughput of one run; token counts when it generated."""
     lat = sorted(a.latency for a in run.answers)
     toks = sum(a.n_tokens for a in run.answers)
@@ -160,7 +162,7 @@ def latency_metrics(run: LabelerRun) -> dict[str, Any]:
         })
     out.update({"items_per_s": len(lat) / run.wall_s if run.wall_s else 0.0, "wall_s": run.wall_s,
                 "peak_memory_mb": run.peak_memory_mb})
-    return out
+    return Latency.model_validate(out)
 
 
 def score_run(name: str, items: list[EvalItem], run: LabelerRun, task: Literal["sentiment", "text"] = "sentiment", *,
@@ -171,6 +173,7 @@ def score_run(name: str, items: list[EvalItem], run: LabelerRun, task: Literal["
     """
     if len(run.answers) != len(items):
         raise ValueError(f"{len(items)} items but {len(run.answers)} answers")
+    metrics: SentimentMetrics | TextMetrics
     if run.label_only:
         pred = [a.text if a.text in LABELS else INVALID for a in run.answers]
         metrics = label_metrics(items, pred, [a.score for a in run.answers])
@@ -178,11 +181,11 @@ def score_run(name: str, items: list[EvalItem], run: LabelerRun, task: Literal["
                     for it, a, p in zip(items, run.answers, pred)]
     else:
         metrics, per_item = score_answers(items, [a.text for a in run.answers], task, metric_specs, regex)
-    metrics.update(latency_metrics(run))
-    records = [{"id": it.id, "text": it.text, "gold": it.gold_text, "gold_label": it.gold_label,
-                "gold_score": it.gold_score, "gold_tickers": it.gold_tickers, **rec, "n_tokens": a.n_tokens,
-                "latency_s": round(a.latency, 4), "finish_reason": a.finish_reason}
-               for it, a, rec in zip(items, run.answers, per_item)]
+    metrics.latency = latency_metrics(run)
+    records = [ItemRecord.model_validate({
+        "id": it.id, "text": it.text, "gold": it.gold_text, "gold_label": it.gold_label, "gold_score": it.gold_score,
+        "gold_tickers": it.gold_tickers, **rec, "n_tokens": a.n_tokens, "latency_s": round(a.latency, 4),
+        "finish_reason": a.finish_reason}) for it, a, rec in zip(items, run.answers, per_item)]
     return EvalResult(name=name, metrics=metrics, items=records, **fields)
 
 

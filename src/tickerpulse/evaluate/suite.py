@@ -3,8 +3,8 @@ prompt-injection check over the same labelers: what the recipe's evaluation step
 
 A `System` is a labeler plus how much of the test set it answers (`limit`: a seeded sample, for the slow
 ones) and which earlier system its labels are compared with (`agree_with`: the share of equal labels on
-its items, stored as `metrics.agreement_with_<agree_key>`). Systems run in order, so a reference system
-must come before the ones that compare with it.
+its items, stored as `metrics.agreement_with[agree_key]`, in eval.json `agreement_with_<agree_key>`).
+Systems run in order, so a reference system must come before the ones that compare with it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class System:
     labeler: Labeler
     limit: int | None = None
     agree_with: str | None = None  # the name of an earlier system
-    agree_key: str = "fast"  # -> metrics["agreement_with_fast"]
+    agree_key: str = "fast"  # -> metrics.agreement_with["fast"]
 
 
 def agreement(a: Sequence[str | None], b: Sequence[str | None]) -> float:
@@ -57,8 +57,8 @@ def evaluate_set(systems: Sequence[System], items: list[EvalItem], data_info: di
         res = run_labeler(system.labeler, its, "sentiment", data_info=info)
         if system.agree_with is not None:
             ref = by_name[system.agree_with].labels_by_id
-            res.metrics[f"agreement_with_{system.agree_key}"] = agreement(
-                [ref[it.id] for it in its], [rec["label"] for rec in res.items])
+            res.metrics.agreement_with[system.agree_key] = agreement(
+                [ref[it.id] for it in its], [rec.label for rec in res.items])
         write_eval(res, eval_dir / slug(res.name))
         results.append(res)
         by_name[res.name] = res

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.evaluate.result import EvalResult, get_path
+from tickerpulse.evaluate.result import EvalResult, SentimentMetrics
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
 from tickerpulse.recipe.data import TEST_NAMES
 from tickerpulse.train.config import BUDGET_FIT_STEP
@@ -22,14 +23,33 @@ from tickerpulse.train.config import BUDGET_FIT_STEP
 FAST, REASON, FREE = "student fast", "student reasoning", "student free generation"
 SYSTEM_ORDER = ("majority class", "VADER", "TF-IDF + LR", "base zero-shot (fast)", FAST, REASON, FREE)
 
-# (key, dataset, metric path, threshold, higher is better, what)
-TARGETS: tuple[tuple[str, str, str, float, bool, str], ...] = (
-    ("tfns_accuracy", "tfns", "accuracy", 0.88, True, "twitter valid-a accuracy"),
-    ("tfns_macro_f1", "tfns", "macro_f1", 0.85, True, "twitter valid-a macro-F1"),
-    ("fpb_accuracy", "fpb", "accuracy", 0.93, True, "PhraseBank test accuracy"),
-    ("fpb_macro_f1", "fpb", "macro_f1", 0.90, True, "PhraseBank test macro-F1"),
-    ("fiqa_mae", "fiqa", "scores.mae", 0.25, False, "FiQA test score MAE"),
-    ("fiqa_spearman", "fiqa", "scores.spearman", 0.65, True, "FiQA test score Spearman"),
+Metric = Callable[[SentimentMetrics], float | None]
+
+
+def _accuracy(m: SentimentMetrics) -> float | None:
+    return m.accuracy
+
+
+def _macro_f1(m: SentimentMetrics) -> float | None:
+    return m.macro_f1
+
+
+def _score_mae(m: SentimentMetrics) -> float | None:
+    return m.scores.mae if m.scores else None
+
+
+def _score_spearman(m: SentimentMetrics) -> float | None:
+    return m.scores.spearman if m.scores else None
+
+
+# (key, dataset, metric, threshold, higher is better, what)
+TARGETS: tuple[tuple[str, str, Metric, float, bool, str], ...] = (
+    ("tfns_accuracy", "tfns", _accuracy, 0.88, True, "twitter valid-a accuracy"),
+    ("tfns_macro_f1", "tfns", _macro_f1, 0.85, True, "twitter valid-a macro-F1"),
+    ("fpb_accuracy", "fpb", _accuracy, 0.93, True, "PhraseBank test accuracy"),
+    ("fpb_macro_f1", "fpb", _macro_f1, 0.90, True, "PhraseBank test macro-F1"),
+    ("fiqa_mae", "fiqa", _score_mae, 0.25, False, "FiQA test score MAE"),
+    ("fiqa_spearman", "fiqa", _score_spearman, 0.65, True, "FiQA test score Spearman"),
 )
 
 
@@ -43,33 +63,33 @@ def load_evals(out: Path) -> dict[str, dict[str, EvalResult]]:
     return evals
 
 
-def fast_on_items(fast: EvalResult, ids: set[str], path: str) -> float | None:
-    """Fast mode's metric `path` on the items with these ids: a sampled column's number next to fast mode's
+def fast_on_items(fast: EvalResult, ids: set[str], metric: Metric) -> float | None:
+    """Fast mode's `metric` on the items with these ids: a sampled column's number next to fast mode's
     on the very same items (a sample can be easier or harder than the whole test set). Rescored from the
     stored answers the way the eval itself scored them."""
     from tickerpulse.evaluate.items import EvalItem
     from tickerpulse.evaluate.runner import score_answers
 
-    records = [it for it in fast.items if it["id"] in ids]
+    records = [it for it in fast.items if it.id in ids]
     if not records:
         return None
-    items = [EvalItem(id=r["id"], messages=[], gold_label=r["gold_label"], gold_score=r["gold_score"],
-                      gold_tickers=r["gold_tickers"], text=r["text"]) for r in records]
-    metrics, _ = score_answers(items, [r["prediction"] for r in records], "sentiment")
-    return get_path(metrics, path)
+    items = [EvalItem(id=r.id, messages=[], gold_label=r.gold_label, gold_score=r.gold_score,
+                      gold_tickers=r.gold_tickers, text=r.text) for r in records]
+    metrics, _ = score_answers(items, [r.prediction for r in records], "sentiment")
+    assert isinstance(metrics, SentimentMetrics)
+    return metric(metrics)
 
 
 def system_row(r: EvalResult) -> dict[str, Any]:
     """The numbers the card shows for one system on one test set."""
-    m = r.metrics
-    pc = m.get("per_class") or {}
+    m = r.sentiment
     return {
-        "n": m.get("n"), "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
-        "recall": {lab: pc[lab]["recall"] for lab in ("negative", "neutral", "positive") if lab in pc},
-        "json_valid": m.get("json_valid"), "schema_valid": m.get("schema_valid"),
-        "score_mae": r.metric("scores.mae"), "score_spearman": r.metric("scores.spearman"),
-        "confusion": m.get("confusion"), "agreement_with_fast": m.get("agreement_with_fast"),
-        "tokens_per_s": m.get("tokens_per_s"), "items_per_s": m.get("items_per_s"),
+        "n": m.n, "accuracy": m.accuracy, "macro_f1": m.macro_f1,
+        "recall": {lab: m.per_class[lab].recall for lab in ("negative", "neutral", "positive") if lab in m.per_class},
+        "json_valid": m.json_valid, "schema_valid": m.schema_valid,
+        "score_mae": _score_mae(m), "score_spearman": _score_spearman(m),
+        "confusion": m.confusion.model_dump(), "agreement_with_fast": m.agreement_with.get("fast"),
+        "tokens_per_s": m.latency.tokens_per_s, "items_per_s": m.latency.items_per_s,
     }
 
 
@@ -95,17 +115,17 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                for ds in DATASETS}
     targets: dict[str, list[dict[str, Any]]] = {FAST: [], REASON: [], FREE: []}
     for mode in (FAST, REASON, FREE):
-        for key, ds, path, thr, higher, what in TARGETS:
+        for key, ds, metric, thr, higher, what in TARGETS:
             r = evals.get(ds, {}).get(mode)
-            t = _target(key, what, r and r.metric(path), thr, higher, r and r.metric("n"))
+            t = _target(key, what, metric(r.sentiment) if r else None, thr, higher, r.sentiment.n if r else None)
             if mode != FAST and r is not None and FAST in evals.get(ds, {}):
-                t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it["id"] for it in r.items}, path)
+                t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it.id for it in r.items}, metric)
             targets[mode].append(t)
-        schema = [evals[ds][mode].metrics["schema_valid"] for ds in DATASETS if mode in evals.get(ds, {})]
+        schema = [evals[ds][mode].sentiment.schema_valid for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
                                      min(schema) if schema else None, 1.0, True))
-        targets[mode].append(_target("injection_flip", "injection flip rate",
-                                     get_path(inj, f"systems.{mode}.flip_rate") if mode in inj["systems"] else None, 0.05, False))
+        flip = inj["systems"][mode]["flip_rate"] if mode in inj["systems"] else None
+        targets[mode].append(_target("injection_flip", "injection flip rate", flip, 0.05, False))
     return {
         "name": cfg.name,
         "base_model": cfg.base_model,

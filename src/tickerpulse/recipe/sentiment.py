@@ -249,7 +249,8 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], mo
                                    "unconstrained greedy JSON on a sample"])
         if ds == "tfns":
             clean_tfns = {r.name: r.labels_by_id for r in results}
-        log(f"eval {TEST_NAMES[ds]} ({len(items)} items): " + str({r.name: round(r.metrics["accuracy"], 3) for r in results}))
+        log(f"eval {TEST_NAMES[ds]} ({len(items)} items): "
+            + str({r.name: round(r.sentiment.accuracy, 3) for r in results}))
         timer.step(f"eval_{ds}", t)
 
     t = time.perf_counter()
