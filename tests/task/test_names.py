@@ -117,3 +117,33 @@ def test_extraction_with_names_is_linear_on_any_repeated_unit(unit: str) -> None
     base, quad = _cpu(text[:MAX_TEXT_CHARS]), _cpu(text * 4)
     assert base < 0.25, f"{unit!r}: {base * 1000:.0f} ms"
     assert quad < 8 * max(base, 0.005), f"{unit!r}: {base * 1000:.1f} ms -> {quad * 1000:.1f} ms"
+
+
+def _build_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "build_symbols.py"
+    spec = importlib.util.spec_from_file_location("build_symbols", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("official,short", [
+    ("Apple Inc.", "Apple"), ("The Coca-Cola Company", "Coca-Cola"), ("Enact Holdings, Inc.", "Enact"),
+    ("Carnival Corporation & plc", "Carnival"), ("Eli Lilly and Company", "Eli Lilly"),
+    ("JPMorgan Chase & Co.", "JPMorgan Chase"), ("Buckle (clothing retailer)", "Buckle"), ("Tesla, Inc.", "Tesla"),
+    ("Bank of America", "Bank of America"), ("The Hartford", "Hartford"), ("Inc.", "Inc."),
+])
+def test_build_derives_the_name_posts_use(official: str, short: str) -> None:
+    assert _build_script().short_name(official) == short
+
+
+def test_build_leaves_out_names_of_several_listed_symbols() -> None:
+    rows = {"GOOG": ("equity", "index:Alphabet Inc."), "GOOGL": ("equity", "index:Alphabet Inc."),
+            "XOM": ("equity", "index:ExxonMobil"), "XON": ("equity", "index:ExxonMobil"),  # XON: an old symbol
+            "BTC": ("crypto", "crypto:Bitcoin"), "ZZZ": ("equity", "cashtag x4")}
+    names, clashes = _build_script().name_rows(rows, listed={"GOOG", "GOOGL", "XOM"})
+    assert names == [("Bitcoin", "BTC", "crypto:Bitcoin"), ("ExxonMobil", "XOM", "index:ExxonMobil")]
+    assert clashes == {"Alphabet": ["GOOG", "GOOGL"]}
