@@ -3,8 +3,9 @@
 entity mention annotated; ../shared/data/finentity): per setting (`names` off = what training data uses,
 on = what the stream uses) the mentions found, the share of them that lie on an annotated entity (a
 mention elsewhere is a false find), the share of annotated entity mentions found, and the paragraphs that
-get at least one ticker. Entities include indices, central banks, commodities and non-US firms that have
-no symbol in the table, so the found share is a floor, not a recall.
+get at least one ticker; and how many annotated entity names resolve to a symbol on their own
+(`symbol_of_name`, for a client's or a dataset's named target). Entities include indices, central banks,
+commodities and non-US firms that have no symbol in the table, so the found shares are floors, not recalls.
 
     python bench/ticker_names.py [--data ../shared/data/finentity/finentity.jsonl]
 Writes bench/results/ticker_names.json (and prints a table).
@@ -17,6 +18,7 @@ import collections
 import json
 from pathlib import Path
 
+from tickerpulse.task.names import symbol_of_name
 from tickerpulse.task.tickers import find_mentions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +53,17 @@ def main() -> None:
     args = ap.parse_args()
     rows = [json.loads(line) for line in args.data.open(encoding="utf-8")]
     out = {"data": str(args.data.name), "settings": [measure(rows, names) for names in (False, True)]}
+    targets = [e["name"] for r in rows for e in r["entities"]]
+    resolved = [t for t in targets if symbol_of_name(t)]
+    out["targets"] = {"mentions": len(targets), "with_symbol": round(len(resolved) / max(len(targets), 1), 3),
+                      "distinct": len(set(targets)), "distinct_with_symbol": len(set(resolved))}
     for s in out["settings"]:
         print(f"names={s['names']!s:5s} mentions {s['mentions']:4d}, on an entity {s['on_entity']:.1%}, entities found "
               f"{s['entities_found']:.1%} of {s['entities']}, paragraphs with a ticker {s['paragraphs_with_ticker']}"
               f"/{s['paragraphs']}")
+    t = out["targets"]
+    print(f"entity names with a symbol: {t['with_symbol']:.1%} of {t['mentions']} mentions, "
+          f"{t['distinct_with_symbol']} of {t['distinct']} distinct names")
     path = ROOT / "bench" / "results" / "ticker_names.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

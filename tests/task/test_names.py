@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tickerpulse.task.names import MAX_TOKENS, _read, find_names, name_table
+from tickerpulse.task.names import MAX_TOKENS, _read, find_names, name_table, symbol_of_name
 from tickerpulse.task.tickers import extract_tickers, find_mentions, known_symbols
 
 
@@ -76,6 +76,15 @@ def test_skip_mask_hides_names_inside_other_mentions() -> None:
     mask = bytearray(len(text))
     mask[0:5] = b"\x01" * 5
     assert names_in(text, skip=mask) == [] and names_in(text) == [("META", "META")]
+
+
+@pytest.mark.parametrize("name,symbol", [
+    ("Johnson & Johnson", "JNJ"), ("The Walt Disney Company", "DIS"), ("Tesla, Inc.", "TSLA"), ("apple", "AAPL"),
+    ("Target", "TGT"), ("Alphabet Inc", "GOOGL"), ("Bancorp", None), ("Brent crude", None), ("", None),
+    ("Inc", None), ("Apple Pay", None), ("Goldman Sachs Group Inc.", "GS"),
+])
+def test_symbol_of_a_named_target(name: str, symbol: str | None) -> None:
+    assert symbol_of_name(name) == symbol
 
 
 # Text made of name parts, joiners and noise: where a name matcher could go wrong or slow down.

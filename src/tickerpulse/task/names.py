@@ -22,6 +22,9 @@ When a name counts (the case rule; the names of companies are often everyday wor
 Longest match wins (`Bank of America` over a shorter name at the same place), matches do not overlap, a
 legal word right after a name (`Tesla, Inc.`) belongs to the match.
 
+`symbol_of_name` resolves a name given on its own (a request's target, a dataset's entity) without the
+case rule.
+
 Cost: one tokenising regex pass plus a walk of at most `MAX_TOKENS` tokens of a token trie per token:
 O(length of the text). Known limitations: a capitalised everyday word at the start of a sentence that is
 no company ("Apple pie recipes") still counts; names of companies outside the listing and aliases
@@ -155,6 +158,25 @@ def find_names(text: str, *, capitals_are_evidence: bool = True, skip: bytes | b
             out.append(NameMatch(toks[i][0], best[1], best[2]))
         i = best[0]
     return out
+
+
+def symbol_of_name(name: str) -> str | None:
+    """The symbol of an entity named on its own (a client's `target`, an annotated entity such as
+    FinEntity's "Johnson & Johnson"), else None. The whole string must be a table name, optionally with a
+    leading "The" and trailing legal words ("The Walt Disney Company", "Tesla, Inc."); case and the
+    everyday rule do not apply (whoever named the target meant an entity: "Target" -> TGT)."""
+    toks = _tokens(name)
+    if toks and _key(toks[0]) == "the":
+        toks = toks[1:]
+    while toks and _key(toks[-1]) in LEGAL_WORDS and len(toks) > 1:
+        toks = toks[:-1]
+    if not toks or len(toks) > MAX_TOKENS:
+        return None
+    node: dict | None = _trie()
+    for tok in toks:
+        node = _child(node, tok) if node is not None else None
+    entry = node.get(_END) if node is not None else None
+    return entry.symbol if entry is not None and entry.symbol != BLOCKED else None
 
 
 def _child(node: dict, token: str) -> dict | None:
