@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""How ticker extraction and post parsing scale on hostile input (issue #26): CPU time of
-`extract_tickers` on adversarial 10k/20k/40k/80k-character texts (the stream accepts 40k), and the
-ratio per doubling (linear ~2x; the extractor before the fix was quadratic, ~4x, 2.7 s at 40k on the
-dotted shape); plus `parse_post` throughput on ordinary posts (the hostile-input checks' cost).
+"""How ticker extraction and post parsing scale on hostile input: CPU time of `extract_tickers` on
+adversarial 10k/20k/40k/80k-character texts (the stream accepts 40k), without and with company names
+(`names=True`, what the stream uses), and the ratio per doubling (linear: ~2x, quadratic: ~4x); plus
+`parse_post` throughput on ordinary posts (the hostile-input checks' cost).
 
     python bench/ticker_scaling.py
 Writes bench/results/ticker_scaling.json (and prints a table).
@@ -27,6 +27,9 @@ SHAPES = {
     "word_run": lambda n: "a" * n,
     "at_signs": lambda n: ("a@b" * n)[:n],
     "prose": lambda n: ("Shares of $NVDA rose 3% after NASDAQ: AMD guided higher; see https://x.com/a " * n)[:n],
+    "names": lambda n: ("Tesla and Apple Inc. beat, Bank of America's price target on Target Corp " * n)[:n],
+    "name_prefixes": lambda n: ("Bank of " * n)[:n],
+    "words": lambda n: ("a " * n)[:n],
 }
 SIZES = [10_000, 20_000, 40_000, 80_000]
 
@@ -41,13 +44,16 @@ def cpu_best(fn, repeats: int = 5) -> float:
 
 
 def main() -> None:
-    extract_tickers("warm up $AAPL")
+    extract_tickers("warm up $AAPL Tesla", names=True)
     rows = []
-    for name, make in SHAPES.items():
-        ms = [round(cpu_best(lambda: extract_tickers(make(n))) * 1000, 2) for n in SIZES]
-        ratios = [round(b / max(a, 1e-6), 2) for a, b in zip(ms, ms[1:])]
-        rows.append({"shape": name, "ms": dict(zip(map(str, SIZES), ms)), "ratio_per_doubling": ratios})
-        print(f"{name:10s} " + "  ".join(f"{n // 1000}k {m:7.2f} ms" for n, m in zip(SIZES, ms)) + f"   x{ratios}")
+    for names in (False, True):
+        for name, make in SHAPES.items():
+            ms = [round(cpu_best(lambda: extract_tickers(make(n), names=names)) * 1000, 2) for n in SIZES]
+            ratios = [round(b / max(a, 1e-6), 2) for a, b in zip(ms, ms[1:])]
+            rows.append({"shape": name, "names": names, "ms": dict(zip(map(str, SIZES), ms)),
+                         "ratio_per_doubling": ratios})
+            print(f"{name:13s} names={names!s:5s} " + "  ".join(f"{n // 1000}k {m:7.2f} ms" for n, m in zip(SIZES, ms))
+                  + f"   x{ratios}")
     posts = [json.dumps({"id": f"p{i}", "source": "replay", "text": f"$AAPL beats estimates {i} " * 5,
                          "created_at": 1714564800 + i, "channel": "stocks"}).encode() for i in range(20_000)]
     secs = cpu_best(lambda: [parse_post(p) for p in posts], 3)

@@ -28,6 +28,16 @@ def test_shipped_config_loads_and_matches_defaults() -> None:
     assert cfg.db == Path("tickerpulse-stream/store.duckdb") and cfg.dead_letter_topic == "financial_raw_text.dlq"
 
 
+def test_names_flag_and_key_switch_company_names() -> None:
+    """`names` is on unless `--no-names` (or `names: false` / `--set names=false`) says otherwise; an unset
+    flag leaves the YAML's value."""
+    from tickerpulse.cli.stream import _config
+
+    assert _config(None, None).names and _config(None, None, names=None).names
+    assert not _config(None, None, names=False).names and not _config(None, ["names=false"]).names
+    assert _config(None, ["names=false"], names=True).names
+
+
 def test_registry_names_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {"sqlite", "kafka"} <= set(registry.names("bus")) and "sqlite" in registry.available("bus")
     assert "duckdb" in registry.available("store") and "local" in registry.available("processor")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tickerpulse.stream.bus.sqlite import SqliteBus
 from tickerpulse.stream.config import StreamConfig
+from tickerpulse.stream.processor import post_tickers
 from tickerpulse.stream.produce import run_source
 from tickerpulse.stream.sources.replay import ReplaySource
 from tickerpulse.stream.store.duckdb import DuckDBStore
-from tickerpulse.task.tickers import extract_tickers
 
 N_POSTS = 1200
 
@@ -30,7 +30,7 @@ def test_kill_9_three_times_then_restart_loses_and_duplicates_nothing(shared_dat
     cfg = StreamConfig(dir=tmp_path)
     src = ReplaySource(shared_data / "twitter-financial-news-sentiment" / "train.jsonl", speed=0, limit=N_POSTS)
     posts = list(src.iter_posts())
-    expected = {(p.id, t) for p in posts for t in extract_tickers(p.text)[: cfg.max_tickers_per_post]}
+    expected = {(p.id, t) for p in posts for t in post_tickers(p.text, cfg.max_tickers_per_post, names=cfg.names)}
     with_ticker = {pid for pid, _ in expected}
     assert len(posts) == N_POSTS and len(with_ticker) > 150
 

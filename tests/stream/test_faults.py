@@ -36,11 +36,10 @@ from tests.conftest import free_port
 from tests.stream.scorer_server import ScorerServer
 from tickerpulse.stream.bus.sqlite import SqliteBus
 from tickerpulse.stream.config import StreamConfig
-from tickerpulse.stream.processor import process_records, score_with_retry
+from tickerpulse.stream.processor import post_tickers, process_records, score_with_retry
 from tickerpulse.stream.schema import Post
 from tickerpulse.stream.scoring import (RETRY_AFTER_CAP_S, ItemRejected, ScorerFatal, ScorerUnavailable,
                                         ScoringInterrupted, VaderScorer, validate_answers)
-from tickerpulse.task.tickers import extract_tickers
 
 KEY = "sk-fault-suite-3c1e77"
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOGL", "META", "AMD", "NFLX", "JPM", "BAC", "XOM", "BTC", "ETH"]
@@ -200,8 +199,10 @@ class Stream:
     def __init__(self, d: Path, n: int) -> None:
         self.dir, self.cfg = d, StreamConfig(dir=d)
         self.posts = _posts(n)
-        items = {(p.id, t) for p in self.posts for t in extract_tickers(p.text)[: self.cfg.max_tickers_per_post]}
-        self.poison = {(p.id, t) for p, t in ((p, t) for p in self.posts for t in extract_tickers(p.text))
+        items = {(p.id, t) for p in self.posts
+                 for t in post_tickers(p.text, self.cfg.max_tickers_per_post, names=self.cfg.names)}
+        self.poison = {(p.id, t) for p, t in ((p, t) for p in self.posts
+                                              for t in post_tickers(p.text, 100, names=self.cfg.names))
                        if "POISON400" in p.text or "BADANSWER" in p.text}
         self.good = items - self.poison
         assert len(self.good) > n and len(self.poison) >= 2

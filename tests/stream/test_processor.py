@@ -104,6 +104,20 @@ def test_posts_are_judged_for_the_tickers_of_the_tasks_rule(cfg: StreamConfig) -
     assert res.items == 4 and not res.dead
 
 
+def test_posts_naming_a_company_are_judged_for_its_ticker(cfg: StreamConfig) -> None:
+    """The stream finds tickers by company name too (`names`, on by default): a post naming only "Tesla" is
+    scored for TSLA; names off (`--no-names`), the same post is marked without a ticker."""
+    texts = ["Tesla is tanking", "Apple and $MSFT both beat", "I ate an apple", "price target raised to $50"]
+    records = [Record(cfg.topic, 0, i, None, post(i, t), time.time()) for i, t in enumerate(texts)]
+    assert cfg.names
+    res = process_records(records, VaderScorer(), cfg)
+    assert [(m.post_id, m.tickers) for m in res.marks] == [("p0", ["TSLA"]), ("p1", ["AAPL", "MSFT"]), ("p2", []),
+                                                           ("p3", [])]
+    assert [(d.post_id, d.ticker) for d in res.docs] == [("p0", "TSLA"), ("p1", "AAPL"), ("p1", "MSFT")]
+    off = process_records(records, VaderScorer(), cfg.model_copy(update={"names": False}))
+    assert [(m.post_id, m.tickers) for m in off.marks] == [("p0", []), ("p1", ["MSFT"]), ("p2", []), ("p3", [])]
+
+
 def test_retries_then_poison_items_go_to_dead_letters(cfg: StreamConfig) -> None:
     bus = SqliteBus(cfg.bus_path)
     for i, text in enumerate(["$AAPL good", "$MSFT POISON pill", "$NVDA great", "$AMD fine"]):

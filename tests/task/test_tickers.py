@@ -1,5 +1,5 @@
 """Case table for the ticker extractor: cashtags, exchange prefixes, known bare symbols, stoplist, amounts,
-URLs, crypto."""
+URLs, crypto; company names when asked (`names=True`)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,42 @@ def test_case_table(text: str, expected: list[str]) -> None:
     assert extract_tickers(text) == expected
 
 
+# Company names (`names=True`, what the stream uses); the table above holds with names off (the default).
+NAME_CASES: list[tuple[str, list[str]]] = [
+    ("Tesla is tanking", ["TSLA"]),
+    ("Apple and $MSFT both beat", ["AAPL", "MSFT"]),
+    ("I ate an apple", []),
+    ("Target Corp cuts its outlook", ["TGT"]),
+    ("Analysts lift their price target on $NVDA", ["NVDA"]),
+    ("Target hit, taking profits", []),
+    ("Alphabet and Google are one company", ["GOOGL"]),
+    ("Meta, formerly Facebook", ["META"]),
+    ("sold tesla, bought nvidia", ["TSLA", "NVDA"]),
+    ("Microsoft (NASDAQ: MSFT) and Amazon", ["MSFT", "AMZN"]),
+    ("Nvidia (NASDAQ: NVDA) guides above consensus", ["NVDA"]),
+    ("Bank of America downgrades Johnson & Johnson", ["BAC", "JNJ"]),
+    ("GE HealthCare rises", ["GEHC"]),  # the bare GE inside the name is part of the name
+    ("$META and Meta", ["META"]),
+    ("Visa and Mastercard fees", ["V", "MA"]),
+    ("my visa expired", []),
+    ("Bitcoin breaks out, $ETH follows", ["BTC", "ETH"]),
+    ("TESLA IS TANKING AND APPLE TOO", ["TSLA"]),  # all caps: only any-case names
+    ("Tesla's deliveries beat", ["TSLA"]),
+    ("https://example.com/Tesla-news", []),
+    ("Block Inc and Block trades", ["XYZ"]),
+]
+
+
+@pytest.mark.parametrize("text,expected", NAME_CASES, ids=[f"n{i:02d}" for i in range(len(NAME_CASES))])
+def test_name_case_table(text: str, expected: list[str]) -> None:
+    assert extract_tickers(text, names=True) == expected
+
+
+def test_names_are_off_by_default() -> None:
+    assert extract_tickers("Tesla is tanking") == [] and extract_tickers("Apple and $MSFT both beat") == ["MSFT"]
+    assert [m.kind for m in extract_mentions("Tesla is tanking", names=True)] == ["name"]
+
+
 def test_case_table_is_large() -> None:
     assert len(CASES) >= 50
 
@@ -121,10 +157,14 @@ ADVERSARIAL = {
     "at_signs": lambda n: ("a@b" * n)[:n],
     "url_ish": lambda n: ("www.x$AAPL " * n)[:n],
     "spaces_after_exchange": lambda n: "NASDAQ" + " " * (n - 6),
+    "names": lambda n: ("Tesla and Apple Inc. beat Bank of America " * n)[:n],
+    "name_prefixes": lambda n: ("Bank of " * n)[:n],
+    "possessives": lambda n: ("a's Tesla's " * n)[:n],
+    "words": lambda n: ("a " * n)[:n],
 }
 
 
-def _cpu_times(texts: list[str], repeats: int = 5) -> list[float]:
+def _cpu_times(texts: list[str], repeats: int = 5, names: bool = False) -> list[float]:
     """Best CPU time (not wall time: other jobs on the machine barely move it) of `extract_tickers` on each
     text, measured interleaved so a load change hits all of them alike."""
     import time
@@ -133,20 +173,21 @@ def _cpu_times(texts: list[str], repeats: int = 5) -> list[float]:
     for _ in range(repeats):
         for i, text in enumerate(texts):
             t0 = time.process_time()
-            extract_tickers(text)
+            extract_tickers(text, names=names)
             best[i] = min(best[i], time.process_time() - t0)
     return best
 
 
+@pytest.mark.parametrize("names", [False, True], ids=["symbols", "names"])
 @pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
-def test_extraction_is_linear_on_the_largest_post(shape: str) -> None:
+def test_extraction_is_linear_on_the_largest_post(shape: str, names: bool) -> None:
     """Generous bounds: the largest post the stream accepts (40k characters) in < 0.25 s of CPU (it took
     3-7 s; ~10-40 ms now), and two doublings of the length (40k -> 160k) cost < 8x the time (linear: ~4x;
     the old quadratic code: 16x). Compared from 40k up, where fixed costs no longer dominate."""
     from tickerpulse.stream.schema import MAX_TEXT_CHARS
 
     make = ADVERSARIAL[shape]
-    extract_tickers(make(1000))  # warm the symbol list and regex caches
-    base, quad = _cpu_times([make(MAX_TEXT_CHARS), make(4 * MAX_TEXT_CHARS)])
+    extract_tickers(make(1000), names=names)  # warm the symbol and name tables and regex caches
+    base, quad = _cpu_times([make(MAX_TEXT_CHARS), make(4 * MAX_TEXT_CHARS)], names=names)
     assert base < 0.25, f"{shape}: {base * 1000:.0f} ms for {MAX_TEXT_CHARS} characters"
     assert quad < 8 * max(base, 0.005), f"{shape}: {base * 1000:.1f} ms -> {quad * 1000:.1f} ms for 4x the length"

@@ -32,6 +32,8 @@ ADAPTER = typer.Option(None, "--adapter-path", "--adapter", help="LoRA adapter r
 URL = typer.Option(None, "--url", help="Server URL for the http scorer [http://127.0.0.1:8080].")
 API_KEY_ENV = typer.Option(None, "--api-key-env", help="Environment variable holding the server's API key "
                            "(http scorer) [TICKERPULSE_API_KEY]. The key itself is never a flag.")
+NAMES = typer.Option(None, "--names/--no-names", help="Company names count as tickers (\"Tesla is tanking\" -> "
+                     "TSLA; the default); --no-names: cashtags, exchange prefixes and known symbols only.")
 
 
 def _config(config: Path | None, sets: list[str] | None, **flags: Any):  # -> StreamConfig
@@ -122,7 +124,7 @@ def process(
     config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
     store: str | None = STORE, processor: str | None = PROCESSOR, db: Path | None = DB, topic: str | None = TOPIC,
     scorer: str | None = SCORER, mode: str | None = MODE, model: str | None = MODEL, adapter: str | None = ADAPTER,
-    url: str | None = URL, api_key_env: str | None = API_KEY_ENV,
+    url: str | None = URL, api_key_env: str | None = API_KEY_ENV, names: bool | None = NAMES,
     until_idle: float | None = typer.Option(None, "--until-idle", help="Exit after this many seconds without records."),
 ) -> None:
     """Consume the topic: tickers -> model -> store, committing offsets after each write. A scorer that
@@ -132,7 +134,8 @@ def process(
 
     _logging("processor")
     cfg = _config(config, set_, dir=dir, bus=bus, store=store, processor=processor, db=db, topic=topic,
-                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url, api_key_env=api_key_env)
+                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url, api_key_env=api_key_env,
+                  names=names)
     stop = _stop_on_signals()
     try:
         totals = registry.run_processor(cfg, stop=stop, until_idle=until_idle)
@@ -193,7 +196,7 @@ def run(
     config: Path | None = CONFIG, set_: list[str] | None = SET, dir: Path | None = DIR, bus: str | None = BUS,
     store: str | None = STORE, processor: str | None = PROCESSOR, db: Path | None = DB, topic: str | None = TOPIC,
     scorer: str | None = SCORER, mode: str | None = MODE, model: str | None = MODEL, adapter: str | None = ADAPTER,
-    url: str | None = URL, api_key_env: str | None = API_KEY_ENV,
+    url: str | None = URL, api_key_env: str | None = API_KEY_ENV, names: bool | None = NAMES,
     host: str = typer.Option("127.0.0.1", "--host", help="Dashboard bind address."),
     port: int = typer.Option(8050, "--port", help="Dashboard port."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Run without the dashboard."),
@@ -204,7 +207,8 @@ def run(
 
     _logging("stream")
     cfg = _config(config, set_, dir=dir, bus=bus, store=store, processor=processor, db=db, topic=topic,
-                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url, api_key_env=api_key_env)
+                  scorer=scorer, mode=mode, model=model, adapter=adapter, url=url, api_key_env=api_key_env,
+                  names=names)
     _source_check(source, file)
     args = ["--source", source, "--speed", str(speed), "--gap", str(gap), "--interval", str(interval),
             "--loop" if loop else "--no-loop"]

@@ -56,6 +56,8 @@ class StreamConfig(StrictModel):
     max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between tries while the scorer is unavailable.")
     max_post_bytes: int = Field(128 * 1024, ge=1024, description="Larger bus records are dead-lettered.")
     max_tickers_per_post: int = Field(8, ge=1, le=100, description="Judge at most this many tickers of one post.")
+    names: bool = Field(True, description="Find tickers by company name too (\"Tesla is tanking\" -> TSLA); false: "
+                        "cashtags, exchange prefixes and known upper-case symbols only.")
     max_future_s: float = Field(300.0, ge=0, description="A post's event time is clamped to its ingest time plus "
                                 "this (a post dated 2099 must not own every dashboard window).")
     max_batch_s: float = Field(600.0, gt=0, description="Time budget of one micro-batch, poll to commit (scoring, "

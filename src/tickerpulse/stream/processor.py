@@ -135,10 +135,11 @@ def score_with_retry(scorer: Scorer, items: Sequence[tuple[str, str | None]], *,
     return out, failures, retries
 
 
-def post_tickers(text: str, limit: int) -> list[str]:
-    """The tickers a post is judged for: the task's one rule (`questions_of`), at most `limit`. A post that
-    names none is marked processed, not judged: the stream does not ask about the market."""
-    return [q.ticker for q in questions_of(text, limit=limit) if q.ticker is not None]
+def post_tickers(text: str, limit: int, *, names: bool = False) -> list[str]:
+    """The tickers a post is judged for: the task's one rule (`questions_of`), at most `limit`; `names`
+    (the stream's `names` setting, on by default): company names count too ("Tesla is tanking" -> TSLA).
+    A post that names none is marked processed, not judged: the stream does not ask about the market."""
+    return [q.ticker for q in questions_of(text, limit=limit, names=names) if q.ticker is not None]
 
 
 def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig,
@@ -184,7 +185,7 @@ def process_records(records: Sequence[Record], scorer: Scorer, cfg: StreamConfig
     plan: list[tuple[Record, Post, str]] = []
     now = utcnow()
     for r, post in parsed:
-        tickers = post_tickers(post.text, cfg.max_tickers_per_post)
+        tickers = post_tickers(post.text, cfg.max_tickers_per_post, names=cfg.names)
         res.marks.append(PostMark(post_id=post.id, source=post.source, created_at=post.created_at,
                                   ingested_at=r.timestamp, processed_at=now, n_tickers=len(tickers), tickers=tickers))
         plan += [(r, post, t) for t in tickers]

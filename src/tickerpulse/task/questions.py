@@ -5,8 +5,9 @@ text as a whole) and, when known, the gold label and score for that symbol. Data
 the recipe's splits, evaluation and the server all turn rows into questions with `questions_of`, so a row is
 asked about the same ticker wherever it goes:
 
-- the row's own symbols if it names any (`tickers`), else the symbols `extract_tickers` finds in the text,
-  keeping only those the answer schema accepts, in order of first mention;
+- the row's own symbols if it names any (`tickers`), else the symbols `extract_tickers` finds in the text
+  (company names too only when asked, `names=True`: the stream asks; data, distill, the recipe and the
+  server do not), keeping only those the answer schema accepts, in order of first mention;
 - one question per symbol, with the row's gold; a text with none is one question about the market (None);
 - except a row with per-target gold (FiQA's `target_scores`): it asks about its annotated targets, in order
   (each symbol, and None for the targets that are no symbol: company names), each with that target's gold;
@@ -54,17 +55,18 @@ def clean_symbol(value: Any) -> str | None:
     return sym if valid_symbol(sym) else None
 
 
-def symbols_of(text: str, tickers: Sequence[str] | None = None) -> list[str]:
-    """The symbols a text asks about: its given `tickers` if any, else the extracted ones (schema-valid only)."""
-    found = list(tickers) if tickers else extract_tickers(text)
+def symbols_of(text: str, tickers: Sequence[str] | None = None, *, names: bool = False) -> list[str]:
+    """The symbols a text asks about: its given `tickers` if any, else the extracted ones (schema-valid only;
+    `names`: company names count too)."""
+    found = list(tickers) if tickers else extract_tickers(text, names=names)
     return list(dict.fromkeys(sym for t in found if (sym := clean_symbol(t))))
 
 
 def questions_of(text: str, *, id: str = "", tickers: Sequence[str] | None = None, label: str | None = None,
                  score: float | None = None, target_scores: Mapping[str | None, float] | None = None,
-                 source: str = "", group: str = "", limit: int | None = 1) -> list[Question]:
+                 source: str = "", group: str = "", limit: int | None = 1, names: bool = False) -> list[Question]:
     """The questions a row asks (the module docstring's rule)."""
-    symbols = symbols_of(text, tickers)
+    symbols = symbols_of(text, tickers, names=names)
     asked: list[str | None] = list(target_scores) if target_scores else list(symbols)
     asked = (asked[:limit] if limit is not None else asked) or [None]
     out = []

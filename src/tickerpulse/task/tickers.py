@@ -9,12 +9,15 @@ What counts as a ticker, in order of trust:
    I, CEO, DD, YOLO, EPS, IPO and every-day words that happen to be symbols: ALL, NOW, ON, IT ...). Bare
    single letters never count, and an all-caps post ("BUY NOW BEFORE IT IS TOO LATE") is not searched
    for bare symbols at all.
+4. Company and coin names, only when asked (`names=True`; the stream asks, training data does not):
+   "Tesla is tanking" -> TSLA, "Target Corp" -> TGT but not "price target" (the case rule and the name
+   table are in `names.py`). A bare upper-case word inside a name ("GE HealthCare") is part of the name.
 URLs (and e-mail addresses) are removed first: a `$` or symbol inside a link is not a mention.
 
 Crypto: symbols in the crypto part of the list (BTC, ETH, SOL, DOGE, ...) get asset class `crypto`; a
 crypto symbol that is also a stock symbol (ETH = Ethan Allen) is read as the coin, which is what posts
-almost always mean. Known limitations: company names ("Apple") are not mapped to symbols; a cashtag of a
-made-up symbol is still a ticker (the author marked it as one).
+almost always mean. Known limitation: a cashtag of a made-up symbol is still a ticker (the author marked it
+as one).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Literal
+
+from tickerpulse.task.names import find_names
 
 AssetClass = Literal["equity", "crypto"]
 
@@ -60,12 +65,14 @@ CASHTAG_STOP = frozenset({"USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "CNY"
 
 @dataclass(frozen=True)
 class Mention:
-    """One ticker mention: symbol (upper case, no `$`), asset class, how it was found, where."""
+    """One ticker mention: symbol (upper case, no `$`), asset class, how it was found, where (`end`: after
+    the mentioning text, e.g. the whole name "Tesla, Inc.")."""
 
     symbol: str
     asset_class: AssetClass
-    kind: Literal["cashtag", "exchange", "bare"]
+    kind: Literal["cashtag", "exchange", "name", "bare"]
     start: int
+    end: int
 
 
 @lru_cache(maxsize=1)
@@ -108,8 +115,9 @@ def _mostly_upper(text: str) -> bool:
     return len(letters) >= 12 and sum(c.isupper() for c in letters) / len(letters) > 0.7
 
 
-def find_mentions(text: str) -> list[Mention]:
-    """Every ticker mention in `text`, in order of position (duplicates kept)."""
+def find_mentions(text: str, *, names: bool = False) -> list[Mention]:
+    """Every ticker mention in `text`, in order of position (duplicates kept); company names too when
+    `names` (the module docstring's rule 4)."""
     if not text:
         return []
     # Blank out URLs with spaces of equal length so positions stay valid.
@@ -123,29 +131,35 @@ def find_mentions(text: str) -> list[Mention]:
         sym = _normalize(m.group(1))
         if sym in CASHTAG_STOP:
             continue
-        found.append(Mention(sym, asset_class(sym), "cashtag", m.start()))
+        found.append(Mention(sym, asset_class(sym), "cashtag", m.start(), m.end()))
         taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
     for m in _EXCHANGE.finditer(clean):
         sym = _normalize(m.group(1))
-        found.append(Mention(sym, asset_class(sym), "exchange", m.start(1)))
+        found.append(Mention(sym, asset_class(sym), "exchange", m.start(1), m.end(1)))
         taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
-    if not _mostly_upper(clean):
+    shouting = _mostly_upper(clean)
+    if names:
+        for nm in find_names(clean, capitals_are_evidence=not shouting, skip=taken):
+            found.append(Mention(nm.name.symbol, asset_class(nm.name.symbol), "name", nm.start, nm.end))
+            taken[nm.start : nm.end] = b"\x01" * (nm.end - nm.start)
+    if not shouting:
         for m in _BARE.finditer(clean):
             sym = m.group(1)
             if sym in STOPLIST or sym not in known or taken[m.start()]:
                 continue
-            found.append(Mention(sym, known[sym], "bare", m.start()))
+            found.append(Mention(sym, known[sym], "bare", m.start(), m.end()))
     return sorted(found, key=lambda x: x.start)
 
 
-def extract_mentions(text: str) -> list[Mention]:
-    """Unique mentions (first occurrence of each symbol), in order of appearance."""
+def extract_mentions(text: str, *, names: bool = False) -> list[Mention]:
+    """Unique mentions (first occurrence of each symbol), in order of appearance; `names`: company names too."""
     out: dict[str, Mention] = {}
-    for m in find_mentions(text):
+    for m in find_mentions(text, names=names):
         out.setdefault(m.symbol, m)
     return list(out.values())
 
 
-def extract_tickers(text: str) -> list[str]:
-    """Upper-case symbols without `$`, in order of first appearance, no duplicates."""
-    return [m.symbol for m in extract_mentions(text)]
+def extract_tickers(text: str, *, names: bool = False) -> list[str]:
+    """Upper-case symbols without `$`, in order of first appearance, no duplicates; `names`: company names
+    count too ("Tesla" -> TSLA)."""
+    return [m.symbol for m in extract_mentions(text, names=names)]

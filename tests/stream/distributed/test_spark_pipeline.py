@@ -29,9 +29,9 @@ def _cfg(tmp_path: Path, kafka: str, es_url: str, topic: str, index: str, max_re
 
 def test_kafka_spark_elasticsearch_counts_and_aggregates(noida: Any, spark: Any, tmp_path: Path) -> None:
     from tickerpulse.stream.bus.kafka import KafkaBus
+    from tickerpulse.stream.processor import post_tickers
     from tickerpulse.stream.spark.job import run_processor
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
-    from tickerpulse.task.tickers import extract_tickers
 
     topic, index = unique("spark"), unique("tp-spark")
     cfg = _cfg(tmp_path, noida.kafka, noida.es_url, topic, index, max_records=60)
@@ -52,7 +52,7 @@ def test_kafka_spark_elasticsearch_counts_and_aggregates(noida: Any, spark: Any,
     assert sorted(store.doc_ids()) == sorted(expected)  # every (post, ticker) once, nothing else
     assert counts["docs"] == len(expected)
     assert counts["posts"] == 240
-    assert counts["posts_with_ticker"] == sum(1 for p in posts if extract_tickers(p.text))
+    assert counts["posts_with_ticker"] == sum(1 for p in posts if post_tickers(p.text, 8, names=cfg.names))
     assert counts["dead_letters"] == len(BAD_RECORDS)
     assert {d.code for d in store.dead_letters(10)} == {code for _, code in BAD_RECORDS.values()}
 
@@ -120,14 +120,14 @@ def test_spark_scores_through_the_sentiment_endpoint(noida: Any, spark: Any, smo
     import httpx
 
     from tests.conftest import free_port
-    from tickerpulse.task.contract import LABELS
     from tickerpulse.stream.bus.kafka import KafkaBus
     from tickerpulse.stream.config import StreamConfig
+    from tickerpulse.stream.processor import post_tickers
     from tickerpulse.stream.schema import doc_id
     from tickerpulse.stream.scoring import HttpScorer
     from tickerpulse.stream.spark.job import run_processor
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
-    from tickerpulse.task.tickers import extract_tickers
+    from tickerpulse.task.contract import LABELS
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -152,8 +152,9 @@ def test_spark_scores_through_the_sentiment_endpoint(noida: Any, spark: Any, smo
         cfg = StreamConfig(dir=tmp_path, bus="kafka", kafka_bootstrap=noida.kafka, topic=topic, store="elasticsearch",
                            es_url=noida.es_url, es_index=index, processor="spark", scorer="http", url=url,
                            concurrency=2, score_batch=4, processor_options={"available_now": True})
-        posts = [p for p in corpus(60, prefix="h") if extract_tickers(p.text)][:24]
-        want = {doc_id(p.id, t, version) for p in posts for t in extract_tickers(p.text)}
+        posts = [p for p in corpus(60, prefix="h") if post_tickers(p.text, 8, names=cfg.names)][:24]
+        want = {doc_id(p.id, t, version) for p in posts
+                for t in post_tickers(p.text, cfg.max_tickers_per_post, names=cfg.names)}
         bus = KafkaBus(noida.kafka, partitions=2)
         bus.ensure_topics([topic, cfg.dead_letter_topic])
         produce(bus, topic, posts, bad=False)

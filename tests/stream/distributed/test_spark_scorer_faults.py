@@ -21,10 +21,10 @@ def test_spark_scorer_outage_fails_the_batch_then_the_rerun_stores_everything(no
                                                                                 tmp_path: Path) -> None:
     from tickerpulse.stream.bus.kafka import KafkaBus
     from tickerpulse.stream.config import StreamConfig
+    from tickerpulse.stream.processor import post_tickers
     from tickerpulse.stream.schema import doc_id
     from tickerpulse.stream.spark.job import SparkJobError, run_processor
     from tickerpulse.stream.store.elasticsearch import ElasticsearchStore
-    from tickerpulse.task.tickers import extract_tickers
 
     server = ScorerServer(free_port())
     try:
@@ -35,7 +35,8 @@ def test_spark_scorer_outage_fails_the_batch_then_the_rerun_stores_everything(no
                            processor_options={"available_now": True, "max_pause_s": 1.0})
         posts = corpus(60, prefix="o")
         version = "vader-fault-server:sentiment-v1:fast"
-        want = {doc_id(p.id, t, version) for p in posts for t in extract_tickers(p.text)[: cfg.max_tickers_per_post]}
+        want = {doc_id(p.id, t, version) for p in posts
+                for t in post_tickers(p.text, cfg.max_tickers_per_post, names=cfg.names)}
         bus = KafkaBus(noida.kafka, partitions=2)
         bus.ensure_topics([topic, cfg.dead_letter_topic])
         produce(bus, topic, posts, bad=False)

@@ -38,14 +38,15 @@ def corpus(n: int, prefix: str = "p") -> list[Post]:
 
 
 def expected_docs(posts: list[Post], max_tickers: int = 8) -> dict[str, tuple[str, float]]:
-    """doc_id -> (ticker, VADER score) the pipeline must store for `posts`, computed without it."""
+    """doc_id -> (ticker, VADER score) the pipeline must store for `posts` (tickers by the stream's default
+    rule: company names count), computed without it."""
+    from tickerpulse.stream.processor import post_tickers
     from tickerpulse.stream.scoring import VaderScorer
-    from tickerpulse.task.tickers import extract_tickers
 
     vader = VaderScorer()
     out = {}
     for p in posts:
-        for t in extract_tickers(p.text)[:max_tickers]:
+        for t in post_tickers(p.text, max_tickers, names=True):
             (ans,) = vader.score([(p.text, t)])
             out[doc_id(p.id, t, VADER_VERSION)] = (t, float(ans["score"]))
     return out

@@ -110,7 +110,7 @@ def parse_posts(cfg: dict[str, Any]):  # -> Callable[[Iterator[pd.DataFrame]], I
                 if post.id in seen:
                     continue
                 seen.add(post.id)
-                tickers = post_tickers(post.text, c.max_tickers_per_post)
+                tickers = post_tickers(post.text, c.max_tickers_per_post, names=c.names)
                 mark = PostMark(post_id=post.id, source=post.source, created_at=post.created_at, ingested_at=ingested,
                                 processed_at=now, n_tickers=len(tickers), tickers=tickers)
                 rows.append(("mark", *where, post.id, None, None, None, json.dumps(mark.to_dict())))
