@@ -111,3 +111,23 @@ def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) 
     assert _model_folder("tickerpulse-sentiment") == folder
     assert LabelCalibration.read(_model_folder("tickerpulse-sentiment")) == LabelCalibration(2.5, (0.5, 0.0, -1.0))
     assert _model_folder("nobody/nothing") is None
+
+
+def test_bf16_label_probabilities_depend_on_the_item_alone() -> None:
+    """In bf16 a row's logits move with the padded length of its pass (not with the number of rows), so the
+    engine pads each item to its own length bucket: alone, in any mix and any order, the same probabilities."""
+    from tickerpulse.models.loading import cpu_supports_bf16
+    from tickerpulse.serve.engine import SentimentEngine
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16 (the engine runs fp32 here, where batches agree anyway)")
+    eng = SentimentEngine("smollm2-135m", dtype="bfloat16", threads=1)
+    words = "Shares of $AAPL rose after earnings beat; analysts lifted targets while $MSFT slipped on guidance".split()
+    items = [(" ".join(words[: 3 + (7 * i) % len(words)]) + f" #{i}", "AAPL" if i % 2 else None) for i in range(24)]
+    alone = [eng.label_probs([it])[0] for it in items]
+    together = eng.label_probs(items)
+    shuffled = eng.label_probs(items[::-1])[::-1]
+    pairs = [p for i in range(0, len(items), 5) for p in eng.label_probs(items[i : i + 5])]
+    for got in (together, shuffled, pairs):
+        assert [list(map(float, a)) for a in alone] == [list(map(float, b)) for b in got]
+    eng.close()

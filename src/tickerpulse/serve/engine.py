@@ -41,8 +41,11 @@ Item = tuple[str, "str | None"]
 
 # A forward pass costs about batch x length; cap it so one 2000-char text does not pad 31 short ones.
 TOKEN_BUDGET = 4096
-# Items of a pass are padded to its longest: start a new pass rather than pad more than this share (or 64 tokens).
-PAD_SLACK = 0.15
+# Each item is padded to the next multiple of this many tokens and shares passes only with items of the same
+# padded length. In bf16 the label probabilities move with the padded length (by up to 0.06, enough to flip a
+# label near the boundary) but not with the number of rows, so an item's answer then depends on the item alone:
+# the same post gets the same answer whatever it is batched with (a request, the server's batcher, `eval`).
+LENGTH_BUCKET = 16
 DEFAULT_REASONING_TOKENS = 48
 def _model_folder(name: str) -> Path | None:
     """The local folder of a model given as a folder or by installed name (`tickerpulse-sentiment`)."""
@@ -218,26 +221,26 @@ class SentimentEngine:
     def _label_pass(self, adapter: str | None, encoded: list[tuple[list[int], bool]]) -> list[Any]:
         """Label probabilities per item (3 floats, LABELS order). Call inside `rt.use(adapter)`.
 
-        Items are sorted by length and cut into forward passes of at most TOKEN_BUDGET padded tokens, with
-        little padding (PAD_SLACK): compute is batch x longest, so mixing a 40- and a 110-token post wastes it.
+        Items are sorted by length and cut into forward passes of at most TOKEN_BUDGET padded tokens among items
+        of the same padded length (`LENGTH_BUCKET`), so each item's probabilities are independent of its batch.
         """
         import torch
 
         calib = self._calib.get(adapter, LabelCalibration())
         label_ids = torch.tensor(self._label_ids, device=self.rt.device)
+
+        def shape(i: int) -> tuple[bool, int]:  # (shares the prefix, padded length)
+            return encoded[i][1], -(-len(encoded[i][0]) // LENGTH_BUCKET) * LENGTH_BUCKET
+
         order = sorted(range(len(encoded)), key=lambda i: (encoded[i][1], len(encoded[i][0])))
         probs: list[Any] = [None] * len(encoded)
         start = 0
         while start < len(order):
-            use_prefix = encoded[order[start]][1]
-            end, longest, real = start, 0, 0
-            while end < len(order) and encoded[order[end]][1] == use_prefix:
-                n = len(encoded[order[end]][0])  # ascending, so the newcomer is the longest
-                padded, real_next = n * (end - start + 1), real + n
-                wasteful = padded - real_next > max(PAD_SLACK * real_next, 64)
-                if end > start and (padded > TOKEN_BUDGET or wasteful):
-                    break
-                longest, real, end = n, real_next, end + 1
+            use_prefix, longest = shape(order[start])
+            end = start + 1
+            while (end < len(order) and shape(order[end]) == (use_prefix, longest)
+                   and (end - start + 1) * longest <= TOKEN_BUDGET):
+                end += 1
             chunk, start = order[start:end], end
             kv = self.rt.prefix_kv(adapter, self._prefix_ids) if use_prefix else None
             cache = self.rt.cache_from_prefix(kv, len(chunk))
