@@ -20,13 +20,16 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-_FIELDS = ("id", "text", "label", "score", "tickers", "targets", "messages", "sentence", "original_label", "prompt",
-           "completion", "source", "meta")
+_FIELDS = ("id", "text", "label", "score", "tickers", "targets", "entities", "messages", "sentence", "original_label",
+           "prompt", "completion", "source", "meta")
 _ROWS = st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=6)
 _VALID = st.sampled_from([
     json.dumps(GOOD), json.dumps(CHAT), json.dumps({"text": "Oil slumps", "label": "negative", "score": -0.5}),
     json.dumps({"id": "f", "text": "$TSLA up", "targets": [{"target": "TSLA", "score": 0.4}], "kind": "post"}),
     json.dumps({"text": "Markets drift", "label": 2, "original_label": 2}),
+    json.dumps({"id": "fe", "text": "Tesla Inc <TSLA.O> rose, Ford fell",
+                "entities": [{"name": "Tesla Inc", "start": 0, "end": 9, "label": "positive"},
+                             {"name": "Ford", "label": "negative"}]}),
 ])
 
 

@@ -80,7 +80,7 @@ def convert(
     inputs: list[Path] = typer.Argument(..., help="Dataset files (JSONL or CSV)."),
     to: str = typer.Option("chat", "--to", help="records ({id, text, label, score?, tickers?, targets?, source}) or chat."),
     out: Path = typer.Option(..., "--out", "-o", help="A .jsonl file (inputs concatenated) or a folder (one file per input)."),
-    fmt: str | None = typer.Option(None, "--format", help="Force the reader: tfns, fpb, fiqa, csv or records (default: detect)."),
+    fmt: str | None = typer.Option(None, "--format", help="Force the reader: tfns, fpb, fiqa, finentity, csv or records (default: detect)."),
     text_col: str = typer.Option("text", "--text-col", help="CSV: text column (a 0-based number with --no-header)."),
     label_col: str | None = typer.Option("label", "--label-col", help="CSV: label column ('' when only a score exists)."),
     score_col: str | None = typer.Option(None, "--score-col", help="CSV: score column in [-1, 1]."),
@@ -91,7 +91,7 @@ def convert(
     delimiter: str | None = typer.Option(None, "--delimiter", help="CSV: field delimiter ('tab' for tabs; default: by file suffix)."),
     prompt_version: str = typer.Option("sentiment-v1", "--prompt-version", help="Task prompt for chat rows."),
 ) -> None:
-    """Convert twitter-financial-news-sentiment, Financial PhraseBank, FiQA or a CSV into records or chat JSONL."""
+    """Convert twitter-financial-news-sentiment, Financial PhraseBank, FiQA, FinEntity or a CSV into records or chat JSONL."""
     from tickerpulse.data.convert import convert as run_convert
     from tickerpulse.data.convert import output_paths
     from tickerpulse.data.readers import CsvColumns

@@ -2,8 +2,9 @@
 
 One chat row per question the record asks (`Record.questions(limit=None)`, the one rule of
 `tickerpulse.task.questions`):
-- FiQA: one row per annotated symbol with its own score; targets that are company names (headlines)
-  share one row with ticker null and their mean score;
+- FiQA and FinEntity: one row per annotated symbol with its own score; targets that are names without a
+  symbol (FiQA headlines, most FinEntity entities) share one row with ticker null and their mean score
+  (the prompt's ticker slot takes no name yet: issue #28);
 - otherwise one row per ticker of the record (the dataset's, else `extract_tickers`), or one with ticker
   null when there is none; the score is the record's own, else `LABEL_SCORES[label]`.
 
@@ -30,16 +31,18 @@ from tickerpulse.task.questions import Question
 from tickerpulse.task.contract import DEFAULT_PROMPT, LABEL_SCORES, build_messages, format_answer, load_prompt
 
 Target = Literal["records", "chat"]
+SUBJECT_CHARS = 240
 SOURCE_NAMES = {"tfns": "twitter-financial-news-sentiment", "fpb": "Financial PhraseBank", "fiqa": "FiQA",
-                "csv": "CSV", "records": "labeled records"}
+                "finentity": "FinEntity", "csv": "CSV", "records": "labeled records"}
 
 
 def subject(rec: Record, q: Question) -> str:
     """What the templated reasoning names: "$AAPL", the annotated company names ("Royal Mail"), "the market"."""
     if q.ticker:
         return f"${q.ticker}"
-    names = [t.target for t in rec.targets if t.ticker is None]
-    return " and ".join(dict.fromkeys(names)) if names else "the market"
+    names = " and ".join(dict.fromkeys(t.target for t in rec.targets if t.ticker is None))
+    # the answer's reasoning holds 400 characters: a paragraph naming many entities is cut, not an error
+    return (names if len(names) <= SUBJECT_CHARS else names[: SUBJECT_CHARS - 1] + "…") or "the market"
 
 
 def template_reasoning(source: str, label: str, subject: str) -> str:

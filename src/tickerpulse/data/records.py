@@ -5,8 +5,9 @@ stage (data convert/split, distill's input, the recipe's splits):
 - `label`: negative | neutral | positive; None only for an unlabeled text (distill's teacher labels it);
 - `score`: a continuous gold score in [-1, 1] when the dataset has one (FiQA), else absent;
 - `tickers`: upper-case symbols mentioned (the dataset's own, else found by `extract_tickers`);
-- `targets`: per-target gold `[{target, ticker, score, label}]` (FiQA: a company name or a symbol);
-- `source`: which reader made it (tfns, fpb, fiqa, csv, records, raw for unlabeled texts);
+- `targets`: per-target gold `[{target, ticker, score, label}]` (FiQA: a company name or a symbol; FinEntity:
+  an entity name, its symbol when a US Reuters RIC follows it);
+- `source`: which reader made it (tfns, fpb, fiqa, finentity, csv, records, raw for unlabeled texts);
 - `dataset`: the dataset a recipe assigned it to (tfns, fpb, fiqa), empty otherwise.
 Which ticker a record asks about is `Record.questions` (the one rule, `tickerpulse.task.questions`).
 
@@ -14,6 +15,10 @@ Readers (auto-detected from a file's fields, or forced with `fmt`):
 - `tfns`: twitter-financial-news-sentiment (`label` string or the hub's int 0=Bearish 1=Bullish 2=Neutral);
 - `fpb`: Financial PhraseBank (`text`/`sentence`, `label` string or the hub's int 0=neg 1=neu 2=pos);
 - `fiqa`: FiQA 2018 task 1 (`targets` with scores; symbols of posts become tickers);
+- `finentity`: FinEntity (`entities` [{name, start?, end?, label}] of a news paragraph): one `Target` per
+  mention, scored `LABEL_SCORES[label]` (the dataset has labels only); ticker = the symbol of a US Reuters RIC
+  right after a mention of that name (`Tesla Inc <TSLA.O>` -> TSLA; `.N` `.O` `.OQ` `.A` `.K` listings only:
+  a foreign or index RIC is no US symbol); the record's label is that of the mean target score, as FiQA's;
 - `csv`: any CSV, with column names given by `CsvColumns` (in `tickerpulse.data.readers`, which also picks
   the reader for a file: `read_records`);
 - `records`: files already in this shape (and any `{text, label}` JSONL).
@@ -22,24 +27,26 @@ Every reader streams (one line at a time) and turns any row that does not fit, i
 non-finite or huge numbers, into a `DataError` naming `file:line`; the first broken row stops the read (see
 `tickerpulse data validate` to list them all).
 
-Known limitation: company names (FiQA headline targets such as "Royal Mail") are not mapped to symbols.
+Known limitation: company names (FiQA headline targets such as "Royal Mail", FinEntity names without a US
+RIC) are not mapped to symbols.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tickerpulse.data.formats import DataError, iter_jsonl
-from tickerpulse.task.contract import LABELS, score_to_label
+from tickerpulse.task.contract import LABEL_SCORES, LABELS, score_to_label
 from tickerpulse.task.questions import Question, clean_symbol, questions_of, symbols_of
 
-SourceFormat = Literal["tfns", "fpb", "fiqa", "csv", "records"]
-SOURCE_FORMATS: tuple[str, ...] = ("tfns", "fpb", "fiqa", "csv", "records")
+SourceFormat = Literal["tfns", "fpb", "fiqa", "finentity", "csv", "records"]
+SOURCE_FORMATS: tuple[str, ...] = ("tfns", "fpb", "fiqa", "finentity", "csv", "records")
 
 # Words datasets use for the three labels (lower-cased before lookup).
 LABEL_WORDS = {
@@ -51,6 +58,9 @@ TFNS_INT_LABELS = {0: "negative", 1: "positive", 2: "neutral"}
 FPB_INT_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 # what a broken row raises while a reader takes it apart (KeyError: a missing field; Overflow: a huge number)
 ROW_ERRORS = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError)
+# A US-listed Reuters RIC right after a name: NYSE .N, Nasdaq .O/.OQ, NYSE American .A, NYSE Arca .K
+US_RIC = re.compile(r"[ \t]{0,3}<([A-Z]{1,5})\.(?:N|OQ|O|A|K)>")
+MAX_ENTITIES = 256  # per paragraph (FinEntity has at most 11): bounds a hostile row's name searches
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -230,6 +240,8 @@ def detect_source(row: dict[str, Any]) -> SourceFormat:
         return "records"  # our own records (`Record.to_dict` always names the source), also when mixed
     if isinstance(row.get("targets"), list) and "source" not in row:
         return "fiqa"
+    if isinstance(row.get("entities"), list) and "source" not in row:
+        return "finentity"
     if "original_label" in row or str(row.get("id", "")).startswith("tfns-"):
         return "tfns"
     if "sentence" in row or str(row.get("id", "")).startswith("fpb-"):
@@ -282,6 +294,48 @@ def _from_fiqa(row: dict[str, Any], n: int) -> Record:
                   tickers=tickers, targets=targets)
 
 
+def _entity_span(text: str, e: dict[str, Any], i: int) -> tuple[str, int]:
+    """(name, end offset) of entity `i`: its `start`/`end` must frame the name in the text when given."""
+    name = e["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"entities[{i}].name must be a non-empty string, got {short(name)}")
+    if "start" not in e and "end" not in e:
+        start = text.find(name)
+        if start < 0:
+            raise ValueError(f"entities[{i}].name {short(name)} is not in the text")
+        return name, start + len(name)
+    start, end = e.get("start"), e.get("end")
+    if not (_plain_int(start) and _plain_int(end) and 0 <= start < end <= len(text)):
+        raise ValueError(f"entities[{i}] start/end {short(start)}/{short(end)} are not offsets into the text")
+    if text[start:end] != name:
+        raise ValueError(f"entities[{i}]: text[{start}:{end}] is {short(text[start:end])}, not the name {short(name)}")
+    return name, end
+
+
+def _from_finentity(row: dict[str, Any], n: int) -> Record:
+    text = _text(row, "text")
+    entities = row["entities"]
+    if not isinstance(entities, list) or not entities:
+        raise ValueError("entities must be a non-empty list of {name, start, end, label}")
+    if len(entities) > MAX_ENTITIES:
+        raise ValueError(f"{len(entities)} entities in one paragraph (at most {MAX_ENTITIES})")
+    mentions: list[tuple[str, str]] = []
+    symbol: dict[str, str] = {}  # name -> the US symbol a RIC after any mention of it gives
+    for i, e in enumerate(entities):
+        if not isinstance(e, dict):
+            raise ValueError(f"entities[{i}] must be an object {{name, start, end, label}}, got {type(e).__name__}")
+        name, end = _entity_span(text, e, i)
+        mentions.append((name, normalize_label(e["label"])))
+        if (ric := US_RIC.match(text, end)) and (sym := clean_symbol(ric.group(1))):
+            symbol.setdefault(name, sym)
+    targets = [Target(target=name, score=LABEL_SCORES[label], ticker=symbol.get(name), label=label)
+               for name, label in mentions]
+    score = sum(t.score for t in targets) / len(targets)
+    tickers = dedupe_symbols(t.ticker for t in targets) or symbols_of(text)
+    return Record(id=_id(row.get("id", f"finentity-{n}")), text=text, label=score_to_label(score),
+                  source="finentity", tickers=tickers, targets=targets)
+
+
 def _from_records(row: dict[str, Any], n: int, source: str) -> Record:
     if "id" not in row:
         row = {**row, "id": f"{source}-{n}"}
@@ -310,6 +364,8 @@ def iter_jsonl_records(path: str | Path, fmt: SourceFormat | None = None) -> Ite
                 rec = _from_fpb(row, n)
             elif chosen == "fiqa":
                 rec = _from_fiqa(row, n)
+            elif chosen == "finentity":
+                rec = _from_finentity(row, n)
             elif chosen == "records":
                 rec = _from_records(row, n, path.stem)
             else:
