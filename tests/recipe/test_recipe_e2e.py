@@ -79,3 +79,15 @@ def test_recipe_tiny_slice(shared_data: Path, smollm2_path: Path, tmp_path: Path
     assert str(engine.rt.dtype) == f"torch.{declared}"
     for f in out.glob("eval/*/student-*/eval.json"):
         assert json.loads(f.read_text())["config"]["dtype"] == declared, f
+
+    # --evaluate-only reruns calibration, evaluation and the card on the same work folder and student: the
+    # fast-mode numbers come out identical (the engine's answers do not depend on batching), the train steps'
+    # timings are kept
+    proc = subprocess.run([*cmd, "--evaluate-only"], cwd=ROOT, capture_output=True, text=True, timeout=1400,
+                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    again = json.loads((model_dir / "card.json").read_text())
+    for ds in ("tfns", "fpb", "fiqa"):
+        for key in ("accuracy", "macro_f1", "score_mae"):
+            assert again["results"][ds]["student fast"][key] == card["results"][ds]["student fast"][key], (ds, key)
+    assert again["timings_s"]["train"] == card["timings_s"]["train"] and again["train"] == card["train"]

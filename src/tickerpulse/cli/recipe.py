@@ -29,6 +29,8 @@ def sentiment(
     injection_n: int | None = typer.Option(None, help="Posts in the injection test (default 100)."),
     seed: int | None = typer.Option(None, help="Seed for splits, sampling and training."),
     set_: list[str] = typer.Option([], "--set", help="Any recipe key, e.g. --set train.num_layers=8 (repeatable)."),
+    evaluate_only: bool = typer.Option(False, "--evaluate-only", help="Keep the work folder's data and run and the "
+                                       "installed student; calibrate, evaluate and write the card again."),
 ) -> None:
     """Data -> teacher -> LoRA -> fuse -> calibrate -> evaluate vs baselines -> model card (docs/recipe.md)."""
     from tickerpulse.config import parse_set_flags
@@ -51,7 +53,7 @@ def sentiment(
             over.setdefault("eval", {})[key] = val
     cfg = load_recipe_config(config, over)
     card = run_recipe(cfg, log=lambda m: console.print(f"[bold cyan]recipe[/] {m}", highlight=False),
-                      argv=["tickerpulse", *sys.argv[1:]])
+                      argv=["tickerpulse", *sys.argv[1:]], evaluate_only=evaluate_only)
     console.print(f"\n[bold]{card['name']}[/] built in {card['wall_time_s'] / 60:.1f} min: "
                   f"{cfg.install_dir}\n", highlight=False)
     typer.echo(headline_markdown(card))

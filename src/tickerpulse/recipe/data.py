@@ -96,6 +96,19 @@ def write_records(rows: Sequence[Record], path: Path) -> Path:
     return path
 
 
+def read_data(folder: Path) -> dict[str, dict[str, list[Record]]]:
+    """The record files `write_records` wrote (`<dataset>-<split>.jsonl`) back as dataset -> split -> rows."""
+    from tickerpulse.data.formats import iter_jsonl
+
+    data: dict[str, dict[str, list[Record]]] = {}
+    for path in sorted(folder.glob("*-*.jsonl")):
+        ds, split = path.stem.rsplit("-", 1)
+        data.setdefault(ds, {})[split] = [Record.from_dict(row) for _, row in iter_jsonl(path)]
+    if not data:
+        raise FileNotFoundError(f"no record files in {folder}: run the whole recipe first")
+    return data
+
+
 def split_stats(data: dict[str, dict[str, list[Record]]]) -> dict[str, Any]:
     """Rows and label counts per dataset and split (for the card)."""
     stats: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from tickerpulse.data.records import Record
 from tickerpulse.models.loading import cpu_supports_bf16, write_serving_dtype
 from tickerpulse.recipe.card import FAST, FREE, REASON
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
-from tickerpulse.recipe.data import assemble, split_stats, write_records
+from tickerpulse.recipe.data import assemble, read_data, split_stats, write_records
 
 Log = Callable[[str], None]
 
@@ -40,12 +40,18 @@ class Timer:
         self.steps[name] = round(time.perf_counter() - since, 2)
 
 
-def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = None) -> dict[str, Any]:
-    """Build, evaluate and install the student; returns the card dict (also written as card.json)."""
-    from tickerpulse.recipe.card import write_card
+def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = None,
+               evaluate_only: bool = False) -> dict[str, Any]:
+    """Build, evaluate and install the student; returns the card dict (also written as card.json).
 
+    `evaluate_only`: keep the work folder's data and run and the installed student, and run calibration,
+    evaluation and the card again (after a change to the engine or the evaluation, without retraining).
+    """
     timer = Timer()
     out = Path(cfg.out)
+    if evaluate_only:
+        return _evaluate_and_card(cfg, read_data(out / "data"), out, log, timer,
+                                  json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {})
     if out.exists():
         shutil.rmtree(out)  # a recipe run is a rebuild: stale evals must never reach the card
     out.mkdir(parents=True)
@@ -81,13 +87,24 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
     log(f"fused -> {model_dir} (max |logit diff| {res.max_abs_logit_diff}; served in {student_dtype} on CPU)")
     timer.step("fuse", t)
 
+    return _evaluate_and_card(cfg, data, out, log, timer)
+
+
+def _evaluate_and_card(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], out: Path, log: Log, timer: Timer,
+                       earlier: dict[str, float] | None = None) -> dict[str, Any]:
+    """Calibrate, evaluate, write timings and the card; `earlier` holds the timings of steps not rerun."""
+    from tickerpulse.recipe.card import write_card
+
+    model_dir = cfg.install_dir
     t = time.perf_counter()
     calib = calibrate(cfg, data, model_dir, log)
     (out / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n")
     timer.step("calibrate", t)
 
     evaluate_all(cfg, data, model_dir, out, log, timer)
-    timer.steps["total_before_card"] = round(time.perf_counter() - timer.t0, 2)
+    before = sum(v for k, v in (earlier or {}).items() if k in ("data", "distill", "train", "fuse"))
+    timer.steps = {**{k: v for k, v in (earlier or {}).items() if k in ("data", "distill", "train", "fuse")}, **timer.steps}
+    timer.steps["total_before_card"] = round(before + time.perf_counter() - timer.t0, 2)
     (out / "timings.json").write_text(json.dumps(timer.steps, indent=2) + "\n")
     card = write_card(out, model_dir, cfg)
     log(f"card: {model_dir / 'README.md'}")
@@ -186,6 +203,7 @@ def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], model
     from tickerpulse.serve.engine import SentimentEngine
 
     valid = [r for ds in DATASETS for r in data[ds]["valid"]]
+    (model_dir / "calibration.json").unlink(missing_ok=True)  # fit on the raw label probabilities, not on a previous fit's
     engine = SentimentEngine(str(model_dir))
     result = fit_calibration(engine.label_probs, [(r.text, r.tickers[0] if r.tickers else None) for r in valid],
                              [r.label for r in valid], [r.dataset for r in valid],
