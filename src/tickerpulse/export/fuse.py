@@ -18,7 +18,6 @@ Limitation: an adapter that changes a tied embedding also changes the tied outpu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -30,6 +29,7 @@ from typing import Any, Literal
 
 from tickerpulse.config import ConfigError
 from tickerpulse.export.gguf import read_json_object
+from tickerpulse.train.run_folder import sha256_file
 
 FuseDtype = Literal["auto", "float32", "bfloat16", "float16"]
 FP32_TOLERANCE = 1e-3  # far above fp32 noise (~1e-4), far below a broken merge (> 0.1)
@@ -308,7 +308,7 @@ def _provenance(run: RunInfo, base_name: str, base_dir: Path, dtype: str, stops:
             "use_dora": bool(ac.get("use_dora")),
             "target_modules": ac.get("target_modules"),
             "file": str(weights) if weights else None,
-            "sha256": _sha256(weights) if weights and weights.is_file() else None,
+            "sha256": sha256_file(weights) if weights and weights.is_file() else None,
             "train_config": run.train_config or None,
         },
         "base_quantization": run.quantize,
@@ -324,12 +324,3 @@ def _provenance(run: RunInfo, base_name: str, base_dir: Path, dtype: str, stops:
         "tickerpulse_version": tickerpulse.__version__,
         "command": command if command is not None else sys.argv,
     }
-
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
