@@ -115,7 +115,8 @@ def test_engine_reads_calibration_of_a_named_model(tmp_path: Path, monkeypatch) 
 
 def test_bf16_label_probabilities_depend_on_the_item_alone() -> None:
     """In bf16 a row's logits move with the padded length of its pass (not with the number of rows), so the
-    engine pads each item to its own length bucket: alone, in any mix and any order, the same probabilities."""
+    engine pads each item to its own length bucket: alone, in any mix and any order, the same probabilities,
+    and reasoning mode's label is fast mode's."""
     from tickerpulse.models.loading import cpu_supports_bf16
     from tickerpulse.serve.engine import SentimentEngine
 
@@ -130,4 +131,8 @@ def test_bf16_label_probabilities_depend_on_the_item_alone() -> None:
     pairs = [p for i in range(0, len(items), 5) for p in eng.label_probs(items[i : i + 5])]
     for got in (together, shuffled, pairs):
         assert [list(map(float, a)) for a in alone] == [list(map(float, b)) for b in got]
+    # reasoning mode takes its label from the same pass: it never disagrees with fast mode
+    fast = eng.analyze(items[:8], mode="fast")
+    slow = eng.analyze(items[:8], mode="reasoning", max_tokens=4)
+    assert [a["sentiment"] for a in slow] == [a["sentiment"] for a in fast]
     eng.close()

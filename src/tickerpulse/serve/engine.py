@@ -6,13 +6,14 @@ whatever the model writes:
 - fast: one forward pass over prompt + `answer_prefix(ticker)` (`{"ticker": "AAPL", "sentiment": "`); the
   softmax over the first tokens of the three labels gives the label (argmax) and score = p(pos) - p(neg)
   (optionally temperature-calibrated). The reasoning is empty. The shared system prompt's KV is computed once
-  per adapter and the suffixes of a batch run against it.
+  per adapter and the suffixes of a batch run against it. Each item is padded to its own length bucket, so its
+  answer does not depend on the other items of its batch (bf16 included).
 - reasoning: the same pass picks the label (so both modes always agree on it), then constrained decoding
   writes the rest of the JSON: a score in the label's range and a bounded, JSON-safe reasoning string
   (`tickerpulse.serve.grammar`, llguidance), with the fixed parts fed without sampling.
 
 Calibration: a `calibration.json` `{"temperature": T, "label_bias": [...]}` in the adapter (or model) folder
-shifts and scales the three label logits before the softmax (`serve.calibration`; absent = identity).
+shifts and scales the three label logits before the softmax (`task.calibration`; absent = identity).
 
 Limitations: greedy decoding in reasoning mode; texts are cut to 2000 characters by `sanitize_text`.
 """
@@ -171,7 +172,9 @@ class SentimentEngine:
         from tickerpulse.serve.reasoning import reason
 
         self.stats["reasoning_texts"] += len(norm)
-        return reason(self, adapter, norm, encoded, max_tokens=max_tokens)
+        with self.rt.use(adapter):
+            probs = self._label_pass(adapter, encoded)  # batch-independent: the label is fast mode's, always
+        return reason(self, adapter, norm, encoded, max_tokens=max_tokens, probs=probs)
 
     def label_probs(self, items: Sequence[tuple[str, str | None]],
                     adapter_name: str | None = "__default__") -> list[list[float]]:

@@ -44,15 +44,18 @@ class SentimentConstraint:
     """First token: one of the label tokens (probabilities recorded); then the label's answer schema."""
 
     def __init__(self, ticker: str | None, label_ids: list[int], tokenizer: Any, calibration: LabelCalibration | None = None,
-                 max_tokens: int = 48) -> None:
+                 max_tokens: int = 48, probs: Any = None) -> None:
         self.ticker, self.label_ids, self.tokenizer = ticker, label_ids, tokenizer
         self.calibration, self.max_tokens = calibration or LabelCalibration(), max_tokens
         self.reason_tokens = 0  # tokens sampled inside the reasoning string
         self.inner: GrammarConstraint | None = None
-        self.probs: Any = None
+        # the label probabilities of the engine's label pass (fast mode's), when given: the label is then fast
+        # mode's by construction; otherwise they are read from the first decode step's logits
+        self.fixed = probs is not None
+        self.probs: Any = None if probs is None else np.asarray(probs, dtype=np.float64)
 
     def observe(self, logits: Any) -> None:
-        if self.inner is None:
+        if self.inner is None and not self.fixed:
             self.probs = self.calibration.probs(np.asarray(logits[self.label_ids], dtype=np.float64))
 
     def mask(self, budget: int) -> Any:
@@ -96,16 +99,18 @@ class SentimentConstraint:
 
 
 def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]], encoded: list[tuple[list[int], bool]],
-           max_tokens: int) -> list[dict[str, Any]]:
-    """Answers with generated score and reasoning for (text, ticker) items already encoded by the engine."""
+           max_tokens: int, probs: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Answers with generated score and reasoning for (text, ticker) items already encoded by the engine; `probs`
+    (the engine's label pass) fixes each label to fast mode's."""
     from tickerpulse.task.answers import make_answer
 
     rt = engine.rt
     tokenizer = grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))
     calib = engine._calib.get(adapter, LabelCalibration())
     reqs, cons = [], []
-    for (_, ticker), (ids, uses_prefix) in zip(norm, encoded):
-        con = SentimentConstraint(ticker, engine._label_ids, tokenizer, calib, max(1, max_tokens))
+    for k, ((_, ticker), (ids, uses_prefix)) in enumerate(zip(norm, encoded)):
+        con = SentimentConstraint(ticker, engine._label_ids, tokenizer, calib, max(1, max_tokens),
+                                  probs=None if probs is None else probs[k])
         full = engine._prefix_ids + ids if uses_prefix else ids
         # max_tokens bounds the free part; the fixed JSON around it is allowed on top (budget counted in chars)
         reqs.append(GenRequest(prompt_ids=full, max_new_tokens=max(1, max_tokens) + _FIXED_CHARS, constraint=con))
