@@ -14,6 +14,7 @@ from tickerpulse.evaluate.calibrate import fit_calibration
 from tickerpulse.evaluate.items import load_items
 from tickerpulse.evaluate.result import EvalResult
 from tickerpulse.evaluate.suite import System, agreement, evaluate_set, injection_eval, slug
+from tickerpulse.task.questions import Question
 
 POS = [f"$X{i} beats estimates and raises guidance, great quarter" for i in range(8)]
 NEG = [f"$X{i} misses estimates and cuts outlook, terrible loss" for i in range(8)]
@@ -77,9 +78,10 @@ def test_injection_eval_flips_and_reuses_known_clean_labels(test_set) -> None:
 
 def test_fit_calibration_from_a_probability_table() -> None:
     table = {"up": [0.05, 0.15, 0.8], "down": [0.8, 0.15, 0.05], "flat": [0.1, 0.8, 0.1]}
-    questions = [(t, None) for t in ["up", "down", "flat"] * 6]
-    fit = fit_calibration(lambda qs: [table[t] for t, _ in qs], questions, ["positive", "negative", "neutral"] * 6,
-                          ["a"] * 18, [0.4, -0.4, 0.0] * 6, bias_grid=[], temperature_grid=[0.5, 1.0, 2.0, 4.0])
+    gold = {"up": ("positive", 0.4), "down": ("negative", -0.4), "flat": ("neutral", 0.0)}
+    questions = [Question(f"q{i}", t, None, *gold[t], group="a") for i, t in enumerate(["up", "down", "flat"] * 6)]
+    fit = fit_calibration(lambda qs: [table[t] for t, _ in qs], questions, bias_grid=[],
+                          temperature_grid=[0.5, 1.0, 2.0, 4.0])
     assert fit["label_bias"] == [0.0, 0.0, 0.0] and fit["objective"] == "score_mae"
     assert fit["temperature"] > 1.0  # gold scores of 0.4 for confident answers: soften
     assert fit["bias_fit"] == {"label_bias": [0.0, 0.0, 0.0]}

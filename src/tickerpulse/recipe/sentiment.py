@@ -102,9 +102,9 @@ def _evaluate_and_card(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]
     timer.step("calibrate", t)
 
     evaluate_all(cfg, data, model_dir, out, log, timer)
-    before = sum(v for k, v in (earlier or {}).items() if k in ("data", "distill", "train", "fuse"))
-    timer.steps = {**{k: v for k, v in (earlier or {}).items() if k in ("data", "distill", "train", "fuse")}, **timer.steps}
-    timer.steps["total_before_card"] = round(before + time.perf_counter() - timer.t0, 2)
+    kept = {k: v for k, v in (earlier or {}).items() if k in ("data", "distill", "train", "fuse")}
+    timer.steps = {**kept, **timer.steps}
+    timer.steps["total_before_card"] = round(sum(kept.values()) + time.perf_counter() - timer.t0, 2)
     (out / "timings.json").write_text(json.dumps(timer.steps, indent=2) + "\n")
     card = write_card(out, model_dir, cfg)
     log(f"card: {model_dir / 'README.md'}")
@@ -205,9 +205,8 @@ def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], model
     valid = [r for ds in DATASETS for r in data[ds]["valid"]]
     (model_dir / "calibration.json").unlink(missing_ok=True)  # fit on the raw label probabilities, not on a previous fit's
     engine = SentimentEngine(str(model_dir))
-    result = fit_calibration(engine.label_probs, [(r.text, r.tickers[0] if r.tickers else None) for r in valid],
-                             [r.label for r in valid], [r.dataset for r in valid],
-                             [r.score if r.dataset == "fiqa" else None for r in valid], bias_grid=cfg.eval.bias_grid,
+    # each row's question (`questions_of`): its ticker, its gold, its dataset as the group; only FiQA has scores
+    result = fit_calibration(engine.label_probs, [r.questions()[0] for r in valid], bias_grid=cfg.eval.bias_grid,
                              temperature_grid=cfg.eval.calibration_grid, seed=cfg.seed)
     (model_dir / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
     bias = result["bias_fit"]
