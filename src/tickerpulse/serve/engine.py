@@ -20,22 +20,13 @@ Limitations: greedy decoding in reasoning mode; texts are cut to 2000 characters
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tickerpulse.task.contract import (
-    DEFAULT_PROMPT,
-    LABELS,
-    SentimentAnswer,
-    answer_prefix,
-    build_messages,
-    load_prompt,
-    sanitize_text,
-)
 from tickerpulse.task.answers import clean_text, make_answer, normalize_ticker
 from tickerpulse.task.calibration import LabelCalibration
+from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, answer_prefix, build_messages, load_prompt, sanitize_text
 
 Mode = Literal["fast", "reasoning"]
 Item = tuple[str, "str | None"]
@@ -212,14 +203,6 @@ class SentimentEngine:
     def _fast_answer(self, ticker: str | None, p: Any) -> dict[str, Any]:
         label = LABELS[int(p.argmax())]
         return make_answer(ticker, label, float(p[2] - p[0]))
-
-    def _reasoning_answer(self, ticker: str | None, p: Any, generated: str) -> dict[str, Any]:
-        label = LABELS[int(p.argmax())]
-        try:
-            obj = json.loads(generated)
-            return SentimentAnswer.model_validate({**obj, "ticker": ticker}).model_dump()
-        except Exception:  # constrained decoding makes this unreachable; never hand back an invalid answer
-            return make_answer(ticker, label, float(p[2] - p[0]))
 
     def _label_pass(self, adapter: str | None, encoded: list[tuple[list[int], bool]]) -> list[Any]:
         """Label probabilities per item (3 floats, LABELS order). Call inside `rt.use(adapter)`.
