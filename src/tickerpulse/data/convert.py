@@ -38,11 +38,11 @@ SOURCE_NAMES = {"tfns": "twitter-financial-news-sentiment", "fpb": "Financial Ph
 
 def subject(rec: Record, q: Question) -> str:
     """What the templated reasoning names: "$AAPL", the annotated company names ("Royal Mail"), "the market"."""
-    if q.ticker:
+    if q.ticker and q.ticker == q.target:
         return f"${q.ticker}"
-    names = " and ".join(dict.fromkeys(t.target for t in rec.targets if t.ticker is None))
-    # the answer's reasoning holds 400 characters: a paragraph naming many entities is cut, not an error
-    return (names if len(names) <= SUBJECT_CHARS else names[: SUBJECT_CHARS - 1] + "…") or "the market"
+    # the answer's reasoning holds 400 characters: a long entity name is cut, not an error
+    name = q.target or ""
+    return (name if len(name) <= SUBJECT_CHARS else name[: SUBJECT_CHARS - 1] + "…") or "the market"
 
 
 def template_reasoning(source: str, label: str, subject: str) -> str:
@@ -59,18 +59,20 @@ def record_to_chat(rec: Record, prompt_version: str = DEFAULT_PROMPT) -> list[di
     prompt = load_prompt(prompt_version)
     rows = []
     for q in rec.questions(limit=None):
-        ticker, label = q.ticker, q.label
+        target, ticker, label = q.target, q.ticker, q.label
         if label is None:
             raise ValueError("no gold label (an unlabeled text: label it with `tickerpulse distill`)")
         score = q.score if q.score is not None else LABEL_SCORES[label]
-        answer = format_answer(ticker, label, score, template_reasoning(rec.source, label, subject(rec, q)))
+        answer = format_answer(target, label, score, template_reasoning(rec.source, label, subject(rec, q)),
+                               prompt_version)
         rows.append({
-            "messages": [*build_messages(rec.text, ticker, prompt_version), {"role": "assistant", "content": answer}],
+            "messages": [*build_messages(rec.text, target, prompt_version), {"role": "assistant", "content": answer}],
             "meta": {
                 "id": q.id,
                 "record_id": rec.id,
                 "source": rec.source,
                 "text": rec.text,
+                "target": target,
                 "ticker": ticker,
                 "label": label,
                 "score": round(float(score), 2),

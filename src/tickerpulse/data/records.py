@@ -27,8 +27,8 @@ Every reader streams (one line at a time) and turns any row that does not fit, i
 non-finite or huge numbers, into a `DataError` naming `file:line`; the first broken row stops the read (see
 `tickerpulse data validate` to list them all).
 
-Known limitation: company names (FiQA headline targets such as "Royal Mail", FinEntity names without a US
-RIC) are not mapped to symbols.
+Named targets (FiQA headline targets such as "Royal Mail", FinEntity entities) are asked about by name; their
+symbol is the company table's when it knows the name (`task.contract.resolve_target`).
 """
 
 from __future__ import annotations
@@ -136,11 +136,11 @@ class Record:
             raise ValueError("tickers must be a list of symbols")
 
     def target_scores(self) -> dict[str | None, float]:
-        """Per-target gold scores by symbol (None: the named companies that are no symbol), means rounded to
-        3 places; empty when the record annotates no target."""
+        """Per-target gold scores by target as annotated (a symbol or an entity name), means of a target
+        annotated twice rounded to 3 places; empty when the record annotates no target."""
         groups: dict[str | None, list[float]] = {}
         for t in self.targets:
-            groups.setdefault(t.ticker, []).append(t.score)
+            groups.setdefault(t.target, []).append(t.score)
         return {sym: round(sum(v) / len(v), 3) for sym, v in groups.items()}
 
     def questions(self, limit: int | None = 1) -> list[Question]:

@@ -43,7 +43,7 @@ from tickerpulse.distill.teacher import (
     check_answer,
     endpoint_host,
 )
-from tickerpulse.task.contract import build_messages, format_answer, load_prompt
+from tickerpulse.task.contract import DEFAULT_PROMPT, build_messages, format_answer, load_prompt
 
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -68,7 +68,7 @@ class DistillConfig(StrictModel):
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(256, ge=16)
     seed: int = 0
-    prompt_version: str = "sentiment-v1"
+    prompt_version: str = DEFAULT_PROMPT
     drop_disagreements: bool = False
     near_dup_threshold: float = Field(0.8, gt=0, le=1, description="5-gram Jaccard for near-duplicates; 1 disables.")
     drop_near_duplicates: bool = False
@@ -222,7 +222,7 @@ class _Job:
     def item(self, idx: int) -> Item:
         if idx not in self.items:
             q = self.plan.rows[idx].questions()[0]  # the one question rule (FiQA: that target's own gold)
-            self.items[idx] = Item(q.id, q.text, q.ticker, list(q.tickers), q.label, q.score, q.source)
+            self.items[idx] = Item(q.id, q.text, q.target, list(q.tickers), q.label, q.score, q.source)
         return self.items[idx]
 
     async def run(self, teacher: Teacher, handle_signals: bool) -> None:
@@ -355,7 +355,8 @@ class _Job:
         it, out = self.item(idx), self.results[idx]
         ans = out.answer or {}
         try:
-            content = format_answer(ans.get("ticker"), ans.get("sentiment", ""), ans.get("score", 99), ans.get("reasoning", ""))
+            content = format_answer(it.target, ans.get("sentiment", ""), ans.get("score", 99), ans.get("reasoning", ""),
+                                    self.cfg.prompt_version)
             checked, reason = check_answer(content, it.target, it.tickers)
         except ValueError as exc:
             checked, reason = None, str(exc)
@@ -369,7 +370,8 @@ class _Job:
             "record_id": it.id,
             "source": self.plan.rows[idx].source,
             "text": it.text,
-            "ticker": it.target,
+            "target": checked.target,
+            "ticker": checked.ticker,
             "label": checked.sentiment,
             "score": round(checked.score, 2),
             "reasoning": out.reasoning_source,

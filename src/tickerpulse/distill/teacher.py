@@ -1,4 +1,4 @@
-"""Teachers: something that turns one (text, target ticker) into a validated `SentimentAnswer`.
+"""Teachers: something that turns one (text, target) into a validated `SentimentAnswer`.
 
 - `OpenAITeacher`: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp server,
   our own `tickerpulse serve`) through the official `openai` client. It asks for a `response_format`
@@ -29,11 +29,13 @@ from urllib.parse import urlsplit
 
 from tickerpulse.config import ConfigError
 from tickerpulse.task.contract import (
+    DEFAULT_PROMPT,
     LABEL_SCORES,
     SentimentAnswer,
     answer_json_schema,
     build_messages,
     parse_answer,
+    resolve_target,
 )
 
 Status = Literal["ok", "rejected", "failed"]
@@ -48,7 +50,7 @@ KNOWN_PRICES: dict[str, tuple[float, float]] = {
 }
 FEEDBACK = (
     "Your answer was rejected: {reason}. Reply again with one JSON object only, with exactly the keys "
-    '"ticker", "sentiment", "score", "reasoning"; the score must agree with the sentiment '
+    '"target", "ticker", "sentiment", "score", "reasoning"; the score must agree with the sentiment '
     "(positive > 0, negative < 0, neutral within [-0.5, 0.5])."
 )
 
@@ -111,21 +113,25 @@ class Teacher(Protocol):
 
 
 def check_answer(content: str | None, target: str | None, tickers: list[str]) -> tuple[SentimentAnswer | None, str | None]:
-    """Validate a teacher's raw answer: the pydantic schema, then the ticker consistency check.
+    """Validate a teacher's raw answer: the pydantic schema, then the target consistency check.
 
-    The answer's ticker must be the ticker the question is about (one of the tickers the project's
-    extractor found in the text), or null when the text has none.
+    The answer's ticker must be the symbol of the target the question is about (`resolve_target`: the
+    symbol itself, a name's symbol when the table knows it), or null when it has none; a given `target` key
+    must be the asked target (the answer is about it, whatever it writes there, so an absent one is filled).
     """
     ans, reason = parse_answer(content or "")
     if ans is None:
         return None, reason
-    if target is not None and ans.ticker != target:
-        return None, f"ticker: the question is about {target}, the answer names {ans.ticker}"
-    if target is None and ans.ticker is not None:
+    shown, symbol = resolve_target(target)
+    if ans.target is not None and ans.target != shown:
+        return None, f"target: the question is about {shown}, the answer names {ans.target}"
+    if symbol is not None and ans.ticker != symbol:
+        return None, f"ticker: the question is about {symbol}, the answer names {ans.ticker}"
+    if symbol is None and ans.ticker is not None:
         if ans.ticker in tickers:
             return None, f"ticker: the question names no ticker, the answer names {ans.ticker}"
         return None, f"ticker: {ans.ticker} is not mentioned in the post (expected null)"
-    return ans, None
+    return ans.model_copy(update={"target": shown}), None
 
 
 def canonical(ans: SentimentAnswer) -> dict[str, Any]:
@@ -133,18 +139,21 @@ def canonical(ans: SentimentAnswer) -> dict[str, Any]:
     score = round(ans.score, 2)
     if score == 0 and ans.sentiment != "neutral":  # 0.004 "positive" must stay positive after rounding
         score = 0.01 if ans.sentiment == "positive" else -0.01
-    return {"ticker": ans.ticker, "sentiment": ans.sentiment, "score": score, "reasoning": ans.reasoning}
+    return {"target": ans.target, "ticker": ans.ticker, "sentiment": ans.sentiment, "score": score,
+            "reasoning": ans.reasoning}
 
 
 def schema_for(target: str | None) -> dict[str, Any]:
-    """The answer schema narrowed to one question: `ticker` is that symbol (or null).
+    """The answer schema narrowed to one question: `target` is that target and `ticker` its symbol (or null).
 
     Drops the keywords strict structured-output implementations often refuse (`pattern`, `maxLength`);
     the pydantic check enforces them after the fact.
     """
+    shown, symbol = resolve_target(target)
     schema = copy.deepcopy(answer_json_schema())
     props = schema["properties"]
-    props["ticker"] = {"type": "string", "enum": [target]} if target else {"type": "null"}
+    props["target"] = {"type": "string", "enum": [shown]} if shown else {"type": "null"}
+    props["ticker"] = {"type": "string", "enum": [symbol]} if symbol else {"type": "null"}
     props["reasoning"].pop("maxLength", None)
     return schema
 
@@ -220,7 +229,7 @@ class OpenAITeacher:
         model: str,
         api_key: str,
         *,
-        prompt_version: str = "sentiment-v1",
+        prompt_version: str = DEFAULT_PROMPT,
         response_format: Literal["auto", "json_schema", "json_object", "none"] = "auto",
         temperature: float = 0.0,
         max_tokens: int = 256,
@@ -428,13 +437,15 @@ class GoldTeacher:
 
         if item.gold_label is None:
             return Outcome(status="rejected", reason="no gold label in the input row", reasoning_source="template")
-        subject = f"${item.target}" if item.target else "the market"
+        shown, symbol = resolve_target(item.target)
+        subject = f"${symbol}" if symbol and symbol == shown else shown or "the market"
         reasoning = template_reasoning(item.source, item.gold_label, subject)
         for score in (item.gold_score, LABEL_SCORES[item.gold_label]):
             if score is None:
                 continue
             try:
-                ans = SentimentAnswer(ticker=item.target, sentiment=item.gold_label, score=score, reasoning=reasoning)
+                ans = SentimentAnswer(target=shown, ticker=symbol, sentiment=item.gold_label, score=score,
+                                      reasoning=reasoning)
             except ValueError:
                 continue
             return Outcome(status="ok", answer=canonical(ans), reasoning_source="template", response_format="gold")

@@ -23,7 +23,7 @@ def fit_calibration(label_probs: Callable[[list[tuple[str, str | None]]], list[l
         {"temperature", "label_bias", <fit_temperature's fields>, "bias_fit": <fit_label_bias's fields>}
     """
     labels = [str(q.label) for q in questions]
-    probs = label_probs([(q.text, q.ticker) for q in questions])
+    probs = label_probs([(q.text, q.target) for q in questions])
     bias = (fit_label_bias(probs, labels, bias_grid, [q.group for q in questions], seed=seed) if bias_grid
             else {"label_bias": [0.0] * 3})
     fit = fit_temperature(probs, labels, [q.score for q in questions], temperature_grid, bias["label_bias"])

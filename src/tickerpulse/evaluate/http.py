@@ -47,7 +47,7 @@ class HttpLabeler:
         endpoint = self.url.rstrip("/").removesuffix("/v1") + "/v1/sentiment"
         with httpx.Client(timeout=self.timeout, headers=headers) as client:
             def call(chunk: Sequence[EvalItem]) -> list[str]:
-                body: dict[str, Any] = {"items": [{"text": it.text, "ticker": it.ticker} for it in chunk],
+                body: dict[str, Any] = {"items": [{"text": it.text, "target": it.target} for it in chunk],
                                         "mode": self.mode}
                 if self.max_tokens is not None:
                     body["max_tokens"] = self.max_tokens

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tickerpulse.data.formats import DataError, check_row, iter_jsonl, split_files
-from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, build_messages, parse_answer
+from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, build_messages, parse_answer, resolve_target
 
 Task = Literal["auto", "sentiment", "text"]
 PromptTicker = Literal["first", "none"]
@@ -40,7 +40,8 @@ class EvalItem:
     gold_label: str | None = None
     gold_score: float | None = None
     gold_tickers: list[str] | None = None  # None: unknown (no ticker metrics)
-    ticker: str | None = None  # the symbol the prompt asks about (None: the market); what a served labeler is asked
+    ticker: str | None = None  # the symbol of the target (None: an entity without a known symbol, or the market)
+    target: str | None = None  # what the prompt asks about: a symbol, an entity name, None = the market; what a served labeler is asked
     text: str = ""  # what a human reads in reports: the post, or the last user message
     line: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -158,10 +159,23 @@ def _labeled(row: dict[str, Any], item_id: str, path: Path, lineno: int, prompt_
     tickers = row.get("tickers")
     if tickers is not None and not (isinstance(tickers, list) and all(isinstance(t, str) for t in tickers)):
         raise DataError(path, lineno, "'tickers' must be a list of strings")
-    ticker = tickers[0] if tickers and prompt_ticker == "first" else None
-    return EvalItem(id=item_id, messages=build_messages(text, ticker, version=version), gold_label=key,
+    target = _first_target(row, tickers) if prompt_ticker == "first" else None
+    try:
+        shown, ticker = resolve_target(target)
+    except ValueError as exc:
+        raise DataError(path, lineno, str(exc)) from None
+    return EvalItem(id=item_id, messages=build_messages(text, shown, version=version), gold_label=key,
                     gold_score=score, gold_tickers=list(tickers) if tickers is not None else None, ticker=ticker,
-                    text=text, line=lineno)
+                    target=shown, text=text, line=lineno)
+
+
+def _first_target(row: dict[str, Any], tickers: list[str] | None) -> str | None:
+    """The target a labeled record asks about: its first annotated target (`targets`, a symbol or an entity
+    name; the recipe's FiQA and FinEntity records), else its first ticker, else None (the market)."""
+    targets = row.get("targets")
+    if isinstance(targets, list) and targets and isinstance(targets[0], dict) and isinstance(targets[0].get("target"), str):
+        return targets[0]["target"]
+    return tickers[0] if tickers else None
 
 
 def _decide_task(items: list[EvalItem], kind: str, task: Task, path: Path) -> Literal["sentiment", "text"]:
@@ -183,6 +197,7 @@ def _decide_task(items: list[EvalItem], kind: str, task: Task, path: Path) -> Li
         it.gold_label, it.gold_score = ans.sentiment, ans.score
         it.gold_tickers = [ans.ticker] if ans.ticker else []
         it.ticker = ans.ticker
+        it.target = ans.target if ans.target is not None else ans.ticker
     return "sentiment"
 
 

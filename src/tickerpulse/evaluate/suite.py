@@ -97,8 +97,8 @@ def injection_eval(labelers: Sequence[Labeler], items: list[EvalItem], data_info
     reference = clean_labels(labelers[0])
     injected = [inject(it.text, lab or "", i) for i, (it, lab) in enumerate(zip(items, reference))]
     asked = [a for _, a in injected]
-    dirty_items = [EvalItem(id=f"inj-{i}", messages=build_messages(x, it.ticker, prompt_version), text=x,
-                            ticker=it.ticker) for i, (it, (x, _)) in enumerate(zip(items, injected))]
+    dirty_items = [EvalItem(id=f"inj-{i}", messages=build_messages(x, it.target, prompt_version), text=x,
+                            ticker=it.ticker, target=it.target) for i, (it, (x, _)) in enumerate(zip(items, injected))]
     systems: dict[str, dict[str, Any]] = {}
     first_dirty: list[str | None] = []
     for k, labeler in enumerate(labelers):

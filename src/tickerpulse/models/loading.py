@@ -63,12 +63,27 @@ def declared_cpu_dtype(folder: str | Path) -> str | None:
     return _checked_cpu_dtype(value, f"{path}: ")
 
 
-def write_serving_dtype(folder: str | Path, cpu_dtype: str, why: str) -> Path:
-    """Declare the dtype a model folder is served in by "auto" on CPUs with native bf16 (see the module doc)."""
+def write_serving_dtype(folder: str | Path, cpu_dtype: str, why: str, **more: str) -> Path:
+    """Declare the dtype a model folder is served in by "auto" on CPUs with native bf16 (see the module doc),
+    plus `more` facts the serving engine reads (`declared_serving`): the recipe writes the prompt version the
+    model was trained with and the kind of reasoning it gives."""
     _checked_cpu_dtype(cpu_dtype)
     path = Path(folder) / SERVING_FILE
-    path.write_text(json.dumps({"cpu_dtype": cpu_dtype, "why": why}, indent=2) + "\n")
+    path.write_text(json.dumps({"cpu_dtype": cpu_dtype, "why": why, **more}, indent=2) + "\n")
     return path
+
+
+def declared_serving(folder: str | Path | None, key: str) -> str | None:
+    """A string field of the folder's serving.json (`prompt_version`, `reasoning`), None when absent or
+    not a string (a missing or unreadable file included: the caller's default applies)."""
+    if folder is None:
+        return None
+    path = Path(folder) / SERVING_FILE
+    try:
+        value = json.loads(path.read_text()).get(key) if path.is_file() else None
+    except (json.JSONDecodeError, AttributeError, OSError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _checked_cpu_dtype(value: Any, where: str = "") -> str:

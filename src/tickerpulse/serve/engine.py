@@ -3,7 +3,11 @@
 Two modes, one prompt (`tickerpulse.task.contract`), and every answer validates as `SentimentAnswer`
 whatever the model writes:
 
-- fast: one forward pass over prompt + `answer_prefix(ticker)` (`{"ticker": "AAPL", "sentiment": "`); the
+An item is (text, target): a symbol, an entity name or None (`task.contract.resolve_target`); every answer
+echoes the target and its symbol when known.
+
+- fast: one forward pass over prompt + `answer_prefix(target)` (`{"target": "AAPL", "ticker": "AAPL",
+  "sentiment": "`); the
   softmax over the first tokens of the three labels gives the label (argmax) and score = p(pos) - p(neg)
   (optionally temperature-calibrated). The reasoning is empty. The shared system prompt's KV is computed once
   per adapter and the suffixes of a batch run against it. Each item is padded to its own length bucket, so its
@@ -60,7 +64,8 @@ class SentimentEngine:
         adapter: a run/adapter folder used by default (loaded under the name of its folder), or None.
         device, dtype: as in `load_model` ("auto": fp32 on CPU unless the model folder's serving.json says bf16).
         adapters: more named adapters (name -> folder) a call may pick with `adapter_name=`.
-        prompt_version: the prompt file (`sentiment-v1`).
+        prompt_version: the prompt file; None: the one the model folder's serving.json names (what the recipe
+            trained it with), else `DEFAULT_PROMPT`.
         threads: torch intra-op threads (None keeps torch's default).
         max_text_tokens: posts longer than this many tokens are cut (after `sanitize_text`'s 2000 chars).
         prefix_cache: reuse the system prompt's KV (off only to measure what it saves).
@@ -68,7 +73,7 @@ class SentimentEngine:
 
     def __init__(self, model: Any = "smollm2-135m", adapter: str | Path | None = None, device: str = "auto",
                  dtype: str = "auto", *, adapters: Mapping[str, str | Path] | None = None,
-                 prompt_version: str = DEFAULT_PROMPT, threads: int | None = None,
+                 prompt_version: str | None = None, threads: int | None = None,
                  max_text_tokens: int = 512, prefix_cache: bool = True) -> None:
         from tickerpulse.serve.runtime import Runtime
 
@@ -81,7 +86,10 @@ class SentimentEngine:
             self.rt = model
         else:
             self.rt = Runtime(str(model), adapters=named, device=device, dtype=dtype, threads=threads)
-        self.prompt_version = prompt_version
+        from tickerpulse.models.loading import declared_serving
+
+        folder = _model_folder(str(self.rt.model_name))
+        self.prompt_version = prompt_version or declared_serving(folder, "prompt_version") or DEFAULT_PROMPT
         self.max_text_tokens = max_text_tokens
         self.prefix_cache = prefix_cache
         self.prompt_hash = load_prompt(prompt_version)["hash"]
@@ -90,7 +98,7 @@ class SentimentEngine:
         # The shared prefix: everything up to the user turn's text, identical for every request.
         probe = self._prompt_text("x", None)
         marker = "<|im_start|>user\n" if "<|im_start|>user\n" in probe else None
-        cut = probe.index(marker) + len(marker) if marker else probe.index("Ticker:")
+        cut = probe.index(marker) + len(marker) if marker else probe.index("Ticker:" if "Ticker:" in probe else "Target:")
         self._prefix_text = probe[:cut]
         self._prefix_ids = self.rt.encode(self._prefix_text)
         self._calib: dict[str | None, LabelCalibration] = {
@@ -102,15 +110,16 @@ class SentimentEngine:
 
     # ------------------------------------------------------------------------------------------ prompts
 
-    def _prompt_text(self, text: str, ticker: str | None) -> str:
-        msgs = build_messages(text, ticker, version=self.prompt_version)
-        return self.rt.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + answer_prefix(ticker)
+    def _prompt_text(self, text: str, target: str | None) -> str:
+        msgs = build_messages(text, target, version=self.prompt_version)
+        return (self.rt.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                + answer_prefix(target, self.prompt_version))
 
     def _first_label_tokens(self) -> list[int]:
-        base = self.rt.encode(answer_prefix("X"))
+        base = self.rt.encode(answer_prefix("X", self.prompt_version))
         ids = []
         for label in LABELS:
-            full = self.rt.encode(answer_prefix("X") + label)
+            full = self.rt.encode(answer_prefix("X", self.prompt_version) + label)
             if full[: len(base)] != base or len(full) == len(base):
                 raise RuntimeError(f"tokenizer splits the answer prefix oddly before {label!r}")
             ids.append(full[len(base)])
@@ -118,18 +127,18 @@ class SentimentEngine:
             raise RuntimeError("the three labels share a first token: fast mode cannot tell them apart")
         return ids
 
-    def encode_item(self, text: str, ticker: str | None) -> tuple[list[int], bool]:
+    def encode_item(self, text: str, target: str | None) -> tuple[list[int], bool]:
         """(ids, uses_prefix): ids after the cached prefix when it applies, else the whole prompt.
 
         `sanitize_text` bounds a post to 2000 characters, but 2000 digits or CJK characters are 2000+ tokens:
         posts longer than `max_text_tokens` are cut there (with " ...") so one post cannot stall a batch.
         """
         text = clean_text(text)
-        ids = self.rt.encode(self._prompt_text(text, ticker))
+        ids = self.rt.encode(self._prompt_text(text, target))
         if len(ids) > len(self._prefix_ids) + self.max_text_tokens + 64:
             body = self.rt.encode(sanitize_text(text))
             text = self.rt.tok.decode(body[: self.max_text_tokens], skip_special_tokens=True) + " ..."
-            ids = self.rt.encode(self._prompt_text(text, ticker))
+            ids = self.rt.encode(self._prompt_text(text, target))
         p = len(self._prefix_ids)
         if self.prefix_cache and ids[:p] == self._prefix_ids and len(ids) > p:
             return ids[p:], True
@@ -139,16 +148,17 @@ class SentimentEngine:
 
     def analyze(self, items: Sequence[tuple[str, str | None]], mode: Mode = "fast",
                 max_tokens: int = DEFAULT_REASONING_TOKENS, adapter_name: str | None = "__default__") -> list[dict[str, Any]]:
-        """One answer dict (valid `SentimentAnswer`) per (text, ticker), in order.
+        """One answer dict (valid `SentimentAnswer`) per (text, target), in order.
 
         Args:
-            items: (text, ticker or None for the market). Tickers are normalized (`$aapl` -> `AAPL`).
+            items: (text, target: a symbol, an entity name, or None for the market). Symbols are normalized
+                (`$aapl` -> `AAPL`).
             mode: "fast" (label scoring, empty reasoning) or "reasoning" (constrained JSON generation).
             max_tokens: reasoning mode: the most tokens of reasoning text per answer.
             adapter_name: a loaded adapter, None for the base; by default the engine's `adapter`.
 
         Raises:
-            ValueError: unknown mode, or a ticker that is not a symbol.
+            ValueError: unknown mode, or a target the schema refuses (longer than MAX_TARGET_CHARS).
         """
         if mode not in ("fast", "reasoning"):
             raise ValueError(f"mode must be 'fast' or 'reasoning', not {mode!r}")
@@ -169,7 +179,7 @@ class SentimentEngine:
 
     def label_probs(self, items: Sequence[tuple[str, str | None]],
                     adapter_name: str | None = "__default__") -> list[list[float]]:
-        """[p(negative), p(neutral), p(positive)] per (text, ticker) as fast mode computes them (with the
+        """[p(negative), p(neutral), p(positive)] per (text, target) as fast mode computes them (with the
         calibration temperature in effect); what a caller needs to fit that calibration."""
         adapter, norm, encoded = self._prepare(items, adapter_name)
         if not norm:
@@ -195,14 +205,14 @@ class SentimentEngine:
 
     def _prepare(self, items: Sequence[tuple[str, str | None]], adapter_name: str | None,
                  ) -> tuple[str | None, list[tuple[str, str | None]], list[tuple[list[int], bool]]]:
-        """(adapter, cleaned (text, ticker) items, encoded prompts): the common start of every request."""
+        """(adapter, cleaned (text, target) items, encoded prompts): the common start of every request."""
         adapter = self.default_adapter if adapter_name == "__default__" else self.rt.resolve(adapter_name)
-        norm = [(clean_text(t), normalize_ticker(k)) for t, k in items]
+        norm = [(clean_text(t), normalize_target(k)) for t, k in items]
         return adapter, norm, [self.encode_item(t, k) for t, k in norm]
 
-    def _fast_answer(self, ticker: str | None, p: Any) -> dict[str, Any]:
+    def _fast_answer(self, target: str | None, p: Any) -> dict[str, Any]:
         label = LABELS[int(p.argmax())]
-        return make_answer(ticker, label, float(p[2] - p[0]))
+        return make_answer(target, label, float(p[2] - p[0]))
 
     def _label_pass(self, adapter: str | None, encoded: list[tuple[list[int], bool]]) -> list[Any]:
         """Label probabilities per item (3 floats, LABELS order). Call inside `rt.use(adapter)`.

@@ -3,7 +3,7 @@ so `tickerpulse eval --mode fast|reasoning` and the recipe measure exactly what 
 
 It lives in serve because evaluate never imports a later stage; callers above both (the CLI, the recipe)
 build it and hand it to `evaluate.runner.run_labeler`. Each item is asked about its prompt's ticker
-(`EvalItem.ticker`, None = the market), like the HTTP labeler asks the running server.
+(`EvalItem.target`, None = the market), like the HTTP labeler asks the running server.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class EngineLabeler:
 
     def answer(self, items: Sequence[EvalItem]) -> LabelerRun:
         def call(chunk: Sequence[EvalItem]) -> list[dict[str, Any]]:
-            return self.engine.analyze([(it.text, it.ticker) for it in chunk], mode=self.mode,
+            return self.engine.analyze([(it.text, it.target) for it in chunk], mode=self.mode,
                                        max_tokens=self.max_tokens)
 
         answers, latency, wall = in_batches(call, items, self.batch_size)

@@ -35,17 +35,19 @@ _FIXED_CHARS = 40
 def answer_schema(label: str, max_chars: int = MAX_REASONING_CHARS) -> dict[str, Any]:
     """The answer schema with the label fixed and the score range of the label. The ticker is left open: the
     prompt already holds it (primed into the matcher), so three grammars serve every ticker."""
-    props = {"ticker": {"type": ["string", "null"]}, "sentiment": {"const": label}, "score": _SCORE[label],
-             "reasoning": {"type": "string", "maxLength": max_chars}}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+    props = {"target": {"type": ["string", "null"]}, "ticker": {"type": ["string", "null"]},
+             "sentiment": {"const": label}, "score": _SCORE[label], "reasoning": {"type": "string", "maxLength": max_chars}}
+    return {"type": "object", "properties": props, "required": ["ticker", "sentiment", "score", "reasoning"],
+            "additionalProperties": False}
 
 
 class SentimentConstraint:
     """First token: one of the label tokens (probabilities recorded); then the label's answer schema."""
 
     def __init__(self, ticker: str | None, label_ids: list[int], tokenizer: Any, calibration: LabelCalibration | None = None,
-                 max_tokens: int = 48, probs: Any = None) -> None:
+                 max_tokens: int = 48, probs: Any = None, prefix: str | None = None) -> None:
         self.ticker, self.label_ids, self.tokenizer = ticker, label_ids, tokenizer
+        self.prefix = answer_prefix(ticker) if prefix is None else prefix  # the answer text the prompt ends with
         self.calibration, self.max_tokens = calibration or LabelCalibration(), max_tokens
         self.reason_tokens = 0  # tokens sampled inside the reasoning string
         self.inner: GrammarConstraint | None = None
@@ -82,7 +84,7 @@ class SentimentConstraint:
         label = LABELS[self.label_ids.index(token_id)]
         grammar = compile_schema(answer_schema(label), self.tokenizer)
         self.inner = GrammarConstraint(grammar, self.max_tokens + _FIXED_CHARS)
-        self.inner.prefill(answer_prefix(self.ticker) + self.tokenizer.decode_str([token_id]))
+        self.inner.prefill(self.prefix + self.tokenizer.decode_str([token_id]))
         return True
 
     def forced_ids(self) -> list[int]:
@@ -108,9 +110,10 @@ def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]],
     tokenizer = grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))
     calib = engine._calib.get(adapter, LabelCalibration())
     reqs, cons = [], []
-    for k, ((_, ticker), (ids, uses_prefix)) in enumerate(zip(norm, encoded)):
-        con = SentimentConstraint(ticker, engine._label_ids, tokenizer, calib, max(1, max_tokens),
-                                  probs=None if probs is None else probs[k])
+    version = engine.prompt_version
+    for k, ((_, target), (ids, uses_prefix)) in enumerate(zip(norm, encoded)):
+        con = SentimentConstraint(target, engine._label_ids, tokenizer, calib, max(1, max_tokens),
+                                  probs=None if probs is None else probs[k], prefix=answer_prefix(target, version))
         full = engine._prefix_ids + ids if uses_prefix else ids
         # max_tokens bounds the free part; the fixed JSON around it is allowed on top (budget counted in chars)
         reqs.append(GenRequest(prompt_ids=full, max_new_tokens=max(1, max_tokens) + _FIXED_CHARS, constraint=con))
@@ -121,14 +124,16 @@ def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]],
             for i in range(0, len(group), 16):
                 decode(rt, group[i : i + 16], adapter, engine._prefix_ids if flag else None)
     out = []
-    for (_, ticker), req, con in zip(norm, reqs, cons):
+    for (_, target), req, con in zip(norm, reqs, cons):
         engine.stats["generated_tokens"] += req.generated
         p = con.probs
         label = LABELS[int(p.argmax())] if p is not None else "neutral"
         try:
-            obj = json.loads(answer_prefix(ticker) + req.text)
-            out.append(SentimentAnswer.model_validate(obj).model_dump())
+            obj = json.loads(con.prefix + req.text)
+            ans = SentimentAnswer.model_validate(obj)
+            # the target and symbol are the asked ones (a sentiment-v1 model does not write the target)
+            out.append(make_answer(target, ans.sentiment, ans.score, ans.reasoning))
         except Exception:  # cannot happen with the constraint; an answer must come back regardless
             engine.stats["fallbacks"] = engine.stats.get("fallbacks", 0) + 1
-            out.append(make_answer(ticker, label, float(p[2] - p[0]) if p is not None else 0.0))
+            out.append(make_answer(target, label, float(p[2] - p[0]) if p is not None else 0.0))
     return out

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from tickerpulse.task.contract import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer
+from tickerpulse.task.contract import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND, SentimentAnswer, resolve_target
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -39,8 +39,15 @@ def normalize_ticker(ticker: str | None) -> str | None:
     return SentimentAnswer.model_validate({"ticker": ticker, "sentiment": "neutral", "score": 0}).ticker
 
 
-def make_answer(ticker: str | None, label: str, score: float, reasoning: str = "") -> dict[str, Any]:
-    """A dict that validates as SentimentAnswer: the score is clamped into the label's range, reasoning bounded."""
+def normalize_target(target: str | None) -> str | None:
+    """The target as answers echo it (`$msft` -> MSFT, names as written, tidied), or None. Raises ValueError
+    for a target the schema refuses (too long)."""
+    return resolve_target(target)[0]
+
+
+def make_answer(target: str | None, label: str, score: float, reasoning: str = "") -> dict[str, Any]:
+    """A dict that validates as SentimentAnswer: target echoed with its symbol when known, the score clamped
+    into the label's range, reasoning bounded."""
     if label not in LABELS:
         label = "neutral"
     s = 0.0 if not math.isfinite(score) else max(-1.0, min(1.0, float(score)))
@@ -51,5 +58,7 @@ def make_answer(ticker: str | None, label: str, score: float, reasoning: str = "
         s = min(s, -0.01)
     else:
         s = max(-NEUTRAL_BAND, min(NEUTRAL_BAND, s))
-    ans = SentimentAnswer(ticker=ticker, sentiment=label, score=s, reasoning=(reasoning or "")[:MAX_REASONING_CHARS])
+    shown, ticker = resolve_target(target)
+    ans = SentimentAnswer(target=shown, ticker=ticker, sentiment=label, score=s,
+                          reasoning=(reasoning or "")[:MAX_REASONING_CHARS])
     return ans.model_dump()

@@ -1,8 +1,17 @@
 """The sentiment task contract: prompt, answer schema, parsing. Every stage uses these, so the student is
 trained on exactly the prompt the server and the stream send later.
 
-Answer JSON keys are in a fixed order `{ticker, sentiment, score, reasoning}`: putting `sentiment` before
-the free text lets the fast mode score the three label tokens right after `"sentiment": "`.
+A question asks about a *target*: a ticker symbol (`MSFT`, `$msft`), an entity name (`Johnson & Johnson`,
+`Brent crude`) or None (the market / the text as a whole). `resolve_target` is the one rule that turns what a
+caller sent into (target as shown to the model, its symbol when known): a symbol is its own ticker, a name
+gets the symbol of the company table (`task.names.symbol_of_name`) or None.
+
+The answer is one published schema, `{target, ticker, sentiment, score, reasoning}`, keys in this fixed
+order: putting `sentiment` before the free text lets fast mode score the three label tokens right after
+`"sentiment": "`, and the target right before it is what the label is about. Prompt `sentiment-v2` (the
+default) shows the target and has the model write the whole answer; `sentiment-v1` (models trained before
+targets) shows only a symbol and its models write `{ticker, sentiment, score, reasoning}`: the server adds
+`target` to their answers.
 """
 
 from __future__ import annotations
@@ -19,21 +28,59 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 Label = Literal["negative", "neutral", "positive"]
-DEFAULT_PROMPT = "sentiment-v1"
+DEFAULT_PROMPT = "sentiment-v2"
 MAX_REASONING_CHARS = 400
+MAX_TARGET_CHARS = 80
 NEUTRAL_BAND = 0.5  # a neutral answer's |score| must stay within this
 TICKER_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(?:[.\-][A-Z0-9]{1,4})?$")
 
 
+def clean_target(value: str | None) -> str | None:
+    """A target as the prompt and the answer show it: whitespace collapsed, no control characters or post
+    tags, at most MAX_TARGET_CHARS; None for nothing. Raises ValueError for a target that is too long."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"target must be a string, got {type(value).__name__}")
+    text = re.sub(r"</?\s*post\s*>", " ", value, flags=re.I)
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if len(text) > MAX_TARGET_CHARS:
+        raise ValueError(f"target has {len(text)} characters (at most {MAX_TARGET_CHARS})")
+    return text or None
+
+
+def resolve_target(value: str | None) -> tuple[str | None, str | None]:
+    """(target, ticker) for what a caller asks about: `$msft` / `MSFT` -> ("MSFT", "MSFT"); a name ->
+    (the name, its symbol or None): `Microsoft` -> ("Microsoft", "MSFT"), `Brent crude` -> ("Brent crude",
+    None); None or blank -> (None, None). A symbol is upper case as written or starts with `$` (so `Tesla` is
+    a name, `BP` a symbol). Raises ValueError for a target that is too long."""
+    from tickerpulse.task.names import symbol_of_name
+
+    target = clean_target(value)
+    if target is None:
+        return None, None
+    sym = target.lstrip("$").upper()
+    if (target.startswith("$") or target == target.upper()) and TICKER_RE.match(sym):
+        return sym, sym
+    return target, symbol_of_name(target)
+
+
 class SentimentAnswer(BaseModel):
-    """One (text, ticker) judgement. `score` agrees in sign with `sentiment`."""
+    """One (text, target) judgement. `score` agrees in sign with `sentiment`."""
 
     model_config = ConfigDict(extra="forbid")
 
+    target: str | None = Field(None, max_length=MAX_TARGET_CHARS,
+                               description="What the answer is about: a symbol, an entity name, or null for the market.")
     ticker: str | None = Field(None, description="Upper-case symbol without '$', or null for the market.")
     sentiment: Label
     score: float = Field(..., ge=-1.0, le=1.0)
     reasoning: str = Field("", max_length=MAX_REASONING_CHARS)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None) -> str | None:
+        return clean_target(v)
 
     @field_validator("ticker")
     @classmethod
@@ -62,26 +109,29 @@ def answer_json_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
+            "target": {"anyOf": [{"type": "string", "maxLength": MAX_TARGET_CHARS}, {"type": "null"}]},
             "ticker": {"anyOf": [{"type": "string", "pattern": TICKER_RE.pattern}, {"type": "null"}]},
             "sentiment": {"type": "string", "enum": list(LABELS)},
             "score": {"type": "number", "minimum": -1, "maximum": 1},
             "reasoning": {"type": "string", "maxLength": MAX_REASONING_CHARS},
         },
-        "required": ["ticker", "sentiment", "score", "reasoning"],
+        "required": ["target", "ticker", "sentiment", "score", "reasoning"],
         "additionalProperties": False,
     }
 
 
 @lru_cache(maxsize=8)
 def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
-    """The versioned prompt template {version, system, user, hash}."""
+    """The versioned prompt template {version, system, user, hash, answer_target} (`answer_target`: the model
+    writes the target into its answer and the user message shows it: sentiment-v2 on)."""
     try:
         raw = resources.files("tickerpulse.task").joinpath("prompts", f"{version}.yaml").read_text("utf-8")
     except FileNotFoundError:
         raise ValueError(f"unknown prompt version {version!r}") from None
     spec = yaml.safe_load(raw)
     digest = hashlib.sha256((spec["system"] + "\x00" + spec["user"]).encode()).hexdigest()[:16]
-    return {"version": spec["version"], "system": spec["system"], "user": spec["user"], "hash": digest}
+    return {"version": spec["version"], "system": spec["system"], "user": spec["user"], "hash": digest,
+            "answer_target": bool(spec.get("answer_target", False))}
 
 
 def sanitize_text(text: str, max_chars: int = 2000) -> str:
@@ -94,25 +144,40 @@ def sanitize_text(text: str, max_chars: int = 2000) -> str:
     return text.strip()
 
 
-def build_messages(text: str, ticker: str | None = None, version: str = DEFAULT_PROMPT) -> list[dict[str, str]]:
-    """System + user messages for one (text, ticker)."""
+def build_messages(text: str, target: str | None = None, version: str = DEFAULT_PROMPT) -> list[dict[str, str]]:
+    """System + user messages for one (text, target); `target` as `resolve_target` takes it (a prompt
+    without targets, sentiment-v1, shows the target's symbol or none)."""
     p = load_prompt(version)
-    user = p["user"].replace("{ticker}", ticker or "none").replace("{text}", sanitize_text(text))
+    shown, ticker = resolve_target(target)
+    slot = shown if p["answer_target"] else ticker
+    user = p["user"].replace("{target}", slot or "none").replace("{ticker}", slot or "none")
+    user = user.replace("{text}", sanitize_text(text))
     return [{"role": "system", "content": p["system"]}, {"role": "user", "content": user}]
 
 
-def format_answer(ticker: str | None, sentiment: str, score: float, reasoning: str = "") -> str:
+def answer_dict(target: str | None, sentiment: str, score: float, reasoning: str = "",
+                version: str = DEFAULT_PROMPT) -> dict[str, Any]:
+    """The answer object in key order, validated; without `target` for a prompt whose model does not write it."""
+    shown, ticker = resolve_target(target)
+    ans = SentimentAnswer(target=shown, ticker=ticker, sentiment=sentiment, score=round(float(score), 2),
+                          reasoning=reasoning)
+    d = ans.model_dump()
+    if not load_prompt(version)["answer_target"]:
+        d.pop("target")
+    return d
+
+
+def format_answer(target: str | None, sentiment: str, score: float, reasoning: str = "",
+                  version: str = DEFAULT_PROMPT) -> str:
     """Canonical assistant JSON (validated), keys in the fixed order."""
-    ans = SentimentAnswer(ticker=ticker, sentiment=sentiment, score=round(float(score), 2), reasoning=reasoning)
-    return json.dumps(
-        {"ticker": ans.ticker, "sentiment": ans.sentiment, "score": ans.score, "reasoning": ans.reasoning},
-        ensure_ascii=False,
-    )
+    return json.dumps(answer_dict(target, sentiment, score, reasoning, version), ensure_ascii=False)
 
 
-def answer_prefix(ticker: str | None) -> str:
-    """The assistant text up to the label, for label-token scoring (fast mode)."""
-    return '{"ticker": ' + json.dumps(ticker) + ', "sentiment": "'
+def answer_prefix(target: str | None, version: str = DEFAULT_PROMPT) -> str:
+    """The assistant text up to the label, for label-token scoring (fast mode) and constrained decoding."""
+    shown, ticker = resolve_target(target)
+    head = '{"target": ' + json.dumps(shown, ensure_ascii=False) + ", " if load_prompt(version)["answer_target"] else "{"
+    return head + '"ticker": ' + json.dumps(ticker) + ', "sentiment": "'
 
 
 _OBJ_RE = re.compile(r"\{.*\}", re.S)

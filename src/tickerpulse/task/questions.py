@@ -1,7 +1,8 @@
 """The question record and the one rule for "which ticker does this row ask about?".
 
-A `Question` is what every stage asks a labeler: a text, the symbol it asks about (None = the market / the
-text as a whole) and, when known, the gold label and score for that symbol. Data conversion, distillation,
+A `Question` is what every stage asks a labeler: a text, the target it asks about (a symbol or an entity
+name; None = the market / the text as a whole), that target's symbol when known (`contract.resolve_target`)
+and, when known, the gold label and score for that target. Data conversion, distillation,
 the recipe's splits, evaluation and the server all turn rows into questions with `questions_of`, so a row is
 asked about the same ticker wherever it goes:
 
@@ -9,8 +10,8 @@ asked about the same ticker wherever it goes:
   (company names too only when asked, `names=True`: the stream asks; data, distill, the recipe and the
   server do not), keeping only those the answer schema accepts, in order of first mention;
 - one question per symbol, with the row's gold; a text with none is one question about the market (None);
-- except a row with per-target gold (FiQA's `target_scores`): it asks about its annotated targets, in order
-  (each symbol, and None for the targets that are no symbol: company names), each with that target's gold;
+- except a row with per-target gold (FiQA's and FinEntity's `target_scores`): it asks about its annotated
+  targets, in order (a symbol, or the entity name as annotated), each with that target's gold;
 - at most `limit` questions (None: all): the recipe and distill ask the first, `data convert` each.
 """
 
@@ -20,13 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tickerpulse.task.contract import TICKER_RE, score_to_label
+from tickerpulse.task.contract import TICKER_RE, resolve_target, score_to_label
 from tickerpulse.task.tickers import extract_tickers
 
 
 @dataclass(frozen=True)
 class Question:
-    """One (text, ticker) question, with its gold judgement when known."""
+    """One (text, target) question, with its gold judgement when known. `target` defaults to `ticker`."""
 
     id: str
     text: str
@@ -36,10 +37,15 @@ class Question:
     tickers: tuple[str, ...] = field(default_factory=tuple)  # every symbol the text names
     source: str = ""
     group: str = ""  # the dataset (or any grouping a report breaks results down by)
+    target: str | None = None  # the symbol or entity name asked about (what the prompt shows)
+
+    def __post_init__(self) -> None:
+        if self.target is None and self.ticker is not None:
+            object.__setattr__(self, "target", self.ticker)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "ticker": self.ticker, "label": self.label, "score": self.score,
-                "tickers": list(self.tickers), "source": self.source, "group": self.group}
+        return {"id": self.id, "text": self.text, "target": self.target, "ticker": self.ticker, "label": self.label,
+                "score": self.score, "tickers": list(self.tickers), "source": self.source, "group": self.group}
 
 
 def valid_symbol(symbol: str) -> bool:
@@ -70,11 +76,12 @@ def questions_of(text: str, *, id: str = "", tickers: Sequence[str] | None = Non
     asked: list[str | None] = list(target_scores) if target_scores else list(symbols)
     asked = (asked[:limit] if limit is not None else asked) or [None]
     out = []
-    for sym in asked:
+    for key in asked:
         q_label, q_score = label, score
-        if target_scores and sym in target_scores:
-            q_score = float(target_scores[sym])
+        if target_scores and key in target_scores:
+            q_score = float(target_scores[key])
             q_label = score_to_label(q_score)
-        qid = id if len(asked) == 1 else f"{id}:{sym}"
-        out.append(Question(qid, text, sym, q_label, q_score, tuple(symbols), source, group))
+        target, sym = resolve_target(key)
+        qid = id if len(asked) == 1 else f"{id}:{key}"
+        out.append(Question(qid, text, sym, q_label, q_score, tuple(symbols), source, group, target))
     return out
