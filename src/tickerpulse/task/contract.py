@@ -35,6 +35,18 @@ NEUTRAL_BAND = 0.5  # a neutral answer's |score| must stay within this
 TICKER_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(?:[.\-][A-Z0-9]{1,4})?$")
 
 
+# Chat-template control tokens a tokenizer would read as real special tokens inside the prompt (ChatML's
+# <|im_start|>, Llama's <|eot_id|>, Gemma's <start_of_turn>, <s>, [INST]): in a post they could open a fake
+# assistant turn, so they are broken up (`<|im_start|>` -> `< |im_start| >`) and read as plain text.
+_CONTROL_TOKEN_RE = re.compile(r"<\|[^<>|\n]{0,40}\|>|</?\s*(?:start_of_turn|end_of_turn|bos|eos|pad|unk|s)\s*>|\[/?INST\]",
+                               re.I)
+
+
+def _break_control_token(m: re.Match[str]) -> str:
+    tok = m.group(0)
+    return "< " + tok[1:-1] + " >" if tok.startswith("<") else "[ " + tok[1:-1] + " ]"
+
+
 def clean_target(value: str | None) -> str | None:
     """A target as the prompt and the answer show it: whitespace collapsed, no control characters or post
     tags, at most MAX_TARGET_CHARS; None for nothing. Raises ValueError for a target that is too long."""
@@ -42,7 +54,7 @@ def clean_target(value: str | None) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"target must be a string, got {type(value).__name__}")
-    text = re.sub(r"</?\s*post\s*>", " ", value, flags=re.I)
+    text = _CONTROL_TOKEN_RE.sub(_break_control_token, re.sub(r"</?\s*post\s*>", " ", value, flags=re.I))
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     if len(text) > MAX_TARGET_CHARS:
         raise ValueError(f"target has {len(text)} characters (at most {MAX_TARGET_CHARS})")
@@ -135,9 +147,11 @@ def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
 
 
 def sanitize_text(text: str, max_chars: int = 2000) -> str:
-    """Make an untrusted post safe to embed: no fake </post> tags, no control chars, bounded length."""
+    """Make an untrusted post safe to embed: no fake </post> tags or chat control tokens, no control chars,
+    bounded length."""
     text = text.replace("\x00", "")
     text = re.sub(r"</?\s*post\s*>", " ", text, flags=re.I)
+    text = _CONTROL_TOKEN_RE.sub(_break_control_token, text)
     text = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text)
     if len(text) > max_chars:
         text = text[:max_chars] + " ..."
