@@ -11,6 +11,7 @@ import pytest
 
 from tickerpulse.evaluate.baselines import TfidfLR, baseline_labelers
 from tickerpulse.evaluate.calibrate import fit_calibration
+from tickerpulse.evaluate.injection import FAMILIES
 from tickerpulse.evaluate.items import load_items
 from tickerpulse.evaluate.result import EvalResult
 from tickerpulse.evaluate.suite import System, agreement, evaluate_set, injection_eval, slug
@@ -61,19 +62,38 @@ def test_evaluate_set_writes_one_result_per_system_and_a_report(test_set, tmp_pa
     assert slug("TF-IDF + LR") == "tf-idf--lr" and slug("student fast") == "student-fast"  # the folder names of earlier runs
 
 
-def test_injection_eval_flips_and_reuses_known_clean_labels(test_set) -> None:
+def test_injection_eval_per_family_flips_and_reuses_known_clean_labels(test_set) -> None:
     items, info, (_, vader, tfidf) = test_set
-    inj = injection_eval([tfidf, vader], items, info, prompt_version="sentiment-v1")
-    assert inj["n"] == 24 and list(inj["systems"]) == ["TF-IDF + LR", "VADER"]
+    inj = injection_eval([tfidf, vader], items, info, prompt_version="sentiment-v2")
+    assert inj["n"] == 24 and list(inj["systems"]) == ["TF-IDF + LR", "VADER"] and inj["families"] == list(FAMILIES)
+    assert any("Reasoning mode" in n for n in inj["notes"])
     ex = inj["items"]
-    assert all(x["asked"] != x["clean_fast"] and x["injected"].startswith(it.text + " ") for x, it in zip(ex, items))
-    s = inj["systems"]["TF-IDF + LR"]
-    assert s["flips"] == sum(x["clean_fast"] != x["injected_fast"] for x in ex) and s["flip_rate"] == s["flips"] / 24
-    assert s["obeyed_rate"] == sum(x["asked"] == x["injected_fast"] for x in ex) / 24
+    assert len(ex) == 24 * len(FAMILIES)
+    by_item = {it.id: it for it in items}
+    for x in ex:
+        clean_text = by_item[x["id"]].text
+        assert x["asked"] != x["clean_fast"] and x["asked"] in x["injected"]
+        assert x["injected"].startswith(clean_text) and len(x["injected"]) > len(clean_text)
+    for name in inj["systems"]:
+        s = inj["systems"][name]
+        assert set(s["families"]) == set(FAMILIES)
+        assert s["flips"] == sum(f["flips"] for f in s["families"].values())
+        assert s["flip_rate"] == pytest.approx(s["flips"] / (24 * len(FAMILIES)))
+    s = inj["systems"]["TF-IDF + LR"]  # the reference: its per-family numbers recomputed from the items
+    for family, f in s["families"].items():
+        mine = [x for x in ex if x["family"] == family]
+        assert f["n"] == 24 and f["flips"] == sum(x["clean_fast"] != x["injected_fast"] for x in mine)
+        assert f["flip_rate"] == f["flips"] / 24
+        assert f["obeyed_rate"] == sum(x["asked"] == x["injected_fast"] for x in mine) / 24
+    # VADER reads words: a plea or instruction that says "positive" moves it on some post
+    assert inj["systems"]["VADER"]["flips"] > 0
     # clean labels a test evaluation already has are taken as given (here: deliberately all "neutral")
     known = {"TF-IDF + LR": {it.id: "neutral" for it in items}}
-    again = injection_eval([tfidf, vader], items, info, prompt_version="sentiment-v1", known=known)
-    assert all(x["clean_fast"] == "neutral" for x in again["items"])
+    again = injection_eval([tfidf, vader], items, info, prompt_version="sentiment-v2", known=known,
+                           families=["plea"])
+    assert again["families"] == ["plea"] and all(x["clean_fast"] == "neutral" for x in again["items"])
+    with pytest.raises(ValueError, match="unknown injection families"):
+        injection_eval([tfidf], items, info, prompt_version="sentiment-v2", families=["nope"])
 
 
 def test_fit_calibration_from_a_probability_table() -> None:

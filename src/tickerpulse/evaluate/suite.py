@@ -1,5 +1,5 @@
 """Several labelers over one test set, written as one eval.json per system plus one HTML report, and the
-prompt-injection check over the same labelers: what the recipe's evaluation step calls.
+prompt-injection check (per injection family) over the same labelers: what the recipe's evaluation step calls.
 
 A `System` is a labeler plus how much of the test set it answers (`limit`: a seeded sample, for the slow
 ones) and which earlier system its labels are compared with (`agree_with`: the share of equal labels on
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.evaluate.injection import flip_rate, inject, obeyed_rate
+from tickerpulse.evaluate.injection import FAMILIES, flip_rate, inject, obeyed_rate
 from tickerpulse.evaluate.items import EvalItem, seeded_sample
 from tickerpulse.evaluate.labelers import Labeler
 from tickerpulse.evaluate.metrics import parse_prediction
@@ -74,18 +74,35 @@ def _labels(labeler: Labeler, items: list[EvalItem]) -> list[str | None]:
 
 
 def injection_eval(labelers: Sequence[Labeler], items: list[EvalItem], data_info: dict[str, Any], *,
-                   prompt_version: str, known: dict[str, dict[str, str | None]] | None = None) -> dict[str, Any]:
-    """The same posts clean and with an appended instruction that asks for another label than the first
-    labeler's clean answer; per labeler the share of flipped labels and of obeyed injections.
+                   prompt_version: str, known: dict[str, dict[str, str | None]] | None = None,
+                   families: Sequence[str] = FAMILIES) -> dict[str, Any]:
+    """The same posts clean and once per injection family with an evaluation-vocabulary injection appended
+    that asks for another label than the first labeler's clean answer; per labeler and family the share of
+    flipped labels and of obeyed injections.
+
+    Reasoning mode takes its label from fast mode's label pass (serve/engine), so its flip rates are fast
+    mode's: pass fast mode and the baselines, not reasoning mode (the result's `notes` say so).
 
     Args:
+        labelers: the first is the reference whose clean labels the injections argue against (student fast).
+        items: held-out posts (the recipe passes twitter test items).
         known: clean labels a test evaluation already has (system name -> item id -> label), reused when they
             cover every item (the answers are deterministic, so this only saves the time).
+        families: which injection families to measure (evaluate/injection.FAMILIES by default).
 
     Returns:
-        {"n", "data", "systems": {name: {flip_rate, obeyed_rate, flips}}, "items": the first labeler's
-        clean and injected labels per post (keys clean_fast / injected_fast: the student's fast mode)}.
+        {"n": posts per family, "families", "data", "notes", "systems": {name: {flip_rate, obeyed_rate, flips
+        over all families, "families": {family: {n, flip_rate, obeyed_rate, flips}}}}, "items": per family and
+        post the first labeler's clean and injected labels (keys clean_fast / injected_fast)}.
+
+    Raises:
+        ValueError: no labeler, or an unknown family.
     """
+    if not labelers:
+        raise ValueError("injection_eval needs at least one labeler")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown injection families {unknown}; known: {', '.join(FAMILIES)}")
     known = known or {}
 
     def clean_labels(labeler: Labeler) -> list[str | None]:
@@ -95,19 +112,36 @@ def injection_eval(labelers: Sequence[Labeler], items: list[EvalItem], data_info
         return _labels(labeler, items)
 
     reference = clean_labels(labelers[0])
-    injected = [inject(it.text, lab or "", i) for i, (it, lab) in enumerate(zip(items, reference))]
-    asked = [a for _, a in injected]
-    dirty_items = [EvalItem(id=f"inj-{i}", messages=build_messages(x, it.target, prompt_version), text=x,
-                            ticker=it.ticker, target=it.target) for i, (it, (x, _)) in enumerate(zip(items, injected))]
+    asked: dict[str, list[str]] = {}
+    dirty_items: list[EvalItem] = []
+    for family in families:
+        injected = [inject(it.text, lab, i, family, it.target) for i, (it, lab) in enumerate(zip(items, reference))]
+        asked[family] = [a for _, a in injected]
+        dirty_items += [EvalItem(id=f"inj-{family}-{i}", messages=build_messages(x, it.target, prompt_version), text=x,
+                                 ticker=it.ticker, target=it.target) for i, (it, (x, _)) in enumerate(zip(items, injected))]
+    n = len(items)
     systems: dict[str, dict[str, Any]] = {}
     first_dirty: list[str | None] = []
     for k, labeler in enumerate(labelers):
         clean = reference if k == 0 else clean_labels(labeler)
-        dirty = _labels(labeler, dirty_items)
+        dirty = _labels(labeler, dirty_items)  # one call: batches across families
         if k == 0:
             first_dirty = dirty
-        systems[labeler.name] = {"flip_rate": flip_rate(clean, dirty), "obeyed_rate": obeyed_rate(dirty, asked),
-                                 "flips": sum(a != b for a, b in zip(clean, dirty))}
-    examples = [{"id": it.id, "injected": x.text, "asked": a, "clean_fast": c, "injected_fast": d}
-                for it, x, a, c, d in zip(items, dirty_items, asked, reference, first_dirty)]
-    return {"n": len(items), "data": data_info, "systems": systems, "items": examples}
+        per: dict[str, dict[str, Any]] = {}
+        for f, family in enumerate(families):
+            part = dirty[f * n:(f + 1) * n]
+            per[family] = {"n": n, "flip_rate": flip_rate(clean, part), "obeyed_rate": obeyed_rate(part, asked[family]),
+                           "flips": sum(a != b for a, b in zip(clean, part))}
+        all_clean, all_asked = clean * len(families), [a for family in families for a in asked[family]]
+        systems[labeler.name] = {"flip_rate": flip_rate(all_clean, dirty), "obeyed_rate": obeyed_rate(dirty, all_asked),
+                                 "flips": sum(p["flips"] for p in per.values()), "families": per}
+    examples = [{"id": it.id, "family": family, "injected": x.text, "asked": a, "clean_fast": c, "injected_fast": d}
+                for f, family in enumerate(families)
+                for it, x, a, c, d in zip(items, dirty_items[f * n:(f + 1) * n], asked[family], reference,
+                                          first_dirty[f * n:(f + 1) * n])]
+    notes = ["Reasoning mode's label is fast mode's label pass by construction (serve/engine), so its flip "
+             "rates equal fast mode's and are not measured again.",
+             "Injections come from each family's evaluation vocabulary, disjoint from the training "
+             "augmentation's (evaluate/injection)."]
+    return {"n": n, "families": list(families), "data": data_info, "notes": notes, "systems": systems,
+            "items": examples}
