@@ -1,7 +1,9 @@
-"""Entity-level metrics on hand-computed cases, the items they are computed over, and the student's ticker."""
+"""Entity-level metrics on hand-computed cases, the items they are computed over, the v1 stopgap ticker, and
+entity_eval (items asked by name, metrics per system in entity.json) on real FinEntity data and real engines."""
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
 
 import pytest
@@ -9,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickerpulse.data.records import Record, Target
-from tickerpulse.evaluate.entity import EntityItem, entity_items, entity_metrics, student_ticker
+from tickerpulse.evaluate.entity import (EntityItem, asks_by_name, entity_eval, entity_eval_items, entity_items,
+                                         entity_metrics, student_ticker)
 
 # paragraph, target, gold, predicted
 CASE = [
@@ -108,3 +111,63 @@ def test_items_are_distinct_names_per_paragraph_without_ambiguous_ones():
 ])
 def test_student_ticker(target, ticker, asked):
     assert student_ticker(EntityItem("p", "t", target, ticker, "neutral")) == asked
+
+
+# ------------------------------------------------------------------------------------------------ entity_eval
+def test_eval_items_ask_by_name_under_v2_and_the_symbol_under_v1():
+    recs = [_rec("p1", [("Johnson & Johnson", "positive", None), ("Tesla Inc", "negative", "TSLA"),
+                        ("Brent crude", "neutral", None)])]
+    ents, _ = entity_items(recs)
+    v2 = entity_eval_items(ents, "sentiment-v2")
+    assert [(it.target, it.ticker, it.gold_label) for it in v2] == [
+        ("Johnson & Johnson", "JNJ", "positive"),  # no symbol in the data: resolved from the name
+        ("Tesla Inc", "TSLA", "negative"), ("Brent crude", None, "neutral")]
+    assert all("Target: " + it.target in it.messages[-1]["content"] for it in v2)
+    assert [it.id for it in v2] == ["p1#0", "p1#1", "p1#2"] and v2[0].text == "text of p1"
+    v1 = entity_eval_items(ents, "sentiment-v1")  # cannot show a name: the stopgap symbol or the market
+    assert [it.target for it in v1] == [None, "TSLA", None]
+    assert asks_by_name("sentiment-v2") and not asks_by_name("sentiment-v1")
+
+
+def test_entity_eval_writes_metrics_per_system_on_real_finentity(shared_data, tmp_path):
+    from tickerpulse.data.finentity import split_paragraphs
+    from tickerpulse.data.readers import read_records
+    from tickerpulse.evaluate.baselines import TfidfLR, baseline_labelers
+
+    splits = split_paragraphs(read_records(shared_data / "finentity" / "finentity.jsonl", "finentity"), seed=0)
+    train, _ = entity_items(splits["train"])
+    tfidf = TfidfLR(0).fit([it.text for it in train], [it.gold for it in train])
+    labelers = baseline_labelers([it.gold for it in train], tfidf)
+    test = splits["test"][:40]
+    got = entity_eval(labelers, test, tmp_path, data_info={"split": "test"})
+    written = json.loads((tmp_path / "entity.json").read_text())
+    assert written == json.loads(json.dumps(got))
+    ents, ambiguous = entity_items(test)
+    assert (got["targets"], got["ambiguous_names_left_out"]) == (len(ents), ambiguous)
+    assert list(got["systems"]) == ["majority class", "VADER", "TF-IDF + LR"]
+    for name, m in got["systems"].items():
+        labels = [row[name] for row in got["items"]]
+        assert m == {**entity_metrics([e.paragraph for e in ents], [e.target for e in ents], [e.gold for e in ents],
+                                      labels), "prompt_version": "sentiment-v2", "asked_as": m["asked_as"]}
+        assert sum(m["asked_as"].values()) == len(ents) and m["conflict_paragraphs"] > 0
+    # a target-blind system gives every target of a paragraph the same label: it tells nothing apart
+    assert got["systems"]["VADER"]["told_apart"] == 0.0 and got["systems"]["majority class"]["told_apart"] == 0.0
+    with pytest.raises(ValueError, match="no entity targets"):
+        entity_eval(labelers, [], tmp_path / "none")
+
+
+@pytest.mark.timeout(900)
+def test_entity_eval_asks_a_v1_engine_by_symbol_and_a_v2_engine_by_name(smollm2_path, tmp_path):
+    from tickerpulse.serve.engine import SentimentEngine
+    from tickerpulse.serve.labeler import EngineLabeler
+
+    recs = [_rec("p1", [("Johnson & Johnson", "positive", None), ("Tesla Inc", "negative", "TSLA")]),
+            _rec("p2", [("Brent crude", "neutral", None)])]
+    v2 = EngineLabeler(SentimentEngine(str(smollm2_path), prompt_version="sentiment-v2", threads=1), name="v2")
+    v1 = EngineLabeler(SentimentEngine(str(smollm2_path), prompt_version="sentiment-v1", threads=1), name="v1")
+    got = entity_eval([v2, v1], recs, tmp_path)
+    assert got["systems"]["v2"]["prompt_version"] == "sentiment-v2"
+    assert got["systems"]["v2"]["asked_as"] == {"name": 3}  # Tesla Inc too, though its symbol is known
+    assert got["systems"]["v1"]["prompt_version"] == "sentiment-v1"
+    assert got["systems"]["v1"]["asked_as"] == {"none (market)": 2, "symbol": 1}
+    assert all(row["v1"] in ("negative", "neutral", "positive") for row in got["items"])

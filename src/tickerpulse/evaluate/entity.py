@@ -11,18 +11,28 @@ distinct entity name of a paragraph once). The metrics are pure functions over p
   same); `pairs_told_apart` is the same per pair of targets with different gold labels.
 A prediction that is no label ("invalid") is wrong and counts as one more label value.
 
+`entity_eval` runs labelers over FinEntity records asked BY NAME (prompt sentiment-v2: `EvalItem.target` is the
+entity name, `ticker` its symbol from the data or `resolve_target`) and writes entity.json. A model whose prompt
+cannot show a name (its prompt writes no target, sentiment-v1) is asked `student_ticker(item)` instead.
+
 Known limitation: a name mentioned twice in one paragraph with different gold labels asks an ambiguous
 question ("sentiment toward NAME in TEXT"); `entity_items` leaves such names out and counts them.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tickerpulse.data.records import Record
+from tickerpulse.evaluate.items import EvalItem
+from tickerpulse.evaluate.labelers import Labeler
+from tickerpulse.evaluate.runner import run_labeler
+from tickerpulse.task.contract import DEFAULT_PROMPT, build_messages, load_prompt, resolve_target
 from tickerpulse.task.metrics import accuracy, macro_f1
 from tickerpulse.task.questions import valid_symbol
 
@@ -64,7 +74,7 @@ def entity_items(records: Iterable[Record]) -> tuple[list[EntityItem], int]:
 
 
 def student_ticker(item: EntityItem) -> str | None:
-    """What today's prompt can ask about for this target (its `Ticker:` slot takes a symbol or none): the
+    """What a sentiment-v1 prompt can ask about for this target (its `Ticker:` slot takes a symbol or none): the
     target's symbol when known, else the name upper-cased when it is one word the answer schema accepts as a
     ticker (`Tesla` -> TESLA), else None (the market: every such target of a paragraph gets one answer)."""
     if item.ticker:
@@ -125,3 +135,81 @@ def entity_metrics(paragraphs: Sequence[str], targets: Sequence[str], gold: Sequ
         "pairs": pairs,
         "pairs_told_apart": told / pairs if pairs else None,
     }
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def asks_by_name(prompt_version: str) -> bool:
+    """Whether a prompt shows the target as written (names included): one whose answers carry the target."""
+    return bool(load_prompt(prompt_version)["answer_target"])
+
+
+def entity_eval_items(items: Sequence[EntityItem], prompt_version: str = DEFAULT_PROMPT) -> list[EvalItem]:
+    """Evaluation items for entity questions: asked by name (`target` = the name, `ticker` = the data's symbol
+    or the name's from `resolve_target`) under a prompt that shows names; under one that does not (sentiment-v1)
+    asked `student_ticker(item)`. Ids are "<paragraph>#<k>" in item order."""
+    by_name = asks_by_name(prompt_version)
+    out = []
+    for k, it in enumerate(items):
+        if by_name:
+            target, ticker = it.target, it.ticker or resolve_target(it.target)[1]
+        else:
+            target = ticker = student_ticker(it)
+        out.append(EvalItem(id=f"{it.paragraph}#{k}", messages=build_messages(it.text, target, prompt_version),
+                            gold_label=it.gold, ticker=ticker, target=target, text=it.text,
+                            extra={"paragraph": it.paragraph, "entity": it.target}))
+    return out
+
+
+def _asked_as(items: Sequence[EvalItem]) -> dict[str, int]:
+    return dict(Counter("none (market)" if it.target is None else "name" if it.target != it.ticker else "symbol"
+                        for it in items))
+
+
+def entity_eval(labelers: Sequence[Labeler], records: Iterable[Record], out_dir: str | Path, *,
+                prompt_version: str = DEFAULT_PROMPT, data_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every labeler on the entity questions of `records` (FinEntity test paragraphs); writes
+    `out_dir/entity.json` and returns what it wrote.
+
+    Args:
+        labelers: e.g. student fast, the previous student, TF-IDF + LR, VADER, majority class. A labeler whose
+            `system["prompt_version"]` names a prompt is asked under that prompt (a sentiment-v1 student:
+            `student_ticker`); the others under `prompt_version` (label-only baselines ignore the prompt and
+            see the paragraph only: they are target-blind, which is the point of the comparison).
+        records: FinEntity records with their annotated targets.
+        data_info: what the records are (file, split), stored under "data".
+
+    Returns:
+        {"targets", "paragraphs", "ambiguous_names_left_out", "data", "notes", "systems": {name:
+        {**entity_metrics(...), "prompt_version", "asked_as": {name|symbol|none (market): n}}}, "items": per
+        target its paragraph, name, ticker, gold and each system's label}.
+
+    Raises:
+        ValueError: no records with targets.
+    """
+    ents, ambiguous = entity_items(records)
+    if not ents:
+        raise ValueError("no entity targets in the records: entity_eval needs FinEntity records with targets")
+    cache: dict[str, list[EvalItem]] = {}
+    systems: dict[str, dict[str, Any]] = {}
+    preds: dict[str, list[str]] = {}
+    paragraphs, names, gold = [e.paragraph for e in ents], [e.target for e in ents], [e.gold for e in ents]
+    for labeler in labelers:
+        version = str(labeler.system.get("prompt_version") or prompt_version)
+        items = cache.setdefault(version, entity_eval_items(ents, version))
+        res = run_labeler(labeler, items, "sentiment", data_info=data_info or {})
+        labels = [rec.label or "invalid" for rec in res.items]
+        preds[labeler.name] = labels
+        m = entity_metrics(paragraphs, names, gold, labels)
+        systems[labeler.name] = {**m, "prompt_version": version, "asked_as": _asked_as(items)}
+    out = {"targets": len(ents), "paragraphs": len(set(paragraphs)), "ambiguous_names_left_out": ambiguous,
+           "data": data_info or {}, "systems": systems,
+           "notes": ["Each distinct entity of a paragraph is one question, asked by name under a prompt that "
+                     "shows names; a model whose prompt cannot (sentiment-v1) is asked the name's symbol or "
+                     "the market. Label-only baselines see the paragraph only (target-blind)."],
+           "items": [{"paragraph": e.paragraph, "target": e.target, "ticker": it.ticker, "gold": e.gold,
+                      **{name: p[k] for name, p in preds.items()}}
+                     for k, (e, it) in enumerate(zip(ents, entity_eval_items(ents, prompt_version)))]}
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "entity.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    return out
