@@ -101,12 +101,13 @@ def test_records_from_each_shape(tmp_path, row, expected):
     assert Record.from_dict(d).to_dict() == d  # records round-trip
 
 
-# (row, expected [(ticker, label, score)] of the chat rows)
+# (row, expected [(target, ticker, label, score)] of the chat rows)
 CHAT_CASES = [
-    (TFNS, [("CCL", "negative", LABEL_SCORES["negative"]), ("RCL", "negative", LABEL_SCORES["negative"])]),
-    (FPB, [(None, "positive", LABEL_SCORES["positive"])]),
-    (FIQA_POST, [("P", "negative", -0.2)]),  # GRPN has no gold target: no invented answer for it
-    (FIQA_HEADLINE, [(None, "positive", 0.16)]),  # company names share one market-level row, mean score
+    (TFNS, [("CCL", "CCL", "negative", LABEL_SCORES["negative"]), ("RCL", "RCL", "negative", LABEL_SCORES["negative"])]),
+    (FPB, [(None, None, "positive", LABEL_SCORES["positive"])]),
+    (FIQA_POST, [("P", "P", "negative", -0.2)]),  # GRPN has no gold target: no invented answer for it
+    # each company name is asked by name with its own score; the company table knows neither symbol
+    (FIQA_HEADLINE, [("TalkTalk", None, "positive", 0.14), ("Tesco", None, "positive", 0.19)]),
 ]
 
 
@@ -117,21 +118,37 @@ def test_chat_rows_one_per_target(tmp_path, row, expected):
     got = []
     for r in rows:
         msgs = r["messages"]
-        assert msgs[:2] == build_messages(rec.text, r["meta"]["ticker"])
+        assert msgs[:2] == build_messages(rec.text, r["meta"]["target"])
+        assert f"Target: {r['meta']['target'] or 'none'}\n" in msgs[1]["content"]
         answer, err = parse_answer(msgs[2]["content"])
         assert err is None, err
         assert answer.reasoning.startswith("Template (gold ")  # templated reasoning says so
         assert r["meta"]["reasoning"] == "template" and r["meta"]["prompt_hash"] == load_prompt()["hash"]
-        assert list(json.loads(msgs[2]["content"])) == ["ticker", "sentiment", "score", "reasoning"]
-        got.append((answer.ticker, answer.sentiment, answer.score))
+        assert r["meta"]["prompt_version"] == "sentiment-v2"
+        assert list(json.loads(msgs[2]["content"])) == ["target", "ticker", "sentiment", "score", "reasoning"]
+        assert (r["meta"]["target"], r["meta"]["ticker"]) == (answer.target, answer.ticker)
+        got.append((answer.target, answer.ticker, answer.sentiment, answer.score))
     assert got == expected
     assert len({r["meta"]["id"] for r in rows}) == len(rows)
 
 
-def test_fiqa_headline_reasoning_names_the_companies(tmp_path):
+def test_v1_chat_rows_show_the_symbol_and_answer_without_target(tmp_path):
+    """Models trained before targets keep their prompt: `Ticker:` shows the symbol (a name without one is
+    `none`), the answer has no target key."""
     [rec] = read_records(jsonl(tmp_path / "in.jsonl", [FIQA_HEADLINE]))
-    [row] = record_to_chat(rec)
-    assert "TalkTalk and Tesco" in json.loads(row["messages"][2]["content"])["reasoning"]
+    rows = record_to_chat(rec, "sentiment-v1")
+    assert [r["meta"]["target"] for r in rows] == ["TalkTalk", "Tesco"]
+    for r in rows:
+        assert "Ticker: none\n" in r["messages"][1]["content"] and "Target:" not in r["messages"][1]["content"]
+        assert list(json.loads(r["messages"][2]["content"])) == ["ticker", "sentiment", "score", "reasoning"]
+        assert r["meta"]["prompt_version"] == "sentiment-v1"
+
+
+def test_fiqa_headline_reasoning_names_the_company_asked(tmp_path):
+    [rec] = read_records(jsonl(tmp_path / "in.jsonl", [FIQA_HEADLINE]))
+    talktalk, tesco = record_to_chat(rec)
+    assert json.loads(talktalk["messages"][2]["content"])["reasoning"].endswith("positive for TalkTalk.")
+    assert json.loads(tesco["messages"][2]["content"])["reasoning"].endswith("positive for Tesco.")
 
 
 def test_extract_tickers_fills_missing_tickers(tmp_path):
@@ -190,7 +207,7 @@ def test_cli_convert_chat_folder_and_records_file(tmp_path):
     rows, fmt = load_jsonl(tmp_path / "chat" / "tfns.jsonl")  # valid chat JSONL for training
     assert fmt == "chat" and len(rows) == 4  # 2 tickers + 2 cashtags found in the text again
     rows, _ = load_jsonl(tmp_path / "chat" / "fiqa.jsonl")
-    assert len(rows) == 2
+    assert [r["meta"]["target"] for r in rows] == ["P", "TalkTalk", "Tesco"]  # one row per annotated target
     res = runner.invoke(app, ["data", "convert", str(tf), str(fq), "--to", "records", "--out", str(tmp_path / "r.jsonl")])
     assert res.exit_code == 0, res.output
     recs = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]

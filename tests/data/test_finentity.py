@@ -80,29 +80,45 @@ def test_broken_rows_are_file_line_errors(tmp_path, entities, reason):
         read_records(path, "finentity")
 
 
-def test_chat_rows_ask_each_symbol_and_the_names_as_the_market(tmp_path):
+def test_chat_rows_ask_each_entity_by_name(tmp_path):
+    """One row per entity, asked by its name; the ticker is the contract's one rule for that name (the company
+    table's symbol, an upper-case name such as BP is a symbol), not the RIC of the mention."""
     rows = record_to_chat(one(tmp_path, ROW))
-    got = [(r["meta"]["ticker"], r["meta"]["label"], r["meta"]["score"]) for r in rows]
-    assert got == [("TSLA", "positive", 0.7), ("F", "negative", -0.7), (None, "neutral", 0.0)]
-    answer, err = parse_answer(rows[2]["messages"][-1]["content"])
-    assert err is None and "gold FinEntity label" in answer.reasoning and "BP and S&P 500" in answer.reasoning
+    got = [(r["meta"]["target"], r["meta"]["ticker"], r["meta"]["label"], r["meta"]["score"]) for r in rows]
+    assert got == [("Tesla Inc", "TSLA", "positive", 0.7), ("Ford", "F", "negative", -0.7),
+                   ("BP", "BP", "neutral", 0.0), ("S&P 500", None, "neutral", 0.0)]
+    answer, err = parse_answer(rows[3]["messages"][-1]["content"])
+    assert err is None and answer.target == "S&P 500" and answer.ticker is None
+    assert "gold FinEntity label" in answer.reasoning and answer.reasoning.endswith("neutral for S&P 500.")
+    assert "Target: S&P 500\n" in rows[3]["messages"][1]["content"]
 
 
-def test_many_long_names_cut_the_template_reasoning_instead_of_failing(tmp_path):
+def test_many_long_names_are_one_row_each(tmp_path):
     names = [f"Company number {i} of a long list" for i in range(30)]
     row = {"text": ", ".join(names) + " all rose.", "entities": [{"name": n, "label": "positive"} for n in names]}
-    [chat] = record_to_chat(one(tmp_path, row))
-    answer, err = parse_answer(chat["messages"][-1]["content"])
-    assert err is None and answer.reasoning.endswith("….")
+    chats = record_to_chat(one(tmp_path, row))
+    assert [c["meta"]["target"] for c in chats] == names
+    for chat, name in zip(chats, names, strict=True):
+        answer, err = parse_answer(chat["messages"][-1]["content"])
+        assert err is None and answer.target == name and answer.reasoning.endswith(f"positive for {name}.")
+
+
+def test_a_name_longer_than_a_target_is_a_file_line_error(tmp_path):
+    name = "A" * 40 + " " + "b" * 40  # 81 characters: more than the answer schema's target holds
+    src = jsonl(tmp_path / "fe.jsonl", [ROW, {"id": "long", "text": f"{name} rose.", "entities": [
+        {"name": name, "label": "positive"}]}])
+    with pytest.raises(DataError, match="fe.jsonl:2: record long: target has 81 characters"):
+        convert([src], "chat", tmp_path / "chat.jsonl")
+    assert not (tmp_path / "chat.jsonl").exists()  # nothing half-written
 
 
 def test_cli_convert_accepts_finentity(tmp_path):
     src = jsonl(tmp_path / "finentity.jsonl", [ROW])
     res = run_cli("data", "convert", src, "--format", "finentity", "--to", "chat", "--out", tmp_path / "chat.jsonl")
     assert res.code == 0, res.output
-    assert "3 chat rows" in res.stdout and "2 with a ticker" in res.stdout
+    assert "4 chat rows" in res.stdout and "3 with a ticker" in res.stdout
     rows, fmt = load_jsonl(tmp_path / "chat.jsonl")
-    assert fmt == "chat" and len(rows) == 3
+    assert fmt == "chat" and len(rows) == 4
     res = run_cli("data", "convert", jsonl(tmp_path / "bad.jsonl", [{"text": "x", "entities": [{}]}]), "--to",
                   "records", "--out", tmp_path / "r.jsonl")
     assert res.code == 2 and "bad.jsonl:1: missing field 'name' (reading as finentity)" in res.output
@@ -152,4 +168,6 @@ def test_real_finentity_reads_converts_and_splits_as_documented(shared_data, tmp
     assert {s: (v["paragraphs"], v["targets"], v["kinds"]["conflict"]) for s, v in sizes.items()} == {
         "train": (539, 1174, 74), "valid": (78, 152, 10), "test": (153, 322, 20)}  # docs/data.md
     report = convert([path], "chat", tmp_path / "chat.jsonl")
-    assert report.records == 778 and report.rows == 1056 and report.with_ticker == 405 - 5  # 5 mentions repeat a symbol
+    # one row per distinct entity name of a paragraph (a name mentioned twice is asked once, mean score)
+    assert report.rows == sum(len({t.target for t in r.targets}) for r in recs)
+    assert report.records == 778 and report.rows == 1579 and report.with_ticker == 680  # docs/data.md

@@ -43,11 +43,12 @@ def _assert_dataset(out: Path, targets: dict[str, int]) -> dict[str, list[dict]]
             assert [system["role"], user["role"], assistant["role"]] == ["system", "user", "assistant"]
             text = user["content"].split("<post>\n", 1)[1].rsplit("\n</post>", 1)[0]
             ans = json.loads(assistant["content"])
-            assert list(ans) == ["ticker", "sentiment", "score", "reasoning"]
-            assert [system, user] == build_messages(text, ans["ticker"])  # same prompt the server will use
-            ok, reason = check_answer(assistant["content"], ans["ticker"], [ans["ticker"]] if ans["ticker"] else [])
+            assert list(ans) == ["target", "ticker", "sentiment", "score", "reasoning"]
+            assert [system, user] == build_messages(text, ans["target"])  # same prompt the server will use
+            assert (row["meta"]["target"], row["meta"]["ticker"]) == (ans["target"], ans["ticker"])
+            ok, reason = check_answer(assistant["content"], ans["target"], [ans["ticker"]] if ans["ticker"] else [])
             assert ok is not None, reason
-            assert row["meta"]["prompt_hash"] == prompt["hash"] and row["meta"]["prompt_version"] == "sentiment-v1"
+            assert row["meta"]["prompt_hash"] == prompt["hash"] and row["meta"]["prompt_version"] == "sentiment-v2"
     ids = [r["meta"]["id"] for split in rows.values() for r in split]
     assert len(ids) == len(set(ids))
     return rows
@@ -235,7 +236,7 @@ def test_gold_teacher_via_cli(shared_data, tmp_path, dataset):
     for r in rows["train"]:
         m, ans = r["meta"], json.loads(r["messages"][2]["content"])
         gold = raw[m["id"]]
-        expected = gold.target_scores().get(m["ticker"], gold.score)  # FiQA: the target's own score
+        expected = gold.target_scores().get(m["target"], gold.score)  # FiQA: the target's own score
         if expected is not None:
             assert ans["score"] == round(expected, 2)
         assert m["label"] == ans["sentiment"] == m["gold_label"] and m["text"] == gold.text

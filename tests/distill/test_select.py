@@ -78,4 +78,4 @@ def test_fiqa_keeps_per_target_scores(shared_data):
     # the question distill asks about a post is its annotated target, with that target's own gold
     for r in posts:
         q = r.questions()[0]
-        assert q.ticker == next(iter(r.target_scores())) and q.score == r.target_scores()[q.ticker]
+        assert q.target == next(iter(r.target_scores())) and q.score == r.target_scores()[q.target]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tickerpulse.task.contract import SentimentAnswer
+from tickerpulse.task.contract import SentimentAnswer, resolve_target
 from tickerpulse.distill.teacher import (
     GoldTeacher,
     Item,
@@ -43,6 +43,14 @@ CHECK_CASES = [
     ("I think it is bullish", "AAPL", ["AAPL"], "not JSON"),
     ("", "AAPL", ["AAPL"], "empty answer"),
     ("Sure! " + A() + " Hope this helps.", "AAPL", ["AAPL"], None),  # prose around one object is tolerated
+    # named targets: the ticker is the name's symbol (company table) or null; a written target must be the asked one
+    (A(target="Apple"), "Apple", [], None),
+    (A(ticker=None, target="Royal Mail"), "Royal Mail", [], None),
+    (A(ticker=None), "Royal Mail", [], None),  # no target key (a v1-style answer): the asked target is filled in
+    (A(target="Microsoft"), "Apple", [], "target: the question is about Apple, the answer names Microsoft"),
+    (A(ticker=None, target="Apple"), "Apple", [], "ticker: the question is about AAPL, the answer names None"),
+    (A(target="Royal Mail"), "Royal Mail", [], "AAPL is not mentioned in the post (expected null)"),
+    (A(target="AAPL"), "$aapl", ["AAPL"], None),
 ]
 
 
@@ -51,15 +59,20 @@ def test_check_answer(content, target, tickers, expected):
     ans, reason = check_answer(content, target, tickers)
     if expected is None:
         assert isinstance(ans, SentimentAnswer) and reason is None
-        assert ans.ticker == target
+        assert (ans.target, ans.ticker) == resolve_target(target)
     else:
         assert ans is None and expected in reason
 
 
-def test_schema_for_narrows_ticker_and_stays_strict_compatible():
-    s = schema_for("AAPL")
-    assert s["properties"]["ticker"] == {"type": "string", "enum": ["AAPL"]}
-    assert schema_for(None)["properties"]["ticker"] == {"type": "null"}
+def test_schema_for_narrows_target_and_ticker_and_stays_strict_compatible():
+    s = schema_for("$aapl")
+    assert s["properties"]["target"] == s["properties"]["ticker"] == {"type": "string", "enum": ["AAPL"]}
+    assert schema_for(None)["properties"]["ticker"] == schema_for(None)["properties"]["target"] == {"type": "null"}
+    named = schema_for("Johnson & Johnson")["properties"]
+    assert named["target"] == {"type": "string", "enum": ["Johnson & Johnson"]}
+    assert named["ticker"] == {"type": "string", "enum": ["JNJ"]}
+    assert schema_for("Brent crude")["properties"]["ticker"] == {"type": "null"}
+    assert list(s["properties"]) == ["target", "ticker", "sentiment", "score", "reasoning"]
     assert s["additionalProperties"] is False and set(s["required"]) == set(s["properties"])
     assert "maxLength" not in json.dumps(s) and "pattern" not in json.dumps(s)
 
@@ -99,7 +112,7 @@ def test_gold_teacher_scores_and_template():
         ]
 
     a, b, c, d = asyncio.run(go())
-    assert a.status == "ok" and a.answer == {"ticker": "AAPL", "sentiment": "positive", "score": 0.7,
+    assert a.status == "ok" and a.answer == {"target": "AAPL", "ticker": "AAPL", "sentiment": "positive", "score": 0.7,
                                              "reasoning": "Template (gold raw label, no model reasoning): positive for $AAPL."}
     assert a.reasoning_source == "template"
     assert b.answer["score"] == -0.37 and b.answer["ticker"] is None

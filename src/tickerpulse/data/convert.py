@@ -1,12 +1,13 @@
 """Labeled records -> chat JSONL for the sentiment task (gold answers, no teacher needed).
 
 One chat row per question the record asks (`Record.questions(limit=None)`, the one rule of
-`tickerpulse.task.questions`):
-- FiQA and FinEntity: one row per annotated symbol with its own score; targets that are names without a
-  symbol (FiQA headlines, most FinEntity entities) share one row with ticker null and their mean score
-  (the prompt's ticker slot takes no name yet: issue #28);
-- otherwise one row per ticker of the record (the dataset's, else `extract_tickers`), or one with ticker
-  null when there is none; the score is the record's own, else `LABEL_SCORES[label]`.
+`tickerpulse.task.questions`), each asking about its target (`task.contract.resolve_target`):
+- FiQA and FinEntity: one row per distinct annotated target, as annotated (a symbol such as `P`, or an
+  entity name such as `Royal Mail` whose ticker is the company table's symbol or null), with that target's
+  own score (the mean when a paragraph annotates the same target twice);
+- otherwise one row per ticker of the record (the dataset's, else `extract_tickers`), or one about the
+  market (target and ticker null) when there is none; the score is the record's own, else
+  `LABEL_SCORES[label]`.
 
 The assistant answer is `format_answer(...)` with a templated reasoning sentence that says it is a
 template, and `meta.reasoning = "template"` marks it too: the distill stage replaces it with a
@@ -27,26 +28,19 @@ from pydantic import ValidationError
 from tickerpulse.data.formats import DataError
 from tickerpulse.data.readers import CsvColumns, iter_records
 from tickerpulse.data.records import Record, SourceFormat
-from tickerpulse.task.questions import Question
 from tickerpulse.task.contract import DEFAULT_PROMPT, LABEL_SCORES, build_messages, format_answer, load_prompt
 
 Target = Literal["records", "chat"]
-SUBJECT_CHARS = 240
 SOURCE_NAMES = {"tfns": "twitter-financial-news-sentiment", "fpb": "Financial PhraseBank", "fiqa": "FiQA",
                 "finentity": "FinEntity", "csv": "CSV", "records": "labeled records"}
 
 
-def subject(rec: Record, q: Question) -> str:
-    """What the templated reasoning names: "$AAPL", the annotated company names ("Royal Mail"), "the market"."""
-    if q.ticker and q.ticker == q.target:
-        return f"${q.ticker}"
-    # the answer's reasoning holds 400 characters: a long entity name is cut, not an error
-    name = q.target or ""
-    return (name if len(name) <= SUBJECT_CHARS else name[: SUBJECT_CHARS - 1] + "…") or "the market"
-
-
-def template_reasoning(source: str, label: str, subject: str) -> str:
-    """A reasoning sentence that is honest about being a template (not model-written)."""
+def template_reasoning(source: str, label: str, target: str | None, ticker: str | None) -> str:
+    """A reasoning sentence that is honest about being a template (not model-written), naming what it is
+    about: "$AAPL" for a symbol, the entity name as asked ("Royal Mail"), else "the market". `target` and
+    `ticker` as `resolve_target` gives them (a target holds at most 80 characters, so the sentence fits the
+    answer's 400)."""
+    subject = f"${ticker}" if ticker and ticker == target else target or "the market"
     return f"Template (gold {SOURCE_NAMES.get(source, source)} label, no model reasoning): {label} for {subject}."
 
 
@@ -63,8 +57,8 @@ def record_to_chat(rec: Record, prompt_version: str = DEFAULT_PROMPT) -> list[di
         if label is None:
             raise ValueError("no gold label (an unlabeled text: label it with `tickerpulse distill`)")
         score = q.score if q.score is not None else LABEL_SCORES[label]
-        answer = format_answer(target, label, score, template_reasoning(rec.source, label, subject(rec, q)),
-                               prompt_version)
+        reasoning = template_reasoning(rec.source, label, target, ticker)
+        answer = format_answer(target, label, score, reasoning, prompt_version)
         rows.append({
             "messages": [*build_messages(rec.text, target, prompt_version), {"role": "assistant", "content": answer}],
             "meta": {

@@ -69,7 +69,8 @@ class TeacherError(ConfigError):
 
 @dataclass
 class Item:
-    """One thing to label: the text, the ticker the question is about (or None) and the gold judgement."""
+    """One thing to label: the text, the target the question is about (a symbol, an entity name, or None for
+    the market), every symbol the text names and the gold judgement."""
 
     id: str
     text: str
@@ -438,8 +439,7 @@ class GoldTeacher:
         if item.gold_label is None:
             return Outcome(status="rejected", reason="no gold label in the input row", reasoning_source="template")
         shown, symbol = resolve_target(item.target)
-        subject = f"${symbol}" if symbol and symbol == shown else shown or "the market"
-        reasoning = template_reasoning(item.source, item.gold_label, subject)
+        reasoning = template_reasoning(item.source, item.gold_label, shown, symbol)
         for score in (item.gold_score, LABEL_SCORES[item.gold_label]):
             if score is None:
                 continue

@@ -32,11 +32,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tickerpulse.task.contract import LABELS, sanitize_text
+from tickerpulse.task.contract import LABELS, resolve_target, sanitize_text
 
 FAULTS = ("ok", "429", "500", "slow", "malformed", "prose", "out_of_range", "contradiction", "wrong_ticker", "extra_key")
 _POST = re.compile(r"<post>\n?(.*?)\n?</post>", re.S)
-_TICKER = re.compile(r"^Ticker:\s*(\S+)", re.M)
+_SLOT = re.compile(r"^(Target|Ticker):[ \t]*(.*)$", re.M)  # sentiment-v2 shows a target, v1 a symbol
 
 
 @dataclass
@@ -86,15 +86,25 @@ def _score(text: str, label: str) -> float:
     return round(mag if label == "positive" else -mag, 2)
 
 
-def _answer(state: TeacherState, text: str, ticker: str | None, fault: str) -> str:
+def _asked(user: str) -> dict[str, Any]:
+    """The answer's head for the prompt's slot: {target, ticker} for `Target:` (the symbol the contract's
+    one rule gives), {ticker} for `Ticker:`; a prompt without a slot asks about the market."""
+    m = _SLOT.search(user)
+    value = None if m is None or m.group(2).strip() == "none" else m.group(2).strip()
+    target, ticker = resolve_target(value)
+    return {"target": target, "ticker": ticker} if m is not None and m.group(1) == "Target" else {"ticker": ticker}
+
+
+def _answer(state: TeacherState, text: str, head: dict[str, Any], fault: str) -> str:
     label = state.gold.get(text, "neutral")
     if state.disagree_every and zlib.crc32(text.encode()) % state.disagree_every == 0:
         label = LABELS[(LABELS.index(label) + 1) % 3]
+    about = head.get("target") or head["ticker"] or "the market"
     obj: dict[str, Any] = {
-        "ticker": ticker,
+        **head,
         "sentiment": label,
         "score": _score(text, label),
-        "reasoning": f"Gold-label echo: the post is {label} for {ticker or 'the market'}.",
+        "reasoning": f"Gold-label echo: the post is {label} for {about}.",
     }
     if fault == "out_of_range":
         obj.update(sentiment="positive", score=1.7)
@@ -143,8 +153,10 @@ def create_app(state: TeacherState) -> FastAPI:
         if post is None:
             return error(400, "no <post>...</post> in the first user message", "invalid_request_error")
         text = post.group(1)
-        tm = _TICKER.search(user)
-        ticker = None if tm is None or tm.group(1) == "none" else tm.group(1)
+        try:
+            head = _asked(user)
+        except ValueError as exc:  # a target longer than the contract allows
+            return error(400, str(exc), "invalid_request_error")
         fmt = (body.get("response_format") or {}).get("type", "none")
         if fmt == "json_schema" and not state.json_schema:
             with state.lock:
@@ -166,7 +178,7 @@ def create_app(state: TeacherState) -> FastAPI:
             return error(500, "internal error (injected)", "server_error")
         if fault == "slow":
             await asyncio.sleep(state.slow_seconds)
-        content = _answer(state, text, ticker, fault)
+        content = _answer(state, text, head, fault)
         prompt_tokens = sum(len(m.get("content") or "") for m in messages) // 4
         completion_tokens = max(1, len(content) // 4)
         return {
