@@ -67,8 +67,10 @@ CASES = [
     ("free", '[1]', False),
     ("ends_z", '{"s": "jazz"}', True),
     ("ends_z", '{"s": "zebra"}', False),
-    ("sentiment", '{"ticker": "BRK.B", "sentiment": "neutral", "score": 0, "reasoning": ""}', True),
-    ("sentiment", '{"ticker": null, "sentiment": "bullish", "score": 0, "reasoning": ""}', False),
+    ("sentiment", '{"target": "BRK.B", "ticker": "BRK.B", "sentiment": "neutral", "score": 0, "reasoning": ""}', True),
+    ("sentiment", '{"target": "Brent crude", "ticker": null, "sentiment": "neutral", "score": 0, "reasoning": ""}', True),
+    ("sentiment", '{"ticker": "BRK.B", "sentiment": "neutral", "score": 0, "reasoning": ""}', False),  # no target
+    ("sentiment", '{"target": null, "ticker": null, "sentiment": "bullish", "score": 0, "reasoning": ""}', False),
 ]
 
 
@@ -236,8 +238,8 @@ def test_deep_schema_documents_are_refused_without_recursion_errors(tok) -> None
 @pytest.mark.parametrize("label", ["negative", "neutral", "positive"])
 def test_sentiment_answer_schema_forces_a_consistent_score(tok, label: str) -> None:
     rng = random.Random(label)
-    for ticker in ("AAPL", None):
-        prefix = answer_prefix(ticker) + label
+    for target in ("AAPL", "Brent crude", None):
+        prefix = answer_prefix(target) + label
         g = compile_schema(answer_schema(label, 60), tok)
         for _ in range(4):
             c = GrammarConstraint(g, 64)

@@ -21,10 +21,10 @@ TEXTS = [
 
 def _full_prompt_probs(engine, text: str, ticker: str | None, adapter: str | None = None) -> torch.Tensor:
     """Reference: the whole prompt in one forward, no cache, no batching."""
-    from tickerpulse.task.answers import normalize_ticker
+    from tickerpulse.task.answers import normalize_target
 
     rt = engine.rt
-    ids = rt.encode(engine._prompt_text(text, normalize_ticker(ticker)))
+    ids = rt.encode(engine._prompt_text(text, normalize_target(ticker)))
     with rt.use(adapter):
         logits = rt.hf(torch.tensor([ids], device=rt.device)).logits[0, -1].float()
     return torch.softmax(logits[engine._label_ids], -1)
@@ -39,6 +39,7 @@ def test_fast_mode_matches_an_uncached_forward_and_batching_changes_nothing(engi
         SentimentAnswer.model_validate(ans)
         assert ans == engine.analyze([(text, ticker)], mode="fast", adapter_name=None)[0]
     assert [a["ticker"] for a in batch] == ["AAPL", None, None, "TSLA", "MSFT"]
+    assert [a["target"] for a in batch] == ["AAPL", None, None, "TSLA", "MSFT"]
     assert all(a["reasoning"] == "" for a in batch)
 
 
@@ -92,8 +93,8 @@ def test_adapter_switching_per_call_without_reload(engine) -> None:
 def test_bad_arguments_are_value_errors(engine) -> None:
     with pytest.raises(ValueError, match="mode"):
         engine.analyze([("x", None)], mode="slow")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="ticker"):
-        engine.analyze([("x", "not a ticker!")])
+    with pytest.raises(ValueError, match="target has 81 characters"):
+        engine.analyze([("x", "N" * 81)])
     assert engine.analyze([]) == []
 
 

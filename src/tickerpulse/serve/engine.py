@@ -12,9 +12,12 @@ echoes the target and its symbol when known.
   (optionally temperature-calibrated). The reasoning is empty. The shared system prompt's KV is computed once
   per adapter and the suffixes of a batch run against it. Each item is padded to its own length bucket, so its
   answer does not depend on the other items of its batch (bf16 included).
-- reasoning: the same pass picks the label (so both modes always agree on it), then constrained decoding
-  writes the rest of the JSON: a score in the label's range and a bounded, JSON-safe reasoning string
-  (`tickerpulse.serve.grammar`, llguidance), with the fixed parts fed without sampling.
+- reasoning: the same pass picks the label (so both modes always agree on it), then, by the model's
+  reasoning kind (`reasoning_kind`, from serving.json's `reasoning`, default "generated"):
+  - generated: constrained decoding writes the rest of the JSON: a score in the label's range and a bounded,
+    JSON-safe reasoning string (`tickerpulse.serve.grammar`, llguidance), the fixed parts fed without sampling;
+  - evidence (a model trained without reasoning text): the score is fast mode's and the reasoning is the span
+    of the post whose removal lowers p(label) the most (`tickerpulse.serve.evidence`, occlusion).
 
 Calibration: a `calibration.json` `{"temperature": T, "label_bias": [...]}` in the adapter (or model) folder
 shifts and scales the three label logits before the softmax (`task.calibration`; absent = identity).
@@ -28,11 +31,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tickerpulse.task.answers import clean_text, make_answer, normalize_ticker
+from tickerpulse.task.answers import clean_text, make_answer, normalize_target
 from tickerpulse.task.calibration import LabelCalibration
 from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, answer_prefix, build_messages, load_prompt, sanitize_text
 
 Mode = Literal["fast", "reasoning"]
+ReasoningKind = Literal["evidence", "generated"]
+REASONING_KINDS = ("evidence", "generated")
 Item = tuple[str, "str | None"]
 
 # A forward pass costs about batch x length; cap it so one 2000-char text does not pad 31 short ones.
@@ -66,6 +71,8 @@ class SentimentEngine:
         adapters: more named adapters (name -> folder) a call may pick with `adapter_name=`.
         prompt_version: the prompt file; None: the one the model folder's serving.json names (what the recipe
             trained it with), else `DEFAULT_PROMPT`.
+        reasoning: what reasoning mode returns, "evidence" or "generated"; None: serving.json's `reasoning`,
+            else "generated".
         threads: torch intra-op threads (None keeps torch's default).
         max_text_tokens: posts longer than this many tokens are cut (after `sanitize_text`'s 2000 chars).
         prefix_cache: reuse the system prompt's KV (off only to measure what it saves).
@@ -73,7 +80,8 @@ class SentimentEngine:
 
     def __init__(self, model: Any = "smollm2-135m", adapter: str | Path | None = None, device: str = "auto",
                  dtype: str = "auto", *, adapters: Mapping[str, str | Path] | None = None,
-                 prompt_version: str | None = None, threads: int | None = None,
+                 prompt_version: str | None = None, reasoning: ReasoningKind | None = None,
+                 threads: int | None = None,
                  max_text_tokens: int = 512, prefix_cache: bool = True) -> None:
         from tickerpulse.serve.runtime import Runtime
 
@@ -90,9 +98,13 @@ class SentimentEngine:
 
         folder = _model_folder(str(self.rt.model_name))
         self.prompt_version = prompt_version or declared_serving(folder, "prompt_version") or DEFAULT_PROMPT
+        kind = reasoning or declared_serving(folder, "reasoning") or "generated"
+        if kind not in REASONING_KINDS:
+            raise ValueError(f"reasoning must be one of {REASONING_KINDS}, not {kind!r} (serving.json or argument)")
+        self.reasoning_kind: ReasoningKind = kind  # type: ignore[assignment]
         self.max_text_tokens = max_text_tokens
         self.prefix_cache = prefix_cache
-        self.prompt_hash = load_prompt(prompt_version)["hash"]
+        self.prompt_hash = load_prompt(self.prompt_version)["hash"]
         tok = self.rt.tok
         self._label_ids = self._first_label_tokens()
         # The shared prefix: everything up to the user turn's text, identical for every request.
@@ -105,7 +117,7 @@ class SentimentEngine:
             name: LabelCalibration.read(Path(path)) for name, path in self.rt.adapters.items()
         }
         self._calib[None] = LabelCalibration.read(_model_folder(str(self.rt.model_name)))
-        self.stats = {"fast_texts": 0, "reasoning_texts": 0, "generated_tokens": 0}
+        self.stats = {"fast_texts": 0, "reasoning_texts": 0, "generated_tokens": 0, "evidence_rows": 0}
         del tok
 
     # ------------------------------------------------------------------------------------------ prompts
@@ -153,7 +165,8 @@ class SentimentEngine:
         Args:
             items: (text, target: a symbol, an entity name, or None for the market). Symbols are normalized
                 (`$aapl` -> `AAPL`).
-            mode: "fast" (label scoring, empty reasoning) or "reasoning" (constrained JSON generation).
+            mode: "fast" (label scoring, empty reasoning) or "reasoning" (the label pass's label, then the
+                engine's `reasoning_kind`: generated text or evidence from the post).
             max_tokens: reasoning mode: the most tokens of reasoning text per answer.
             adapter_name: a loaded adapter, None for the base; by default the engine's `adapter`.
 
@@ -170,11 +183,16 @@ class SentimentEngine:
                 probs = self._label_pass(adapter, encoded)
             self.stats["fast_texts"] += len(norm)
             return [self._fast_answer(k, p) for (_, k), p in zip(norm, probs)]
-        from tickerpulse.serve.reasoning import reason
-
         self.stats["reasoning_texts"] += len(norm)
         with self.rt.use(adapter):
             probs = self._label_pass(adapter, encoded)  # batch-independent: the label is fast mode's, always
+            if self.reasoning_kind == "evidence":
+                from tickerpulse.serve.evidence import evidence
+
+                spans = evidence(self, adapter, norm, probs)
+                return [self._fast_answer(k, p, span) for (_, k), p, span in zip(norm, probs, spans)]
+        from tickerpulse.serve.reasoning import reason
+
         return reason(self, adapter, norm, encoded, max_tokens=max_tokens, probs=probs)
 
     def label_probs(self, items: Sequence[tuple[str, str | None]],
@@ -187,6 +205,11 @@ class SentimentEngine:
         with self.rt.use(adapter):
             probs = self._label_pass(adapter, encoded)
         return [[float(x) for x in p] for p in probs]
+
+    def info(self) -> dict[str, str]:
+        """What every model this engine serves answers with: the prompt version and the reasoning kind (one
+        of each per engine: adapters share the base's prompt)."""
+        return {"prompt_version": self.prompt_version, "reasoning": self.reasoning_kind}
 
     @property
     def prefix_ids(self) -> list[int]:
@@ -210,9 +233,9 @@ class SentimentEngine:
         norm = [(clean_text(t), normalize_target(k)) for t, k in items]
         return adapter, norm, [self.encode_item(t, k) for t, k in norm]
 
-    def _fast_answer(self, target: str | None, p: Any) -> dict[str, Any]:
+    def _fast_answer(self, target: str | None, p: Any, reasoning: str = "") -> dict[str, Any]:
         label = LABELS[int(p.argmax())]
-        return make_answer(target, label, float(p[2] - p[0]))
+        return make_answer(target, label, float(p[2] - p[0]), reasoning)
 
     def _label_pass(self, adapter: str | None, encoded: list[tuple[list[int], bool]]) -> list[Any]:
         """Label probabilities per item (3 floats, LABELS order). Call inside `rt.use(adapter)`.

@@ -2,8 +2,9 @@
 so `tickerpulse eval --mode fast|reasoning` and the recipe measure exactly what `/v1/sentiment` answers.
 
 It lives in serve because evaluate never imports a later stage; callers above both (the CLI, the recipe)
-build it and hand it to `evaluate.runner.run_labeler`. Each item is asked about its prompt's ticker
-(`EvalItem.target`, None = the market), like the HTTP labeler asks the running server.
+build it and hand it to `evaluate.runner.run_labeler`. Each item is asked about its target (`EvalItem.target`:
+a symbol, an entity name, None = the market), like the HTTP labeler asks the running server. Reasoning mode
+gives what the engine's `reasoning_kind` says (generated text or evidence spans).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class EngineLabeler:
 
     def __post_init__(self) -> None:
         self.system = {"model": str(self.engine.rt.model_name), "mode": self.mode,
-                       "dtype": str(self.engine.rt.dtype).removeprefix("torch."), **self.system}
+                       "dtype": str(self.engine.rt.dtype).removeprefix("torch."), **self.engine.info(),
+                       **self.system}
 
     def answer(self, items: Sequence[EvalItem]) -> LabelerRun:
         def call(chunk: Sequence[EvalItem]) -> list[dict[str, Any]]:

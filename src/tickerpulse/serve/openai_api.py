@@ -189,41 +189,63 @@ def _utf8(v: Any) -> Any:
 
 
 class SentimentItem(Strict):
-    text: str = Field(..., max_length=1_000_000)
-    ticker: str | None = None  # absent: extracted from the text; null: the market
+    """A text and what to judge in it: `target` (a symbol such as `$msft` / `MSFT`, or an entity name such as
+    `Microsoft`, `Brent crude`; null: the market) or `ticker` (a symbol; the older field). Neither: every
+    ticker the text names (`task.questions`)."""
 
-    _clean = field_validator("text", mode="before")(classmethod(lambda cls, v: _utf8(v)))
+    text: str = Field(..., max_length=1_000_000)
+    target: str | None = None
+    ticker: str | None = None
+
+    _clean = field_validator("text", "target", mode="before")(classmethod(lambda cls, v: _utf8(v)))
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "SentimentItem":
+        if {"target", "ticker"} <= self.model_fields_set:
+            raise ValueError("give target or ticker, not both")
+        return self
 
 
 class SentimentRequest(Strict):
-    """One of `items`, `texts` or `text`. A top-level `ticker` applies to `texts`/`text`."""
+    """One of `items`, `texts` or `text`. A top-level `target` (or `ticker`) applies to `texts`/`text`."""
 
     items: list[SentimentItem] | None = Field(None, max_length=MAX_ITEMS)
     texts: list[str] | None = Field(None, max_length=MAX_ITEMS)
     text: str | None = None
+    target: str | None = None
     ticker: str | None = None
     mode: Literal["fast", "reasoning"] = "fast"
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=400)
 
-    _clean = field_validator("texts", "text", mode="before")(classmethod(lambda cls, v: _utf8(v)))
+    _clean = field_validator("texts", "text", "target", mode="before")(classmethod(lambda cls, v: _utf8(v)))
 
     @model_validator(mode="after")
     def _one_input(self) -> "SentimentRequest":
         given = [k for k in ("items", "texts", "text") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of items, texts or text")
-        if self.items is not None and "ticker" in self.model_fields_set:
-            raise ValueError("with items, put the ticker inside each item")
+        if self.items is not None and self.model_fields_set & {"target", "ticker"}:
+            raise ValueError("with items, put the target inside each item")
+        if {"target", "ticker"} <= self.model_fields_set:
+            raise ValueError("give target or ticker, not both")
         return self
 
-    def pairs(self) -> list[tuple[str, str | None, bool]]:
-        """(text, ticker, ticker_given) per input text."""
+    def pairs(self) -> list[tuple[str, str | None, Literal["target", "ticker"] | None]]:
+        """(text, what is asked, which field asked it: None when neither was given) per input text."""
         if self.items is not None:
-            return [(it.text, it.ticker, "ticker" in it.model_fields_set) for it in self.items]
+            return [(it.text, *_asked(it)) for it in self.items]
         texts = [self.text] if self.text is not None else list(self.texts or [])
-        given = "ticker" in self.model_fields_set
-        return [(t, self.ticker, given) for t in texts]
+        return [(t, *_asked(self)) for t in texts]
+
+
+def _asked(obj: SentimentItem | SentimentRequest) -> tuple[str | None, Literal["target", "ticker"] | None]:
+    """(value, field) of an item or request: `target` if set, else `ticker`, else (None, None)."""
+    if "target" in obj.model_fields_set:
+        return obj.target, "target"
+    if "ticker" in obj.model_fields_set:
+        return obj.ticker, "ticker"
+    return None, None
 
 
 # ------------------------------------------------------------------------------------------- responses

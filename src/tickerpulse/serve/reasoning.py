@@ -1,6 +1,6 @@
 """Reasoning mode of the sentiment engine: the label pass and a schema-constrained continuation in one decode.
 
-The prompt ends with `answer_prefix(ticker)`, so the first sampled token is the label: it is restricted to
+The prompt ends with `answer_prefix(target)` (the target and its symbol already written), so the first sampled token is the label: it is restricted to
 the three label tokens and taken greedily (the fast mode's argmax, so both modes always agree). From then on
 the output is constrained to the answer schema specialised to that label: the score's range follows the label
 (positive > 0, negative < 0, neutral within +-0.5) and the reasoning is a JSON string of bounded length.
@@ -33,8 +33,8 @@ _FIXED_CHARS = 40
 
 
 def answer_schema(label: str, max_chars: int = MAX_REASONING_CHARS) -> dict[str, Any]:
-    """The answer schema with the label fixed and the score range of the label. The ticker is left open: the
-    prompt already holds it (primed into the matcher), so three grammars serve every ticker."""
+    """The answer schema with the label fixed and the score range of the label. Target and ticker are left
+    open: the prompt already holds them (primed into the matcher), so three grammars serve every target."""
     props = {"target": {"type": ["string", "null"]}, "ticker": {"type": ["string", "null"]},
              "sentiment": {"const": label}, "score": _SCORE[label], "reasoning": {"type": "string", "maxLength": max_chars}}
     return {"type": "object", "properties": props, "required": ["ticker", "sentiment", "score", "reasoning"],
@@ -44,10 +44,10 @@ def answer_schema(label: str, max_chars: int = MAX_REASONING_CHARS) -> dict[str,
 class SentimentConstraint:
     """First token: one of the label tokens (probabilities recorded); then the label's answer schema."""
 
-    def __init__(self, ticker: str | None, label_ids: list[int], tokenizer: Any, calibration: LabelCalibration | None = None,
+    def __init__(self, target: str | None, label_ids: list[int], tokenizer: Any, calibration: LabelCalibration | None = None,
                  max_tokens: int = 48, probs: Any = None, prefix: str | None = None) -> None:
-        self.ticker, self.label_ids, self.tokenizer = ticker, label_ids, tokenizer
-        self.prefix = answer_prefix(ticker) if prefix is None else prefix  # the answer text the prompt ends with
+        self.target, self.label_ids, self.tokenizer = target, label_ids, tokenizer
+        self.prefix = answer_prefix(target) if prefix is None else prefix  # the answer text the prompt ends with
         self.calibration, self.max_tokens = calibration or LabelCalibration(), max_tokens
         self.reason_tokens = 0  # tokens sampled inside the reasoning string
         self.inner: GrammarConstraint | None = None
@@ -102,7 +102,7 @@ class SentimentConstraint:
 
 def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]], encoded: list[tuple[list[int], bool]],
            max_tokens: int, probs: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Answers with generated score and reasoning for (text, ticker) items already encoded by the engine; `probs`
+    """Answers with generated score and reasoning for (text, target) items already encoded by the engine; `probs`
     (the engine's label pass) fixes each label to fast mode's."""
     from tickerpulse.task.answers import make_answer
 

@@ -43,17 +43,17 @@ def add_routes(app: Any, ctx: Any) -> None:
         return {"status": "ok", "model": rt.model_name, "adapters": list(rt.adapters), "default_model": ctx.default_model,
                 "queue_depth": ctx.batcher.depth(), "queued_items": ctx.batcher.queued_items(),
                 "busy": ctx.batcher.busy, "device": str(rt.device),
-                "dtype": str(rt.dtype).replace("torch.", "")}
+                "dtype": str(rt.dtype).replace("torch.", ""), **ctx.engine.info()}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         ids = [ctx.default_model] + [m for m in rt.model_ids() if m != ctx.default_model]
-        return {"object": "list", "data": [_model_card(m, rt) for m in ids]}
+        return {"object": "list", "data": [_model_card(m, rt, ctx.engine) for m in ids]}
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> dict[str, Any]:
         rt.resolve(model_id)
-        return _model_card(model_id, rt)
+        return _model_card(model_id, rt, ctx.engine)
 
     @app.get("/v1/sentiment/schema")
     async def sentiment_schema() -> dict[str, Any]:
@@ -62,24 +62,20 @@ def add_routes(app: Any, ctx: Any) -> None:
     @app.post("/v1/sentiment")
     async def sentiment(req: SentimentRequest, request: Request) -> dict[str, Any]:
         from tickerpulse.serve.engine import DEFAULT_REASONING_TOKENS
-        from tickerpulse.task.answers import clean_text, normalize_ticker
+        from tickerpulse.task.answers import clean_text
         from tickerpulse.task.contract import sanitize_text
         from tickerpulse.task.questions import questions_of
 
         name, adapter = ctx.adapter(req.model)
         items: list[tuple[str, str | None]] = []
         index: list[int] = []
-        for i, (text, ticker, given) in enumerate(req.pairs()):
+        for i, (text, asked, field) in enumerate(req.pairs()):
             text = clean_text(text)
-            try:
-                own = normalize_ticker(ticker) if given else None
-            except ValueError:
-                raise BadRequest(f"text {i}: not a ticker symbol: {ticker!r}") from None
-            # The client's ticker wins (an explicit null asks about the market); else the task's one rule,
+            # The client's target wins (an explicit null asks about the market); else the task's one rule,
             # applied to what the prompt shows of the text (sanitize_text: its first 2000 characters).
-            tickers = [own] if given else [q.ticker for q in questions_of(sanitize_text(text),
-                                                                           limit=MAX_TICKERS_PER_TEXT)]
-            for t in tickers:
+            targets = ([_target(i, asked, field)] if field else
+                       [q.target for q in questions_of(sanitize_text(text), limit=MAX_TICKERS_PER_TEXT)])
+            for t in targets:
                 items.append((text, t))
                 index.append(i)
             if len(items) > MAX_EXPANDED_ITEMS:
@@ -88,7 +84,7 @@ def add_routes(app: Any, ctx: Any) -> None:
         max_tokens = req.max_tokens or DEFAULT_REASONING_TOKENS
         answers = await ctx.batcher.submit(("sentiment", adapter, req.mode, max_tokens), items,
                                            disconnected=request.is_disconnected)
-        return {"object": "sentiment", "model": name, "mode": req.mode, "prompt_version": ctx.engine.prompt_version,
+        return {"object": "sentiment", "model": name, "mode": req.mode, **ctx.engine.info(),
                 "results": answers, "text_index": index}
 
     @app.post("/v1/chat/completions")
@@ -136,10 +132,24 @@ def add_routes(app: Any, ctx: Any) -> None:
                                    sum(len(p) for p in prompts), sum(r.generated for r in done))
 
 
-def _model_card(model_id: str, rt: Any) -> dict[str, Any]:
+def _target(i: int, value: str | None, field: str) -> str | None:
+    """The target a client asked about (its `target`, or its `ticker`, which must be a symbol), as answers echo
+    it. Raises BadRequest naming the item."""
+    from tickerpulse.task.answers import normalize_ticker
+    from tickerpulse.task.contract import resolve_target
+
+    try:
+        return normalize_ticker(value) if field == "ticker" else resolve_target(value)[0]
+    except ValueError as exc:
+        what = "not a ticker symbol" if field == "ticker" else str(exc)
+        raise BadRequest(f"item {i}: {field}: {what}: {str(value)[:100]!r}") from None
+
+
+def _model_card(model_id: str, rt: Any, engine: Any) -> dict[str, Any]:
+    """An OpenAI model object plus what /v1/sentiment answers with for it (prompt version, reasoning kind)."""
     kind = "adapter" if model_id in rt.adapters else "base"
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "tickerpulse", "kind": kind,
-            "parent": rt.model_name if kind == "adapter" else None}
+            "parent": rt.model_name if kind == "adapter" else None, **engine.info()}
 
 
 def _finish(r: Any) -> str:
