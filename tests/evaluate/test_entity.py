@@ -38,7 +38,7 @@ def test_hand_computed_case():
     # P1 and P3 have targets with different gold labels; of their 5 targets A, C, F are right
     assert (m["conflict_paragraphs"], m["conflict_targets"]) == (2, 5)
     assert m["conflict_accuracy"] == 3 / 5
-    assert m["told_apart"] == 1 / 2  # P1's predictions differ (positive, neutral), P3's are all negative
+    assert (m["told_apart"], m["told_apart_paragraphs"]) == (1 / 2, 1)  # P1's predictions differ (positive, neutral), P3's are all negative
     # pairs with different gold: P1 (A,B) (A,C) (B,C), P3 (F,G); predicted apart: (A,C) (B,C)
     assert (m["pairs"], m["pairs_told_apart"]) == (4, 2 / 4)
     # per class F1: positive P 2/3 R 2/4 -> 4/7; negative P 1/3 R 1/2 -> 2/5; neutral P 1 R 1/2 -> 2/3

@@ -87,3 +87,68 @@ def test_small_miss_is_not_printed_as_zero() -> None:
     t = {"key": "tfns_macro_f1", "value": 0.8497, "met": False, "miss_by": 0.0003}
     assert _fmt_target(t).endswith("missed by 0.03 pt")
     assert _fmt_target({**t, "miss_by": 0.026}).endswith("missed by 2.6 pt")
+
+
+def _entity_and_injection_files(out: Path) -> tuple[dict, dict]:
+    """entity.json and injection.json written by the real evaluation functions with real (cheap) baselines."""
+    from functools import partial
+
+    from tickerpulse.data.records import Record, Target
+    from tickerpulse.evaluate.baselines import majority, vader
+    from tickerpulse.evaluate.entity import entity_eval
+    from tickerpulse.evaluate.labelers import FunctionLabeler
+    from tickerpulse.evaluate.suite import injection_eval
+
+    labelers = [FunctionLabeler("VADER", vader, "vader"),
+                FunctionLabeler("majority class", partial(majority, ["neutral", "neutral", "positive"]), "majority")]
+    recs = [Record(id="p1", text="Apple soars on record sales while Ford slumps badly.", label="neutral", source="finentity",
+                   targets=[Target(target="Apple", score=0.7, ticker=None, label="positive"),
+                            Target(target="Ford", score=-0.7, ticker=None, label="negative")]),
+            Record(id="p2", text="Tesla shares were flat.", label="neutral", source="finentity",
+                   targets=[Target(target="Tesla", score=0.0, ticker=None, label="neutral")])]
+    ent = entity_eval(labelers, recs, out)
+    items = [EvalItem(id=f"t{k}", messages=[], text=t, target="MSFT", ticker="MSFT")
+             for k, t in enumerate(["MSFT beats estimates, great quarter", "MSFT misses, awful guidance", "MSFT flat"])]
+    inj = injection_eval(labelers, items, {}, prompt_version="sentiment-v2")
+    (out / "injection.json").write_text(json.dumps(inj))
+    return ent, inj
+
+
+def test_card_entity_and_injection_tables_come_from_their_files(tmp_path: Path) -> None:
+    _write_run(tmp_path, GOLD)
+    ent, inj = _entity_and_injection_files(tmp_path)
+    card = build_card(tmp_path, RecipeConfig())
+    assert list(card["entity"]["systems"]) == ["VADER", "majority class"]  # ENTITY_ORDER: baselines after students
+    v = card["entity"]["systems"]["VADER"]
+    assert v["accuracy"] == ent["systems"]["VADER"]["accuracy"] and v["conflict_paragraphs"] == 1
+    md = card_markdown(card)
+    assert "## Entity level" in md and "3 targets in 2 paragraphs" in md
+    m = ent["systems"]["majority class"]
+    assert f"| majority class | {100 * m['accuracy']:.1f}% | {100 * m['conflict_accuracy']:.1f}% | 0/1 |" in md
+    assert card["injection"]["families"] == inj["families"] and len(inj["families"]) == 5
+    row = next(line for line in md.splitlines() if line.startswith("| VADER |") and "(n=3)" not in line
+               and line.count("|") == len(inj["families"]) + 4)
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    fams = inj["systems"]["VADER"]["families"]
+    assert cells[:5] == [f"{100 * fams[f]['flip_rate']:.1f}%" for f in inj["families"]]
+    assert all(f"{f} (n=3)" in md for f in inj["families"]) and "Reasoning mode's label" in md
+    # the headline's reasoning column: fast mode's flip rate, said to be the same label pass (no reasoning row)
+    t = {x["key"]: x for x in card["targets"][REASON]}["injection_flip"]
+    assert t["value"] is None  # fast mode was not among this injection run's systems either
+    assert "Reasoning: not recorded." in md and "{target, ticker, sentiment, score, reasoning}" in md
+
+
+def test_card_without_entity_json_says_not_measured(tmp_path: Path) -> None:
+    _write_run(tmp_path, GOLD)  # an older or tiny run: no entity.json, injection.json without families
+    items = _items()
+    write_eval(score_run(REASON, items[:2], _answers([json.dumps({"ticker": None, "sentiment": g, "score": 0.0,
+                                                                 "reasoning": ""}) for g in GOLD[:2]]),
+                         config={"reasoning": "evidence"}), tmp_path / "eval" / "tfns" / "student-reasoning")
+    card = build_card(tmp_path, RecipeConfig())
+    assert card["entity"] is None and card["reasoning"] == "evidence"
+    md = card_markdown(card)
+    assert "## Entity level" in md and "Not measured (this run had no FinEntity data)." in md
+    assert "Reasoning: reasoning mode's `reasoning` quotes evidence from the post" in md
+    assert "| student fast | 25.0% (1) | 25.0% |" in md  # overall only: the file has no families
+    t = {x["key"]: x for x in card["targets"][REASON]}["injection_flip"]
+    assert t["value"] == 0.25 and t["same_as"] and "(= fast mode: the same label pass)" in headline_markdown(card)

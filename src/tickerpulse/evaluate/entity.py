@@ -97,7 +97,7 @@ def entity_metrics(paragraphs: Sequence[str], targets: Sequence[str], gold: Sequ
 
     Returns:
         {targets, paragraphs, accuracy, macro_f1, conflict_paragraphs, conflict_targets, conflict_accuracy,
-        told_apart, pairs, pairs_told_apart}; a rate with nothing to measure (no conflicting paragraph) is None.
+        told_apart, told_apart_paragraphs (the count behind told_apart), pairs, pairs_told_apart}; a rate with nothing to measure (no conflicting paragraph) is None.
 
     Raises:
         ValueError: lists of different lengths, or one (paragraph, target) twice.
@@ -132,6 +132,7 @@ def entity_metrics(paragraphs: Sequence[str], targets: Sequence[str], gold: Sequ
         "conflict_accuracy": (accuracy([gold[i] for i in conflict_items], [pred[i] for i in conflict_items])
                               if conflict_items else None),
         "told_apart": apart / len(conflict) if conflict else None,
+        "told_apart_paragraphs": apart,
         "pairs": pairs,
         "pairs_told_apart": told / pairs if pairs else None,
     }
