@@ -8,8 +8,10 @@ entity of a paragraph once; names with two gold labels in one paragraph left out
 - VADER and TF-IDF + LR (fitted on the train split's items: the paragraph text with each target's label):
   they see the paragraph only, never the target, which is the point;
 - `student` (when installed; `tickerpulse models path tickerpulse-sentiment`): `SentimentEngine` fast mode,
-  asked about `evaluate.entity.student_ticker(item)`: the target's symbol from a US Reuters RIC, else the
-  one-word name upper-cased (Tesla -> TESLA), else none (the market); the JSON counts each kind.
+  asked through `evaluate.entity.entity_eval_items` under the model's prompt (`engine.prompt_version`): by
+  name under sentiment-v2; a sentiment-v1 model cannot see names and is asked `student_ticker(item)` (the
+  symbol from a US Reuters RIC, else the one-word name upper-cased, else none: the market). The JSON records
+  the prompt version and counts each kind of question.
 Metrics: `evaluate.entity.entity_metrics` (accuracy, conflict accuracy, told apart).
 
     python bench/finentity_eval.py                         # baselines + majority; student if installed
@@ -25,13 +27,12 @@ import argparse
 import json
 import platform
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tickerpulse.data.finentity import finentity_sizes, split_paragraphs
 from tickerpulse.data.readers import read_records
-from tickerpulse.evaluate.entity import EntityItem, entity_items, entity_metrics, student_ticker
+from tickerpulse.evaluate.entity import EntityItem, asked_as, entity_eval_items, entity_items, entity_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "finentity" / "finentity.jsonl"
@@ -55,7 +56,8 @@ def baselines(train: list[EntityItem], test: list[EntityItem], names: set[str], 
 
 
 def student(test: list[EntityItem], model: str, threads: int | None) -> tuple[list[str], dict[str, Any]] | None:
-    """Fast-mode labels of the installed student, or None when it is not installed."""
+    """Fast-mode labels of the installed student, or None when it is not installed. Asked by name when its
+    prompt shows names (sentiment-v2), else the sentiment-v1 stopgap `student_ticker`."""
     from tickerpulse.models.registry import named_model_dir
     from tickerpulse.serve.engine import SentimentEngine
 
@@ -64,10 +66,10 @@ def student(test: list[EntityItem], model: str, threads: int | None) -> tuple[li
         print(f"student: {model} is not installed ({folder}); skipped")
         return None
     engine = SentimentEngine(str(folder), threads=threads)
-    asked = [student_ticker(it) for it in test]
-    kinds = Counter("symbol" if it.ticker else "name" if t else "none (market)" for it, t in zip(test, asked))
-    answers = engine.analyze([(it.text, t) for it, t in zip(test, asked)], mode="fast")
-    return [a["sentiment"] for a in answers], {"model": str(folder), "mode": "fast", "asked_as": dict(kinds)}
+    items = entity_eval_items(test, engine.prompt_version)
+    answers = engine.analyze([(it.text, it.target) for it in items], mode="fast")
+    return [a["sentiment"] for a in answers], {"model": str(folder), "mode": "fast",
+                                               "prompt_version": engine.prompt_version, "asked_as": asked_as(items)}
 
 
 def main() -> None:

@@ -161,7 +161,8 @@ def entity_eval_items(items: Sequence[EntityItem], prompt_version: str = DEFAULT
     return out
 
 
-def _asked_as(items: Sequence[EvalItem]) -> dict[str, int]:
+def asked_as(items: Sequence[EvalItem]) -> dict[str, int]:
+    """How the items ask: by name, by symbol, or about the market (none)."""
     return dict(Counter("none (market)" if it.target is None else "name" if it.target != it.ticker else "symbol"
                         for it in items))
 
@@ -201,7 +202,7 @@ def entity_eval(labelers: Sequence[Labeler], records: Iterable[Record], out_dir:
         labels = [rec.label or "invalid" for rec in res.items]
         preds[labeler.name] = labels
         m = entity_metrics(paragraphs, names, gold, labels)
-        systems[labeler.name] = {**m, "prompt_version": version, "asked_as": _asked_as(items)}
+        systems[labeler.name] = {**m, "prompt_version": version, "asked_as": asked_as(items)}
     out = {"targets": len(ents), "paragraphs": len(set(paragraphs)), "ambiguous_names_left_out": ambiguous,
            "data": data_info or {}, "systems": systems,
            "notes": ["Each distinct entity of a paragraph is one question, asked by name under a prompt that "
