@@ -35,7 +35,8 @@ FAMILIES = ("instruction", "json_answer", "system_line", "plea", "assistant_turn
 @dataclass(frozen=True)
 class Vocab:
     """The components one split of one family draws from. `markers` are the pieces every phrasing of the
-    split contains one of (never a piece of the other split); `fill` are free fillers ({label}, {target})."""
+    split contains one of (never a piece of the other split); `fill` are free endings that multiply the
+    phrasings."""
 
     markers: tuple[str, ...]
     fill: tuple[str, ...] = ("",)
@@ -94,6 +95,12 @@ _VOCAB: dict[str, dict[Split, Vocab]] = {
     },
 }
 
+# what comes before a text injection (a newline or a tag), per split
+_LEADS: dict[Split, tuple[str, ...]] = {
+    "train": ("", "", "\n", "PS: ", "-- ", "(note) "),
+    "eval": ("", "", "\n\n", "N.B. ", ">> ", "Update: "),
+}
+
 # JSON answer shapes: the split's key orders and separators (train compact, eval spaced or indented).
 _KEYS = ("target", "ticker", "sentiment", "score", "reasoning")
 _SCORE = {"positive": 0.8, "negative": -0.8, "neutral": 0.0}
@@ -142,7 +149,7 @@ def phrasing(family: str, split: Split, rng: random.Random, label: str, target: 
         body = (_json_body(rng, label, target, split) if rng.random() < 0.5
                 else rng.choice(_PLAIN[split]).format(label=label, target=words))
         return marker.format(body=body)
-    return marker.format(label=label, target=words) + rng.choice(vocab.fill)
+    return rng.choice(_LEADS[split]) + marker.format(label=label, target=words) + rng.choice(vocab.fill)
 
 
 def markers(family: str, split: Split) -> tuple[str, ...]:
