@@ -1,8 +1,8 @@
 """Distill's input: records (`tickerpulse.data.records.Record`), labeled or not.
 
 Labeled files go through the data stage's readers (`tickerpulse.data.readers`: twitter-financial-news-
-sentiment, Financial PhraseBank, FiQA with per-target scores, CSV, `{text, label}` JSONL), so distill reads
-exactly what `tickerpulse data convert` reads. Files without gold labels (`{id?, text}` JSONL, or a CSV with
+sentiment, Financial PhraseBank, FiQA with per-target scores, FinEntity with per-entity labels, CSV,
+`{text, label}` JSONL), so distill reads exactly what `tickerpulse data convert` reads. Files without gold labels (`{id?, text}` JSONL, or a CSV with
 a `text` column and no label/score column) are read by the small reader here into records with label
 None and source "raw", as are hub dataset ids.
 
@@ -48,12 +48,13 @@ def load_raw(source: str | Path, limit: int | None = None) -> list[Record]:
 
 
 def _has_labels(path: Path) -> bool:
-    """Does the file carry gold labels (label / score / FiQA targets)? Looks at the header or first row."""
+    """Does the file carry gold labels (label / score / FiQA targets / FinEntity entities)? Looks at the
+    header or first row."""
     if path.suffix.lower() in (".csv", ".tsv"):
         header = next(_csv_rows(path), (0, []))[1]
         return "label" in header or "score" in header
     for _, row in iter_jsonl(path):
-        return isinstance(row, dict) and any(k in row for k in ("label", "score", "targets"))
+        return isinstance(row, dict) and any(k in row for k in ("label", "score", "targets", "entities"))
     return False
 
 
