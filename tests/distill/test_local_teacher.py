@@ -41,7 +41,8 @@ def test_distill_through_tickerpulse_serve(serve_url, shared_data, tmp_path):
         rows, _ = load_jsonl(out / f"{split}.jsonl") if (out / f"{split}.jsonl").stat().st_size else ([], None)
         for row in rows:
             ans = json.loads(row["messages"][-1]["content"])
-            assert check_answer(row["messages"][-1]["content"], ans["ticker"], [ans["ticker"]] if ans["ticker"] else [])[0]
+            assert list(ans)[:2] == ["target", "ticker"] and (row["meta"]["target"], row["meta"]["ticker"]) == (ans["target"], ans["ticker"])
+            assert check_answer(row["messages"][-1]["content"], ans["target"], [ans["ticker"]] if ans["ticker"] else [])[0]
             assert row["meta"]["teacher"] == "smollm2-135m" and row["meta"]["reasoning"] == "teacher"
     for reason in report["rejects"]["by_reason"]:
         assert reason  # e.g. "schema: answer: Value error, score # contradicts sentiment negative ..."
