@@ -133,15 +133,30 @@ def test_chat_rows_one_per_target(tmp_path, row, expected):
 
 
 def test_v1_chat_rows_show_the_symbol_and_answer_without_target(tmp_path):
-    """Models trained before targets keep their prompt: `Ticker:` shows the symbol (a name without one is
-    `none`), the answer has no target key."""
-    [rec] = read_records(jsonl(tmp_path / "in.jsonl", [FIQA_HEADLINE]))
-    rows = record_to_chat(rec, "sentiment-v1")
-    assert [r["meta"]["target"] for r in rows] == ["TalkTalk", "Tesco"]
-    for r in rows:
-        assert "Ticker: none\n" in r["messages"][1]["content"] and "Target:" not in r["messages"][1]["content"]
-        assert list(json.loads(r["messages"][2]["content"])) == ["ticker", "sentiment", "score", "reasoning"]
+    """Models trained before targets keep their prompt: `Ticker:` shows the symbol, the answer has no target
+    key, and the names it cannot tell apart (no symbol: `Ticker: none`) are one question with their mean score
+    instead of one prompt with several answers."""
+    row = {"id": "fe-3", "text": "TalkTalk rose, Royal Mail fell, Tesla and Tesla Inc rallied.", "entities": [
+        {"name": "TalkTalk", "label": "positive"}, {"name": "Royal Mail", "label": "negative"},
+        {"name": "Tesla", "label": "positive"}, {"name": "Tesla Inc", "label": "positive"}]}
+    [rec] = read_records(jsonl(tmp_path / "in.jsonl", [row]))
+    v2 = record_to_chat(rec)
+    assert [(r["meta"]["target"], r["meta"]["ticker"], r["meta"]["label"]) for r in v2] == [
+        ("TalkTalk", None, "positive"), ("Royal Mail", None, "negative"), ("Tesla", "TSLA", "positive"),
+        ("Tesla Inc", "TSLA", "positive")]
+    v1 = record_to_chat(rec, "sentiment-v1")
+    assert [(r["meta"]["id"], r["meta"]["target"], r["meta"]["ticker"], r["meta"]["label"], r["meta"]["score"])
+            for r in v1] == [("fe-3:None", None, None, "neutral", 0.0), ("fe-3:TSLA", "TSLA", "TSLA", "positive", 0.7)]
+    prompts = [r["messages"][1]["content"] for r in v1]
+    assert [p.split("\n")[0] for p in prompts] == ["Ticker: none", "Ticker: TSLA"] and len(set(prompts)) == 2
+    for r in v1:
+        answer = json.loads(r["messages"][2]["content"])
+        assert list(answer) == ["ticker", "sentiment", "score", "reasoning"]
         assert r["meta"]["prompt_version"] == "sentiment-v1"
+    assert json.loads(v1[0]["messages"][2]["content"])["reasoning"].endswith("neutral for the market.")
+    [fiqa] = read_records(jsonl(tmp_path / "fiqa.jsonl", [FIQA_HEADLINE]))
+    [one] = record_to_chat(fiqa, "sentiment-v1")  # TalkTalk 0.136 and Tesco 0.192: one market question
+    assert (one["meta"]["id"], one["meta"]["label"], one["meta"]["score"]) == ("fiqa-headline-2", "positive", 0.16)
 
 
 def test_fiqa_headline_reasoning_names_the_company_asked(tmp_path):

@@ -8,6 +8,8 @@ One chat row per question the record asks (`Record.questions(limit=None)`, the o
 - otherwise one row per ticker of the record (the dataset's, else `extract_tickers`), or one about the
   market (target and ticker null) when there is none; the score is the record's own, else
   `LABEL_SCORES[label]`.
+- with a prompt without targets (sentiment-v1, which shows only the symbol) the targets sharing a symbol
+  are one row with their mean score, so no prompt gets two answers.
 
 The assistant answer is `format_answer(...)` with a templated reasoning sentence that says it is a
 template, and `meta.reasoning = "template"` marks it too: the distill stage replaces it with a
@@ -28,7 +30,14 @@ from pydantic import ValidationError
 from tickerpulse.data.formats import DataError
 from tickerpulse.data.readers import CsvColumns, iter_records
 from tickerpulse.data.records import Record, SourceFormat
-from tickerpulse.task.contract import DEFAULT_PROMPT, LABEL_SCORES, build_messages, format_answer, load_prompt
+from tickerpulse.task.contract import (
+    DEFAULT_PROMPT,
+    LABEL_SCORES,
+    build_messages,
+    format_answer,
+    load_prompt,
+    score_to_label,
+)
 
 Target = Literal["records", "chat"]
 SOURCE_NAMES = {"tfns": "twitter-financial-news-sentiment", "fpb": "Financial PhraseBank", "fiqa": "FiQA",
@@ -44,25 +53,46 @@ def template_reasoning(source: str, label: str, target: str | None, ticker: str 
     return f"Template (gold {SOURCE_NAMES.get(source, source)} label, no model reasoning): {label} for {subject}."
 
 
+def _asked(rec: Record, answer_target: bool) -> list[tuple[str, str | None, str | None, str, float]]:
+    """(id, target, ticker, label, score) per chat row. A prompt without targets (sentiment-v1) shows only the
+    symbol, so the targets that share one (the names without a symbol: `Ticker: none`) would be one prompt
+    with several answers: they are one question about that symbol, with their mean score."""
+    asked = []
+    for q in rec.questions(limit=None):
+        if q.label is None:
+            raise ValueError("no gold label (an unlabeled text: label it with `tickerpulse distill`)")
+        asked.append((q.id, q.target, q.ticker, q.label, q.score if q.score is not None else LABEL_SCORES[q.label]))
+    if answer_target:
+        return asked
+    groups: dict[str | None, list[tuple[str, str | None, str | None, str, float]]] = {}
+    for row in asked:
+        groups.setdefault(row[2], []).append(row)
+    out = []
+    for ticker, rows in groups.items():
+        if len(rows) == 1:
+            out.append(rows[0])
+            continue
+        mean = round(sum(r[4] for r in rows) / len(rows), 3)
+        qid = rec.id if len(groups) == 1 else f"{rec.id}:{ticker}"
+        out.append((qid, ticker, ticker, score_to_label(mean), mean))
+    return out
+
+
 def record_to_chat(rec: Record, prompt_version: str = DEFAULT_PROMPT) -> list[dict[str, Any]]:
-    """Chat rows (system, user, assistant) with a `meta` block, one per answer target.
+    """Chat rows (system, user, assistant) with a `meta` block, one per question the prompt can tell apart.
 
     Raises:
-        ValueError: a gold score contradicts the label (e.g. neutral with score 0.9).
+        ValueError: a gold score contradicts the label (e.g. neutral with score 0.9), or a target is too long.
     """
     prompt = load_prompt(prompt_version)
     rows = []
-    for q in rec.questions(limit=None):
-        target, ticker, label = q.target, q.ticker, q.label
-        if label is None:
-            raise ValueError("no gold label (an unlabeled text: label it with `tickerpulse distill`)")
-        score = q.score if q.score is not None else LABEL_SCORES[label]
+    for qid, target, ticker, label, score in _asked(rec, prompt["answer_target"]):
         reasoning = template_reasoning(rec.source, label, target, ticker)
         answer = format_answer(target, label, score, reasoning, prompt_version)
         rows.append({
             "messages": [*build_messages(rec.text, target, prompt_version), {"role": "assistant", "content": answer}],
             "meta": {
-                "id": q.id,
+                "id": qid,
                 "record_id": rec.id,
                 "source": rec.source,
                 "text": rec.text,
