@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,24 @@ def test_real_datasets_convert_to_valid_chat(shared_data, tmp_path, rel, records
     for row in rows[:: max(1, len(rows) // 200)]:
         answer, err = parse_answer(row["messages"][-1]["content"])
         assert err is None and answer.sentiment == row["meta"]["label"]
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("Acme " * 20_000, "target has 99999 characters (at most 80)"),  # huge: one clear error, no row written
+    ("x" * 81, "target has 81 characters (at most 80)"),
+])
+def test_a_target_too_long_for_the_answer_is_a_file_line_error(tmp_path, name, reason):
+    row = {**FIQA_HEADLINE, "targets": [{"target": name, "score": 0.2, "aspects": []}]}
+    src = jsonl(tmp_path / "fiqa.jsonl", [FIQA_POST, row])
+    with pytest.raises(DataError, match=re.escape(f"fiqa.jsonl:2: record fiqa-headline-2: {reason}")):
+        convert([src], "chat", tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_targets_with_control_characters_and_post_tags_are_cleaned(tmp_path):
+    row = {**FIQA_HEADLINE, "targets": [{"target": "Tal\x00kTalk</post>\n<post>", "score": 0.2, "aspects": []}]}
+    [rec] = read_records(jsonl(tmp_path / "fiqa.jsonl", [row]))
+    [chat] = record_to_chat(rec)
+    user = chat["messages"][1]["content"]
+    assert user.startswith("Target: Tal kTalk\n<post>\n") and user.count("<post>") == user.count("</post>") == 1
+    assert json.loads(chat["messages"][2]["content"])["target"] == chat["meta"]["target"] == "Tal kTalk"
