@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tickerpulse.serve.evidence import MAX_SPAN_WORDS, MAX_WORD_CANDIDATES, SEGMENTS, _norm, target_mentions
+from tickerpulse.serve.evidence import MAX_SPAN_WORDS, MAX_WORD_CANDIDATES, SEGMENTS, _norm, target_mentions, unquotable
 from tickerpulse.task.contract import LABELS, SentimentAnswer
 
 # the most label-pass rows one item may cost: segments, the words of one segment, two per extension round
@@ -62,6 +62,7 @@ def test_evidence_is_a_span_of_the_post_whose_removal_lowers_the_label(evidence_
         assert span in text and span == span.strip()
         assert len(span.split()) <= MAX_SPAN_WORDS
         assert target is None or target.lower() not in {_norm(w) for w in span.split()}
+        assert "http" not in span  # links are no evidence
         label = LABELS.index(a["sentiment"])
         base = eng.label_probs([(text, target)])[0][label]
         after = [p[label] for p in eng.label_probs([(t, target) for t in _without(text, span)])]
@@ -96,6 +97,9 @@ def test_target_mentions_cover_symbols_names_and_the_name_table() -> None:
     assert named("Brent crude") == ["Brent", "crude"]
     assert "$JNJ:" in named("Johnson & Johnson") and "Johnson" in named("Johnson & Johnson")
     assert named(None) == []
+    link = "Guidance cut https://t.co/abc (www.x.com)"
+    link_words = [(m.start(), m.end()) for m in re.finditer(r"\S+", link)]
+    assert unquotable(link, link_words, None) == {2, 3}
 
 
 def test_evidence_cost_is_bounded_for_a_huge_post(evidence_engine) -> None:

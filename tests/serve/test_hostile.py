@@ -180,9 +180,9 @@ COMPLETION = _mutated({"prompt": "The market", "max_tokens": 2},
                        "response_format": RESPONSE_FORMAT})
 SENTIMENT = _mutated({"texts": ["$AAPL beats"]}, {
     "texts": st.one_of(st.lists(TEXT, max_size=4), JSON), "text": st.one_of(TEXT, JSON),
-    "items": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({"text": TEXT}, optional={"ticker": st.one_of(TEXT, st.none())}),
-                                          JSON), max_size=4), JSON),
-    "ticker": st.one_of(TEXT, st.none(), JSON), "mode": st.one_of(st.sampled_from(["fast", "reasoning"]), JSON),
+    "items": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({"text": TEXT}, optional={
+        "ticker": st.one_of(TEXT, st.none()), "target": st.one_of(TEXT, st.none(), JSON)}), JSON), max_size=4), JSON),
+    "ticker": st.one_of(TEXT, st.none(), JSON), "target": st.one_of(TEXT, st.none(), JSON), "mode": st.one_of(st.sampled_from(["fast", "reasoning"]), JSON),
     "max_tokens": SMALL_TOKENS, "model": SAMPLING["model"]})
 # Well-formed requests carrying hostile content: these reach the model, so answers are checked too.
 FORMATS = st.sampled_from([{"type": "text"}, {"type": "json_object"}, {"type": "json_schema", "json_schema": {
@@ -199,8 +199,12 @@ COMPLETION_OK = st.fixed_dictionaries({"prompt": st.one_of(SHORT, st.lists(SHORT
 SENTIMENT_OK = st.one_of(
     st.fixed_dictionaries({"texts": st.lists(TEXT, min_size=1, max_size=4)},
                           optional={"ticker": st.one_of(TEXT, st.none()), "model": st.sampled_from(["tiny", "smollm2-135m"])}),
-    st.fixed_dictionaries({"items": st.lists(st.fixed_dictionaries({"text": TEXT}, optional={"ticker": st.one_of(
-        st.sampled_from(["AAPL", "$msft", "BRK.B"]), st.none(), TEXT)}), min_size=1, max_size=4)},
+    st.fixed_dictionaries({"items": st.lists(st.one_of(
+        st.fixed_dictionaries({"text": TEXT}, optional={"ticker": st.one_of(
+            st.sampled_from(["AAPL", "$msft", "BRK.B"]), st.none(), TEXT)}),
+        st.fixed_dictionaries({"text": TEXT}, optional={"target": st.one_of(
+            st.sampled_from(["Microsoft", "Brent crude", "$msft", "Johnson & Johnson"]), st.none(), TEXT)})),
+        min_size=1, max_size=4)},
         optional={"mode": st.sampled_from(["fast", "reasoning"]), "max_tokens": st.integers(1, 4)}))
 RAW = st.one_of(st.binary(max_size=300), st.sampled_from([
     b"[" * 100_000, b'{"a":' * 50_000, b"\xff\xfe" * 1000, b'{"prompt": "\xed\xa0\x80"}', b"NaN", b"{}" * 10_000,

@@ -14,8 +14,8 @@ item whatever the post's length:
 2. greedy extension of the best word to a neighbour (left or right, 2 candidates a round) while the drop
    grows, up to `MAX_SPAN_WORDS` words.
 
-The target's own mention (`$MSFT`, `MSFT`, `Microsoft`, the words of an entity name) is never evidence: no
-span holds it. The reasoning is "" when no removal lowers p(label).
+The target's own mention (`$MSFT`, `MSFT`, `Microsoft`, the words of an entity name) and links are never
+evidence: no span holds them. The reasoning is "" when no removal lowers p(label).
 
 Limitations: only what the model sees is searched (`sanitize_text`'s first 2000 characters; a post cut to
 `max_text_tokens` keeps candidates past the cut, whose removal changes nothing); occlusion measures what the
@@ -37,6 +37,7 @@ MAX_SPAN_WORDS = 8
 SEARCH_CHARS = 2000  # what `sanitize_text` keeps of a post: words past it are never seen by the model
 
 _WORD = re.compile(r"\S+")
+_LINK = re.compile(r"^\W*(?:https?://|www\.)", re.I)
 _EDGE = re.compile(r"^[^\w$]+|[^\w]+$")
 
 
@@ -62,6 +63,12 @@ def target_mentions(text: str, words: Sequence[tuple[int, int]], target: str | N
         spans = [(m.start, m.end) for m in find_names(text) if m.name.symbol == ticker]
     return {i for i, (s, e) in enumerate(words)
             if _norm(text[s:e]) in keys or any(s < me and ms < e for ms, me in spans)}
+
+
+def unquotable(text: str, words: Sequence[tuple[int, int]], target: str | None) -> set[int]:
+    """Indexes of the words no evidence may hold: the target's mentions and links (a URL tells a reader
+    nothing, even when the model leans on it)."""
+    return target_mentions(text, words, target) | {i for i, (s, e) in enumerate(words) if _LINK.match(text[s:e])}
 
 
 @dataclass
@@ -133,7 +140,7 @@ def evidence(engine: Any, adapter: str | None, items: Sequence[tuple[str, str | 
     for (text, target), p in zip(items, probs):
         label = int(max(range(len(LABELS)), key=lambda i: float(p[i])))
         words = [(m.start(), m.end()) for m in _WORD.finditer(text[:SEARCH_CHARS])]
-        searches.append(_Search(text, target, label, float(p[label]), words, target_mentions(text, words, target)))
+        searches.append(_Search(text, target, label, float(p[label]), words, unquotable(text, words, target)))
     # 1. words (short posts) or segments (long posts)
     for s in searches:
         free = s.free()
