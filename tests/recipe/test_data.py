@@ -99,8 +99,8 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
     from tickerpulse.recipe.config import RecipeConfig
     from tickerpulse.recipe.sentiment import distill_chat
 
-    cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, splits=SplitConfig(limit_per_dataset=40),
-                       injection_augment=0.5)
+    cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, injection_augment=0.5,
+                       splits=SplitConfig(limit_per_dataset=40, pairs=6, entity_repeat=2))
     data = assemble(shared_data, cfg.splits, seed=0)
     chat = distill_chat(cfg, data, tmp_path, log=lambda *_: None)
     gold = {r.id: r for ds in data.values() for r in ds["train"]}
@@ -110,7 +110,11 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
         meta, ans = row["meta"], json.loads(row["messages"][-1]["content"])
         src = gold[meta["id"].partition(":inj-")[0]]
         assert ans["sentiment"] == src.label and meta["source"] == src.dataset, meta["id"]
+        assert ans["target"] == src.questions()[0].target, meta["id"]  # each row asks its own target
         if src.score is not None:
             assert ans["score"] == pytest.approx(round(src.score, 2)), meta["id"]
         seen[src.dataset] += 1
-    assert set(seen) == {"tfns", "fpb", "fiqa"} and sum(seen.values()) == len(rows)
+    assert set(seen) == {"tfns", "fpb", "fiqa", "finentity", "pairs"} and sum(seen.values()) == len(rows)
+    # every FinEntity train question twice (entity_repeat), and both questions of each pair (one text, two targets)
+    assert seen["finentity"] >= 2 * len(data["finentity"]["train"]) and seen["finentity"] % 2 == 0
+    assert seen["pairs"] >= len(data["pairs"]["train"]) == 12

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tickerpulse.data.records import Record
+from tickerpulse.data.records import Record, Target
 from tickerpulse.data.split import group_keys, split_groups
 
 SPLIT_ORDER = ("train", "valid", "test")
@@ -50,6 +50,32 @@ def split_paragraphs(records: Sequence[Record], valid: float = 0.1, test: float 
     parts = split_groups(keys, [paragraph_kind(r) for r in records], {"test": test, "valid": valid}, seed,
                          rest="train")
     return {s: [records[i] for i in sorted(parts[s])] for s in SPLIT_ORDER}
+
+
+def target_records(records: Sequence[Record]) -> tuple[list[Record], int]:
+    """(one record per distinct target of each paragraph, ambiguous names left out): each asks about its one
+    target by name (`targets` = that target, `label` its gold), id `<paragraph id>#<k>`; a paragraph id seen
+    before adds nothing. A name annotated twice in a paragraph with different labels asks an ambiguous
+    question and is left out (counted)."""
+    out: list[Record] = []
+    ambiguous = 0
+    seen: set[str] = set()
+    for rec in records:
+        if rec.id in seen:
+            continue
+        seen.add(rec.id)
+        by_name: dict[str, list[Target]] = {}
+        for t in rec.targets:
+            by_name.setdefault(t.target, []).append(t)
+        for k, (name, ts) in enumerate(by_name.items()):
+            if len({t.label for t in ts}) > 1:
+                ambiguous += 1
+                continue
+            first, ticker = ts[0], next((t.ticker for t in ts if t.ticker), None)  # a RIC after any mention
+            out.append(Record(id=f"{rec.id}#{k}", text=rec.text, label=first.label, source=rec.source,
+                              tickers=[ticker] if ticker else [], dataset=rec.dataset,
+                              targets=[Target(target=name, score=first.score, ticker=ticker, label=first.label)]))
+    return out, ambiguous
 
 
 def finentity_sizes(splits: dict[str, list[Record]]) -> dict[str, dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Deterministic selection: drop exact duplicates, then deal whole near-duplicate groups to per-split queues.
 
 Texts are compared after the data stage's normalisation (`tickerpulse.data.split.normalize_text`), so a
-headline posted twice with different t.co links is an exact duplicate: the first is kept, the rest dropped
-(and counted, with how often their gold labels conflict). The splitting itself is the data stage's one
+headline posted twice with different t.co links about the same target is an exact duplicate: the first is
+kept, the rest dropped (and counted, with how often their gold labels conflict); the same text asked about
+another target is another question. The splitting itself is the data stage's one
 splitter (`data.split.group_keys` + `split_groups`): near-duplicate clusters (character 5-gram Jaccard >=
 `near_dup_threshold`) never straddle train/valid/test, so the student is never tested on a paraphrase of a
 training row; each split's queue is stratified by gold label when there is one and in seeded order.
@@ -54,10 +55,13 @@ def plan_splits(
     seen: dict[str, int] = {}
     kept: list[Record] = []
     for row in rows:
-        norm = normalize_text(row.text)
-        if not norm:
+        text = normalize_text(row.text)
+        if not text:
             stats["empty_dropped"] += 1
             continue
+        # a duplicate is the same question: the same text about the same target (one paragraph asked about
+        # two entities is two questions; the text-level grouping below keeps them in one split)
+        norm = f"{text}\x00{row.questions()[0].target or ''}"
         if norm in seen:
             stats["exact_duplicates_dropped"] += 1
             first = kept[seen[norm]]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tickerpulse.data.finentity import target_records
 from tickerpulse.data.records import Record
 from tickerpulse.evaluate.items import EvalItem
 from tickerpulse.evaluate.labelers import Labeler
@@ -49,28 +50,14 @@ class EntityItem:
 
 
 def entity_items(records: Iterable[Record]) -> tuple[list[EntityItem], int]:
-    """(items, ambiguous names left out): each distinct target name of each paragraph once, in order.
+    """(items, ambiguous names left out): each distinct target name of each paragraph once, in order
+    (`data.finentity.target_records`, the questions the recipe trains on, read back as items).
 
     A record id seen before (the same paragraph repeated in the file) adds nothing.
     """
-    items: list[EntityItem] = []
-    ambiguous = 0
-    seen: set[str] = set()
-    for rec in records:
-        if rec.id in seen:
-            continue
-        seen.add(rec.id)
-        labels: dict[str, set[str]] = {}
-        tickers: dict[str, str | None] = {}
-        for t in rec.targets:
-            labels.setdefault(t.target, set()).add(t.label)
-            tickers[t.target] = tickers.get(t.target) or t.ticker
-        for name, gold in labels.items():
-            if len(gold) > 1:
-                ambiguous += 1
-                continue
-            items.append(EntityItem(rec.id, rec.text, name, tickers[name], next(iter(gold))))
-    return items, ambiguous
+    recs, ambiguous = target_records(list(records))
+    return [EntityItem(r.id.rpartition("#")[0], r.text, r.targets[0].target, r.targets[0].ticker, r.targets[0].label)
+            for r in recs], ambiguous
 
 
 def student_ticker(item: EntityItem) -> str | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from tickerpulse.task.contract import LABELS
+from tickerpulse.task.contract import LABELS, resolve_target
 
 Split = Literal["train", "eval"]
 FAMILIES = ("instruction", "json_answer", "system_line", "plea", "assistant_turn")
@@ -123,7 +123,7 @@ def _json_body(rng: random.Random, label: str, target: str | None, split: Split)
     """A fake answer object: a seeded subset and order of the schema's keys, always with the asked sentiment."""
     keys = [k for k in _KEYS if k == "sentiment" or rng.random() < 0.6]
     rng.shuffle(keys)
-    value = {"target": target or "market", "ticker": (target or "SPY").upper()[:5], "sentiment": label,
+    value = {"target": target, "ticker": resolve_target(target)[1], "sentiment": label,
              "score": _SCORE[label], "reasoning": rng.choice(_REASONS[split])}
     return json.dumps({k: value[k] for k in keys}, ensure_ascii=False, **rng.choice(_JSON_STYLE[split]))
 
@@ -199,9 +199,12 @@ def augment(rows: Sequence[Any], share: float, seed: int) -> list[Any]:
         r = rows[i]
         family = FAMILIES[k % len(FAMILIES)]
         asked = _other_label(r.label, rng.choice)
-        target = r.tickers[0] if getattr(r, "tickers", None) else None
-        text = _join(r.text, phrasing(family, "train", rng, asked, target))
-        out.append(replace(r, id=f"{r.id}:inj-{family}", text=text))
+        target = r.questions()[0].target
+        for _ in range(8):  # the copy must ask the clean row's question: an injection naming a symbol would not
+            copy = replace(r, id=f"{r.id}:inj-{family}", text=_join(r.text, phrasing(family, "train", rng, asked, target)))
+            if copy.questions()[0].target == target:
+                out.append(copy)
+                break
     return out
 
 

@@ -15,7 +15,10 @@ from pydantic import Field, SerializationInfo, ValidationInfo, field_serializer,
 from tickerpulse.config import StrictModel, build, load_yaml
 from tickerpulse.train.config import TrainConfig
 
-DATASETS = ("tfns", "fpb", "fiqa")
+DATASETS = ("tfns", "fpb", "fiqa")  # test sets evaluated per text (evaluate.suite)
+ENTITY_DATASET = "finentity"  # news paragraphs, each entity asked about by name; its test is per entity (evaluate.entity)
+TRAIN_SETS = (*DATASETS, ENTITY_DATASET)  # where train and valid rows come from
+PAIRS = "pairs"  # training rows joined from two single-target twitter rows, asked about each target
 
 # TrainConfig keys the recipe sets itself: a value under `train:` would be replaced, so it is refused.
 RECIPE_TRAIN_KEYS = {
@@ -45,17 +48,22 @@ class SplitConfig(StrictModel):
     valid_fraction: float = Field(0.1, gt=0, lt=0.5, description="PhraseBank / FiQA share for validation.")
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="PhraseBank / FiQA share for the test split.")
     train_limit: dict[str, int | None] = Field(
-        default_factory=lambda: {"tfns": None, "fpb": None, "fiqa": None},
+        default_factory=lambda: {ds: None for ds in TRAIN_SETS},
         description="Stratified subsample of each dataset's train split (null = all); the time budget knob.")
+    pairs: int = Field(0, ge=0, description="Training pairs joined from two twitter train rows that each name one "
+                       "target (different targets, mostly different labels), each asked about both targets.")
+    pair_conflict_share: float = Field(0.7, ge=0, le=1, description="Share of those pairs whose two labels differ.")
+    entity_repeat: int = Field(1, ge=1, le=8, description="FinEntity train questions are trained this many times "
+                               "(each copy in another place of the shuffled data).")
     valid_limit: int | None = Field(None, ge=1, description="Cap on each dataset's validation rows.")
     limit_per_dataset: int | None = Field(None, ge=12, description="Read only this many rows per source file "
                                           "(a seeded stratified sample; tests and quick looks).")
 
     @model_validator(mode="after")
     def _check(self) -> "SplitConfig":
-        unknown = set(self.train_limit) - set(DATASETS)
+        unknown = set(self.train_limit) - set(TRAIN_SETS)
         if unknown:
-            raise ValueError(f"train_limit: unknown dataset(s) {sorted(unknown)}; known: {list(DATASETS)}")
+            raise ValueError(f"train_limit: unknown dataset(s) {sorted(unknown)}; known: {list(TRAIN_SETS)}")
         return self
 
 
@@ -80,6 +88,9 @@ class EvalSettings(StrictModel):
         "`serve --model <name>` (dtype auto) runs what the card measured; auto = bf16 on a CPU with native bf16 "
         "(~2x label items/s; 97.8-100% of labels agree with fp32 per validation set, docs/experiments.md), else fp32.")
     injection_free_generation: bool = Field(True, description="Also run free generation on the injection posts.")
+    compare_previous: bool = Field(True, description="Measure the model this run replaces (if one is installed "
+                                   "under the same name) at entity level before overwriting it: the card's "
+                                   "previous student.")
     calibration_grid: list[float] = Field(
         default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
         description="Softmax temperatures tried when fitting fast-mode scores on the VALID split.")
@@ -95,7 +106,7 @@ class RecipeConfig(StrictModel):
     name: str = Field("tickerpulse-sentiment", description="Installed model name (`--model NAME` finds it).")
     model_dir: Path | None = Field(None, description="Install folder; default <TICKERPULSE_HOME>/models/<name>.")
     base_model: str = Field("smollm2-135m", description="The student's base model.")
-    shared_data: Path = Field(Path("../shared/data"), description="Folder holding the three public datasets.")
+    shared_data: Path = Field(Path("../shared/data"), description="Folder holding the four public datasets.")
     out: Path = Field(Path("runs/recipe-sentiment"), description="Work folder: data, run, evals, report.")
     seed: int = 0
     teacher: str = Field("gold", description="'gold' (dataset labels) or an OpenAI-compatible base URL.")
@@ -107,7 +118,7 @@ class RecipeConfig(StrictModel):
                                      "appended instruction (other phrasings than the evaluation's) and the clean label.")
     prompt_version: str = Field("sentiment-v2", description="Prompt file used for training, eval and serving.")
     full_answer_share: dict[str, float] = Field(
-        default_factory=lambda: {ds: 1.0 for ds in DATASETS},
+        default_factory=lambda: {ds: 1.0 for ds in (*TRAIN_SETS, PAIRS)},
         description="Per dataset, the share of training rows trained on the whole JSON answer; the others end "
         "after the label (`train_through`): their score is the label's stock value, so the tail teaches only "
         "format the uncut rows teach, and costs ~17 of ~80 computed tokens per sample.")
@@ -132,10 +143,11 @@ class RecipeConfig(StrictModel):
     @field_validator("full_answer_share")
     @classmethod
     def _known_shares(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - set(DATASETS)
+        known = (*TRAIN_SETS, PAIRS)
+        unknown = set(v) - set(known)
         if unknown or any(not 0.0 <= x <= 1.0 for x in v.values()):
-            raise ValueError(f"full_answer_share: datasets {list(DATASETS)} with shares in [0, 1]; got {v}")
-        return {**{ds: 1.0 for ds in DATASETS}, **v}
+            raise ValueError(f"full_answer_share: datasets {list(known)} with shares in [0, 1]; got {v}")
+        return {**{ds: 1.0 for ds in known}, **v}
 
     def train_config(self, data: str | Path, run: str | Path) -> TrainConfig:
         """The training run's config: the `train` section with the recipe's base model, chat data and run folder

@@ -3,6 +3,11 @@
 - twitter-financial-news-sentiment: `train.jsonl` -> our train + our own validation (carved from train);
   `valid-a.jsonl` is the TEST set (never trained or early-stopped on).
 - Financial PhraseBank all-agree and FiQA task 1: one file each -> train / valid / test by fraction.
+- FinEntity: whole paragraphs -> train / valid / test by the same fractions (`data.finentity.split_paragraphs`);
+  train and valid become one record per distinct entity, asked about by name (`target_records`); the test
+  split stays one record per paragraph (the entity evaluation asks about each of its entities).
+- pairs (`recipe.pairs`, train only): twitter train rows that name one target each, joined two by two and
+  asked about each target.
 
 Splits and samples come from the data stage's one splitter (`tickerpulse.data.split`): rows whose normalised
 text is identical (same headline, another t.co link) form one group that never straddles two splits, and each
@@ -17,7 +22,9 @@ Known limitation: near-duplicates (paraphrases) are not grouped here; only exact
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,15 +32,17 @@ from typing import Any
 from tickerpulse.data.readers import read_records
 from tickerpulse.data.records import Record, write_jsonl
 from tickerpulse.data.split import group_keys, normalize_text, sample, split_groups
-from tickerpulse.recipe.config import SplitConfig
+from tickerpulse.recipe.pairs import target_pairs
+from tickerpulse.recipe.config import ENTITY_DATASET, PAIRS, SplitConfig
 
 SOURCES = {
     "tfns": "twitter-financial-news-sentiment/train.jsonl",
     "tfns_test": "twitter-financial-news-sentiment/valid-a.jsonl",
     "fpb": "financial-phrasebank/sentences_allagree.jsonl",
     "fiqa": "fiqa-sentiment/fiqa_task1.jsonl",
+    "finentity": "finentity/finentity.jsonl",
 }
-TEST_NAMES = {"tfns": "twitter valid-a", "fpb": "PhraseBank test", "fiqa": "FiQA test"}
+TEST_NAMES = {"tfns": "twitter valid-a", "fpb": "PhraseBank test", "fiqa": "FiQA test", "finentity": "FinEntity test"}
 
 
 def to_record(rec: Record, dataset: str) -> Record:
@@ -84,11 +93,31 @@ def assemble(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, dict[str, l
         rows = _read(shared, ds, ds, lim, seed)
         p = split_records(rows, {"test": cfg.test_fraction, "valid": cfg.valid_fraction}, seed)
         out[ds] = {s: p.get(s, []) for s in ("train", "valid", "test")}
+    out[ENTITY_DATASET] = _finentity(shared, cfg, seed)
     for ds, splits in out.items():
         splits["train"] = sample_records(splits["train"], cfg.train_limit.get(ds), seed)
         if cfg.valid_limit is not None:
             splits["valid"] = sample_records(splits["valid"], cfg.valid_limit, seed)
+    if cfg.pairs:
+        out[PAIRS] = {"train": target_pairs(out["tfns"]["train"], cfg.pairs, seed, cfg.pair_conflict_share),
+                      "valid": [], "test": []}
     return out
+
+
+def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, list[Record]]:
+    """FinEntity's splits by paragraph: train/valid as one record per entity, test as paragraphs."""
+    from tickerpulse.data.finentity import split_paragraphs, target_records
+
+    path = shared / SOURCES[ENTITY_DATASET]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the recipe reads the public datasets from --shared-data")
+    paragraphs = [replace(r, dataset=ENTITY_DATASET) for r in read_records(path, "finentity")]
+    if cfg.limit_per_dataset:
+        paragraphs = [paragraphs[i] for i in sorted(random.Random(seed).sample(
+            range(len(paragraphs)), min(cfg.limit_per_dataset, len(paragraphs))))]
+    parts = split_paragraphs(paragraphs, cfg.valid_fraction, cfg.test_fraction, seed)
+    return {"train": target_records(parts["train"])[0], "valid": target_records(parts["valid"])[0],
+            "test": parts["test"]}
 
 
 def write_records(rows: Sequence[Record], path: Path) -> Path:

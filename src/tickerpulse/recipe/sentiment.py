@@ -23,7 +23,7 @@ from typing import Any
 from tickerpulse.data.records import Record
 from tickerpulse.models.loading import cpu_supports_bf16, write_serving_dtype
 from tickerpulse.recipe.card import FAST, FREE, REASON
-from tickerpulse.recipe.config import DATASETS, RecipeConfig
+from tickerpulse.recipe.config import DATASETS, ENTITY_DATASET, PAIRS, TRAIN_SETS, RecipeConfig
 from tickerpulse.recipe.data import assemble, read_data, split_stats, write_records
 
 Log = Callable[[str], None]
@@ -65,7 +65,7 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
             write_records(rows, out / "data" / f"{ds}-{split}.jsonl")
     (out / "data" / "stats.json").write_text(json.dumps(split_stats(data), indent=2) + "\n")
     log("data: " + ", ".join(f"{ds} {'/'.join(str(len(data[ds][s])) for s in ('train', 'valid', 'test'))}" for ds in data)
-        + " (train/valid/test)")
+        + " (train/valid/test; finentity test in paragraphs, the others in questions)")
     timer.step("data", t)
 
     t = time.perf_counter()
@@ -77,13 +77,19 @@ def run_recipe(cfg: RecipeConfig, log: Log = print, argv: list[str] | None = Non
     train_student(cfg, chat, out / "run", log, argv, budget_fit=fit)
     timer.step("train", t)
 
+    if cfg.eval.compare_previous:
+        t = time.perf_counter()
+        previous_entity_eval(cfg, data, out, log)
+        timer.step("previous_entity", t)
+
     t = time.perf_counter()
     from tickerpulse.export.fuse import fuse
 
     model_dir = cfg.install_dir
     res = fuse(out / "run", model_dir, overwrite=True, command=argv)
     student_dtype = _cpu_dtype(cfg.eval.student_dtype)
-    write_serving_dtype(model_dir, student_dtype, "calibrated and evaluated in this dtype by `tickerpulse recipe`")
+    write_serving_dtype(model_dir, student_dtype, "calibrated and evaluated in this dtype by `tickerpulse recipe`",
+                        prompt_version=cfg.prompt_version, reasoning=reasoning_kind(cfg))
     log(f"fused -> {model_dir} (max |logit diff| {res.max_abs_logit_diff}; served in {student_dtype} on CPU)")
     timer.step("fuse", t)
 
@@ -102,7 +108,7 @@ def _evaluate_and_card(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]
     timer.step("calibrate", t)
 
     evaluate_all(cfg, data, model_dir, out, log, timer)
-    kept = {k: v for k, v in (earlier or {}).items() if k in ("data", "distill", "train", "fuse")}
+    kept = {k: v for k, v in (earlier or {}).items() if k in ("data", "distill", "train", "previous_entity", "fuse")}
     timer.steps = {**kept, **timer.steps}
     timer.steps["total_before_card"] = round(sum(kept.values()) + time.perf_counter() - timer.t0, 2)
     (out / "timings.json").write_text(json.dumps(timer.steps, indent=2) + "\n")
@@ -120,7 +126,7 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
     chat = out / "chat"
     chat.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid"):
-        rows = [r for ds in DATASETS for r in data[ds][split]]
+        rows = [r for ds in (*TRAIN_SETS, PAIRS) if ds in data for r in data[ds].get(split, [])]
         if split == "train":
             from tickerpulse.evaluate.injection import augment
 
@@ -136,6 +142,10 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
         # iter_jsonl reads by "\n" (str.splitlines() would also break at U+2028 inside tweets) and names file:line
         rows_out = [row for _, row in iter_jsonl(out / "distill" / split / "train.jsonl")]
         rng = random.Random(cfg.seed + 1)
+        if split == "train" and cfg.splits.entity_repeat > 1:  # FinEntity questions again, in other places
+            again = [r for r in rows_out if r["meta"].get("source") == ENTITY_DATASET] * (cfg.splits.entity_repeat - 1)
+            rows_out += again
+            rng.shuffle(rows_out)
         cut = 0
         with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for row in rows_out:
@@ -151,12 +161,17 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
 
 
 def _empty_reasoning(row: dict[str, Any]) -> dict[str, Any]:
-    from tickerpulse.task.contract import format_answer
-
     ans = json.loads(row["messages"][-1]["content"])
-    row["messages"][-1]["content"] = format_answer(ans["ticker"], ans["sentiment"], ans["score"], "")
+    row["messages"][-1]["content"] = json.dumps({**ans, "reasoning": ""}, ensure_ascii=False)
     row.setdefault("meta", {})["reasoning"] = "empty"
     return row
+
+
+def reasoning_kind(cfg: RecipeConfig) -> str:
+    """What the student's reasoning mode gives: the teacher's kind of text when it learned one, else evidence
+    (the words of the post that move its label most, `serve.evidence`): a model trained on empty reasoning
+    would otherwise write whatever fits the schema."""
+    return "generated" if cfg.reasoning == "teacher" else "evidence"
 
 
 def _cut_after_label(row: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +217,7 @@ def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], model
     from tickerpulse.evaluate.calibrate import fit_calibration
     from tickerpulse.serve.engine import SentimentEngine
 
-    valid = [r for ds in DATASETS for r in data[ds]["valid"]]
+    valid = [r for ds in TRAIN_SETS if ds in data for r in data[ds]["valid"]]
     (model_dir / "calibration.json").unlink(missing_ok=True)  # fit on the raw label probabilities, not on a previous fit's
     engine = SentimentEngine(str(model_dir))
     # each row's question (`questions_of`): its ticker, its gold, its dataset as the group; only FiQA has scores
@@ -231,7 +246,7 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], mo
     from tickerpulse.serve.labeler import EngineLabeler
 
     t = time.perf_counter()
-    train_rows = [r for ds in DATASETS for r in data[ds]["train"]]
+    train_rows = [r for ds in TRAIN_SETS if ds in data for r in data[ds]["train"]]
     tfidf = TfidfLR(cfg.seed).fit([r.text for r in train_rows], [r.label for r in train_rows])
     baselines = baseline_labelers([r.label for r in train_rows], tfidf)
     timer.step("baselines_fit", t)
@@ -273,11 +288,69 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], mo
     t = time.perf_counter()
     items, _, info = load_items(out / "data" / "tfns-test.jsonl", task="sentiment", limit=ev.injection_n, seed=cfg.seed,
                                 prompt_version=cfg.prompt_version)
-    labelers = [fast, reasoning, *([free] if ev.injection_free_generation else []), baselines[1], baselines[2]]
+    # reasoning mode's label is fast mode's label pass: its flip rates are fast mode's (injection_eval's notes)
+    labelers = [fast, *([free] if ev.injection_free_generation else []), baselines[1], baselines[2]]
     inj = injection_eval(labelers, items, info, prompt_version=cfg.prompt_version, known=clean_tfns)
     (out / "injection.json").write_text(json.dumps(inj, indent=2) + "\n")
-    log("injection: flip rate " + ", ".join(f"{k} {v['flip_rate']:.3f}" for k, v in inj["systems"].items()))
+    log("injection: flip rate " + ", ".join(
+        f"{k} " + "/".join(f"{f} {v['families'][f]['flip_rate']:.2f}" for f in v["families"]) for k, v in inj["systems"].items()))
     timer.step("injection", t)
+
+    test_path = out / "data" / f"{ENTITY_DATASET}-test.jsonl"
+    if test_path.is_file():
+        t = time.perf_counter()
+        from tickerpulse.evaluate.entity import entity_eval
+
+        paragraphs = data[ENTITY_DATASET]["test"]
+        info = {"path": str(test_path), "split": "test", "paragraphs": len(paragraphs)}
+        res = entity_eval([fast, baselines[2], baselines[1], baselines[0]], paragraphs, out,
+                          prompt_version=cfg.prompt_version, data_info=info)
+        res = _with_previous(res, out / PREVIOUS / "entity.json")
+        (out / "entity.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+        log("entity level (FinEntity test): " + ", ".join(
+            f"{k} {v['accuracy']:.3f} / conflict {v['conflict_accuracy'] or 0:.3f} / told apart {v['told_apart'] or 0:.2f}"
+            for k, v in res["systems"].items()))
+        timer.step("eval_entity", t)
+
+
+# The model the run replaces, measured at entity level before it is overwritten (the card's "previous student").
+PREVIOUS = "previous"
+PREVIOUS_NAME = "previous student"
+
+
+def previous_entity_eval(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], out: Path, log: Log) -> None:
+    """The installed model this run will replace, on the FinEntity test entities (fast mode, asked the way its
+    own prompt allows), into out/previous/entity.json; nothing when no model is installed there."""
+    from tickerpulse.evaluate.entity import entity_eval
+    from tickerpulse.serve.engine import SentimentEngine
+    from tickerpulse.serve.labeler import EngineLabeler
+
+    folder = cfg.install_dir
+    paragraphs = data.get(ENTITY_DATASET, {}).get("test", [])
+    if not (folder / "config.json").is_file() or not paragraphs:
+        return
+    engine = SentimentEngine(str(folder), dtype=_cpu_dtype(cfg.eval.student_dtype))
+    labeler = EngineLabeler(engine, "fast", name=PREVIOUS_NAME, system={
+        "model": str(folder), "mode": "fast label scoring", "prompt_version": engine.prompt_version})
+    res = entity_eval([labeler], paragraphs, out / PREVIOUS, prompt_version=engine.prompt_version,
+                      data_info={"split": "test", "model": str(folder)})
+    m = res["systems"][PREVIOUS_NAME]
+    log(f"previous student ({engine.prompt_version}) on FinEntity test: accuracy {m['accuracy']:.3f}, "
+        f"conflict {m['conflict_accuracy'] or 0:.3f}, told apart {m['told_apart'] or 0:.2f}")
+    del engine
+
+
+def _with_previous(res: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The entity result with the previous student's system and labels (same items, same order) added."""
+    if not path.is_file():
+        return res
+    prev = json.loads(path.read_text())
+    if [(i["paragraph"], i["target"]) for i in prev["items"]] != [(i["paragraph"], i["target"]) for i in res["items"]]:
+        return res
+    res["systems"][PREVIOUS_NAME] = prev["systems"][PREVIOUS_NAME]
+    for item, old in zip(res["items"], prev["items"]):
+        item[PREVIOUS_NAME] = old[PREVIOUS_NAME]
+    return res
 
 
 def _cpu_dtype(name: str) -> str:
