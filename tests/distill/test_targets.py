@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from tickerpulse.data.finentity import target_records
 from tickerpulse.data.formats import load_jsonl
 from tickerpulse.data.readers import read_records
 from tickerpulse.distill.inputs import load_raw
@@ -75,3 +76,29 @@ def test_distill_reads_finentity_as_labeled_and_asks_the_first_entity_by_name(tm
         assert m["label"] == m["gold_label"] == answer.sentiment and m["source"] == "finentity"
         got[m["record_id"]] = (answer.target, answer.ticker, answer.sentiment, answer.score)
     assert got == {"fe-two": EXPECTED[0], "fe-ford": ("Ford", "F", "negative", -0.7)}
+
+
+def test_one_record_per_entity_distills_to_one_row_per_named_target(tmp_path):
+    """A paragraph with two named entities, as the recipe feeds it (`data.finentity.target_records`: one
+    record per entity): two rows, each about its entity by name with its own gold label and its symbol (or
+    null), never dropped as duplicates of each other."""
+    records, ambiguous = target_records(read_records(_jsonl(tmp_path / "fe.jsonl", [PARAGRAPH, FORD])))
+    assert ambiguous == 0 and [r.targets[0].target for r in records] == ["Tesla", "Royal Mail", "Ford"]
+    src = _jsonl(tmp_path / "records.jsonl", [r.to_dict() for r in records])
+    out = tmp_path / "out"
+    res = run_cli("distill", "--quiet", "--teacher", "gold", "--cache", tmp_path / "cache.sqlite", "--input", src,
+                  "--out", out, "--n-train", "3", "--n-valid", "0", "--n-test", "0")
+    assert res.code == 0, res.output
+    counts = json.loads((out / "report.json").read_text())["counts"]
+    assert counts["exact_duplicates_dropped"] == 0 and counts["written"] == {"train": 3}
+    rows = {r["meta"]["target"]: r for r in load_jsonl(out / "train.jsonl")[0]}
+    assert set(rows) == {"Tesla", "Royal Mail", "Ford"}
+    got = []
+    for target in ("Tesla", "Royal Mail"):
+        row = rows[target]
+        answer, err = parse_answer(row["messages"][2]["content"])
+        assert err is None and row["messages"][1]["content"].startswith(f"Target: {target}\n<post>\n{TEXT}")
+        assert (row["meta"]["target"], row["meta"]["ticker"], row["meta"]["gold_label"]) == (
+            answer.target, answer.ticker, answer.sentiment)
+        got.append((answer.target, answer.ticker, answer.sentiment, answer.score))
+    assert got == EXPECTED
