@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tickerpulse.data.convert import convert, record_to_chat
-from tickerpulse.data.finentity import finentity_sizes, paragraph_kind, split_paragraphs
+from tickerpulse.data.finentity import finentity_sizes, paragraph_kind, split_paragraphs, target_records
 from tickerpulse.data.formats import DataError, load_jsonl
 from tickerpulse.data.readers import read_records
 from tickerpulse.data.records import MAX_ENTITIES, Record, detect_source
@@ -171,3 +171,22 @@ def test_real_finentity_reads_converts_and_splits_as_documented(shared_data, tmp
     # one row per distinct entity name of a paragraph (a name mentioned twice is asked once, mean score)
     assert report.rows == sum(len({t.target for t in r.targets}) for r in recs)
     assert report.records == 778 and report.rows == 1579 and report.with_ticker == 680  # docs/data.md
+
+
+def test_target_records_one_per_distinct_entity(tmp_path):
+    """The recipe's per-entity records: one per distinct name of a paragraph (its gold, the RIC symbol of any
+    of its mentions), a name annotated with two labels left out as ambiguous, a repeated paragraph once."""
+    row = {"id": "p", "text": "Apple <AAPL.OQ> beat. Later Apple slipped; Nvidia rose and Ford fell, Ford said.",
+           "entities": [{"name": "Apple", "start": 0, "end": 5, "label": "positive"},
+                        {"name": "Apple", "start": 28, "end": 33, "label": "negative"},
+                        {"name": "Nvidia", "label": "positive"},
+                        {"name": "Ford", "start": 59, "end": 63, "label": "negative"},
+                        {"name": "Ford", "start": 70, "end": 74, "label": "negative"}]}
+    recs = read_records(jsonl(tmp_path / "fe.jsonl", [ROW, row, row]))
+    out, ambiguous = target_records(recs)
+    assert ambiguous == 1  # Apple: positive and negative in one paragraph
+    assert [(r.id, r.targets[0].target, r.targets[0].ticker, r.label) for r in out] == [
+        ("fe-1#0", "Tesla Inc", "TSLA", "positive"), ("fe-1#1", "Ford", "F", "negative"),
+        ("fe-1#2", "BP", None, "neutral"), ("fe-1#3", "S&P 500", None, "neutral"),
+        ("p#1", "Nvidia", None, "positive"), ("p#2", "Ford", None, "negative")]
+    assert all(len(r.questions(limit=None)) == 1 and r.text in (TEXT, row["text"]) for r in out)
