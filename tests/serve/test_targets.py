@@ -95,3 +95,31 @@ def test_any_target_gives_a_schema_valid_answer_or_a_400(server, target) -> None
     (ans,) = r.json()["results"]
     SentimentAnswer.model_validate(ans)
     assert (ans["target"], ans["ticker"]) == resolve_target(target)
+
+
+def test_serve_cli_flags_choose_prompt_and_evidence_reasoning(tmp_path) -> None:
+    """The real `tickerpulse serve --prompt-version --reasoning`: the cards say so and reasoning mode quotes."""
+    import os
+
+    import httpx
+
+    from tests.conftest import tickerpulse_serve
+
+    args = ["--model", "smollm2-135m", "--threads", "1", "--prompt-version", "sentiment-v1", "--reasoning", "evidence"]
+    env = {k: v for k, v in os.environ.items() if k != "TICKERPULSE_API_KEY"}
+    text = "Microsoft shares sink after weak cloud guidance"
+    with tickerpulse_serve(args, tmp_path / "serve.log", env) as url:
+        card = httpx.get(url + "/v1/models", timeout=30).json()["data"][0]
+        r = httpx.post(url + "/v1/sentiment", json={"items": [{"text": text, "target": "Microsoft"}],
+                                                     "mode": "reasoning"}, timeout=300).json()
+    assert (card["prompt_version"], card["reasoning"]) == ("sentiment-v1", "evidence")
+    (ans,) = r["results"]
+    assert (ans["target"], ans["ticker"]) == ("Microsoft", "MSFT")
+    assert ans["reasoning"] in text and "Microsoft" not in ans["reasoning"]
+
+
+def test_a_given_engine_must_agree_with_the_config(engine) -> None:
+    from tickerpulse.serve.app import ServeConfig, create_app
+
+    with pytest.raises(ValueError, match="reasoning='evidence' disagrees"):
+        create_app(ServeConfig(reasoning="evidence"), engine=engine)

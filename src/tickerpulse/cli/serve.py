@@ -21,6 +21,8 @@ def serve(
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
     dtype: str = typer.Option("auto", help="auto (fp32 on CPU; bf16 where the model folder's serving.json asks for it and the CPU has native bf16) | float32 | bfloat16 | float16."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
+    prompt_version: str = typer.Option(None, "--prompt-version", help="Sentiment prompt the model was trained with (default: its serving.json's, else the task's default)."),
+    reasoning: str = typer.Option(None, "--reasoning", help="evidence | generated: what reasoning mode returns (default: serving.json's, else generated)."),
     max_batch_size: int = typer.Option(32, help="Most rows per model batch."),
     max_queue: int = typer.Option(256, help="Most queued requests; more get HTTP 429."),
     max_queue_items: int = typer.Option(4096, help="Most queued work items (sentiment (text, ticker) pairs + generated outputs); more get HTTP 429."),
@@ -48,7 +50,8 @@ def serve(
         adapters[name] = path
     cfg = build(ServeConfig, {
         "model": model, "adapters": adapters, "default_model": default_model, "host": host, "port": port,
-        "device": device, "dtype": dtype, "threads": threads, "max_batch_size": max_batch_size, "max_queue": max_queue,
+        "device": device, "dtype": dtype, "threads": threads, "prompt_version": prompt_version, "reasoning": reasoning,
+        "max_batch_size": max_batch_size, "max_queue": max_queue,
         "max_queue_items": max_queue_items,
         "timeout": timeout, "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms,
     }, source="flags")

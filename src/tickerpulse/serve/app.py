@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -40,6 +40,8 @@ class ServeConfig(StrictModel):
     device: str = "auto"
     dtype: str = Field("auto", description="auto (fp32 on CPU; bf16 where the model folder's serving.json asks for it and the CPU has native bf16) | float32 | bfloat16 | float16.")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
+    prompt_version: str | None = Field(None, description="Sentiment prompt the model was trained with (default: its serving.json's prompt_version, else the task's default).")
+    reasoning: Literal["evidence", "generated"] | None = Field(None, description="What reasoning mode returns: evidence spans or generated text (default: serving.json's reasoning, else generated).")
     max_batch_size: int = Field(32, ge=1, le=512, description="Most rows per model batch.")
     max_queue: int = Field(256, ge=1, description="Most queued requests; more get 429.")
     max_queue_items: int = Field(4096, ge=1, description="Most queued work items (sentiment (text, ticker) pairs + generated outputs); more get 429.")
@@ -76,7 +78,11 @@ def create_app(config: ServeConfig | None = None, engine: Any = None) -> Any:
     if engine is None:
         from tickerpulse.serve.engine import SentimentEngine
 
-        engine = SentimentEngine(cfg.model, device=cfg.device, dtype=cfg.dtype, adapters=cfg.adapters, threads=cfg.threads)
+        engine = SentimentEngine(cfg.model, device=cfg.device, dtype=cfg.dtype, adapters=cfg.adapters, threads=cfg.threads,
+                                 prompt_version=cfg.prompt_version, reasoning=cfg.reasoning)
+    for key, have in (("prompt_version", engine.prompt_version), ("reasoning", engine.reasoning_kind)):
+        if getattr(cfg, key) not in (None, have):  # a given engine is already built: say so, never ignore
+            raise ValueError(f"{key}={getattr(cfg, key)!r} disagrees with the given engine's {have!r}")
     rt = engine.rt
     default = cfg.default_model or (next(iter(rt.adapters), None) or rt.model_name)
     rt.resolve(default)  # fail at start, not per request
