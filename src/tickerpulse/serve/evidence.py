@@ -6,8 +6,8 @@ occlusion: the post is scored again by the engine's label pass (`SentimentEngine
 independent) with a span of words removed, and the span whose removal lowers p(label) the most is the
 reasoning, copied verbatim from the post. The label and score stay the label pass's (fast mode's).
 
-Search, all candidates of all items of a call batched into one label pass per round, at most ~50 passes per
-item whatever the post's length:
+Search, all candidates of all items of a call batched into one label pass per round, at most 58 scored rows
+per item (12 segments + 32 words + 2 per extension round) whatever the post's length:
 1. a post with at most `MAX_WORD_CANDIDATES` candidate words: each word alone; a longer one: `SEGMENTS`
    contiguous segments first, then the words (at most `MAX_WORD_CANDIDATES`, evenly picked) of the segment
    whose removal dropped p(label) the most;
@@ -19,7 +19,9 @@ evidence: no span holds them. The reasoning is "" when no removal lowers p(label
 
 Limitations: only what the model sees is searched (`sanitize_text`'s first 2000 characters; a post cut to
 `max_text_tokens` keeps candidates past the cut, whose removal changes nothing); occlusion measures what the
-model relies on, which is not always what a human would quote.
+model relies on, which is not always what a human would quote; a span grows from its best single word, so
+a phrase none of whose words matters alone is not found; a coarse segment is removed whole, the target's
+mention inside it included (only its words are ever answered).
 """
 
 from __future__ import annotations
