@@ -70,7 +70,7 @@ class SentimentEngine:
         device, dtype: as in `load_model` ("auto": fp32 on CPU unless the model folder's serving.json says bf16).
         adapters: more named adapters (name -> folder) a call may pick with `adapter_name=`.
         prompt_version: the prompt file; None: the one the model folder's serving.json names (what the recipe
-            trained it with), else `DEFAULT_PROMPT`.
+            trained it with; a serving.json without one predates targets: sentiment-v1), else `DEFAULT_PROMPT`.
         reasoning: what reasoning mode returns, "evidence" or "generated"; None: serving.json's `reasoning`,
             else "generated".
         threads: torch intra-op threads (None keeps torch's default).
@@ -94,10 +94,12 @@ class SentimentEngine:
             self.rt = model
         else:
             self.rt = Runtime(str(model), adapters=named, device=device, dtype=dtype, threads=threads)
-        from tickerpulse.models.loading import declared_serving
+        from tickerpulse.models.loading import SERVING_FILE, declared_serving
 
         folder = _model_folder(str(self.rt.model_name))
-        self.prompt_version = prompt_version or declared_serving(folder, "prompt_version") or DEFAULT_PROMPT
+        # a serving.json without prompt_version was written by a recipe before targets: its model knows sentiment-v1
+        legacy = "sentiment-v1" if folder is not None and (folder / SERVING_FILE).is_file() else None
+        self.prompt_version = prompt_version or declared_serving(folder, "prompt_version") or legacy or DEFAULT_PROMPT
         kind = reasoning or declared_serving(folder, "reasoning") or "generated"
         if kind not in REASONING_KINDS:
             raise ValueError(f"reasoning must be one of {REASONING_KINDS}, not {kind!r} (serving.json or argument)")

@@ -14,8 +14,8 @@ per item (12 segments + 32 words + 2 per extension round) whatever the post's le
 2. greedy extension of the best word to a neighbour (left or right, 2 candidates a round) while the drop
    grows, up to `MAX_SPAN_WORDS` words.
 
-The target's own mention (`$MSFT`, `MSFT`, `Microsoft`, the words of an entity name) and links are never
-evidence: no span holds them. The reasoning is "" when no removal lowers p(label).
+The target's own mention (`$MSFT`, `MSFT`, `Microsoft`, the words of an entity name), links and bare
+punctuation are never evidence: no span holds them. The reasoning is "" when no removal lowers p(label).
 
 Limitations: only what the model sees is searched (`sanitize_text`'s first 2000 characters; a post cut to
 `max_text_tokens` keeps candidates past the cut, whose removal changes nothing); occlusion measures what the
@@ -68,9 +68,10 @@ def target_mentions(text: str, words: Sequence[tuple[int, int]], target: str | N
 
 
 def unquotable(text: str, words: Sequence[tuple[int, int]], target: str | None) -> set[int]:
-    """Indexes of the words no evidence may hold: the target's mentions and links (a URL tells a reader
-    nothing, even when the model leans on it)."""
-    return target_mentions(text, words, target) | {i for i, (s, e) in enumerate(words) if _LINK.match(text[s:e])}
+    """Indexes of the words no evidence may hold: the target's mentions, links and bare punctuation (a URL or
+    a dash tells a reader nothing, even when the model leans on it)."""
+    return target_mentions(text, words, target) | {
+        i for i, (s, e) in enumerate(words) if _LINK.match(text[s:e]) or not any(ch.isalnum() for ch in text[s:e])}
 
 
 @dataclass
