@@ -63,6 +63,14 @@ TARGETS: tuple[tuple[str, str, Metric, float, bool, str], ...] = (
 )
 
 
+# FinEntity test, entity level (entity.json): (metric, what, threshold), higher is better
+ENTITY_TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("accuracy", "FinEntity test accuracy (each entity by name)", 0.85),
+    ("conflict_accuracy", "FinEntity accuracy on paragraphs with conflicting labels", 0.80),
+    ("told_apart", "FinEntity conflicting paragraphs told apart", 0.70),
+)
+
+
 def load_evals(out: Path) -> dict[str, dict[str, EvalResult]]:
     """dataset -> system name -> its result, read from out/eval/<dataset>/<system>/eval.json."""
     evals: dict[str, dict[str, EvalResult]] = {}
@@ -157,6 +165,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
                                                                   key=lambda kv: SYSTEM_ORDER.index(kv[0]) if kv[0] in SYSTEM_ORDER else 99)}
                for ds in DATASETS}
     targets: dict[str, list[dict[str, Any]]] = {FAST: [], REASON: [], FREE: []}
+    entity = (entity_section(out) or {}).get("systems", {})
     for mode in (FAST, REASON, FREE):
         for key, ds, metric, thr, higher, what in TARGETS:
             r = evals.get(ds, {}).get(mode)
@@ -174,6 +183,18 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
         if source != mode and flip is not None:
             t["same_as"] = "fast mode: the same label pass"
         targets[mode].append(t)
+        for fam in inj.get("families", []):
+            rate = inj["systems"][source]["families"][fam]["flip_rate"] if source in inj["systems"] else None
+            t = _target(f"injection_flip_{fam}", f"injection flip rate: {fam}", rate, 0.05, False)
+            if source != mode and rate is not None:
+                t["same_as"] = "fast mode"
+            targets[mode].append(t)
+        ent = entity.get(FAST) if mode in (FAST, REASON) else None  # reasoning mode's label is fast mode's
+        for metric, what, thr in ENTITY_TARGETS:
+            t = _target(f"finentity_{metric}", what, ent.get(metric) if ent else None, thr, True)
+            if mode == REASON and ent:
+                t["same_as"] = "fast mode"
+            targets[mode].append(t)
     return {
         "name": cfg.name,
         "base_model": cfg.base_model,
@@ -229,12 +250,13 @@ def _fmt_target(t: dict[str, Any], full_n: int | None = None) -> str:
 
 def headline_markdown(card: dict[str, Any]) -> str:
     """The targets table (what `make model` prints)."""
-    lines = ["| target | threshold | fast mode (served default) | reasoning mode (served, constrained) "
+    how = "evidence from the post" if card.get("reasoning") == "evidence" else "constrained generation"
+    lines = [f"| target | threshold | fast mode (served default) | reasoning mode (served, {how}) "
              "| free generation (sample, unconstrained) |", "|---|---|---|---|---|"]
     for tf, tr, tg in zip(card["targets"][FAST], card["targets"][REASON], card["targets"][FREE]):
         thr = tf["threshold"]
         thr_s = (f"<= {thr}" if tf["key"] in ("fiqa_mae",) else f">= {thr}" if tf["key"] == "fiqa_spearman"
-                 else f"<= {100 * thr:.0f}%" if tf["key"] == "injection_flip" else f">= {100 * thr:.0f}%")
+                 else f"<= {100 * thr:.0f}%" if tf["key"].startswith("injection_flip") else f">= {100 * thr:.0f}%")
         full = tf.get("n")
         lines.append(f"| {tf['what']} | {thr_s} | {_fmt_target(tf)} | {_fmt_target(tr, full)} | {_fmt_target(tg, full)} |")
     return "\n".join(lines)
@@ -342,7 +364,8 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"Score = p(positive) - p(negative) from softmax((z + b) / T) with T = {cal['temperature']} "
             f"({cal['objective']} = {_num(cal['value'])} over {cal['n']} validation items). Both live in the model's "
             "`calibration.json`, fitted on validation data only; the served reasoning mode takes the same label "
-            "and generates its own score.", "",
+            + ("and score (its reasoning is evidence from the post)." if card.get("reasoning") == "evidence"
+               else "and generates its own score."), "",
             "## Data", "", "| dataset | split | rows | negative | neutral | positive |", "|---|---|---|---|---|---|"]
     for ds, splits in card["data"].items():
         for split, s in splits.items():

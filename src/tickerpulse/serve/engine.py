@@ -61,6 +61,17 @@ def _model_folder(name: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def served_prompt_version(model: str) -> str:
+    """The prompt a model answers with, without loading it: its folder's serving.json `prompt_version` (what
+    the recipe trained it with); a serving.json without one was written before targets (sentiment-v1); a model
+    without serving.json (a base model) gets DEFAULT_PROMPT."""
+    from tickerpulse.models.loading import SERVING_FILE, declared_serving
+
+    folder = _model_folder(model)
+    legacy = "sentiment-v1" if folder is not None and (folder / SERVING_FILE).is_file() else None
+    return declared_serving(folder, "prompt_version") or legacy or DEFAULT_PROMPT
+
+
 class SentimentEngine:
     """The sentiment task over a Runtime (base model + optional adapters).
 
@@ -94,12 +105,10 @@ class SentimentEngine:
             self.rt = model
         else:
             self.rt = Runtime(str(model), adapters=named, device=device, dtype=dtype, threads=threads)
-        from tickerpulse.models.loading import SERVING_FILE, declared_serving
+        from tickerpulse.models.loading import declared_serving
 
         folder = _model_folder(str(self.rt.model_name))
-        # a serving.json without prompt_version was written by a recipe before targets: its model knows sentiment-v1
-        legacy = "sentiment-v1" if folder is not None and (folder / SERVING_FILE).is_file() else None
-        self.prompt_version = prompt_version or declared_serving(folder, "prompt_version") or legacy or DEFAULT_PROMPT
+        self.prompt_version = prompt_version or served_prompt_version(str(self.rt.model_name))
         kind = reasoning or declared_serving(folder, "reasoning") or "generated"
         if kind not in REASONING_KINDS:
             raise ValueError(f"reasoning must be one of {REASONING_KINDS}, not {kind!r} (serving.json or argument)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from tickerpulse.task.contract import DEFAULT_PROMPT, SentimentAnswer, load_prompt
+from tickerpulse.task.contract import DEFAULT_PROMPT, SentimentAnswer
 
 if TYPE_CHECKING:
     from tickerpulse.stream.config import StreamConfig
@@ -154,7 +155,7 @@ class EngineScorer:
 
         self.engine = SentimentEngine(model, adapter=adapter)
         self.mode, self.batch_size = mode, batch_size
-        self.model_version = model_version(model, adapter, mode)
+        self.model_version = model_version(model, adapter, mode, self.engine.prompt_version)
 
     def score(self, items: Sequence[Item]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -242,7 +243,8 @@ class HttpScorer:
         served = self.model or next((i for i in ids if isinstance(i, str) and i), None)
         if not served:
             raise ScorerFatal(f"{self.url}/v1/models lists no model: is this a tickerpulse server?")
-        self.model_version = model_version(served, None, self.mode)
+        card = next((m for m in data.get("data") or [] if isinstance(m, dict) and m.get("id") == served), {})
+        self.model_version = model_version(served, None, self.mode, card.get("prompt_version") or DEFAULT_PROMPT)
         return self.model_version
 
     def _post(self, chunk: list[Item]) -> list[dict[str, Any]]:
@@ -306,12 +308,18 @@ def backoff_delay(k: int, first_s: float, max_s: float, retry_after: float | Non
     return max(delay, min(retry_after, RETRY_AFTER_CAP_S)) if retry_after is not None else delay
 
 
-def model_version(model: str, adapter: str | None, mode: str, prompt: str = DEFAULT_PROMPT) -> str:
-    """`<model>[+<adapter>]:<prompt version>:<mode>`: what a document id is keyed on."""
+def model_version(model: str, adapter: str | None, mode: str, prompt: Any = DEFAULT_PROMPT) -> str:
+    """`<model>[+<adapter>]:<prompt version>:<mode>`: what a document id is keyed on. The prompt version is the
+    one the model answers with (its engine's, or the server's `/v1/models` card), so a sentiment-v1 and a v2
+    model of one name never share document ids; one that is not a plain version name reads `unknown`."""
     name = model.rstrip("/").split("/")[-1]
     if adapter:
         name += "+" + adapter.rstrip("/").split("/")[-1]
-    return f"{name}:{load_prompt(prompt)['version']}:{mode}"
+    version = prompt if isinstance(prompt, str) and _VERSION_RE.match(prompt) else "unknown"
+    return f"{name}:{version}:{mode}"
+
+
+_VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
 
 
 def make_scorer(kind: str, *, model: str = "smollm2-135m", adapter: str | None = None, mode: Mode = "fast",

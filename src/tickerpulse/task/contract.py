@@ -47,6 +47,19 @@ def _break_control_token(m: re.Match[str]) -> str:
     return "< " + tok[1:-1] + " >" if tok.startswith("<") else "[ " + tok[1:-1] + " ]"
 
 
+_POST_TAG_RE = re.compile(r"</?\s*post\s*>", re.I)
+
+
+def strip_post_tags(text: str) -> str:
+    """`text` with no `<post>`/`</post>` tag left, also none that removing one would join ("</<post>post>"):
+    tags become spaces for a few passes, then the `<` of any tag still there becomes `‹` (bounded time)."""
+    for _ in range(4):
+        text, n = _POST_TAG_RE.subn(" ", text)
+        if not n:
+            return text
+    return _POST_TAG_RE.sub(lambda m: "\u2039" + m.group(0)[1:], text)
+
+
 def clean_target(value: str | None) -> str | None:
     """A target as the prompt and the answer show it: whitespace collapsed, no control characters or post
     tags, at most MAX_TARGET_CHARS; None for nothing. Raises ValueError for a target that is too long."""
@@ -54,8 +67,10 @@ def clean_target(value: str | None) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"target must be a string, got {type(value).__name__}")
-    text = _CONTROL_TOKEN_RE.sub(_break_control_token, re.sub(r"</?\s*post\s*>", " ", value, flags=re.I))
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if len(value) > 16 * MAX_TARGET_CHARS:  # no cleaning brings that back to a target's length: refuse it unread
+        raise ValueError(f"target has {len(value)} characters (at most {MAX_TARGET_CHARS})")
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+    text = " ".join(_CONTROL_TOKEN_RE.sub(_break_control_token, strip_post_tags(text)).split())
     if len(text) > MAX_TARGET_CHARS:
         raise ValueError(f"target has {len(text)} characters (at most {MAX_TARGET_CHARS})")
     return text or None
@@ -149,10 +164,8 @@ def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
 def sanitize_text(text: str, max_chars: int = 2000) -> str:
     """Make an untrusted post safe to embed: no fake </post> tags or chat control tokens, no control chars,
     bounded length."""
-    text = text.replace("\x00", "")
-    text = re.sub(r"</?\s*post\s*>", " ", text, flags=re.I)
-    text = _CONTROL_TOKEN_RE.sub(_break_control_token, text)
-    text = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text)
+    text = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text.replace("\x00", ""))
+    text = _CONTROL_TOKEN_RE.sub(_break_control_token, strip_post_tags(text))
     if len(text) > max_chars:
         text = text[:max_chars] + " ..."
     return text.strip()

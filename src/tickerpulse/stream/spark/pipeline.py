@@ -62,12 +62,15 @@ def scorer_for(cfg: StreamConfig) -> Any:
 
 def model_version(cfg: StreamConfig, stop: Any = None) -> str:
     """The model version the workers' scorer will report (it goes into document ids), found without
-    loading the model: the engine's is a pure function of model/adapter/mode, the http scorer asks the
-    server which model it serves (waiting while it is unreachable; ScorerFatal on a refusal)."""
+    loading the model: the engine's is a function of model/adapter/mode and the model folder's prompt version,
+    the http scorer asks the server which model it serves (waiting while it is unreachable; ScorerFatal on a
+    refusal)."""
     from tickerpulse.stream import scoring
 
     if cfg.scorer == "engine":
-        return scoring.model_version(cfg.model, cfg.adapter, cfg.mode)
+        from tickerpulse.serve.engine import served_prompt_version
+
+        return scoring.model_version(cfg.model, cfg.adapter, cfg.mode, served_prompt_version(cfg.model))
     scorer = scoring.scorer_from_config(cfg, concurrency=1)
     try:
         ready = getattr(scorer, "ready", None)
