@@ -42,3 +42,28 @@ def test_pairs_ask_each_target_with_its_own_gold() -> None:
 
 def test_pairs_need_two_single_target_rows() -> None:
     assert target_pairs(_rows()[:1], 5, seed=0) == [] and target_pairs(_rows(), 0, seed=0) == []
+
+
+def test_paragraph_pairs_ask_every_entity_of_both_paragraphs_with_its_own_gold() -> None:
+    from tickerpulse.data.records import Target
+    from tickerpulse.recipe.pairs import paragraph_pairs
+
+    def para(i: int, *ents: tuple[str, str]) -> Record:
+        return Record(id=f"p{i}", text=f"Paragraph {i} about " + " and ".join(n for n, _ in ents) + ".",
+                      label=ents[0][1], source="finentity", dataset="finentity",
+                      targets=[Target(target=n, score={"negative": -0.7, "neutral": 0.0, "positive": 0.7}[lab],
+                                      label=lab) for n, lab in ents])
+
+    paras = [para(0, ("Tesla", "negative")), para(1, ("Ford", "positive"), ("GM", "positive")),
+             para(2, ("Tesla", "positive")), para(3, ("Brent crude", "neutral"))]
+    by_id = {p.id: p for p in paras}
+    out = paragraph_pairs(paras, 6, seed=1)
+    assert out
+    for rec in out:
+        q = rec.questions()[0]
+        a, b = rec.id.split(":")[1].split("#")[0].split("+")
+        assert not ({a, b} == {"p0", "p2"})  # Tesla in both: its question would have two golds
+        src = next(by_id[i] for i in (a, b) if q.target in {t.target for t in by_id[i].targets})
+        gold = next(t.label for t in src.targets if t.target == q.target)
+        assert src.text in rec.text and q.label == gold and rec.source == "pairs"
+    assert paragraph_pairs(paras, 6, seed=1) == out

@@ -52,6 +52,8 @@ class SplitConfig(StrictModel):
         description="Stratified subsample of each dataset's train split (null = all); the time budget knob.")
     pairs: int = Field(0, ge=0, description="Training pairs joined from two twitter train rows that each name one "
                        "target (different targets, mostly different labels), each asked about both targets.")
+    paragraph_pairs: int = Field(0, ge=0, description="FinEntity train paragraphs joined two by two (no entity in "
+                                 "common), each entity of the joined text asked about with its own gold.")
     pair_conflict_share: float = Field(0.7, ge=0, le=1, description="Share of those pairs whose two labels differ.")
     entity_repeat: int = Field(1, ge=1, le=8, description="FinEntity train questions are trained this many times "
                                "(each copy in another place of the shuffled data).")

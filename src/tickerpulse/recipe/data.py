@@ -7,7 +7,7 @@
   train and valid become one record per distinct entity, asked about by name (`target_records`); the test
   split stays one record per paragraph (the entity evaluation asks about each of its entities).
 - pairs (`recipe.pairs`, train only): twitter train rows that name one target each, joined two by two and
-  asked about each target.
+  asked about each target; FinEntity train paragraphs joined two by two, asked about each of their entities.
 
 Splits and samples come from the data stage's one splitter (`tickerpulse.data.split`): rows whose normalised
 text is identical (same headline, another t.co link) form one group that never straddles two splits, and each
@@ -32,7 +32,7 @@ from typing import Any
 from tickerpulse.data.readers import read_records
 from tickerpulse.data.records import Record, write_jsonl
 from tickerpulse.data.split import group_keys, normalize_text, sample, split_groups
-from tickerpulse.recipe.pairs import target_pairs
+from tickerpulse.recipe.pairs import paragraph_pairs, target_pairs
 from tickerpulse.recipe.config import ENTITY_DATASET, PAIRS, SplitConfig
 
 SOURCES = {
@@ -93,19 +93,21 @@ def assemble(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, dict[str, l
         rows = _read(shared, ds, ds, lim, seed)
         p = split_records(rows, {"test": cfg.test_fraction, "valid": cfg.valid_fraction}, seed)
         out[ds] = {s: p.get(s, []) for s in ("train", "valid", "test")}
-    out[ENTITY_DATASET] = _finentity(shared, cfg, seed)
+    out[ENTITY_DATASET], entity_train = _finentity(shared, cfg, seed)
     for ds, splits in out.items():
         splits["train"] = sample_records(splits["train"], cfg.train_limit.get(ds), seed)
         if cfg.valid_limit is not None:
             splits["valid"] = sample_records(splits["valid"], cfg.valid_limit, seed)
-    if cfg.pairs:
-        out[PAIRS] = {"train": target_pairs(out["tfns"]["train"], cfg.pairs, seed, cfg.pair_conflict_share),
+    if cfg.pairs or cfg.paragraph_pairs:
+        out[PAIRS] = {"train": target_pairs(out["tfns"]["train"], cfg.pairs, seed, cfg.pair_conflict_share)
+                      + paragraph_pairs(entity_train, cfg.paragraph_pairs, seed, cfg.pair_conflict_share),
                       "valid": [], "test": []}
     return out
 
 
-def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, list[Record]]:
-    """FinEntity's splits by paragraph: train/valid as one record per entity, test as paragraphs."""
+def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> tuple[dict[str, list[Record]], list[Record]]:
+    """FinEntity's splits by paragraph (train/valid as one record per entity, test as paragraphs) and the train
+    paragraphs themselves."""
     from tickerpulse.data.finentity import split_paragraphs, target_records
 
     path = shared / SOURCES[ENTITY_DATASET]
@@ -117,7 +119,7 @@ def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, list[Reco
             range(len(paragraphs)), min(cfg.limit_per_dataset, len(paragraphs))))]
     parts = split_paragraphs(paragraphs, cfg.valid_fraction, cfg.test_fraction, seed)
     return {"train": target_records(parts["train"])[0], "valid": target_records(parts["valid"])[0],
-            "test": parts["test"]}
+            "test": parts["test"]}, parts["train"]
 
 
 def write_records(rows: Sequence[Record], path: Path) -> Path:

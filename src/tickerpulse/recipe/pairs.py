@@ -82,3 +82,42 @@ def target_pairs(rows: Sequence[Record], n: int, seed: int, conflict_share: floa
             out.append(Record(id=f"{pid}:{row.id}:{sym}", text=text, label=label, source="pairs", score=None,
                               tickers=[sym], targets=[target], dataset="pairs"))
     return out
+
+
+def paragraph_pairs(paragraphs: Sequence[Record], n: int, seed: int, conflict_share: float = 0.7,
+                    max_chars: int = 1400) -> list[Record]:
+    """News paragraphs with annotated entities (FinEntity train) joined two by two, one record per distinct
+    entity of the joined text with its own paragraph's gold (`data.finentity.target_records`): in-domain text
+    where entities of one post carry different labels far more often than in the data itself.
+
+    Args:
+        paragraphs: records with `targets` (FinEntity train paragraphs, before `target_records`).
+        n: joined paragraphs wanted (fewer when the rows allow fewer).
+        seed: the same rows and seed give the same records.
+        conflict_share: share of joins in which the two paragraphs' labels differ (an entity of one has a
+            label no entity of the other has); the others are drawn among the rest.
+        max_chars: joined texts longer than this are skipped.
+    """
+    from tickerpulse.data.finentity import target_records
+
+    pool = list({r.id: r for r in paragraphs if r.targets}.values())
+    if n <= 0 or len(pool) < 2:
+        return []
+    rng = random.Random(seed)
+    out: list[Record] = []
+    made = tries = 0
+    while made < n and tries < 50 * n:
+        tries += 1
+        a, b = rng.sample(pool, 2)
+        names_a, names_b = {t.target for t in a.targets}, {t.target for t in b.targets}
+        labels_a, labels_b = {t.label for t in a.targets}, {t.label for t in b.targets}
+        if names_a & names_b or (labels_a != labels_b) != (rng.random() < conflict_share):
+            continue
+        text = a.text.rstrip() + rng.choice(JOINERS) + b.text.lstrip()
+        if len(text) > max_chars:
+            continue
+        joined = Record(id=f"ppair{made}:{a.id}+{b.id}", text=text, label=a.label, source="pairs",
+                        targets=[*a.targets, *b.targets], dataset="pairs")
+        out += target_records([joined])[0]
+        made += 1
+    return out
