@@ -18,16 +18,14 @@ MAX_ROWS = SEGMENTS + MAX_WORD_CANDIDATES + 2 * (MAX_SPAN_WORDS - 1)
 
 @pytest.fixture(scope="module")
 def evidence_engine(engine):
-    """The installed student in evidence mode (it predates serving.json's prompt_version: trained with v1),
+    """The installed student in evidence mode (under the prompt it was trained with, `served_prompt_version`),
     else the shared SmolLM2 runtime with reasoning forced to evidence."""
-    from tickerpulse.models.loading import declared_serving
     from tickerpulse.models.registry import named_model_dir
     from tickerpulse.serve.engine import SentimentEngine
 
     folder = named_model_dir("tickerpulse-sentiment")
     if (folder / "config.json").is_file():
-        version = declared_serving(folder, "prompt_version") or "sentiment-v1"
-        yield SentimentEngine(str(folder), prompt_version=version, reasoning="evidence", threads=1)
+        yield SentimentEngine(str(folder), reasoning="evidence", threads=1)
     else:
         yield SentimentEngine(engine.rt, reasoning="evidence")
 
