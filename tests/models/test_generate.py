@@ -26,7 +26,9 @@ PROMPTS = [
     [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Is the sky blue?"}],
 ]
 # Greedy SmolLM2 answers this one in a few tokens and then emits <|im_end|>.
-SHORT = build_messages("Markets flat", None)
+# the generator's mechanics need a prompt the base model answers in a few tokens: under sentiment-v1's shorter
+# system prompt it says "The market flat." and stops (under v2 it rambles past any small cap)
+SHORT = build_messages("Markets flat", None, "sentiment-v1")
 
 
 def test_eos_ids(smollm2):

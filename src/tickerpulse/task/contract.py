@@ -68,7 +68,7 @@ def clean_target(value: str | None) -> str | None:
     if not isinstance(value, str):
         raise ValueError(f"target must be a string, got {type(value).__name__}")
     if len(value) > 16 * MAX_TARGET_CHARS:  # no cleaning brings that back to a target's length: refuse it unread
-        raise ValueError(f"target has {len(value)} characters (at most {MAX_TARGET_CHARS})")
+        raise ValueError(f"target has {len(value.strip())} characters (at most {MAX_TARGET_CHARS})")
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
     text = " ".join(_CONTROL_TOKEN_RE.sub(_break_control_token, strip_post_tags(text)).split())
     if len(text) > MAX_TARGET_CHARS:
