@@ -88,9 +88,9 @@ def test_fine_tuned_model_stops_on_the_sentiment_task(sentiment_run, run_data, s
         answers.append((text, parse_answer(text)))
         parsed += answers[-1][1][0] is not None
     assert stopped == len(rows), "every answer must end with <|im_end|> before the token limit"
-    # the format is learnt: every answer is one JSON object with the four keys in order. Label/score consistency
+    # the format is learnt: every answer is one JSON object with the five keys in order. Label/score consistency
     # (a schema rule) is not yet reliable after a few dozen steps (2 of 6 contradict on a bf16 base), so at least
     # half must pass the whole schema.
     for text, _ in answers:
-        assert list(json.loads(text)) == ["ticker", "sentiment", "score", "reasoning"], answers
+        assert list(json.loads(text)) == ["target", "ticker", "sentiment", "score", "reasoning"], answers
     assert parsed >= len(rows) // 2, answers
