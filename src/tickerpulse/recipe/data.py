@@ -69,11 +69,16 @@ def sample_records(rows: Sequence[Record], n: int | None, seed: int) -> list[Rec
     return [rows[i] for i in sample(group_keys([r.text for r in rows]), [r.label for r in rows], n, seed)]
 
 
-def _read(shared: Path, key: str, dataset: str, limit: int | None, seed: int) -> list[Record]:
+def _source(shared: Path, key: str) -> Path:
+    """The shared file of a source; FileNotFoundError names it when it is missing."""
     path = shared / SOURCES[key]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the recipe reads the public datasets from --shared-data")
-    rows = [to_record(r, dataset) for r in read_records(path)]
+    return path
+
+
+def _read(shared: Path, key: str, dataset: str, limit: int | None, seed: int) -> list[Record]:
+    rows = [to_record(r, dataset) for r in read_records(_source(shared, key))]
     return sample_records(rows, limit, seed)
 
 
@@ -110,10 +115,7 @@ def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> tuple[dict[str, lis
     paragraphs themselves."""
     from tickerpulse.data.finentity import split_paragraphs, target_records
 
-    path = shared / SOURCES[ENTITY_DATASET]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the recipe reads the public datasets from --shared-data")
-    paragraphs = [replace(r, dataset=ENTITY_DATASET) for r in read_records(path, "finentity")]
+    paragraphs = [replace(r, dataset=ENTITY_DATASET) for r in read_records(_source(shared, ENTITY_DATASET), "finentity")]
     if cfg.limit_per_dataset:
         paragraphs = [paragraphs[i] for i in sorted(random.Random(seed).sample(
             range(len(paragraphs)), min(cfg.limit_per_dataset, len(paragraphs))))]

@@ -80,7 +80,17 @@ def resolve_target(value: str | None) -> tuple[str | None, str | None]:
     """(target, ticker) for what a caller asks about: `$msft` / `MSFT` -> ("MSFT", "MSFT"); a name ->
     (the name, its symbol or None): `Microsoft` -> ("Microsoft", "MSFT"), `Brent crude` -> ("Brent crude",
     None); None or blank -> (None, None). A symbol is upper case as written or starts with `$` (so `Tesla` is
-    a name, `BP` a symbol). Raises ValueError for a target that is too long."""
+    a name, `BP` a symbol). Raises ValueError for a target that is too long or not a string.
+
+    Memoised: one question's prompt, answer prefix and answer each resolve its target (four times per item
+    in the engine), and a stream asks about the same few hundred symbols all day."""
+    if value is not None and not isinstance(value, str):  # before the cache: an unhashable value is no target either
+        raise ValueError(f"target must be a string, got {type(value).__name__}")
+    return _resolve_target(value)
+
+
+@lru_cache(maxsize=4096)
+def _resolve_target(value: str | None) -> tuple[str | None, str | None]:
     from tickerpulse.task.names import symbol_of_name
 
     target = clean_target(value)
