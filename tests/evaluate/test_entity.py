@@ -154,6 +154,15 @@ def test_entity_eval_writes_metrics_per_system_on_real_finentity(shared_data, tm
     assert got["systems"]["VADER"]["told_apart"] == 0.0 and got["systems"]["majority class"]["told_apart"] == 0.0
     with pytest.raises(ValueError, match="no entity targets"):
         entity_eval(labelers, [], tmp_path / "none")
+    # a system measured earlier on the same items (the model a run replaces) joins the result; on other items not
+    first = entity_eval(labelers[:1], test, tmp_path / "first")
+    joined = entity_eval(labelers[1:], test, tmp_path / "joined", earlier=first)
+    assert joined == json.loads((tmp_path / "joined" / "entity.json").read_text())
+    assert list(joined["systems"]) == ["VADER", "TF-IDF + LR", "majority class"]
+    assert joined["systems"]["majority class"] == got["systems"]["majority class"]
+    assert [r["majority class"] for r in joined["items"]] == [r["majority class"] for r in got["items"]]
+    other = entity_eval(labelers[1:], splits["test"][40:60], tmp_path / "other", earlier=first)
+    assert "majority class" not in other["systems"]
 
 
 @pytest.mark.timeout(900)

@@ -155,7 +155,8 @@ def asked_as(items: Sequence[EvalItem]) -> dict[str, int]:
 
 
 def entity_eval(labelers: Sequence[Labeler], records: Iterable[Record], out_dir: str | Path, *,
-                prompt_version: str = DEFAULT_PROMPT, data_info: dict[str, Any] | None = None) -> dict[str, Any]:
+                prompt_version: str = DEFAULT_PROMPT, data_info: dict[str, Any] | None = None,
+                earlier: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every labeler on the entity questions of `records` (FinEntity test paragraphs); writes
     `out_dir/entity.json` and returns what it wrote.
 
@@ -166,6 +167,8 @@ def entity_eval(labelers: Sequence[Labeler], records: Iterable[Record], out_dir:
             see the paragraph only: they are target-blind, which is the point of the comparison).
         records: FinEntity records with their annotated targets.
         data_info: what the records are (file, split), stored under "data".
+        earlier: an earlier `entity_eval` result on the same items (e.g. the model a run replaces, measured
+            before it was overwritten): its systems and labels are added; ignored when its items differ.
 
     Returns:
         {"targets", "paragraphs", "ambiguous_names_left_out", "data", "notes", "systems": {name:
@@ -198,7 +201,17 @@ def entity_eval(labelers: Sequence[Labeler], records: Iterable[Record], out_dir:
            "items": [{"paragraph": e.paragraph, "target": e.target, "ticker": it.ticker, "gold": e.gold,
                       **{name: p[k] for name, p in preds.items()}}
                      for k, (e, it) in enumerate(zip(ents, entity_eval_items(ents, prompt_version)))]}
+    if earlier and _same_items(earlier, out):
+        for name in set(earlier["systems"]) - set(systems):
+            out["systems"][name] = earlier["systems"][name]
+            for item, old in zip(out["items"], earlier["items"]):
+                item[name] = old[name]
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "entity.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     return out
+
+
+def _same_items(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two entity results ask the same (paragraph, target) questions in the same order."""
+    return [(i["paragraph"], i["target"]) for i in a["items"]] == [(i["paragraph"], i["target"]) for i in b["items"]]

@@ -303,10 +303,10 @@ def evaluate_all(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], mo
 
         paragraphs = data[ENTITY_DATASET]["test"]
         info = {"path": str(test_path), "split": "test", "paragraphs": len(paragraphs)}
+        previous = out / PREVIOUS / "entity.json"
         res = entity_eval([fast, baselines[2], baselines[1], baselines[0]], paragraphs, out,
-                          prompt_version=cfg.prompt_version, data_info=info)
-        res = _with_previous(res, out / PREVIOUS / "entity.json")
-        (out / "entity.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+                          prompt_version=cfg.prompt_version, data_info=info,
+                          earlier=json.loads(previous.read_text()) if previous.is_file() else None)
         log("entity level (FinEntity test): " + ", ".join(
             f"{k} {v['accuracy']:.3f} / conflict {v['conflict_accuracy'] or 0:.3f} / told apart {v['told_apart'] or 0:.2f}"
             for k, v in res["systems"].items()))
@@ -338,19 +338,6 @@ def previous_entity_eval(cfg: RecipeConfig, data: dict[str, dict[str, list[Recor
     log(f"previous student ({engine.prompt_version}) on FinEntity test: accuracy {m['accuracy']:.3f}, "
         f"conflict {m['conflict_accuracy'] or 0:.3f}, told apart {m['told_apart'] or 0:.2f}")
     del engine
-
-
-def _with_previous(res: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The entity result with the previous student's system and labels (same items, same order) added."""
-    if not path.is_file():
-        return res
-    prev = json.loads(path.read_text())
-    if [(i["paragraph"], i["target"]) for i in prev["items"]] != [(i["paragraph"], i["target"]) for i in res["items"]]:
-        return res
-    res["systems"][PREVIOUS_NAME] = prev["systems"][PREVIOUS_NAME]
-    for item, old in zip(res["items"], prev["items"]):
-        item[PREVIOUS_NAME] = old[PREVIOUS_NAME]
-    return res
 
 
 def _cpu_dtype(name: str) -> str:
