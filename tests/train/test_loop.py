@@ -90,7 +90,7 @@ def test_time_budget_ends_the_run_with_the_schedule_decayed(short_data: Path, ti
 def test_budget_fit_shortens_the_time_budget_from_the_measured_throughput(short_data: Path, tiny_model: Path,
                                                                           tmp_path: Path, one_thread):
     """The recipe's deadline hook: called once at step 30 with the real tokens/s; only a shorter budget is taken."""
-    from tickerpulse.train.config import BUDGET_FIT_STEP
+    from tickerpulse.train.config import BUDGET_FIT_STEP, BUDGET_WARMUP_STEPS
 
     calls: list[tuple[float, float]] = []
 
@@ -107,9 +107,9 @@ def test_budget_fit_shortens_the_time_budget_from_the_measured_throughput(short_
     # train_time_s is rounded to 0.01 s in the summary
     assert BUDGET_FIT_STEP < s["step"] < 100_000 and spent + 1.0 - 0.005 <= s["train_time_s"] < spent + 3.0
     train_rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    at_fit = [r for r in train_rows if r.get("kind") == "train" and r["step"] <= BUDGET_FIT_STEP]
+    at_fit = [r for r in train_rows if r.get("kind") == "train" and BUDGET_WARMUP_STEPS < r["step"] <= BUDGET_FIT_STEP]
     measured = sum(r["tokens"] for r in at_fit) / sum(r["tokens"] / r["tokens_per_sec"] for r in at_fit)
-    assert tok_s == pytest.approx(measured, rel=0.05)  # the throughput the run itself reported
+    assert tok_s == pytest.approx(measured, rel=0.05)  # the throughput the run itself reported after warm-up
     # a budget_fit that asks for MORE time than configured leaves the configured budget
     run2 = tmp_path / "cap"
     s2 = train(resolve_config(None, base_flags(short_data, run2, tiny_model, iters=100_000, time_budget=2.0,

@@ -125,7 +125,7 @@ class RecipeConfig(StrictModel):
         "after the label (`train_through`): their score is the label's stock value, so the tail teaches only "
         "format the uncut rows teach, and costs ~17 of ~80 computed tokens per sample.")
     wall_budget: float | None = Field(
-        None, gt=0, description="Seconds for the whole recipe: at training step 30 the step-time budget is set so "
+        None, gt=0, description="Seconds for the whole recipe: at training step 50 the step-time budget is set so "
         "that training plus the stages after it end by then, from the measured tokens/s (null = train.time_budget "
         "/ iters alone).")
     post_train_tokens: float = Field(

@@ -245,9 +245,11 @@ class TokenWeight(StrictModel):
     weight: float = Field(..., gt=0)
 
 
-# The step at which a caller's budget_fit sees the throughput (train.api.train): past warm-up and the
-# first kernel compilations, a throughput worth extrapolating.
-BUDGET_FIT_STEP = 30
+# The step at which a caller's budget_fit sees the throughput (train.api.train), measured over the steps after
+# BUDGET_WARMUP_STEPS: the first steps compile a kernel per new matmul shape and ran at 2/3 of the later speed,
+# which made a fit over steps 1-30 reserve ~2 minutes too many for the stages after training.
+BUDGET_WARMUP_STEPS = 10
+BUDGET_FIT_STEP = 50
 
 
 class TrainConfig(StrictModel):

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tickerpulse.train.config import BUDGET_FIT_STEP, TrainConfig
+from tickerpulse.train.config import BUDGET_FIT_STEP, BUDGET_WARMUP_STEPS, TrainConfig
 from tickerpulse.train.report import Reporter
 from tickerpulse.train.run_folder import BEST
 from tickerpulse.train.schedule import build_schedule
@@ -45,6 +45,8 @@ class LoopState:
     pad_tokens: int = 0
     train_time: float = 0.0
     fitted_budget: float | None = None  # the time budget `refit_budget` set (kept on resume)
+    warm_tokens: int = 0  # train_tokens and train_time after BUDGET_WARMUP_STEPS: the budget fit's starting point
+    warm_time: float = 0.0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)  # val records, for the summary
 
@@ -136,16 +138,18 @@ def effective_budget(st: LoopState, cfg: TrainConfig) -> float | None:
 
 
 def refit_budget(st: LoopState, cfg: TrainConfig, budget_fit: BudgetFit | None, reporter: Reporter) -> float | None:
-    """At step BUDGET_FIT_STEP, let `budget_fit` shorten the time budget from the measured throughput; returns
-    the budget in effect (`effective_budget`).
+    """At step BUDGET_FIT_STEP, let `budget_fit` shorten the time budget from the throughput measured since step
+    BUDGET_WARMUP_STEPS; returns the budget in effect (`effective_budget`).
 
     A caller with a wall-clock deadline after training (the recipe's evaluation) cannot know the step budget
     in advance: on a machine half as fast, training AND the stages after it take twice as long. Only a
     shorter budget is taken (the configured one stays the cap); the lr schedule follows the new budget."""
     budget = effective_budget(st, cfg)
-    if budget_fit is None or st.step != BUDGET_FIT_STEP or st.train_time <= 0:
+    if st.step == BUDGET_WARMUP_STEPS:
+        st.warm_tokens, st.warm_time = st.train_tokens, st.train_time
+    if budget_fit is None or st.step != BUDGET_FIT_STEP or st.train_time <= st.warm_time:
         return budget
-    tok_s = st.train_tokens / st.train_time
+    tok_s = (st.train_tokens - st.warm_tokens) / (st.train_time - st.warm_time)
     fitted = max(budget_fit(tok_s, st.train_time), st.train_time)
     if budget is not None and fitted >= budget:
         return budget
