@@ -159,8 +159,9 @@ def answer_json_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=8)
 def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
-    """The versioned prompt template {version, system, user, hash, answer_target} (`answer_target`: the model
-    writes the target into its answer and the user message shows it: sentiment-v2 on)."""
+    """The versioned prompt template {version, system, user, hash, answer_target, mark_target}
+    (`answer_target`: the model writes the target into its answer and the user message shows it: sentiment-v2
+    on; `mark_target`: the target's mentions in the post are marked, `task.marking`: sentiment-v3)."""
     try:
         raw = resources.files("tickerpulse.task").joinpath("prompts", f"{version}.yaml").read_text("utf-8")
     except FileNotFoundError:
@@ -168,7 +169,7 @@ def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
     spec = yaml.safe_load(raw)
     digest = hashlib.sha256((spec["system"] + "\x00" + spec["user"]).encode()).hexdigest()[:16]
     return {"version": spec["version"], "system": spec["system"], "user": spec["user"], "hash": digest,
-            "answer_target": bool(spec.get("answer_target", False))}
+            "answer_target": bool(spec.get("answer_target", False)), "mark_target": bool(spec.get("mark_target", False))}
 
 
 def sanitize_text(text: str, max_chars: int = 2000) -> str:
@@ -188,7 +189,12 @@ def build_messages(text: str, target: str | None = None, version: str = DEFAULT_
     shown, ticker = resolve_target(target)
     slot = shown if p["answer_target"] else ticker
     user = p["user"].replace("{target}", slot or "none").replace("{ticker}", slot or "none")
-    user = user.replace("{text}", sanitize_text(text))
+    post = sanitize_text(text)
+    if p["mark_target"]:
+        from tickerpulse.task.marking import mark_target
+
+        post = mark_target(post, target)
+    user = user.replace("{text}", post)
     return [{"role": "system", "content": p["system"]}, {"role": "user", "content": user}]
 
 
