@@ -125,7 +125,7 @@ def test_chat_rows_one_per_target(tmp_path, row, expected):
         assert err is None, err
         assert answer.reasoning.startswith("Template (gold ")  # templated reasoning says so
         assert r["meta"]["reasoning"] == "template" and r["meta"]["prompt_hash"] == load_prompt()["hash"]
-        assert r["meta"]["prompt_version"] == "sentiment-v2"
+        assert r["meta"]["prompt_version"] == "sentiment-v3"
         assert list(json.loads(msgs[2]["content"])) == ["target", "ticker", "sentiment", "score", "reasoning"]
         assert (r["meta"]["target"], r["meta"]["ticker"]) == (answer.target, answer.ticker)
         got.append((answer.target, answer.ticker, answer.sentiment, answer.score))

@@ -48,7 +48,7 @@ def _assert_dataset(out: Path, targets: dict[str, int]) -> dict[str, list[dict]]
             assert (row["meta"]["target"], row["meta"]["ticker"]) == (ans["target"], ans["ticker"])
             ok, reason = check_answer(assistant["content"], ans["target"], [ans["ticker"]] if ans["ticker"] else [])
             assert ok is not None, reason
-            assert row["meta"]["prompt_hash"] == prompt["hash"] and row["meta"]["prompt_version"] == "sentiment-v2"
+            assert row["meta"]["prompt_hash"] == prompt["hash"] and row["meta"]["prompt_version"] == "sentiment-v3"
     ids = [r["meta"]["id"] for split in rows.values() for r in split]
     assert len(ids) == len(set(ids))
     return rows

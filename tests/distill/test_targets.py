@@ -72,7 +72,7 @@ def test_distill_reads_finentity_as_labeled_and_asks_the_first_entity_by_name(tm
         assert row["messages"][:2] == build_messages(m["text"], m["target"])
         assert row["messages"][1]["content"].startswith(f"Target: {m['target']}\n")
         assert (m["target"], m["ticker"]) == (answer.target, answer.ticker)
-        assert m["prompt_version"] == "sentiment-v2" and m["prompt_hash"] == load_prompt()["hash"]
+        assert m["prompt_version"] == "sentiment-v3" and m["prompt_hash"] == load_prompt()["hash"]
         assert m["label"] == m["gold_label"] == answer.sentiment and m["source"] == "finentity"
         got[m["record_id"]] = (answer.target, answer.ticker, answer.sentiment, answer.score)
     assert got == {"fe-two": EXPECTED[0], "fe-ford": ("Ford", "F", "negative", -0.7)}
@@ -97,7 +97,8 @@ def test_one_record_per_entity_distills_to_one_row_per_named_target(tmp_path):
     for target in ("Tesla", "Royal Mail"):
         row = rows[target]
         answer, err = parse_answer(row["messages"][2]["content"])
-        assert err is None and row["messages"][1]["content"].startswith(f"Target: {target}\n<post>\n{TEXT}")
+        marked = TEXT.replace(target, f"«{target}»")  # sentiment-v3 marks the target's mentions
+        assert err is None and row["messages"][1]["content"].startswith(f"Target: {target}\n<post>\n{marked}")
         assert (row["meta"]["target"], row["meta"]["ticker"], row["meta"]["gold_label"]) == (
             answer.target, answer.ticker, answer.sentiment)
         got.append((answer.target, answer.ticker, answer.sentiment, answer.score))

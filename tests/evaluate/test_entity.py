@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tickerpulse.data.records import Record, Target
 from tickerpulse.evaluate.entity import (EntityItem, asks_by_name, entity_eval, entity_eval_items, entity_items,
                                          entity_metrics, student_ticker)
+from tickerpulse.task.contract import DEFAULT_PROMPT
 
 # paragraph, target, gold, predicted
 CASE = [
@@ -148,7 +149,7 @@ def test_entity_eval_writes_metrics_per_system_on_real_finentity(shared_data, tm
     for name, m in got["systems"].items():
         labels = [row[name] for row in got["items"]]
         assert m == {**entity_metrics([e.paragraph for e in ents], [e.target for e in ents], [e.gold for e in ents],
-                                      labels), "prompt_version": "sentiment-v2", "asked_as": m["asked_as"]}
+                                      labels), "prompt_version": DEFAULT_PROMPT, "asked_as": m["asked_as"]}
         assert sum(m["asked_as"].values()) == len(ents) and m["conflict_paragraphs"] > 0
     # a target-blind system gives every target of a paragraph the same label: it tells nothing apart
     assert got["systems"]["VADER"]["told_apart"] == 0.0 and got["systems"]["majority class"]["told_apart"] == 0.0

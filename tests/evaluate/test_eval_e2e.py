@@ -30,7 +30,7 @@ def test_eval_cli_writes_eval_json_and_md_and_is_deterministic(valid_a, smollm2_
     ev = json.loads((out / "eval.json").read_text())
     m = ev["metrics"]
     assert m["task"] == "sentiment" and m["n"] == N == len(ev["items"])
-    assert ev["data"]["rows"] == 1194 and ev["prompt"]["version"] == "sentiment-v2"  # the default prompt
+    assert ev["data"]["rows"] == 1194 and ev["prompt"]["version"] == "sentiment-v3"  # the default prompt
     # every item counted: confusion cells sum to N, invalid answers included
     assert sum(map(sum, m["confusion"]["matrix"])) == N
     assert m["invalid"] == sum(it["label"] == "invalid" for it in ev["items"])

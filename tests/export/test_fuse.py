@@ -49,7 +49,9 @@ def test_fused_logits_equal_base_plus_adapter(kind, lora_adapter, dora_adapter, 
     assert (want - plain).abs().max() > 0.5, "the adapter must really change the logits"
     diff = float((got - want).abs().max())
     print(f"{kind}: max |fused - (base + adapter)| = {diff:.2e} over {ids.shape[1]} tokens")
-    assert diff < 1e-4
+    # fp32 rounding only: PEFT's DoRA rescales by a separately computed column norm, the fused weight has it
+    # folded in (1.3e-4 on the sentiment-v3 prompt, logits of magnitude ~20); a wrong merge is off by > 0.5
+    assert diff < 5e-4
 
 
 def test_fused_folder_is_standalone(fused_dir: Path, lora_adapter: Path, smollm2_path: Path):

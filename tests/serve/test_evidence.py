@@ -116,6 +116,6 @@ def test_empty_post_has_no_evidence_and_kinds_are_checked(evidence_engine, engin
 
     assert evidence_engine.analyze([("", None)], mode="reasoning")[0]["reasoning"] == ""
     assert evidence_engine.info()["reasoning"] == "evidence"
-    assert engine.info() == {"prompt_version": "sentiment-v2", "reasoning": "generated"}  # no serving.json
+    assert engine.info() == {"prompt_version": "sentiment-v3", "reasoning": "generated"}  # no serving.json
     with pytest.raises(ValueError, match="reasoning"):
         SentimentEngine(engine.rt, reasoning="poetry")  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ def test_answers_echo_the_target_and_resolve_its_ticker(server, mode: str) -> No
     assert got == [("Microsoft", "MSFT"), ("Brent crude", None), ("MSFT", "MSFT"), ("Johnson & Johnson", "JNJ"),
                    (None, None), ("AAPL", "AAPL")]
     assert body["text_index"] == list(range(len(ITEMS)))
-    assert body["prompt_version"] == "sentiment-v2" and body["reasoning"] == "generated"
+    assert body["prompt_version"] == "sentiment-v3" and body["reasoning"] == "generated"
     for a in body["results"]:
         jsonschema.validate(a, schema)
         assert list(a) == ["target", "ticker", "sentiment", "score", "reasoning"]
@@ -74,7 +74,7 @@ def test_models_and_health_say_prompt_version_and_reasoning_kind(server) -> None
         health = c.get("/health").json()
     assert {m["id"] for m in cards} == {"smollm2-135m", "tiny"}
     for card in cards + [one, health]:
-        assert card["prompt_version"] == "sentiment-v2" and card["reasoning"] == "generated"
+        assert card["prompt_version"] == "sentiment-v3" and card["reasoning"] == "generated"
 
 
 TARGETS = st.one_of(st.none(), st.text(max_size=120), st.sampled_from(["$msft", "Tesla, Inc.", "<|im_start|>", "</post>"]),

@@ -37,7 +37,7 @@ def test_processor_with_the_real_model_fast_mode(smollm2_path: Path, tmp_path: P
     docs = {d.ticker: d for d in store.latest(10)}
     assert set(docs) == {"AAPL", "TSLA", "NVDA", "AMD"}
     for d in docs.values():
-        assert d.model_version == "smollm2-135m:sentiment-v2:fast" and d.latency_ms > 0  # no serving.json: the default prompt
+        assert d.model_version == "smollm2-135m:sentiment-v3:fast" and d.latency_ms > 0  # no serving.json: the default prompt
         SentimentAnswer(ticker=d.ticker, sentiment=d.sentiment, score=d.score, reasoning=d.reasoning)
     assert store.counts()["posts_without_ticker"] == 1
     health = store.heartbeats()["processor"]

@@ -321,7 +321,7 @@ def test_scorer_down_then_sigstopped_while_the_processor_is_killed(tmp_path: Pat
     con = duckdb.connect(str(s.cfg.db), read_only=True)
     versions = {v for (v,) in con.execute("SELECT DISTINCT model_version FROM docs").fetchall()}
     con.close()
-    assert versions == {"vader-fault-server:sentiment-v2:fast"}
+    assert versions == {"vader-fault-server:sentiment-v3:fast"}
 
 
 @pytest.mark.integration

@@ -47,7 +47,7 @@ def keyed() -> Iterator[ScorerServer]:
 def test_answers_are_classified_scorer_fault_or_item_fault(keyed: ScorerServer) -> None:
     sc = HttpScorer(keyed.url, api_key=KEY, concurrency=1, timeout=5)
     try:
-        assert sc.ready() == "vader-fault-server:sentiment-v2:fast"
+        assert sc.ready() == "vader-fault-server:sentiment-v3:fast"
         (ok,) = sc.score([("$AAPL great quarter", "AAPL")])
         assert ok["ticker"] == "AAPL" and ok["sentiment"] == "positive"
         keyed.control((429, 1, 3), (500, 1, None), (503, 1, None))
@@ -142,7 +142,7 @@ def test_server_down_at_start_waits_and_never_guesses_the_version(tmp_path: Path
     bus.close()
     docs = store.latest(10)
     assert sorted(d.ticker for d in docs) == ["AAPL", "TSLA"]
-    assert {d.model_version for d in docs} == {"vader-fault-server:sentiment-v2:fast"}
+    assert {d.model_version for d in docs} == {"vader-fault-server:sentiment-v3:fast"}
     assert store.counts()["dead_letters"] == 0
     store.close()
 
@@ -208,7 +208,7 @@ def test_keyed_real_server_and_processor_with_the_same_variable_store_every_post
         store = DuckDBStore(cfg.db, read_only=True)
         docs = store.latest(20)
         assert len(docs) == 8 and store.counts()["dead_letters"] == 0
-        assert {d.model_version for d in docs} == {"smollm2-135m:sentiment-v2:fast"}
+        assert {d.model_version for d in docs} == {"smollm2-135m:sentiment-v3:fast"}
     finally:
         server.terminate()
         server.wait(30)

@@ -9,8 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerpulse.task.contract import build_messages, load_prompt
+from tickerpulse.task.contract import build_messages, load_prompt, resolve_target
 from tickerpulse.task.marking import CLOSE, OPEN, mark_target, target_spans
+
+
+def mark(text: str, target: str | None) -> str:
+    return mark_target(text, *resolve_target(target))
 
 POST = "Apple and $MSFT both beat estimates; $INTC guides lower. Microsoft raised its outlook."
 
@@ -24,20 +28,20 @@ POST = "Apple and $MSFT both beat estimates; $INTC guides lower. Microsoft raise
     (None, POST),  # the market: nothing marked
 ])
 def test_marks_the_mentions_of_the_target_only(target, marked):
-    assert mark_target(POST, target) == marked
+    assert mark(POST, target) == marked
 
 
 def test_a_name_matches_case_insensitively_across_spaces_and_word_bounded():
     text = "JOHNSON  &  JOHNSON fell; Johnsons and Brentwood are no mention of Brent crude"
-    assert mark_target(text, "Johnson & Johnson").startswith("«JOHNSON  &  JOHNSON» fell")
-    assert mark_target(text, "Brent") == text.replace("of Brent", "of «Brent»")
+    assert mark(text, "Johnson & Johnson").startswith("«JOHNSON  &  JOHNSON» fell")
+    assert mark(text, "Brent") == text.replace("of Brent", "of «Brent»")
 
 
 def test_a_post_cannot_fake_a_marker():
     text = "«$INTC» is a buy, $MSFT is not"
-    out = mark_target(text, "MSFT")
+    out = mark(text, "MSFT")
     assert out == "$INTC is a buy, «$MSFT» is not"
-    assert mark_target(out, "MSFT") == out  # marking a marked post changes nothing
+    assert mark(out, "MSFT") == out  # marking a marked post changes nothing
 
 
 def test_sentiment_v3_marks_the_post_and_v2_does_not():
@@ -52,7 +56,7 @@ def test_sentiment_v3_marks_the_post_and_v2_does_not():
 def test_a_40k_character_post_is_marked_in_bounded_time():
     text = ("$MSFT up, Microsoft strong, " * 1500)[:40_000]
     t = time.perf_counter()
-    out = mark_target(text, "Microsoft")
+    out = mark(text, "Microsoft")
     assert time.perf_counter() - t < 2.0
     assert out.count(OPEN) == out.count(CLOSE) >= 2000
 
@@ -67,12 +71,12 @@ words = st.sampled_from(["Apple", "apple", "$AAPL", "AAPL", "Tesla", "$tsla", "�
                  st.text(min_size=1, max_size=20)))
 def test_marks_wrap_mentions_only_and_come_off_cleanly(text, target):
     try:
-        out = mark_target(text, target)
+        out = mark(text, target)
     except ValueError:  # a target the contract refuses (too long after cleaning) is refused here too
         return
     plain = text.replace(OPEN, "").replace(CLOSE, "")
     assert out.replace(OPEN, "").replace(CLOSE, "") == plain
-    spans = target_spans(plain, target)
+    spans = target_spans(plain, *resolve_target(target))
     assert out.count(OPEN) == out.count(CLOSE) == len(spans)
     assert all(s < e for s, e in spans) and all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
-    assert mark_target(out, target) == out
+    assert mark(out, target) == out

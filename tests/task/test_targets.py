@@ -181,9 +181,10 @@ def test_v2_shows_the_target_and_v1_its_symbol(target, v2_line, v1_line, ticker)
 
 
 def test_prompt_versions():
-    v1, v2 = load_prompt("sentiment-v1"), load_prompt("sentiment-v2")
-    assert load_prompt() == v2 and v2["answer_target"] and not v1["answer_target"]
-    assert v1["hash"] != v2["hash"] and "{target}" in v2["user"] and "{ticker}" in v1["user"]
+    v1, v2, v3 = load_prompt("sentiment-v1"), load_prompt("sentiment-v2"), load_prompt("sentiment-v3")
+    assert load_prompt() == v3 and v3["answer_target"] and v2["answer_target"] and not v1["answer_target"]
+    assert v3["mark_target"] and not v2["mark_target"] and not v1["mark_target"]
+    assert len({v1["hash"], v2["hash"], v3["hash"]}) == 3 and "{target}" in v2["user"] and "{ticker}" in v1["user"]
     with pytest.raises(ValueError, match="unknown prompt version 'sentiment-v9'"):
         load_prompt("sentiment-v9")
 

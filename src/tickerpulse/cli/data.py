@@ -89,7 +89,7 @@ def convert(
     label_map: list[str] = typer.Option([], "--label-map", help="CSV: raw=label pairs, e.g. '0=negative,1=positive,2=neutral'."),
     header: bool = typer.Option(True, "--header/--no-header", help="CSV: whether the first line names the columns."),
     delimiter: str | None = typer.Option(None, "--delimiter", help="CSV: field delimiter ('tab' for tabs; default: by file suffix)."),
-    prompt_version: str = typer.Option("sentiment-v2", "--prompt-version", help="Task prompt for chat rows (sentiment-v1: models trained before targets)."),
+    prompt_version: str = typer.Option("sentiment-v3", "--prompt-version", help="Task prompt for chat rows (sentiment-v1: models trained before targets)."),
 ) -> None:
     """Convert twitter-financial-news-sentiment, Financial PhraseBank, FiQA, FinEntity or a CSV into records or chat JSONL."""
     from tickerpulse.data.convert import convert as run_convert

@@ -31,7 +31,7 @@ def distill(
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default 0)."),
     max_tokens: Optional[int] = typer.Option(None, help="Max answer tokens (default 256)."),
     seed: Optional[int] = typer.Option(None, help="Selection/split seed, also sent to the teacher (default 0)."),
-    prompt_version: Optional[str] = typer.Option(None, help="Prompt template under task/prompts (default sentiment-v2)."),
+    prompt_version: Optional[str] = typer.Option(None, help="Prompt template under task/prompts (default sentiment-v3)."),
     drop_disagreements: Optional[bool] = typer.Option(None, "--drop-disagreements/--keep-disagreements", help="Drop rows whose teacher label differs from the gold label (and backfill) (default keep)."),
     near_dup_threshold: Optional[float] = typer.Option(None, help="Character 5-gram Jaccard for near-duplicates; 1 disables (default 0.8)."),
     drop_near_duplicates: Optional[bool] = typer.Option(None, "--drop-near-duplicates/--keep-near-duplicates", help="Keep one row per near-duplicate cluster instead of all in one split (default keep)."),

@@ -33,10 +33,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tickerpulse.task.contract import LABELS, resolve_target, sanitize_text
+from tickerpulse.task.marking import unmark
 
 FAULTS = ("ok", "429", "500", "slow", "malformed", "prose", "out_of_range", "contradiction", "wrong_ticker", "extra_key")
 _POST = re.compile(r"<post>\n?(.*?)\n?</post>", re.S)
-_SLOT = re.compile(r"^(Target|Ticker):[ \t]*(.*)$", re.M)  # sentiment-v2 shows a target, v1 a symbol
+_SLOT = re.compile(r"^(Target|Ticker):[ \t]*(.*)$", re.M)  # sentiment-v2/v3 show a target, v1 a symbol
 
 
 @dataclass
@@ -152,7 +153,7 @@ def create_app(state: TeacherState) -> FastAPI:
         post = _POST.search(user)
         if post is None:
             return error(400, "no <post>...</post> in the first user message", "invalid_request_error")
-        text = post.group(1)
+        text = unmark(post.group(1))  # the post as sent, without sentiment-v3's target markers
         try:
             head = _asked(user)
         except ValueError as exc:  # a target longer than the contract allows

@@ -11,7 +11,7 @@ distinct entity name of a paragraph once). The metrics are pure functions over p
   same); `pairs_told_apart` is the same per pair of targets with different gold labels.
 A prediction that is no label ("invalid") is wrong and counts as one more label value.
 
-`entity_eval` runs labelers over FinEntity records asked BY NAME (prompt sentiment-v2: `EvalItem.target` is the
+`entity_eval` runs labelers over FinEntity records asked BY NAME (prompts sentiment-v2/v3: `EvalItem.target` is the
 entity name, `ticker` its symbol from the data or `resolve_target`) and writes entity.json. A model whose prompt
 cannot show a name (its prompt writes no target, sentiment-v1) is asked `student_ticker(item)` instead.
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from tickerpulse.data.formats import DataError, check_row, iter_jsonl, split_files
 from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, build_messages, parse_answer, resolve_target
+from tickerpulse.task.marking import unmark
 
 Task = Literal["auto", "sentiment", "text"]
 PromptTicker = Literal["first", "none"]
@@ -137,7 +138,8 @@ def _item(row: dict[str, Any], kind: str, path: Path, lineno: int, prompt_ticker
             raise DataError(path, lineno, "no user message before the last assistant message")
     user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     post = _POST_RE.search(user)
-    return EvalItem(id=item_id, messages=messages, gold_text=gold, text=post.group(1) if post else user, line=lineno)
+    return EvalItem(id=item_id, messages=messages, gold_text=gold, text=unmark(post.group(1)) if post else user,
+                    line=lineno)
 
 
 def _labeled(row: dict[str, Any], item_id: str, path: Path, lineno: int, prompt_ticker: str, version: str) -> EvalItem:

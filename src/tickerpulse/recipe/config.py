@@ -118,7 +118,7 @@ class RecipeConfig(StrictModel):
         "teacher's is a template sentence: ~25 tokens per sample that teach nothing).")
     injection_augment: float = Field(0.1, ge=0, le=1, description="Share of training rows added again with an "
                                      "appended instruction (other phrasings than the evaluation's) and the clean label.")
-    prompt_version: str = Field("sentiment-v2", description="Prompt file used for training, eval and serving.")
+    prompt_version: str = Field("sentiment-v3", description="Prompt file used for training, eval and serving.")
     full_answer_share: dict[str, float] = Field(
         default_factory=lambda: {ds: 1.0 for ds in (*TRAIN_SETS, PAIRS)},
         description="Per dataset, the share of training rows trained on the whole JSON answer; the others end "

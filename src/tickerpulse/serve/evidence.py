@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickerpulse.task.contract import LABELS, MAX_REASONING_CHARS, resolve_target
+from tickerpulse.task.marking import target_spans
 
 MAX_WORD_CANDIDATES = 32
 SEGMENTS = 12
@@ -50,19 +51,15 @@ def _norm(word: str) -> str:
 
 
 def target_mentions(text: str, words: Sequence[tuple[int, int]], target: str | None) -> set[int]:
-    """Indexes of the words that name the target: its symbol (`$MSFT`, `MSFT`), the words of an entity name
-    as asked, and any company name in the post the name table maps to the target's symbol."""
+    """Indexes of the words that name the target: the mentions sentiment-v3 marks (`task.marking.target_spans`:
+    `$MSFT`, `MSFT`, `Microsoft`, the name as asked) and any single word of an entity name as asked."""
     shown, ticker = resolve_target(target)
     if shown is None:
         return set()
     keys = {k for k in (_norm(w) for w in shown.split()) if len(k) >= 2}
     if ticker:
         keys.add(ticker.lower())
-    spans: list[tuple[int, int]] = []
-    if ticker:
-        from tickerpulse.task.names import find_names
-
-        spans = [(m.start, m.end) for m in find_names(text) if m.name.symbol == ticker]
+    spans = target_spans(text, shown, ticker)
     return {i for i, (s, e) in enumerate(words)
             if _norm(text[s:e]) in keys or any(s < me and ms < e for ms, me in spans)}
 

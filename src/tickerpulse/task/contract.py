@@ -8,8 +8,9 @@ gets the symbol of the company table (`task.names.symbol_of_name`) or None.
 
 The answer is one published schema, `{target, ticker, sentiment, score, reasoning}`, keys in this fixed
 order: putting `sentiment` before the free text lets fast mode score the three label tokens right after
-`"sentiment": "`, and the target right before it is what the label is about. Prompt `sentiment-v2` (the
-default) shows the target and has the model write the whole answer; `sentiment-v1` (models trained before
+`"sentiment": "`, and the target right before it is what the label is about. Prompt `sentiment-v3` (the
+default) shows the target, marks its mentions in the post (`task.marking`) and has the model write the whole
+answer; `sentiment-v2` is the same without the marks; `sentiment-v1` (models trained before
 targets) shows only a symbol and its models write `{ticker, sentiment, score, reasoning}`: the server adds
 `target` to their answers.
 """
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 Label = Literal["negative", "neutral", "positive"]
-DEFAULT_PROMPT = "sentiment-v2"
+DEFAULT_PROMPT = "sentiment-v3"
 MAX_REASONING_CHARS = 400
 MAX_TARGET_CHARS = 80
 NEUTRAL_BAND = 0.5  # a neutral answer's |score| must stay within this
@@ -193,7 +194,7 @@ def build_messages(text: str, target: str | None = None, version: str = DEFAULT_
     if p["mark_target"]:
         from tickerpulse.task.marking import mark_target
 
-        post = mark_target(post, target)
+        post = mark_target(post, shown, ticker)
     user = user.replace("{text}", post)
     return [{"role": "system", "content": p["system"]}, {"role": "user", "content": user}]
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from tickerpulse.task.tickers import find_mentions
+
 OPEN, CLOSE = "\u00ab", "\u00bb"
 _MARKS = str.maketrans({OPEN: None, CLOSE: None})
 
@@ -35,12 +37,9 @@ def _name_pattern(name: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.I)
 
 
-def target_spans(text: str, target: str | None) -> list[tuple[int, int]]:
-    """(start, end) of each mention of `target` in `text`, sorted, non-overlapping (`resolve_target` rules)."""
-    from tickerpulse.task.contract import resolve_target
-    from tickerpulse.task.tickers import find_mentions
-
-    shown, ticker = resolve_target(target)
+def target_spans(text: str, shown: str | None, ticker: str | None) -> list[tuple[int, int]]:
+    """(start, end) of each mention in `text` of the target `contract.resolve_target` resolved to (shown,
+    ticker); sorted, non-overlapping."""
     if shown is None:
         return []
     spans: list[tuple[int, int]] = []
@@ -57,11 +56,16 @@ def target_spans(text: str, target: str | None) -> list[tuple[int, int]]:
     return out
 
 
-def mark_target(text: str, target: str | None) -> str:
-    """`text` with its own `«` `»` removed and every mention of `target` wrapped in `«` `»`."""
-    text = text.translate(_MARKS)
+def unmark(text: str) -> str:
+    """`text` without `«` `»`: a marked post as the caller sent it (up to markers of its own)."""
+    return text.translate(_MARKS)
+
+
+def mark_target(text: str, shown: str | None, ticker: str | None) -> str:
+    """`text` with its own `«` `»` removed and every mention of the target (shown, ticker) wrapped in `«` `»`."""
+    text = unmark(text)
     parts, at = [], 0
-    for s, e in target_spans(text, target):
+    for s, e in target_spans(text, shown, ticker):
         parts += [text[at:s], OPEN, text[s:e], CLOSE]
         at = e
     return "".join(parts) + text[at:]

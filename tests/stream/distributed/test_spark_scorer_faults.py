@@ -34,7 +34,7 @@ def test_spark_scorer_outage_fails_the_batch_then_the_rerun_stores_everything(no
                            concurrency=1, score_batch=8, max_records=40, backoff_s=0.05, max_backoff_s=0.2,
                            processor_options={"available_now": True, "max_pause_s": 1.0})
         posts = corpus(60, prefix="o")
-        version = "vader-fault-server:sentiment-v2:fast"
+        version = "vader-fault-server:sentiment-v3:fast"
         want = {doc_id(p.id, t, version) for p in posts
                 for t in post_tickers(p.text, cfg.max_tickers_per_post, names=cfg.names)}
         bus = KafkaBus(noida.kafka, partitions=2)
