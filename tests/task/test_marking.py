@@ -16,6 +16,7 @@ from tickerpulse.task.marking import CLOSE, OPEN, mark_target, target_spans
 def mark(text: str, target: str | None) -> str:
     return mark_target(text, *resolve_target(target))
 
+
 POST = "Apple and $MSFT both beat estimates; $INTC guides lower. Microsoft raised its outlook."
 
 

@@ -34,10 +34,10 @@ from typing import Any
 
 from tickerpulse.data.formats import SPLITS, DataError, iter_jsonl
 from tickerpulse.data.records import write_jsonl
+from tickerpulse.task.contract import post_of
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.I)
 _NON_WORD = re.compile(r"[^\w$]+")
-_POST = re.compile(r"<post>\s*(.*?)\s*</post>", re.S)
 
 
 def normalize_text(text: str) -> str:
@@ -154,8 +154,8 @@ def row_text(row: dict[str, Any]) -> str:
     if isinstance(msgs, list):
         users = [m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
         if users and isinstance(users[-1], str):
-            m = _POST.search(users[-1])
-            return m.group(1) if m else users[-1]
+            post = post_of(users[-1])
+            return users[-1] if post is None else post
     if isinstance(row.get("prompt"), str):
         return row["prompt"]
     raise ValueError("row has no text to group by (text, meta.text, a user message or prompt)")

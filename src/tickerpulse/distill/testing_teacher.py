@@ -32,11 +32,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tickerpulse.task.contract import LABELS, resolve_target, sanitize_text
-from tickerpulse.task.marking import unmark
+from tickerpulse.task.contract import LABELS, post_of, resolve_target, sanitize_text
 
 FAULTS = ("ok", "429", "500", "slow", "malformed", "prose", "out_of_range", "contradiction", "wrong_ticker", "extra_key")
-_POST = re.compile(r"<post>\n?(.*?)\n?</post>", re.S)
 _SLOT = re.compile(r"^(Target|Ticker):[ \t]*(.*)$", re.M)  # sentiment-v2/v3 show a target, v1 a symbol
 
 
@@ -150,10 +148,9 @@ def create_app(state: TeacherState) -> FastAPI:
             return error(404, f"The model {body.get('model')!r} does not exist", "invalid_request_error")
         messages = body.get("messages") or []
         user = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
-        post = _POST.search(user)
-        if post is None:
+        text = post_of(user)  # the post as sent, without sentiment-v3's target markers
+        if text is None:
             return error(400, "no <post>...</post> in the first user message", "invalid_request_error")
-        text = unmark(post.group(1))  # the post as sent, without sentiment-v3's target markers
         try:
             head = _asked(user)
         except ValueError as exc:  # a target longer than the contract allows

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tickerpulse.data.formats import DataError, check_row, iter_jsonl, split_files
-from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, build_messages, parse_answer, resolve_target
-from tickerpulse.task.marking import unmark
+from tickerpulse.task.contract import DEFAULT_PROMPT, LABELS, build_messages, parse_answer, post_of, resolve_target
 
 Task = Literal["auto", "sentiment", "text"]
 PromptTicker = Literal["first", "none"]
 _LABEL_ALIASES = {"bearish": "negative", "bullish": "positive", "neg": "negative", "pos": "positive", "neu": "neutral"}
-_POST_RE = re.compile(r"<post>\s*(.*?)\s*</post>", re.S)
 
 
 @dataclass
@@ -137,9 +134,8 @@ def _item(row: dict[str, Any], kind: str, path: Path, lineno: int, prompt_ticker
         if not any(m["role"] == "user" for m in messages):
             raise DataError(path, lineno, "no user message before the last assistant message")
     user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    post = _POST_RE.search(user)
-    return EvalItem(id=item_id, messages=messages, gold_text=gold, text=unmark(post.group(1)) if post else user,
-                    line=lineno)
+    post = post_of(user)
+    return EvalItem(id=item_id, messages=messages, gold_text=gold, text=user if post is None else post, line=lineno)
 
 
 def _labeled(row: dict[str, Any], item_id: str, path: Path, lineno: int, prompt_ticker: str, version: str) -> EvalItem:

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tickerpulse.task.marking import mark_target, unmark
+
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 Label = Literal["negative", "neutral", "positive"]
 DEFAULT_PROMPT = "sentiment-v3"
@@ -192,11 +194,20 @@ def build_messages(text: str, target: str | None = None, version: str = DEFAULT_
     user = p["user"].replace("{target}", slot or "none").replace("{ticker}", slot or "none")
     post = sanitize_text(text)
     if p["mark_target"]:
-        from tickerpulse.task.marking import mark_target
-
         post = mark_target(post, shown, ticker)
     user = user.replace("{text}", post)
     return [{"role": "system", "content": p["system"]}, {"role": "user", "content": user}]
+
+
+_POST_BLOCK_RE = re.compile(r"<post>\s*(.*?)\s*</post>", re.S)
+
+
+def post_of(user: str) -> str | None:
+    """The post of a user message `build_messages` wrote (sanitised, without sentiment-v3's target marks), for
+    whoever reads prompts back (evaluation of chat rows, split grouping, the test teacher); None without a
+    `<post>` block."""
+    m = _POST_BLOCK_RE.search(user)
+    return unmark(m.group(1)) if m else None
 
 
 def answer_dict(target: str | None, sentiment: str, score: float, reasoning: str = "",

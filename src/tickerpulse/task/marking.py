@@ -42,9 +42,8 @@ def target_spans(text: str, shown: str | None, ticker: str | None) -> list[tuple
     ticker); sorted, non-overlapping."""
     if shown is None:
         return []
-    spans: list[tuple[int, int]] = []
     pattern = _symbol_pattern(shown) if shown == ticker else _name_pattern(shown)
-    spans += [m.span() for m in pattern.finditer(text)]
+    spans = [m.span() for m in pattern.finditer(text)]
     if ticker:
         spans += [(m.start, m.end) for m in find_mentions(text, names=True) if m.symbol == ticker]
     out: list[tuple[int, int]] = []
