@@ -123,7 +123,7 @@ class GrammarConstraint:
 
     def _take(self, ids: list[int]) -> None:
         if ids and not self.m.consume_tokens(ids):
-            raise RuntimeError(f"grammar rejected its own tokens: {clean_error(self.m.get_error())}")
+            raise UnsupportedSchema(f"the grammar cannot be followed with this tokenizer: {clean_error(self.m.get_error())}")
         self.lex.feed(self.tok.decode_bytes(ids))
 
     # -- decode loop API

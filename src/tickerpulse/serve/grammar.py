@@ -34,6 +34,7 @@ class UnsupportedSchema(ValueError):
 
 _TOKENIZERS: dict[int, Any] = {}
 _TOK_LOCK = threading.Lock()
+_UNWRITABLE: dict[int, frozenset[int]] = {}  # id(llguidance tokenizer) -> bytes no token spells
 
 
 def grammar_tokenizer(tok: Any, vocab_size: int, eos_ids: Sequence[int] | None = None) -> Any:
@@ -136,6 +137,7 @@ def compile_schema(schema: Any, tokenizer: Any) -> Grammar:
         if key in _GRAMMARS:
             _GRAMMARS.move_to_end(key)
             return _GRAMMARS[key]
+    _check_writable(schema, tokenizer)
     if (depth := _nesting(schema)) > MAX_NESTING:
         raise UnsupportedSchema(f"the schema nests objects/arrays {depth} levels deep (following $ref); "
                                 f"at most {MAX_NESTING} are supported")
@@ -156,6 +158,39 @@ def compile_schema(schema: Any, tokenizer: Any) -> Grammar:
         if len(_GRAMMARS) > 256:
             _GRAMMARS.popitem(last=False)
     return g
+
+
+def _unwritable_bytes(tokenizer: Any) -> frozenset[int]:
+    """Bytes no token of the vocabulary spells (SmolLM2 lacks 0xF1/0xF2, the lead bytes of U+40000-U+BFFFF)."""
+    hit = _UNWRITABLE.get(id(tokenizer))
+    if hit is None:
+        hit = _UNWRITABLE[id(tokenizer)] = frozenset(
+            b for b in range(256) if tokenizer.decode_bytes(tokenizer.tokenize_bytes(bytes([b]))) != bytes([b]))
+    return hit
+
+
+def _check_writable(schema: Any, tokenizer: Any) -> None:
+    """Refuse a schema with a non-ASCII character the model cannot write (its grammar would force tokens that
+    drop bytes, and the engine would reject them mid-answer). ASCII is always fine: JSON escapes control bytes.
+
+    Raises:
+        UnsupportedSchema: naming the first such character.
+    """
+    missing = _unwritable_bytes(tokenizer)
+    if not missing:
+        return
+    stack = [schema]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack += list(x.keys()) + list(x.values())
+        elif isinstance(x, list):
+            stack += x
+        elif isinstance(x, str) and not x.isascii():
+            for ch in x:
+                if ord(ch) > 127 and any(b in missing for b in ch.encode("utf-8", "surrogatepass")):
+                    raise UnsupportedSchema(f"the schema needs the character U+{ord(ch):04X}, which this model's "
+                                            "tokenizer cannot write")
 
 
 def clean_error(msg: str) -> str:
