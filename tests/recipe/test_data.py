@@ -100,7 +100,7 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
     from tickerpulse.recipe.sentiment import distill_chat
 
     cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, injection_augment=0.5,
-                       splits=SplitConfig(limit_per_dataset=40, pairs=6, entity_repeat=2))
+                       splits=SplitConfig(limit_per_dataset=40, pairs=6, repeat={"finentity": 2, "fpb": 3}))
     data = assemble(shared_data, cfg.splits, seed=0)
     chat = distill_chat(cfg, data, tmp_path, log=lambda *_: None)
     gold = {r.id: r for ds in data.values() for r in ds["train"]}
@@ -115,6 +115,7 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
             assert ans["score"] == pytest.approx(round(src.score, 2)), meta["id"]
         seen[src.dataset] += 1
     assert set(seen) == {"tfns", "fpb", "fiqa", "finentity", "pairs"} and sum(seen.values()) == len(rows)
-    # every FinEntity train question twice (entity_repeat), and both questions of each pair (one text, two targets)
+    # every FinEntity train question twice and PhraseBank row three times (repeat), both questions of each pair
     assert seen["finentity"] >= 2 * len(data["finentity"]["train"]) and seen["finentity"] % 2 == 0
+    assert seen["fpb"] >= 3 * len(data["fpb"]["train"]) and seen["fpb"] % 3 == 0
     assert seen["pairs"] >= len(data["pairs"]["train"]) == 12

@@ -55,8 +55,9 @@ class SplitConfig(StrictModel):
     paragraph_pairs: int = Field(0, ge=0, description="FinEntity train paragraphs joined two by two (no entity in "
                                  "common), each entity of the joined text asked about with its own gold.")
     pair_conflict_share: float = Field(0.7, ge=0, le=1, description="Share of those pairs whose two labels differ.")
-    entity_repeat: int = Field(1, ge=1, le=8, description="FinEntity train questions are trained this many times "
-                               "(each copy in another place of the shuffled data).")
+    repeat: dict[str, int] = Field(default_factory=dict, description="Train rows of a dataset (or `pairs`) trained "
+                                   "this many times, each copy in another place of the shuffled data (absent = 1): "
+                                   "weights small datasets against the twitter rows.")
     valid_limit: int | None = Field(None, ge=1, description="Cap on each dataset's validation rows.")
     limit_per_dataset: int | None = Field(None, ge=12, description="Read only this many rows per source file "
                                           "(a seeded stratified sample; tests and quick looks).")
@@ -66,6 +67,11 @@ class SplitConfig(StrictModel):
         unknown = set(self.train_limit) - set(TRAIN_SETS)
         if unknown:
             raise ValueError(f"train_limit: unknown dataset(s) {sorted(unknown)}; known: {list(TRAIN_SETS)}")
+        unknown = set(self.repeat) - {*TRAIN_SETS, PAIRS}
+        if unknown:
+            raise ValueError(f"repeat: unknown dataset(s) {sorted(unknown)}; known: {[*TRAIN_SETS, PAIRS]}")
+        if bad := {k: v for k, v in self.repeat.items() if not 1 <= v <= 8}:
+            raise ValueError(f"repeat: each value must be 1-8, got {bad}")
         return self
 
 

@@ -142,9 +142,8 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
         # iter_jsonl reads by "\n" (str.splitlines() would also break at U+2028 inside tweets) and names file:line
         rows_out = [row for _, row in iter_jsonl(out / "distill" / split / "train.jsonl")]
         rng = random.Random(cfg.seed + 1)
-        if split == "train" and cfg.splits.entity_repeat > 1:  # FinEntity questions again, in other places
-            again = [r for r in rows_out if r["meta"].get("source") == ENTITY_DATASET] * (cfg.splits.entity_repeat - 1)
-            rows_out += again
+        if split == "train" and any(n > 1 for n in cfg.splits.repeat.values()):  # again, in other places
+            rows_out += [r for r in rows_out for _ in range(cfg.splits.repeat.get(r["meta"].get("source"), 1) - 1)]
             rng.shuffle(rows_out)
         cut = 0
         with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:
