@@ -100,6 +100,16 @@ def test_target_mentions_cover_symbols_names_and_the_name_table() -> None:
     assert unquotable(link, link_words, None) == {2, 3}
 
 
+def test_other_companies_are_never_evidence() -> None:
+    import re
+
+    text = "Apple and $MSFT both beat estimates; $INTC guides lower"
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    for target in ("MSFT", "INTC", "Apple", None):
+        banned = {text[s:e] for i, (s, e) in enumerate(words) if i in unquotable(text, words, target)}
+        assert banned == {"Apple", "$MSFT", "$INTC"}, target
+
+
 def test_evidence_cost_is_bounded_for_a_huge_post(evidence_engine) -> None:
     """A 40k-character post: the engine keeps the first 2000 characters, the search at most MAX_ROWS rows."""
     eng = evidence_engine

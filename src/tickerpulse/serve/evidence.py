@@ -14,8 +14,9 @@ per item (12 segments + 32 words + 2 per extension round) whatever the post's le
 2. greedy extension of the best word to a neighbour (left or right, 2 candidates a round) while the drop
    grows, up to `MAX_SPAN_WORDS` words.
 
-The target's own mention (`$MSFT`, `MSFT`, `Microsoft`, the words of an entity name), links and bare
-punctuation are never evidence: no span holds them. The reasoning is "" when no removal lowers p(label).
+The target's own mention (`$MSFT`, `MSFT`, `Microsoft`, the words of an entity name), other companies'
+mentions (`$INTC`, `Apple`: evidence about MSFT that quotes "$INTC guides" reads as being about Intel), links
+and bare punctuation are never evidence: no span holds them. The reasoning is "" when no removal lowers p(label).
 
 Limitations: only what the model sees is searched (`sanitize_text`'s first 2000 characters; a post cut to
 `max_text_tokens` keeps candidates past the cut, whose removal changes nothing); occlusion measures what the
@@ -33,6 +34,7 @@ from typing import Any
 
 from tickerpulse.task.contract import LABELS, MAX_REASONING_CHARS, resolve_target
 from tickerpulse.task.marking import target_spans
+from tickerpulse.task.tickers import find_mentions
 
 MAX_WORD_CANDIDATES = 32
 SEGMENTS = 12
@@ -65,10 +67,15 @@ def target_mentions(text: str, words: Sequence[tuple[int, int]], target: str | N
 
 
 def unquotable(text: str, words: Sequence[tuple[int, int]], target: str | None) -> set[int]:
-    """Indexes of the words no evidence may hold: the target's mentions, links and bare punctuation (a URL or
-    a dash tells a reader nothing, even when the model leans on it)."""
+    """Indexes of the words no evidence may hold: the target's mentions, other tickers and company names
+    (`task.tickers.find_mentions`), links and bare punctuation (a URL or a dash tells a reader nothing, even
+    when the model leans on it)."""
+    named = bytearray(len(text) + 1)
+    for m in find_mentions(text[:SEARCH_CHARS], names=True):
+        named[m.start:m.end] = b"\x01" * (m.end - m.start)
     return target_mentions(text, words, target) | {
-        i for i, (s, e) in enumerate(words) if _LINK.match(text[s:e]) or not any(ch.isalnum() for ch in text[s:e])}
+        i for i, (s, e) in enumerate(words)
+        if _LINK.match(text[s:e]) or not any(ch.isalnum() for ch in text[s:e]) or any(named[s:e])}
 
 
 @dataclass
