@@ -119,3 +119,26 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
     assert seen["finentity"] >= 2 * len(data["finentity"]["train"]) and seen["finentity"] % 2 == 0
     assert seen["fpb"] >= 3 * len(data["fpb"]["train"]) and seen["fpb"] % 3 == 0
     assert seen["pairs"] >= len(data["pairs"]["train"]) == 12
+
+
+def test_repeats_weight_datasets_and_finentity_conflict_questions(tmp_path: Path) -> None:
+    from tickerpulse.recipe.config import RecipeConfig
+    from tickerpulse.recipe.sentiment import _repeats
+
+    ent = [Record(id=f"finentity-{p}#{k}", text="t", label=lab, source="finentity", dataset="finentity")
+           for p, labels in (("a", ["positive", "neutral"]), ("b", ["negative", "negative"]))
+           for k, lab in enumerate(labels)]
+    cfg = RecipeConfig(out=tmp_path, splits=SplitConfig(repeat={"fpb": 2, "finentity": 2}, conflict_repeat=3))
+    times = _repeats(cfg, {"finentity": {"train": ent}})
+
+    def row(id_: str, source: str) -> dict:
+        return {"meta": {"id": id_, "source": source}}
+
+    assert times(row("finentity-a#1", "finentity")) == 6  # a conflict paragraph's question: 2 x 3
+    assert times(row("finentity-a#0:inj-plea", "finentity")) == 6  # its injected copy too
+    assert times(row("finentity-b#0", "finentity")) == 2  # one label: the dataset's repeat only
+    assert times(row("fpb-train-1", "fpb")) == 2 and times(row("tfns-train-1", "tfns")) == 1
+    with pytest.raises(ValueError, match="unknown dataset"):
+        SplitConfig(repeat={"reddit": 2})
+    with pytest.raises(ValueError, match="1-8"):
+        SplitConfig(repeat={"fpb": 0})

@@ -58,6 +58,9 @@ class SplitConfig(StrictModel):
     repeat: dict[str, int] = Field(default_factory=dict, description="Train rows of a dataset (or `pairs`) trained "
                                    "this many times, each copy in another place of the shuffled data (absent = 1): "
                                    "weights small datasets against the twitter rows.")
+    conflict_repeat: int = Field(1, ge=1, le=8, description="FinEntity train questions from paragraphs whose "
+                                 "entities differ in gold label (~190 of ~1,100) trained this many times: the "
+                                 "questions where copying the paragraph's mood to every entity is wrong.")
     valid_limit: int | None = Field(None, ge=1, description="Cap on each dataset's validation rows.")
     limit_per_dataset: int | None = Field(None, ge=12, description="Read only this many rows per source file "
                                           "(a seeded stratified sample; tests and quick looks).")

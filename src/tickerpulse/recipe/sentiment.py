@@ -118,6 +118,24 @@ def _evaluate_and_card(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]
 
 
 # ------------------------------------------------------------------------------------------------ distill
+def _repeats(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]]) -> Callable[[dict], int]:
+    """chat row -> how many times it is trained: `splits.repeat` of its dataset, `conflict_repeat` for a
+    FinEntity question (`<paragraph id>#k`, injected copies too) whose paragraph's entities differ in label."""
+    labels: dict[str, set[str]] = {}
+    for r in data.get(ENTITY_DATASET, {}).get("train", []):
+        labels.setdefault(r.id.partition("#")[0], set()).add(r.label)
+    conflict = {p for p, ls in labels.items() if len(ls) > 1}
+
+    def times(row: dict) -> int:
+        meta = row["meta"]
+        n = cfg.splits.repeat.get(meta.get("source"), 1)
+        if meta.get("source") == ENTITY_DATASET and str(meta.get("id", "")).partition("#")[0] in conflict:
+            n *= cfg.splits.conflict_repeat
+        return n
+
+    return times
+
+
 def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], out: Path, log: Log) -> Path:
     """Train and valid records -> chat JSONL through the distill job (gold or a real teacher)."""
     from tickerpulse.data.formats import iter_jsonl
@@ -142,9 +160,11 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
         # iter_jsonl reads by "\n" (str.splitlines() would also break at U+2028 inside tweets) and names file:line
         rows_out = [row for _, row in iter_jsonl(out / "distill" / split / "train.jsonl")]
         rng = random.Random(cfg.seed + 1)
-        if split == "train" and any(n > 1 for n in cfg.splits.repeat.values()):  # again, in other places
-            rows_out += [r for r in rows_out for _ in range(cfg.splits.repeat.get(r["meta"].get("source"), 1) - 1)]
-            rng.shuffle(rows_out)
+        if split == "train":  # rows trained again (`repeat`, `conflict_repeat`), each copy in another place
+            times = _repeats(cfg, data)
+            if any(times(r) > 1 for r in rows_out):
+                rows_out += [r for r in rows_out for _ in range(times(r) - 1)]
+                rng.shuffle(rows_out)
         cut = 0
         with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for row in rows_out:
