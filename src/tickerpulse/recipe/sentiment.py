@@ -162,8 +162,8 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
         rng = random.Random(cfg.seed + 1)
         if split == "train":  # rows trained again (`repeat`, `conflict_repeat`), each copy in another place
             times = _repeats(cfg, data)
-            if any(times(r) > 1 for r in rows_out):
-                rows_out += [r for r in rows_out for _ in range(times(r) - 1)]
+            if again := [r for r in rows_out for _ in range(times(r) - 1)]:
+                rows_out += again
                 rng.shuffle(rows_out)
         cut = 0
         with open(chat / f"{split}.jsonl", "w", encoding="utf-8") as fh:

@@ -61,21 +61,25 @@ def target_mentions(text: str, words: Sequence[tuple[int, int]], target: str | N
     keys = {k for k in (_norm(w) for w in shown.split()) if len(k) >= 2}
     if ticker:
         keys.add(ticker.lower())
-    spans = target_spans(text, shown, ticker)
-    return {i for i, (s, e) in enumerate(words)
-            if _norm(text[s:e]) in keys or any(s < me and ms < e for ms, me in spans)}
+    inside = _words_in(words, target_spans(text, shown, ticker))
+    return {i for i, (s, e) in enumerate(words) if _norm(text[s:e]) in keys} | inside
+
+
+def _words_in(words: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> set[int]:
+    """Indexes of the words that overlap any of the character spans (one pass over a character mask)."""
+    covered = bytearray(max((e for _, e in words), default=0))
+    for s, e in spans:
+        covered[s:e] = b"\x01" * (min(e, len(covered)) - min(s, len(covered)))
+    return {i for i, (s, e) in enumerate(words) if any(covered[s:e])}
 
 
 def unquotable(text: str, words: Sequence[tuple[int, int]], target: str | None) -> set[int]:
     """Indexes of the words no evidence may hold: the target's mentions, other tickers and company names
     (`task.tickers.find_mentions`), links and bare punctuation (a URL or a dash tells a reader nothing, even
     when the model leans on it)."""
-    named = bytearray(len(text) + 1)
-    for m in find_mentions(text[:SEARCH_CHARS], names=True):
-        named[m.start:m.end] = b"\x01" * (m.end - m.start)
-    return target_mentions(text, words, target) | {
-        i for i, (s, e) in enumerate(words)
-        if _LINK.match(text[s:e]) or not any(ch.isalnum() for ch in text[s:e]) or any(named[s:e])}
+    others = _words_in(words, [(m.start, m.end) for m in find_mentions(text[:SEARCH_CHARS], names=True)])
+    return target_mentions(text, words, target) | others | {
+        i for i, (s, e) in enumerate(words) if _LINK.match(text[s:e]) or not any(ch.isalnum() for ch in text[s:e])}
 
 
 @dataclass

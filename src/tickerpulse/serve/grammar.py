@@ -34,7 +34,7 @@ class UnsupportedSchema(ValueError):
 
 _TOKENIZERS: dict[int, Any] = {}
 _TOK_LOCK = threading.Lock()
-_UNWRITABLE: dict[int, frozenset[int]] = {}  # id(llguidance tokenizer) -> bytes no token spells
+_UNWRITABLE: dict[int, tuple[Any, frozenset[int]]] = {}  # id(llguidance tokenizer) -> (it, bytes no token spells)
 
 
 def grammar_tokenizer(tok: Any, vocab_size: int, eos_ids: Sequence[int] | None = None) -> Any:
@@ -163,10 +163,10 @@ def compile_schema(schema: Any, tokenizer: Any) -> Grammar:
 def _unwritable_bytes(tokenizer: Any) -> frozenset[int]:
     """Bytes no token of the vocabulary spells (SmolLM2 lacks 0xF1/0xF2, the lead bytes of U+40000-U+BFFFF)."""
     hit = _UNWRITABLE.get(id(tokenizer))
-    if hit is None:
-        hit = _UNWRITABLE[id(tokenizer)] = frozenset(
-            b for b in range(256) if tokenizer.decode_bytes(tokenizer.tokenize_bytes(bytes([b]))) != bytes([b]))
-    return hit
+    if hit is None or hit[0] is not tokenizer:  # kept with its tokenizer, as _TOKENIZERS is: an id is not reused
+        hit = _UNWRITABLE[id(tokenizer)] = (tokenizer, frozenset(
+            b for b in range(256) if tokenizer.decode_bytes(tokenizer.tokenize_bytes(bytes([b]))) != bytes([b])))
+    return hit[1]
 
 
 def _check_writable(schema: Any, tokenizer: Any) -> None:
