@@ -140,5 +140,9 @@ def test_repeats_weight_datasets_and_finentity_conflict_questions(tmp_path: Path
     assert times(row("fpb-train-1", "fpb")) == 2 and times(row("tfns-train-1", "tfns")) == 1
     with pytest.raises(ValueError, match="unknown dataset"):
         SplitConfig(repeat={"reddit": 2})
-    with pytest.raises(ValueError, match="1-8"):
+    with pytest.raises(ValueError, match=r"repeat: each value must be in \[1, 8\]"):
         SplitConfig(repeat={"fpb": 0})
+    with pytest.raises(ValueError, match="train_limit: unknown dataset"):
+        SplitConfig(train_limit={"reddit": 10})
+    with pytest.raises(ValueError, match=r"full_answer_share: each value must be in \[0.0, 1.0\]"):
+        RecipeConfig(out=tmp_path, full_answer_share={"fiqa": 1.5})

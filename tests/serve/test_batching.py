@@ -5,6 +5,7 @@ answers while the model is busy. Real SmolLM2 throughout; faults are real bad in
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -42,9 +43,9 @@ def _wait_idle(server, limit: float) -> float:
 # ------------------------------------------------------------------------------------ one bad job per batch
 
 
-def test_a_batch_that_raises_fails_only_its_culprit(engine) -> None:
+def test_a_row_that_raises_fails_only_its_job_without_rerunning_the_batch(engine) -> None:
     """Past the edge validation (a seed numpy refuses, sent straight to the batcher) the three good jobs of the
-    same batch still get their text and the bad one a JobRejected (HTTP 400)."""
+    same batch still get their text and the bad one a JobRejected (HTTP 400); the batch runs once."""
     from tickerpulse.serve.batching import Batcher, JobRejected
     from tickerpulse.serve.decoding import GenRequest
     from tickerpulse.serve.metrics import Metrics
@@ -63,10 +64,49 @@ def test_a_batch_that_raises_fails_only_its_culprit(engine) -> None:
             await b.stop()
 
     (good0, bad, good1, good2), sizes = asyncio.run(run())
-    assert sizes.total == 5 and sizes.counts[0] == 4  # one batch of all four, then each job alone
+    assert sizes.total == 1  # one batch of all four, no rerun
     assert isinstance(bad, JobRejected) and "non-negative" in str(bad)
     texts = [g[0].text for g in (good0, good1, good2)]
-    assert all(texts) and len(set(texts)) == 1  # greedy, same prompt: the reruns agree
+    assert all(texts) and len(set(texts)) == 1  # greedy, same prompt
+
+
+def test_a_constraint_that_fails_mid_decode_stops_only_its_row(engine) -> None:
+    """Fault injection into a real grammar constraint: after two tokens its matcher refuses (what a grammar
+    that cannot be followed with the tokenizer does). Its row ends with the error; the plain and constrained
+    rows beside it give exactly what they give alone."""
+    from tickerpulse.serve.constraint import GrammarConstraint
+    from tickerpulse.serve.decoding import GenRequest, decode
+    from tickerpulse.serve.grammar import UnsupportedSchema, compile_schema, grammar_tokenizer
+
+    rt = engine.rt
+    grammar = compile_schema({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                             grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids)))
+
+    class Breaks(GrammarConstraint):
+        def accept(self, tok: int, budget_after: int) -> bool:
+            self.accepted = getattr(self, "accepted", 0) + 1
+            if self.accepted > 2:
+                raise UnsupportedSchema("the grammar cannot be followed with this tokenizer: injected fault")
+            return super().accept(tok, budget_after)
+
+    ids = list(rt.tok("Reply in JSON:", add_special_tokens=True)["input_ids"])
+
+    def reqs(broken: bool) -> list[GenRequest]:
+        out = [GenRequest(prompt_ids=ids, max_new_tokens=12),
+               GenRequest(prompt_ids=ids, max_new_tokens=12, constraint=GrammarConstraint(grammar, 12))]
+        if broken:
+            out.insert(1, GenRequest(prompt_ids=ids, max_new_tokens=12, constraint=Breaks(grammar, 12)))
+        return out
+
+    alone = reqs(broken=False)
+    for r in alone:
+        decode(rt, [r])
+    batch = reqs(broken=True)
+    decode(rt, batch)
+    plain, bad, constrained = batch
+    assert isinstance(bad.error, UnsupportedSchema) and bad.finish_reason == "error"
+    assert (plain.text, constrained.text) == (alone[0].text, alone[1].text)
+    assert plain.error is None and constrained.error is None and json.loads(constrained.text)["a"] is not None
 
 
 @pytest.mark.parametrize("bad,needle", [

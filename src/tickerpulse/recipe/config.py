@@ -30,6 +30,15 @@ RECIPE_TRAIN_KEYS = {
 }
 
 
+def _check_per_dataset(name: str, values: dict[str, Any], known: tuple[str, ...],
+                      bounds: tuple[float, float] | None = None) -> None:
+    """A per-dataset mapping of the config names only `known` datasets (and, with `bounds`, values inside them)."""
+    if unknown := set(values) - set(known):
+        raise ValueError(f"{name}: unknown dataset(s) {sorted(unknown)}; known: {list(known)}")
+    if bounds and (bad := {k: v for k, v in values.items() if not bounds[0] <= v <= bounds[1]}):
+        raise ValueError(f"{name}: each value must be in [{bounds[0]}, {bounds[1]}], got {bad}")
+
+
 class RecipeTrainConfig(TrainConfig):
     """The recipe's `train:` section: every `tickerpulse train` key and check, except the keys it sets."""
 
@@ -67,14 +76,8 @@ class SplitConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "SplitConfig":
-        unknown = set(self.train_limit) - set(TRAIN_SETS)
-        if unknown:
-            raise ValueError(f"train_limit: unknown dataset(s) {sorted(unknown)}; known: {list(TRAIN_SETS)}")
-        unknown = set(self.repeat) - {*TRAIN_SETS, PAIRS}
-        if unknown:
-            raise ValueError(f"repeat: unknown dataset(s) {sorted(unknown)}; known: {[*TRAIN_SETS, PAIRS]}")
-        if bad := {k: v for k, v in self.repeat.items() if not 1 <= v <= 8}:
-            raise ValueError(f"repeat: each value must be 1-8, got {bad}")
+        _check_per_dataset("train_limit", self.train_limit, TRAIN_SETS)
+        _check_per_dataset("repeat", self.repeat, (*TRAIN_SETS, PAIRS), bounds=(1, 8))
         return self
 
 
@@ -154,11 +157,8 @@ class RecipeConfig(StrictModel):
     @field_validator("full_answer_share")
     @classmethod
     def _known_shares(cls, v: dict[str, float]) -> dict[str, float]:
-        known = (*TRAIN_SETS, PAIRS)
-        unknown = set(v) - set(known)
-        if unknown or any(not 0.0 <= x <= 1.0 for x in v.values()):
-            raise ValueError(f"full_answer_share: datasets {list(known)} with shares in [0, 1]; got {v}")
-        return {**{ds: 1.0 for ds in known}, **v}
+        _check_per_dataset("full_answer_share", v, (*TRAIN_SETS, PAIRS), bounds=(0.0, 1.0))
+        return {**{ds: 1.0 for ds in (*TRAIN_SETS, PAIRS)}, **v}
 
     def train_config(self, data: str | Path, run: str | Path) -> TrainConfig:
         """The training run's config: the `train` section with the recipe's base model, chat data and run folder

@@ -10,8 +10,10 @@ Overload and failure stay local to the request that causes them:
   flag. Expired jobs are dropped before they reach the model, generation rows check the flag between tokens,
   and a batch whose jobs are all gone is abandoned between decoder layers (`Runtime.stop_when`), so the model
   is free right after a 504.
-- If a batch raises, its jobs are run again one by one (generation rows reset first) so only the culprit
-  fails: with `JobRejected` (HTTP 400) for an input error, its own error (HTTP 500) for anything else.
+- A generation row whose own settings or constraint raise leaves its batch alone (`GenRequest.error`) and
+  fails only its job. If a whole batch raises, its jobs are run again one by one (generation rows reset
+  first) so only the culprit fails. Either way the culprit gets `JobRejected` (HTTP 400) for an input error,
+  its own error (HTTP 500) for anything else.
 - The model thread is a daemon: a job that cannot be interrupted never keeps the process alive at shutdown.
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickerpulse.serve.decoding import GenRequest, decode
+from tickerpulse.serve.grammar import UnsupportedSchema
 from tickerpulse.serve.metrics import Metrics
 from tickerpulse.serve.runtime import Interrupted
 
@@ -298,13 +301,17 @@ class Batcher:
         finally:
             self.busy = False
         for job, res in zip(jobs, results):
-            if not job.future.done():
+            if isinstance(res, Exception):  # one row of the job failed alone (`GenRequest.error`)
+                self._fail(job, res)
+            elif not job.future.done():
                 job.future.set_result(res)
 
     def _fail(self, job: Job, exc: Exception) -> None:
         if job.future.done():
             return
-        if isinstance(exc, INPUT_ERRORS) and type(exc).__module__ == "builtins":
+        if isinstance(exc, UnsupportedSchema):  # the grammar could not go on: the schema's fault (HTTP 400)
+            job.future.set_exception(JobRejected(str(exc)[:300]))
+        elif isinstance(exc, INPUT_ERRORS) and type(exc).__module__ == "builtins":
             job.future.set_exception(JobRejected(f"the model could not process this request: "
                                                  f"{type(exc).__name__}: {str(exc)[:200]}"))
         else:
@@ -349,4 +356,5 @@ class Batcher:
                 for i in range(0, len(group), self.max_batch_size):
                     decode(rt, group[i : i + self.max_batch_size], adapter, pre)
         self.metrics.tokens(sum(r.generated for r in reqs), sum(r.prompt_tokens for r in reqs))
-        return [list(job.payload) for job in jobs]
+        return [next((r.error for r in job.payload if r.error is not None), None) or list(job.payload)
+                for job in jobs]

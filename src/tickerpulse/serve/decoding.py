@@ -8,6 +8,8 @@ Tokens the grammar forces (JSON keys, punctuation) are fed as one chunk without 
 A constraint that runs short of budget writes its closing tokens instead of sampling, so JSON is never cut.
 
 All rows of a call share one adapter and, optionally, one cached prompt prefix (`Runtime.prefix_kv`).
+A row whose own settings or constraint raise (a seed numpy refuses, a grammar that cannot go on) leaves the
+batch with the exception in `GenRequest.error`; the other rows finish as if it had never been there.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class GenRequest:
     text: str = ""
     finish_reason: str = ""
     generated: int = 0  # tokens produced (sampled + forced)
+    error: Exception | None = None  # what stopped this row alone (finish_reason "error")
 
     @property
     def prompt_tokens(self) -> int:
@@ -118,18 +121,26 @@ def decode(rt: Any, reqs: Sequence[GenRequest], adapter: str | None = None, pref
 
     if not reqs:
         return
-    dev = rt.device
-    rows = [_Row(r, rt.tok, dev) for r in reqs]
     p = len(prefix_ids) if prefix_ids else 0
+    if any(len(r.prompt_ids) <= p for r in reqs):
+        raise ValueError("every prompt must be longer than the cached prefix")
+    rows, chunks = [], []
+    for r in reqs:
+        try:
+            row, c = _Row(r, rt.tok, rt.device), list(r.prompt_ids[p:])
+            if r.constraint is not None and (ids := r.constraint.forced_ids()):
+                c += ids  # e.g. '{"name": ' of a schema: written without asking the model
+                row.add_ids(ids)
+        except Exception as exc:  # noqa: BLE001 - this row's own fault: it alone fails
+            _fail(r, exc)
+            continue
+        rows.append(row)
+        chunks.append(c)
+    if not rows:
+        return
+    dev = rt.device
     kv = rt.prefix_kv(adapter, prefix_ids) if p else None
     cache = rt.cache_from_prefix(kv, len(rows))
-    chunks = [list(r.prompt_ids[p:]) for r in reqs]
-    if any(not c for c in chunks):
-        raise ValueError("every prompt must be longer than the cached prefix")
-    for row, c in zip(rows, chunks):
-        if row.req.constraint is not None and (ids := row.req.constraint.forced_ids()):
-            c += ids  # e.g. '{"name": ' of a schema: written without asking the model
-            row.add_ids(ids)
     attn = torch.ones((len(rows), p), dtype=torch.long, device=dev)
     seen = [p] * len(rows)  # real tokens in the cache per row = the next position id
     vocab = rt.hf.config.vocab_size
@@ -150,7 +161,11 @@ def decode(rt: Any, reqs: Sequence[GenRequest], adapter: str | None = None, pref
         nxt_chunks: list[list[int]] = []
         for i, row in enumerate(rows):
             seen[i] += len(chunks[i])
-            ids = _advance(rt, row, logits[i])
+            try:
+                ids = _advance(rt, row, logits[i])
+            except Exception as exc:  # noqa: BLE001 - the row's constraint or sampling settings failed
+                _fail(row.req, exc)
+                continue
             if ids is None:
                 row.emit(final=True)
                 continue
@@ -203,6 +218,10 @@ def _advance(rt: Any, row: _Row, logits: np.ndarray) -> list[int] | None:
         return None
     row.emit(final=False)
     return ids
+
+
+def _fail(req: GenRequest, exc: Exception) -> None:
+    req.error, req.finish_reason = exc, "error"
 
 
 def _close(row: _Row, reason: str) -> None:
