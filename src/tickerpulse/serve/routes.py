@@ -162,7 +162,7 @@ def _resetter(reqs: list[Any], fresh: Any) -> Any:
 
     def reset() -> None:
         for r, new in zip(reqs, fresh()):
-            r.out_ids, r.text, r.finish_reason, r.generated = [], "", "", 0
+            r.out_ids, r.text, r.finish_reason, r.generated, r.error = [], "", "", 0, None
             r.constraint = new.constraint
 
     return reset
