@@ -76,11 +76,11 @@ def test_a_constraint_that_fails_mid_decode_stops_only_its_row(engine) -> None:
     rows beside it give exactly what they give alone."""
     from tickerpulse.serve.constraint import GrammarConstraint
     from tickerpulse.serve.decoding import GenRequest, decode
-    from tickerpulse.serve.grammar import UnsupportedSchema, compile_schema, grammar_tokenizer
+    from tickerpulse.serve.grammar import UnsupportedSchema, compile_schema, runtime_grammar_tokenizer
 
     rt = engine.rt
     grammar = compile_schema({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
-                             grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids)))
+                             runtime_grammar_tokenizer(rt))
 
     class Breaks(GrammarConstraint):
         def accept(self, tok: int, budget_after: int) -> bool:

@@ -37,6 +37,11 @@ _TOK_LOCK = threading.Lock()
 _UNWRITABLE: dict[int, tuple[Any, frozenset[int]]] = {}  # id(llguidance tokenizer) -> (it, bytes no token spells)
 
 
+def runtime_grammar_tokenizer(rt: Any) -> Any:
+    """The (cached) llguidance tokenizer of a serving Runtime's model: its vocabulary and end tokens."""
+    return grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))
+
+
 def grammar_tokenizer(tok: Any, vocab_size: int, eos_ids: Sequence[int] | None = None) -> Any:
     """The (cached) llguidance tokenizer of a Hugging Face fast tokenizer (built once, ~0.5 s)."""
     import llguidance

@@ -19,7 +19,7 @@ from tickerpulse.task.contract import LABELS, MAX_REASONING_CHARS, NEUTRAL_BAND,
 from tickerpulse.task.calibration import LabelCalibration
 from tickerpulse.serve.decoding import GenRequest, decode
 from tickerpulse.serve.constraint import GrammarConstraint
-from tickerpulse.serve.grammar import compile_schema, grammar_tokenizer
+from tickerpulse.serve.grammar import compile_schema, runtime_grammar_tokenizer
 
 _SCORE = {
     "positive": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -107,7 +107,7 @@ def reason(engine: Any, adapter: str | None, norm: list[tuple[str, str | None]],
     from tickerpulse.task.answers import make_answer
 
     rt = engine.rt
-    tokenizer = grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))
+    tokenizer = runtime_grammar_tokenizer(rt)
     calib = engine._calib.get(adapter, LabelCalibration())
     reqs, cons = [], []
     version = engine.prompt_version

@@ -188,11 +188,11 @@ def _stream_error(exc: BaseException | None) -> dict[str, Any]:
 
 def response_grammar(rt: Any, fmt: ResponseFormat | None) -> Any:
     """The llguidance Grammar of a response_format (None for plain text). Raises UnsupportedSchema."""
-    from tickerpulse.serve.grammar import grammar_tokenizer, response_format_grammar
+    from tickerpulse.serve.grammar import response_format_grammar, runtime_grammar_tokenizer
 
     if fmt is None or fmt.type == "text":
         return None
-    tokenizer = grammar_tokenizer(rt.tok, rt.hf.config.vocab_size, sorted(rt.eos_ids))
+    tokenizer = runtime_grammar_tokenizer(rt)
     schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None  # type: ignore[union-attr]
     return response_format_grammar(fmt.type, schema, tokenizer)
 
