@@ -19,6 +19,7 @@ DATASETS = ("tfns", "fpb", "fiqa")  # test sets evaluated per text (evaluate.sui
 ENTITY_DATASET = "finentity"  # news paragraphs, each entity asked about by name; its test is per entity (evaluate.entity)
 TRAIN_SETS = (*DATASETS, ENTITY_DATASET)  # where train and valid rows come from
 PAIRS = "pairs"  # training rows joined from two single-target twitter rows, asked about each target
+CHAT_SOURCES = (*TRAIN_SETS, PAIRS)  # every `source` of a training chat row (what per-dataset settings name)
 
 # TrainConfig keys the recipe sets itself: a value under `train:` would be replaced, so it is refused.
 RECIPE_TRAIN_KEYS = {
@@ -77,7 +78,7 @@ class SplitConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> "SplitConfig":
         _check_per_dataset("train_limit", self.train_limit, TRAIN_SETS)
-        _check_per_dataset("repeat", self.repeat, (*TRAIN_SETS, PAIRS), bounds=(1, 8))
+        _check_per_dataset("repeat", self.repeat, CHAT_SOURCES, bounds=(1, 8))
         return self
 
 
@@ -132,7 +133,7 @@ class RecipeConfig(StrictModel):
                                      "appended instruction (other phrasings than the evaluation's) and the clean label.")
     prompt_version: str = Field("sentiment-v3", description="Prompt file used for training, eval and serving.")
     full_answer_share: dict[str, float] = Field(
-        default_factory=lambda: {ds: 1.0 for ds in (*TRAIN_SETS, PAIRS)},
+        default_factory=lambda: {ds: 1.0 for ds in CHAT_SOURCES},
         description="Per dataset, the share of training rows trained on the whole JSON answer; the others end "
         "after the label (`train_through`): their score is the label's stock value, so the tail teaches only "
         "format the uncut rows teach, and costs ~17 of ~80 computed tokens per sample.")
@@ -157,8 +158,8 @@ class RecipeConfig(StrictModel):
     @field_validator("full_answer_share")
     @classmethod
     def _known_shares(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_per_dataset("full_answer_share", v, (*TRAIN_SETS, PAIRS), bounds=(0.0, 1.0))
-        return {**{ds: 1.0 for ds in (*TRAIN_SETS, PAIRS)}, **v}
+        _check_per_dataset("full_answer_share", v, CHAT_SOURCES, bounds=(0.0, 1.0))
+        return {**{ds: 1.0 for ds in CHAT_SOURCES}, **v}
 
     def train_config(self, data: str | Path, run: str | Path) -> TrainConfig:
         """The training run's config: the `train` section with the recipe's base model, chat data and run folder

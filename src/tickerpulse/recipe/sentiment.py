@@ -23,7 +23,7 @@ from typing import Any
 from tickerpulse.data.records import Record
 from tickerpulse.models.loading import cpu_supports_bf16, write_serving_dtype
 from tickerpulse.recipe.card import FAST, FREE, REASON
-from tickerpulse.recipe.config import DATASETS, ENTITY_DATASET, PAIRS, TRAIN_SETS, RecipeConfig
+from tickerpulse.recipe.config import CHAT_SOURCES, DATASETS, ENTITY_DATASET, TRAIN_SETS, RecipeConfig
 from tickerpulse.recipe.data import assemble, read_data, split_stats, write_records
 
 Log = Callable[[str], None]
@@ -144,7 +144,7 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
     chat = out / "chat"
     chat.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid"):
-        rows = [r for ds in (*TRAIN_SETS, PAIRS) if ds in data for r in data[ds].get(split, [])]
+        rows = [r for ds in CHAT_SOURCES if ds in data for r in data[ds].get(split, [])]
         if split == "train":
             from tickerpulse.evaluate.injection import augment
 
