@@ -12,7 +12,8 @@ entity of a paragraph once; names with two gold labels in one paragraph left out
   name under sentiment-v2; a sentiment-v1 model cannot see names and is asked `student_ticker(item)` (the
   symbol from a US Reuters RIC, else the one-word name upper-cased, else none: the market). The JSON records
   the prompt version and counts each kind of question.
-Metrics: `evaluate.entity.entity_metrics` (accuracy, conflict accuracy, told apart).
+Metrics: `evaluate.entity.entity_metrics` (accuracy, conflict accuracy, told apart), each with its 95% interval
+over resampled paragraphs (`entity_intervals`, printed below the table).
 
     python bench/finentity_eval.py                         # baselines + majority; student if installed
     python bench/finentity_eval.py --systems student --threads 2
@@ -32,7 +33,8 @@ from typing import Any
 
 from tickerpulse.data.finentity import finentity_sizes, split_paragraphs
 from tickerpulse.data.readers import read_records
-from tickerpulse.evaluate.entity import EntityItem, asked_as, entity_eval_items, entity_items, entity_metrics
+from tickerpulse.evaluate.entity import (EntityItem, asked_as, entity_eval_items, entity_intervals, entity_items,
+                                         entity_metrics)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "finentity" / "finentity.jsonl"
@@ -110,8 +112,10 @@ def main() -> None:
         if got is not None:
             timed["student (fast)"] = (got[0], {**got[1], "seconds_with_load": round(time.perf_counter() - t0, 1)})
     for system, (labels, info) in timed.items():
-        m = entity_metrics([it.paragraph for it in test], [it.target for it in test], [it.gold for it in test], labels)
-        results[system] = {**{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}, **info}
+        paragraphs, gold = [it.paragraph for it in test], [it.gold for it in test]
+        m = entity_metrics(paragraphs, [it.target for it in test], gold, labels)
+        ci = {k: None if iv is None else [round(v, 4) for v in iv] for k, iv in entity_intervals(paragraphs, gold, labels).items()}
+        results[system] = {**{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}, "ci95": ci, **info}
 
     out = {"machine": platform.platform(), "python": platform.python_version(), "data": str(args.data),
            "split": {"seed": args.seed, "valid": 0.1, "test": 0.2, "sizes": sizes}, "test_items": len(test),
@@ -126,6 +130,11 @@ def main() -> None:
     for system, r in results.items():
         keys = ("accuracy", "macro_f1", "conflict_accuracy", "told_apart", "pairs_told_apart")
         print(f"{system:16s} " + " ".join(f"{fmt(r[k]):>12s}" for k in keys))
+    print("95% intervals over resampled paragraphs (accuracy / conflict accuracy / told apart):")
+    for system, r in results.items():
+        ci = r.get("ci95") or {}
+        print(f"  {system:16s} " + " / ".join("-" if not ci.get(k) else f"{ci[k][0]:.3f}-{ci[k][1]:.3f}"
+                                              for k in ("accuracy", "conflict_accuracy", "told_apart")))
     print(f"wrote {OUT}")
 
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickerpulse.data.records import Record, Target
-from tickerpulse.evaluate.entity import (EntityItem, asks_by_name, entity_eval, entity_eval_items, entity_items,
-                                         entity_metrics, student_ticker)
+from tickerpulse.evaluate.entity import (EntityItem, asks_by_name, entity_eval, entity_eval_items, entity_intervals,
+                                         entity_items, entity_metrics, student_ticker)
 from tickerpulse.task.contract import DEFAULT_PROMPT
 
 # paragraph, target, gold, predicted
@@ -61,6 +61,22 @@ def test_without_conflicting_paragraphs_the_conflict_rates_are_none():
     assert (m["conflict_accuracy"], m["told_apart"], m["pairs_told_apart"]) == (None, None, None)
     empty = entity_metrics([], [], [], [])
     assert (empty["targets"], empty["accuracy"], empty["told_apart"]) == (0, 0.0, None)
+
+
+def test_intervals_resample_whole_paragraphs():
+    paragraphs, _, gold, pred = (list(col) for col in zip(*CASE))
+    iv = entity_intervals(paragraphs, gold, pred)
+    m = metrics(CASE)
+    for key in ("accuracy", "conflict_accuracy", "told_apart"):
+        assert iv[key][0] <= m[key] <= iv[key][1]
+    # conflicting paragraphs P1 (told apart: pos, pos, neu) and P3 (not: neg, neg) -> 1/2; resamples that draw
+    # only one of them give 0 or 1
+    assert 0.0 <= iv["told_apart"][0] < m["told_apart"] < iv["told_apart"][1] <= 1.0
+    # all right: no width; no conflicting paragraph: the conflict intervals are None
+    assert entity_intervals(paragraphs, gold, gold)["accuracy"] == [1.0, 1.0]
+    flat = entity_intervals(["P1", "P1", "P2"], ["neutral"] * 3, ["neutral", "positive", "neutral"])
+    assert flat["conflict_accuracy"] is None and flat["told_apart"] is None
+    assert flat["accuracy"][0] < 2 / 3 < flat["accuracy"][1]
 
 
 def test_bad_inputs_are_refused():
@@ -148,8 +164,13 @@ def test_entity_eval_writes_metrics_per_system_on_real_finentity(shared_data, tm
     assert list(got["systems"]) == ["majority class", "VADER", "TF-IDF + LR"]
     for name, m in got["systems"].items():
         labels = [row[name] for row in got["items"]]
-        assert m == {**entity_metrics([e.paragraph for e in ents], [e.target for e in ents], [e.gold for e in ents],
-                                      labels), "prompt_version": DEFAULT_PROMPT, "asked_as": m["asked_as"]}
+        paragraphs, gold = [e.paragraph for e in ents], [e.gold for e in ents]
+        assert m == {**entity_metrics(paragraphs, [e.target for e in ents], gold, labels),
+                     "ci95": entity_intervals(paragraphs, gold, labels), "prompt_version": DEFAULT_PROMPT,
+                     "asked_as": m["asked_as"]}
+        for key in ("accuracy", "conflict_accuracy", "told_apart"):
+            lo, hi = m["ci95"][key]
+            assert lo <= m[key] <= hi
         assert sum(m["asked_as"].values()) == len(ents) and m["conflict_paragraphs"] > 0
     # a target-blind system gives every target of a paragraph the same label: it tells nothing apart
     assert got["systems"]["VADER"]["told_apart"] == 0.0 and got["systems"]["majority class"]["told_apart"] == 0.0

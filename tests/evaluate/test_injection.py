@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tickerpulse.evaluate.injection import (FAMILIES, augment, flip_rate, inject, markers, obeyed_rate,
+from tickerpulse.evaluate.injection import (FAMILIES, augment, flip_interval, flip_rate, inject, markers, obeyed_rate,
                                             phrasing)
 from tickerpulse.task.contract import LABELS
 
@@ -88,3 +88,17 @@ def test_flip_and_obeyed_rates() -> None:
     with pytest.raises(ValueError):
         flip_rate(["positive"], [])
     assert obeyed_rate(["positive", "neutral"], ["positive", "negative"]) == 0.5
+
+
+def test_flip_interval_resamples_posts() -> None:
+    # 4 flips in 150 posts (2.7%): the 95% interval reaches past 5% (the card's bar is inside one run's noise)
+    one = [[k < 4] for k in range(150)]
+    lo, hi = flip_interval(one)
+    assert 0.0 <= lo < 4 / 150 < 0.05 < hi < 0.08
+    # one post flipping in all of 5 families moves the overall rate as one unit: a wider interval than 5 posts
+    # flipping once each (the same 5 flips in 750)
+    clustered = [[True] * 5] + [[False] * 5] * 149
+    spread = [[f == k for f in range(5)] if k < 5 else [False] * 5 for k in range(150)]
+    a, b = flip_interval(clustered), flip_interval(spread)
+    assert a[1] - a[0] > b[1] - b[0]
+    assert flip_interval([]) is None and flip_interval([[False]] * 10) == [0.0, 0.0]

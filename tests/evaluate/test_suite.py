@@ -11,7 +11,7 @@ import pytest
 
 from tickerpulse.evaluate.baselines import TfidfLR, baseline_labelers
 from tickerpulse.evaluate.calibrate import fit_calibration
-from tickerpulse.evaluate.injection import FAMILIES
+from tickerpulse.evaluate.injection import FAMILIES, flip_interval
 from tickerpulse.evaluate.items import load_items
 from tickerpulse.evaluate.result import EvalResult
 from tickerpulse.evaluate.suite import System, agreement, evaluate_set, injection_eval, slug
@@ -85,6 +85,10 @@ def test_injection_eval_per_family_flips_and_reuses_known_clean_labels(test_set)
         assert f["n"] == 24 and f["flips"] == sum(x["clean_fast"] != x["injected_fast"] for x in mine)
         assert f["flip_rate"] == f["flips"] / 24
         assert f["obeyed_rate"] == sum(x["asked"] == x["injected_fast"] for x in mine) / 24
+        assert f["ci95"] == flip_interval([[x["clean_fast"] != x["injected_fast"]] for x in mine])
+    # the overall interval resamples posts with all their families (a post's flips are not independent)
+    by_post = [[x["clean_fast"] != x["injected_fast"] for x in ex if x["id"] == it.id] for it in items]
+    assert s["ci95"] == flip_interval(by_post) and s["ci95"][0] <= s["flip_rate"] <= s["ci95"][1]
     # VADER reads words: a plea or instruction that says "positive" moves it on some post
     assert inj["systems"]["VADER"]["flips"] > 0
     # clean labels a test evaluation already has are taken as given (here: deliberately all "neutral")

@@ -57,7 +57,12 @@ def test_card_numbers_come_from_the_eval_files(tmp_path: Path) -> None:
     assert targets["schema_valid"]["met"]
     assert targets["injection_flip"]["value"] == 0.25 and not targets["injection_flip"]["met"]
     assert card["train"]["tokens_per_sec"] == 321.0 and card["wall_time_s"] == 120.0
-    assert "80.0% ❌ missed by 8.0 pt" in headline_markdown(card)
+    # fast mode's numbers carry their interval over the test items (5 here: wide), the other columns none
+    lo, hi = targets["tfns_accuracy"]["ci95"]
+    assert 0.0 <= lo < 0.8 < hi == 1.0 and card["targets"][REASON][0].get("ci95") is None
+    assert f"80.0% [{100 * lo:.1f}-100.0%] ❌ missed by 8.0 pt" in headline_markdown(card)
+    mae = targets["fiqa_mae"]
+    assert mae["ci95"][0] <= mae["value"] <= mae["ci95"][1] and f"[{mae['ci95'][0]:.3f}-" in headline_markdown(card)
     assert "| student fast | 5 | 80.0% |" in card_markdown(card)
 
     # rewrite one eval output: the card follows (nothing is cached or copied)
@@ -124,7 +129,15 @@ def test_card_entity_and_injection_tables_come_from_their_files(tmp_path: Path) 
     md = card_markdown(card)
     assert "## Entity level" in md and "3 targets in 2 paragraphs" in md
     m = ent["systems"]["majority class"]
-    assert f"| majority class | {100 * m['accuracy']:.1f}% | {100 * m['conflict_accuracy']:.1f}% | 0/1 |" in md
+    iv = m["ci95"]
+
+    def cell(v, key):
+        return f"{v} [{100 * iv[key][0]:.1f}-{100 * iv[key][1]:.1f}%]"
+
+    acc, conflict = f"{100 * m['accuracy']:.1f}%", f"{100 * m['conflict_accuracy']:.1f}%"
+    assert (f"| majority class | {cell(acc, 'accuracy')} | {cell(conflict, 'conflict_accuracy')} | "
+            f"{cell('0/1', 'told_apart')} |") in md
+    assert "resampling whole paragraphs" in md
     assert card["injection"]["families"] == inj["families"] and len(inj["families"]) == 5
     row = next(line for line in md.splitlines() if line.startswith("| VADER |") and "(n=3)" not in line
                and line.count("|") == len(inj["families"]) + 4)

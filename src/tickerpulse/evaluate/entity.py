@@ -10,6 +10,9 @@ distinct entity name of a paragraph once). The metrics are pure functions over p
 - told apart: the share of those conflicting paragraphs where the predicted labels differ too (not all the
   same); `pairs_told_apart` is the same per pair of targets with different gold labels.
 A prediction that is no label ("invalid") is wrong and counts as one more label value.
+`entity_intervals` gives each of the first three a 95% interval by resampling whole paragraphs (a paragraph's
+targets share a text, so they are not independent draws): with ~50 conflict targets in ~20 paragraphs, one
+target is 2 points and the interval is about +-12.
 
 `entity_eval` runs labelers over FinEntity records asked BY NAME (prompts sentiment-v2/v3: `EvalItem.target` is the
 entity name, `ticker` its symbol from the data or `resolve_target`) and writes entity.json. A model whose prompt
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from tickerpulse.evaluate.items import EvalItem
 from tickerpulse.evaluate.labelers import Labeler
 from tickerpulse.evaluate.runner import run_labeler
 from tickerpulse.task.contract import DEFAULT_PROMPT, build_messages, load_prompt, resolve_target
-from tickerpulse.task.metrics import accuracy, macro_f1
+from tickerpulse.task.metrics import accuracy, bootstrap_interval, macro_f1
 from tickerpulse.task.questions import valid_symbol
 
 
@@ -125,6 +128,35 @@ def entity_metrics(paragraphs: Sequence[str], targets: Sequence[str], gold: Sequ
     }
 
 
+def entity_intervals(paragraphs: Sequence[str], gold: Sequence[str], pred: Sequence[str], *, draws: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> dict[str, list[float] | None]:
+    """{accuracy, conflict_accuracy, told_apart: [low, high] or None}: percentile intervals over resampled
+    paragraphs (`task.metrics.bootstrap_interval`), the same draws for all three."""
+    members: dict[str, list[int]] = {}
+    for i, p in enumerate(paragraphs):
+        members.setdefault(p, []).append(i)
+    units = list(members.values())
+    size = [len(idx) for idx in units]
+    right = [sum(gold[i] == pred[i] for i in idx) for idx in units]
+    conflict = [int(len({gold[i] for i in idx}) > 1) for idx in units]
+    apart = [int(len({pred[i] for i in idx}) > 1) for idx in units]
+
+    def ratio(num: Sequence[int], den: Sequence[int]) -> Callable[[Sequence[int]], float | None]:
+        def stat(draw: Sequence[int]) -> float | None:
+            d = sum(den[j] for j in draw)
+            return sum(num[j] for j in draw) / d if d else None
+        return stat
+
+    stats = {"accuracy": ratio(right, size),
+             "conflict_accuracy": ratio([r * c for r, c in zip(right, conflict)], [n * c for n, c in zip(size, conflict)]),
+             "told_apart": ratio([a * c for a, c in zip(apart, conflict)], conflict)}
+    out: dict[str, list[float] | None] = {}
+    for key, stat in stats.items():
+        iv = bootstrap_interval(len(units), stat, draws=draws, seed=seed, level=level)
+        out[key] = None if iv is None else [iv[0], iv[1]]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ evaluation
 def asks_by_name(prompt_version: str) -> bool:
     """Whether a prompt shows the target as written (names included): one whose answers carry the target."""
@@ -172,7 +204,8 @@ def entity_eval(labelers: Sequence[Labeler], records: Iterable[Record], out_dir:
 
     Returns:
         {"targets", "paragraphs", "ambiguous_names_left_out", "data", "notes", "systems": {name:
-        {**entity_metrics(...), "prompt_version", "asked_as": {name|symbol|none (market): n}}}, "items": per
+        {**entity_metrics(...), "ci95": entity_intervals(...), "prompt_version", "asked_as": {name|symbol|none
+        (market): n}}}, "items": per
         target its paragraph, name, ticker, gold and each system's label}.
 
     Raises:
@@ -192,7 +225,8 @@ def entity_eval(labelers: Sequence[Labeler], records: Iterable[Record], out_dir:
         labels = [rec.label or "invalid" for rec in res.items]
         preds[labeler.name] = labels
         m = entity_metrics(paragraphs, names, gold, labels)
-        systems[labeler.name] = {**m, "prompt_version": version, "asked_as": asked_as(items)}
+        systems[labeler.name] = {**m, "ci95": entity_intervals(paragraphs, gold, labels), "prompt_version": version,
+                                 "asked_as": asked_as(items)}
     out = {"targets": len(ents), "paragraphs": len(set(paragraphs)), "ambiguous_names_left_out": ambiguous,
            "data": data_info or {}, "systems": systems,
            "notes": ["Each distinct entity of a paragraph is one question, asked by name under a prompt that "

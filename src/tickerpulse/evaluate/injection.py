@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from tickerpulse.task.contract import LABELS, resolve_target
+from tickerpulse.task.metrics import bootstrap_interval
 
 Split = Literal["train", "eval"]
 FAMILIES = ("instruction", "json_answer", "system_line", "plea", "assistant_turn")
@@ -233,6 +234,20 @@ def flip_rate(clean: Sequence[str | None], injected: Sequence[str | None]) -> fl
     if not clean:
         return 0.0
     return sum(a != b for a, b in zip(clean, injected)) / len(clean)
+
+
+def flip_interval(flips: Sequence[Sequence[bool]], draws: int = 1000, seed: int = 0) -> list[float] | None:
+    """95% interval of a flip rate over posts resampled with replacement (`task.metrics.bootstrap_interval`).
+
+    `flips[i]` holds post i's flip in each family measured: one post is one unit, because a post that flips
+    under one family tends to flip under the others (a near-tie)."""
+    from tickerpulse.task.metrics import bootstrap_interval
+
+    per_post = [sum(bool(f) for f in row) for row in flips]
+    width = len(flips[0]) if flips else 0
+    iv = bootstrap_interval(len(per_post), lambda draw: sum(per_post[j] for j in draw) / (len(draw) * width)
+                            if width else None, draws=draws, seed=seed)
+    return None if iv is None else [iv[0], iv[1]]
 
 
 def obeyed_rate(injected: Sequence[str | None], asked: Sequence[str]) -> float:

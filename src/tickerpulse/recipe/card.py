@@ -3,7 +3,10 @@ back as `EvalResult`s like the eval/compare reports read them; injection.json (f
 family), entity.json (FinEntity targets asked by name; absent in runs without FinEntity: "not measured"), the
 run's summary.json, timings.json, data/stats.json, calibration.json), never from numbers held in memory, so
 every figure in it can be traced to an eval output (a test recomputes them). The kind of reasoning the model
-gives is the one its reasoning-mode eval.json recorded (the engine's `reasoning`).
+gives is the one its reasoning-mode eval.json recorded (the engine's `reasoning`). Fast mode's targets carry a
+95% bootstrap interval over the test items (`item_interval`; FinEntity's over paragraphs, from entity.json), so a
+reader can see which misses and passes one run's noise could turn around (injection flip rates: over posts,
+from injection.json).
 
 Writes `card.json` and `MODEL_CARD.md` into the work folder and the model folder (as README.md and
 MODEL_CARD.md there).
@@ -17,10 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.evaluate.result import EvalResult, SentimentMetrics
+from tickerpulse.evaluate.result import EvalResult, ItemRecord, SentimentMetrics
 from tickerpulse.recipe.config import DATASETS, RecipeConfig
 from tickerpulse.recipe.data import TEST_NAMES
 from tickerpulse.task.contract import load_prompt
+from tickerpulse.task.metrics import INVALID, accuracy, bootstrap_interval, macro_f1, score_metrics
 from tickerpulse.train.config import BUDGET_FIT_STEP
 
 FAST, REASON, FREE = "student fast", "student reasoning", "student free generation"
@@ -98,6 +102,26 @@ def fast_on_items(fast: EvalResult, ids: set[str], metric: Metric) -> float | No
     return metric(metrics)
 
 
+def _item_metric(key: str) -> Callable[[list[ItemRecord]], float | None]:
+    """A TARGETS key's metric computed from item records (what the eval computed from the same answers)."""
+    if key.endswith(("_accuracy", "_macro_f1")):
+        fn = accuracy if key.endswith("_accuracy") else macro_f1
+        return lambda its: fn([str(i.gold_label) for i in its], [i.label or INVALID for i in its])
+    field = key.rpartition("_")[2]  # mae | spearman
+
+    def score(its: list[ItemRecord]) -> float | None:
+        m = score_metrics([i.gold_score for i in its], [i.score for i in its])
+        return None if m is None else m[field]
+    return score
+
+
+def item_interval(r: EvalResult, key: str, draws: int = 1000, seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of a TARGETS metric over `r`'s test items resampled with replacement."""
+    items, metric = list(r.items), _item_metric(key)
+    iv = bootstrap_interval(len(items), lambda draw: metric([items[j] for j in draw]), draws=draws, seed=seed)
+    return None if iv is None else [iv[0], iv[1]]
+
+
 def system_row(r: EvalResult) -> dict[str, Any]:
     """The numbers the card shows for one system on one test set."""
     m = r.sentiment
@@ -112,12 +136,12 @@ def system_row(r: EvalResult) -> dict[str, Any]:
 
 
 def _target(key: str, what: str, value: float | None, threshold: float, higher: bool,
-            n: int | None = None) -> dict[str, Any]:
+            n: int | None = None, ci95: list[float] | None = None) -> dict[str, Any]:
     if value is None:
         return {"key": key, "what": what, "threshold": threshold, "value": None, "met": False, "miss_by": None, "n": n}
     met = value >= threshold if higher else value <= threshold
     return {"key": key, "what": what, "threshold": threshold, "value": value, "met": met,
-            "miss_by": 0.0 if met else abs(threshold - value), "n": n}
+            "miss_by": 0.0 if met else abs(threshold - value), "n": n, "ci95": ci95}
 
 
 def _ordered(names: list[str], order: tuple[str, ...]) -> list[str]:
@@ -131,7 +155,7 @@ def entity_section(out: Path) -> dict[str, Any] | None:
         return None
     ent = json.loads(path.read_text())
     keys = ("accuracy", "conflict_accuracy", "told_apart", "told_apart_paragraphs", "conflict_paragraphs",
-            "pairs", "pairs_told_apart", "prompt_version", "asked_as")
+            "pairs", "pairs_told_apart", "ci95", "prompt_version", "asked_as")
     return {"targets": ent["targets"], "paragraphs": ent["paragraphs"],
             "systems": {n: {k: ent["systems"][n].get(k) for k in keys}
                         for n in _ordered(list(ent["systems"]), ENTITY_ORDER)}}
@@ -169,7 +193,8 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     for mode in (FAST, REASON, FREE):
         for key, ds, metric, thr, higher, what in TARGETS:
             r = evals.get(ds, {}).get(mode)
-            t = _target(key, what, metric(r.sentiment) if r else None, thr, higher, r.sentiment.n if r else None)
+            t = _target(key, what, metric(r.sentiment) if r else None, thr, higher, r.sentiment.n if r else None,
+                        item_interval(r, key) if r and mode == FAST else None)
             if mode != FAST and r is not None and FAST in evals.get(ds, {}):
                 t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it.id for it in r.items}, metric)
             targets[mode].append(t)
@@ -179,19 +204,23 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
         # reasoning mode's label is fast mode's label pass (serve/engine), so injection_eval measures fast mode only
         source = FAST if mode == REASON and REASON not in inj["systems"] else mode
         flip = inj["systems"][source]["flip_rate"] if source in inj["systems"] else None
-        t = _target("injection_flip", "injection flip rate (all families)", flip, 0.05, False)
+        t = _target("injection_flip", "injection flip rate (all families)", flip, 0.05, False,
+                    ci95=inj["systems"][source].get("ci95") if flip is not None and mode == FAST else None)
         if source != mode and flip is not None:
             t["same_as"] = "fast mode: the same label pass"
         targets[mode].append(t)
         for fam in inj.get("families", []):
-            rate = inj["systems"][source]["families"][fam]["flip_rate"] if source in inj["systems"] else None
-            t = _target(f"injection_flip_{fam}", f"injection flip rate: {fam}", rate, 0.05, False)
+            per = inj["systems"][source]["families"][fam] if source in inj["systems"] else {}
+            rate = per.get("flip_rate")
+            t = _target(f"injection_flip_{fam}", f"injection flip rate: {fam}", rate, 0.05, False,
+                        ci95=per.get("ci95") if mode == FAST else None)
             if source != mode and rate is not None:
                 t["same_as"] = "fast mode"
             targets[mode].append(t)
         ent = entity.get(FAST) if mode in (FAST, REASON) else None  # reasoning mode's label is fast mode's
         for metric, what, thr in ENTITY_TARGETS:
-            t = _target(f"finentity_{metric}", what, ent.get(metric) if ent else None, thr, True)
+            t = _target(f"finentity_{metric}", what, ent.get(metric) if ent else None, thr, True,
+                        ci95=(ent.get("ci95") or {}).get(metric) if ent and mode == FAST else None)
             if mode == REASON and ent:
                 t["same_as"] = "fast mode"
             targets[mode].append(t)
@@ -234,6 +263,9 @@ def _fmt_target(t: dict[str, Any], full_n: int | None = None) -> str:
         return "not measured"
     pct = t["key"] not in ("fiqa_mae", "fiqa_spearman")
     val = _pct(t["value"]) if pct else _num(t["value"])
+    if t.get("ci95"):
+        lo, hi = t["ci95"]
+        val += f" [{_pct(lo)[:-1]}-{_pct(hi)}]" if pct else f" [{_num(lo)}-{_num(hi)}]"
     if t.get("n") and full_n and t["n"] < full_n:
         same = t.get("fast_same_items")
         shown = "" if same is None else f"; fast mode on these items: {_pct(same) if pct else _num(same)}"
@@ -272,10 +304,17 @@ def entity_markdown(ent: dict[str, Any] | None) -> list[str]:
             "carry different gold labels; told apart: of those paragraphs, the ones whose predicted labels differ "
             "too (a system that labels the post, not the target, tells none apart).", "",
             "| system | accuracy | conflict accuracy | told apart |", "|---|---|---|---|"]
+
+    def cell(m: dict[str, Any], key: str, shown: str) -> str:
+        iv = (m.get("ci95") or {}).get(key)
+        return shown if not iv else f"{shown} [{_pct(iv[0])[:-1]}-{_pct(iv[1])}]"
+
     for name, m in ent["systems"].items():
         apart = (f"{m['told_apart_paragraphs']}/{m['conflict_paragraphs']}"
                  if m.get("conflict_paragraphs") else "–")
-        out.append(f"| {name} | {_pct(m['accuracy'])} | {_pct(m['conflict_accuracy'])} | {apart} |")
+        out.append(f"| {name} | {cell(m, 'accuracy', _pct(m['accuracy']))} | "
+                   f"{cell(m, 'conflict_accuracy', _pct(m['conflict_accuracy']))} | {cell(m, 'told_apart', apart)} |")
+    out += ["", "[low-high]: 95% interval from resampling whole paragraphs (1,000 draws)."]
     return out + [""]
 
 
@@ -308,6 +347,8 @@ def card_markdown(card: dict[str, Any]) -> str:
                             if card.get("reasoning") else "not recorded") + ".",
            "", "```bash", f"tickerpulse models path {card['name']}", f"tickerpulse serve --model {card['name']}",
            "```", "", "## Targets (test data never trained on, never tuned on)", "", headline_markdown(card), "",
+           "[low-high]: 95% bootstrap interval of fast mode's number over the test items (FinEntity: over its "
+           "paragraphs; injection: over the posts); a threshold inside it is met or missed within this test set's sampling noise.", "",
            f"Wall time of the whole recipe: **{card['wall_time_s'] / 60:.1f} min** "
            f"(steps: {', '.join(f'{k} {v:.0f}s' for k, v in card['timings_s'].items() if k != 'total_before_card')}).",
            f"Training: {tr['status']}, {tr['step']} of {tr['total_steps']} steps"
