@@ -85,25 +85,9 @@ def load_evals(out: Path) -> dict[str, dict[str, EvalResult]]:
     return evals
 
 
-def fast_on_items(fast: EvalResult, ids: set[str], metric: Metric) -> float | None:
-    """Fast mode's `metric` on the items with these ids: a sampled column's number next to fast mode's
-    on the very same items (a sample can be easier or harder than the whole test set). Rescored from the
-    stored answers the way the eval itself scored them."""
-    from tickerpulse.evaluate.items import EvalItem
-    from tickerpulse.evaluate.runner import score_answers
-
-    records = [it for it in fast.items if it.id in ids]
-    if not records:
-        return None
-    items = [EvalItem(id=r.id, messages=[], gold_label=r.gold_label, gold_score=r.gold_score,
-                      gold_tickers=r.gold_tickers, text=r.text) for r in records]
-    metrics, _ = score_answers(items, [r.prediction for r in records], "sentiment")
-    assert isinstance(metrics, SentimentMetrics)
-    return metric(metrics)
-
-
 def _item_metric(key: str) -> Callable[[list[ItemRecord]], float | None]:
-    """A TARGETS key's metric computed from item records (what the eval computed from the same answers)."""
+    """A TARGETS key's metric recomputed from item records (each item's stored label and score: what the eval
+    computed the whole set's number from), for a subset of the items or a resample of them."""
     if key.endswith(("_accuracy", "_macro_f1")):
         fn = accuracy if key.endswith("_accuracy") else macro_f1
         return lambda its: fn([str(i.gold_label) for i in its], [i.label or INVALID for i in its])
@@ -113,6 +97,13 @@ def _item_metric(key: str) -> Callable[[list[ItemRecord]], float | None]:
         m = score_metrics([i.gold_score for i in its], [i.score for i in its])
         return None if m is None else m[field]
     return score
+
+
+def fast_on_items(fast: EvalResult, ids: set[str], key: str) -> float | None:
+    """Fast mode's number for a TARGETS key on the items with these ids: a sampled column's number next to fast
+    mode's on the very same items (a sample can be easier or harder than the whole test set)."""
+    records = [it for it in fast.items if it.id in ids]
+    return _item_metric(key)(records) if records else None
 
 
 def item_interval(r: EvalResult, key: str, draws: int = 1000, seed: int = 0) -> list[float] | None:
@@ -196,7 +187,7 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
             t = _target(key, what, metric(r.sentiment) if r else None, thr, higher, r.sentiment.n if r else None,
                         item_interval(r, key) if r and mode == FAST else None)
             if mode != FAST and r is not None and FAST in evals.get(ds, {}):
-                t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it.id for it in r.items}, metric)
+                t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it.id for it in r.items}, key)
             targets[mode].append(t)
         schema = [evals[ds][mode].sentiment.schema_valid for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
