@@ -148,13 +148,11 @@ def entity_intervals(paragraphs: Sequence[str], gold: Sequence[str], pred: Seque
         return stat
 
     stats = {"accuracy": ratio(right, size),
-             "conflict_accuracy": ratio([r * c for r, c in zip(right, conflict)], [n * c for n, c in zip(size, conflict)]),
+             "conflict_accuracy": ratio([r * c for r, c in zip(right, conflict)],
+                                        [n * c for n, c in zip(size, conflict)]),
              "told_apart": ratio([a * c for a, c in zip(apart, conflict)], conflict)}
-    out: dict[str, list[float] | None] = {}
-    for key, stat in stats.items():
-        iv = bootstrap_interval(len(units), stat, draws=draws, seed=seed, level=level)
-        out[key] = None if iv is None else [iv[0], iv[1]]
-    return out
+    return {key: bootstrap_interval(len(units), stat, draws=draws, seed=seed, level=level)
+            for key, stat in stats.items()}
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

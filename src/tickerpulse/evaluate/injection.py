@@ -245,9 +245,8 @@ def flip_interval(flips: Sequence[Sequence[bool]], draws: int = 1000, seed: int 
 
     per_post = [sum(bool(f) for f in row) for row in flips]
     width = len(flips[0]) if flips else 0
-    iv = bootstrap_interval(len(per_post), lambda draw: sum(per_post[j] for j in draw) / (len(draw) * width)
-                            if width else None, draws=draws, seed=seed)
-    return None if iv is None else [iv[0], iv[1]]
+    return bootstrap_interval(len(per_post), lambda draw: sum(per_post[j] for j in draw) / (len(draw) * width)
+                              if width else None, draws=draws, seed=seed)
 
 
 def obeyed_rate(injected: Sequence[str | None], asked: Sequence[str]) -> float:

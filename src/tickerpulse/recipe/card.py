@@ -109,8 +109,7 @@ def fast_on_items(fast: EvalResult, ids: set[str], key: str) -> float | None:
 def item_interval(r: EvalResult, key: str, draws: int = 1000, seed: int = 0) -> list[float] | None:
     """95% percentile-bootstrap interval of a TARGETS metric over `r`'s test items resampled with replacement."""
     items, metric = list(r.items), _item_metric(key)
-    iv = bootstrap_interval(len(items), lambda draw: metric([items[j] for j in draw]), draws=draws, seed=seed)
-    return None if iv is None else [iv[0], iv[1]]
+    return bootstrap_interval(len(items), lambda draw: metric([items[j] for j in draw]), draws=draws, seed=seed)
 
 
 def system_row(r: EvalResult) -> dict[str, Any]:
@@ -339,7 +338,8 @@ def card_markdown(card: dict[str, Any]) -> str:
            "", "```bash", f"tickerpulse models path {card['name']}", f"tickerpulse serve --model {card['name']}",
            "```", "", "## Targets (test data never trained on, never tuned on)", "", headline_markdown(card), "",
            "[low-high]: 95% bootstrap interval of fast mode's number over the test items (FinEntity: over its "
-           "paragraphs; injection: over the posts); a threshold inside it is met or missed within this test set's sampling noise.", "",
+           "paragraphs; injection: over the posts); a threshold inside it is met or missed within this test set's "
+           "sampling noise.", "",
            f"Wall time of the whole recipe: **{card['wall_time_s'] / 60:.1f} min** "
            f"(steps: {', '.join(f'{k} {v:.0f}s' for k, v in card['timings_s'].items() if k != 'total_before_card')}).",
            f"Training: {tr['status']}, {tr['step']} of {tr['total_steps']} steps"

@@ -163,7 +163,7 @@ def score_metrics(gold: Sequence[float | None], pred: Sequence[float | None]) ->
 
 # ----------------------------------------------------------------------------------------------- intervals
 def bootstrap_interval(groups: int, statistic: Callable[[Sequence[int]], float | None], *, draws: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+                       seed: int = 0, level: float = 0.95) -> list[float] | None:
     """Percentile bootstrap interval of a metric over a test set.
 
     Args:
@@ -175,7 +175,7 @@ def bootstrap_interval(groups: int, statistic: Callable[[Sequence[int]], float |
             one test set share them), and the interval's coverage.
 
     Returns:
-        (low, high), or None when there is nothing to resample or the metric is undefined on half the draws.
+        [low, high] (a list: it goes into JSON files as it is), or None when there is nothing to resample or the metric is undefined on half the draws.
     """
     if not 0 < level < 1 or draws < 1:
         raise ValueError(f"level must be in (0, 1) and draws >= 1, not {level}, {draws}")
@@ -197,4 +197,4 @@ def bootstrap_interval(groups: int, statistic: Callable[[Sequence[int]], float |
         lo = math.floor(pos)
         return values[lo] + (values[min(lo + 1, len(values) - 1)] - values[lo]) * (pos - lo)
 
-    return at(tail), at(1 - tail)
+    return [at(tail), at(1 - tail)]
