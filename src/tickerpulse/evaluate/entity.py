@@ -77,6 +77,14 @@ def _pairs(n: int) -> int:
     return n * (n - 1) // 2
 
 
+def _by_paragraph(paragraphs: Sequence[str]) -> list[list[int]]:
+    """Item indexes per paragraph, paragraphs in first-seen order."""
+    members: dict[str, list[int]] = {}
+    for i, p in enumerate(paragraphs):
+        members.setdefault(p, []).append(i)
+    return list(members.values())
+
+
 def entity_metrics(paragraphs: Sequence[str], targets: Sequence[str], gold: Sequence[str],
                    pred: Sequence[str]) -> dict[str, Any]:
     """Entity-level metrics of predictions (the module docstring's definitions).
@@ -97,10 +105,8 @@ def entity_metrics(paragraphs: Sequence[str], targets: Sequence[str], gold: Sequ
         raise ValueError(f"{n} paragraphs, {len(targets)} targets, {len(gold)} gold labels, {len(pred)} predictions")
     if len(set(zip(paragraphs, targets))) != n:
         raise ValueError("a (paragraph, target) pair occurs twice: each target is one item")
-    members: dict[str, list[int]] = {}
-    for i, p in enumerate(paragraphs):
-        members.setdefault(p, []).append(i)
-    conflict = [idx for idx in members.values() if len({gold[i] for i in idx}) > 1]
+    units = _by_paragraph(paragraphs)
+    conflict = [idx for idx in units if len({gold[i] for i in idx}) > 1]
     conflict_items = [i for idx in conflict for i in idx]
     apart = sum(len({pred[i] for i in idx}) > 1 for idx in conflict)
     pairs = told = 0
@@ -114,7 +120,7 @@ def entity_metrics(paragraphs: Sequence[str], targets: Sequence[str], gold: Sequ
         told += diff_gold - same_pred
     return {
         "targets": n,
-        "paragraphs": len(members),
+        "paragraphs": len(units),
         "accuracy": accuracy(gold, pred),
         "macro_f1": macro_f1(gold, pred),
         "conflict_paragraphs": len(conflict),
@@ -132,10 +138,7 @@ def entity_intervals(paragraphs: Sequence[str], gold: Sequence[str], pred: Seque
                      seed: int = 0, level: float = 0.95) -> dict[str, list[float] | None]:
     """{accuracy, conflict_accuracy, told_apart: [low, high] or None}: percentile intervals over resampled
     paragraphs (`task.metrics.bootstrap_interval`), the same draws for all three."""
-    members: dict[str, list[int]] = {}
-    for i, p in enumerate(paragraphs):
-        members.setdefault(p, []).append(i)
-    units = list(members.values())
+    units = _by_paragraph(paragraphs)
     size = [len(idx) for idx in units]
     right = [sum(gold[i] == pred[i] for i in idx) for idx in units]
     conflict = [int(len({gold[i] for i in idx}) > 1) for idx in units]

@@ -241,8 +241,6 @@ def flip_interval(flips: Sequence[Sequence[bool]], draws: int = 1000, seed: int 
 
     `flips[i]` holds post i's flip in each family measured: one post is one unit, because a post that flips
     under one family tends to flip under the others (a near-tie)."""
-    from tickerpulse.task.metrics import bootstrap_interval
-
     per_post = [sum(bool(f) for f in row) for row in flips]
     width = len(flips[0]) if flips else 0
     return bootstrap_interval(len(per_post), lambda draw: sum(per_post[j] for j in draw) / (len(draw) * width)

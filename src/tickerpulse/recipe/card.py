@@ -247,15 +247,19 @@ def _num(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def _interval(iv: list[float] | None, pct: bool = True) -> str:
+    """The ` [low-high]` shown after a number (percentages with one % sign); empty without an interval."""
+    if not iv:
+        return ""
+    return f" [{_pct(iv[0])[:-1]}-{_pct(iv[1])}]" if pct else f" [{_num(iv[0])}-{_num(iv[1])}]"
+
+
 def _fmt_target(t: dict[str, Any], full_n: int | None = None) -> str:
     """One cell; `(n=50)` when the value comes from a sample smaller than the whole test set (`full_n`)."""
     if t["value"] is None:
         return "not measured"
     pct = t["key"] not in ("fiqa_mae", "fiqa_spearman")
-    val = _pct(t["value"]) if pct else _num(t["value"])
-    if t.get("ci95"):
-        lo, hi = t["ci95"]
-        val += f" [{_pct(lo)[:-1]}-{_pct(hi)}]" if pct else f" [{_num(lo)}-{_num(hi)}]"
+    val = (_pct(t["value"]) if pct else _num(t["value"])) + _interval(t.get("ci95"), pct)
     if t.get("n") and full_n and t["n"] < full_n:
         same = t.get("fast_same_items")
         shown = "" if same is None else f"; fast mode on these items: {_pct(same) if pct else _num(same)}"
@@ -295,15 +299,13 @@ def entity_markdown(ent: dict[str, Any] | None) -> list[str]:
             "too (a system that labels the post, not the target, tells none apart).", "",
             "| system | accuracy | conflict accuracy | told apart |", "|---|---|---|---|"]
 
-    def cell(m: dict[str, Any], key: str, shown: str) -> str:
-        iv = (m.get("ci95") or {}).get(key)
-        return shown if not iv else f"{shown} [{_pct(iv[0])[:-1]}-{_pct(iv[1])}]"
-
     for name, m in ent["systems"].items():
         apart = (f"{m['told_apart_paragraphs']}/{m['conflict_paragraphs']}"
                  if m.get("conflict_paragraphs") else "–")
-        out.append(f"| {name} | {cell(m, 'accuracy', _pct(m['accuracy']))} | "
-                   f"{cell(m, 'conflict_accuracy', _pct(m['conflict_accuracy']))} | {cell(m, 'told_apart', apart)} |")
+        iv = m.get("ci95") or {}
+        out.append(f"| {name} | {_pct(m['accuracy'])}{_interval(iv.get('accuracy'))} | "
+                   f"{_pct(m['conflict_accuracy'])}{_interval(iv.get('conflict_accuracy'))} | "
+                   f"{apart}{_interval(iv.get('told_apart'))} |")
     out += ["", "[low-high]: 95% interval from resampling whole paragraphs (1,000 draws)."]
     return out + [""]
 

@@ -175,7 +175,8 @@ def bootstrap_interval(groups: int, statistic: Callable[[Sequence[int]], float |
             one test set share them), and the interval's coverage.
 
     Returns:
-        [low, high] (a list: it goes into JSON files as it is), or None when there is nothing to resample or the metric is undefined on half the draws.
+        [low, high] (a list: it goes into JSON files as it is), or None when there is nothing to resample or
+        the metric is undefined on half the draws.
     """
     if not 0 < level < 1 or draws < 1:
         raise ValueError(f"level must be in (0, 1) and draws >= 1, not {level}, {draws}")
