@@ -10,7 +10,7 @@ import pytest
 from tickerpulse.evaluate.items import EvalItem
 from tickerpulse.evaluate.labelers import Answer, LabelerRun
 from tickerpulse.evaluate.runner import score_run, write_eval
-from tickerpulse.recipe.card import FAST, REASON, build_card, card_markdown, fast_on_items, headline_markdown, load_evals
+from tickerpulse.recipe.card import FAST, REASON, TARGETS, build_card, card_markdown, fast_on_items, headline_markdown, load_evals
 from tickerpulse.recipe.config import RecipeConfig
 
 GOLD = ["positive", "negative", "neutral", "neutral", "positive"]
@@ -63,9 +63,9 @@ def test_card_numbers_come_from_the_eval_files(tmp_path: Path) -> None:
     assert f"80.0% [{100 * lo:.1f}-100.0%] ❌ missed by 8.0 pt" in headline_markdown(card)
     # the item-level recomputation behind the intervals and the sampled columns gives the eval's own numbers
     evals = load_evals(tmp_path)
-    for key, ds in (("tfns_accuracy", "tfns"), ("fpb_macro_f1", "fpb"), ("fiqa_mae", "fiqa"), ("fiqa_spearman", "fiqa")):
+    for key, ds, metric, *_ in TARGETS:
         fast = evals[ds][FAST]
-        assert fast_on_items(fast, {it.id for it in fast.items}, key) == pytest.approx(targets[key]["value"])
+        assert fast_on_items(fast, {it.id for it in fast.items}, metric) == pytest.approx(targets[key]["value"])
     mae = targets["fiqa_mae"]
     assert mae["ci95"][0] <= mae["value"] <= mae["ci95"][1] and f"[{mae['ci95'][0]:.3f}-" in headline_markdown(card)
     assert "| student fast | 5 | 80.0% |" in card_markdown(card)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,33 +38,41 @@ REASONING_KINDS = {
     "generated": "reasoning mode's `reasoning` is a sentence the model generates after its label",
 }
 
-Metric = Callable[[SentimentMetrics], float | None]
+@dataclass(frozen=True)
+class Metric:
+    """One card metric two ways: read from a test set's stored `SentimentMetrics` (the eval's own number), or
+    recomputed from item records (each item's stored label and score, what the eval computed that number from)
+    for a subset or a resample of the items. One definition per metric, so both always agree."""
+
+    of_set: Callable[[SentimentMetrics], float | None]
+    of_items: Callable[[list[ItemRecord]], float | None]
 
 
-def _accuracy(m: SentimentMetrics) -> float | None:
-    return m.accuracy
+def _labels(its: list[ItemRecord]) -> tuple[list[str], list[str]]:
+    return [str(i.gold_label) for i in its], [i.label or INVALID for i in its]
 
 
-def _macro_f1(m: SentimentMetrics) -> float | None:
-    return m.macro_f1
+def _score_field(field: str) -> Callable[[list[ItemRecord]], float | None]:
+    def of_items(its: list[ItemRecord]) -> float | None:
+        m = score_metrics([i.gold_score for i in its], [i.score for i in its])
+        return None if m is None else m[field]
+    return of_items
 
 
-def _score_mae(m: SentimentMetrics) -> float | None:
-    return m.scores.mae if m.scores else None
-
-
-def _score_spearman(m: SentimentMetrics) -> float | None:
-    return m.scores.spearman if m.scores else None
+ACCURACY = Metric(lambda m: m.accuracy, lambda its: accuracy(*_labels(its)))
+MACRO_F1 = Metric(lambda m: m.macro_f1, lambda its: macro_f1(*_labels(its)))
+SCORE_MAE = Metric(lambda m: m.scores.mae if m.scores else None, _score_field("mae"))
+SCORE_SPEARMAN = Metric(lambda m: m.scores.spearman if m.scores else None, _score_field("spearman"))
 
 
 # (key, dataset, metric, threshold, higher is better, what)
 TARGETS: tuple[tuple[str, str, Metric, float, bool, str], ...] = (
-    ("tfns_accuracy", "tfns", _accuracy, 0.88, True, "twitter valid-a accuracy"),
-    ("tfns_macro_f1", "tfns", _macro_f1, 0.85, True, "twitter valid-a macro-F1"),
-    ("fpb_accuracy", "fpb", _accuracy, 0.93, True, "PhraseBank test accuracy"),
-    ("fpb_macro_f1", "fpb", _macro_f1, 0.90, True, "PhraseBank test macro-F1"),
-    ("fiqa_mae", "fiqa", _score_mae, 0.25, False, "FiQA test score MAE"),
-    ("fiqa_spearman", "fiqa", _score_spearman, 0.65, True, "FiQA test score Spearman"),
+    ("tfns_accuracy", "tfns", ACCURACY, 0.88, True, "twitter valid-a accuracy"),
+    ("tfns_macro_f1", "tfns", MACRO_F1, 0.85, True, "twitter valid-a macro-F1"),
+    ("fpb_accuracy", "fpb", ACCURACY, 0.93, True, "PhraseBank test accuracy"),
+    ("fpb_macro_f1", "fpb", MACRO_F1, 0.90, True, "PhraseBank test macro-F1"),
+    ("fiqa_mae", "fiqa", SCORE_MAE, 0.25, False, "FiQA test score MAE"),
+    ("fiqa_spearman", "fiqa", SCORE_SPEARMAN, 0.65, True, "FiQA test score Spearman"),
 )
 
 
@@ -85,31 +94,18 @@ def load_evals(out: Path) -> dict[str, dict[str, EvalResult]]:
     return evals
 
 
-def _item_metric(key: str) -> Callable[[list[ItemRecord]], float | None]:
-    """A TARGETS key's metric recomputed from item records (each item's stored label and score: what the eval
-    computed the whole set's number from), for a subset of the items or a resample of them."""
-    if key.endswith(("_accuracy", "_macro_f1")):
-        fn = accuracy if key.endswith("_accuracy") else macro_f1
-        return lambda its: fn([str(i.gold_label) for i in its], [i.label or INVALID for i in its])
-    field = key.rpartition("_")[2]  # mae | spearman
-
-    def score(its: list[ItemRecord]) -> float | None:
-        m = score_metrics([i.gold_score for i in its], [i.score for i in its])
-        return None if m is None else m[field]
-    return score
-
-
-def fast_on_items(fast: EvalResult, ids: set[str], key: str) -> float | None:
-    """Fast mode's number for a TARGETS key on the items with these ids: a sampled column's number next to fast
-    mode's on the very same items (a sample can be easier or harder than the whole test set)."""
+def fast_on_items(fast: EvalResult, ids: set[str], metric: Metric) -> float | None:
+    """Fast mode's number on the items with these ids: a sampled column's number next to fast mode's on the
+    very same items (a sample can be easier or harder than the whole test set)."""
     records = [it for it in fast.items if it.id in ids]
-    return _item_metric(key)(records) if records else None
+    return metric.of_items(records) if records else None
 
 
-def item_interval(r: EvalResult, key: str, draws: int = 1000, seed: int = 0) -> list[float] | None:
-    """95% percentile-bootstrap interval of a TARGETS metric over `r`'s test items resampled with replacement."""
-    items, metric = list(r.items), _item_metric(key)
-    return bootstrap_interval(len(items), lambda draw: metric([items[j] for j in draw]), draws=draws, seed=seed)
+def item_interval(r: EvalResult, metric: Metric, draws: int = 1000, seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of a metric over `r`'s test items resampled with replacement."""
+    items = list(r.items)
+    return bootstrap_interval(len(items), lambda draw: metric.of_items([items[j] for j in draw]), draws=draws,
+                              seed=seed)
 
 
 def system_row(r: EvalResult) -> dict[str, Any]:
@@ -119,7 +115,7 @@ def system_row(r: EvalResult) -> dict[str, Any]:
         "n": m.n, "accuracy": m.accuracy, "macro_f1": m.macro_f1,
         "recall": {lab: m.per_class[lab].recall for lab in ("negative", "neutral", "positive") if lab in m.per_class},
         "json_valid": m.json_valid, "schema_valid": m.schema_valid,
-        "score_mae": _score_mae(m), "score_spearman": _score_spearman(m),
+        "score_mae": SCORE_MAE.of_set(m), "score_spearman": SCORE_SPEARMAN.of_set(m),
         "confusion": m.confusion.model_dump(), "agreement_with_fast": m.agreement_with.get("fast"),
         "tokens_per_s": m.latency.tokens_per_s, "items_per_s": m.latency.items_per_s,
     }
@@ -183,10 +179,10 @@ def build_card(out: Path, cfg: RecipeConfig) -> dict[str, Any]:
     for mode in (FAST, REASON, FREE):
         for key, ds, metric, thr, higher, what in TARGETS:
             r = evals.get(ds, {}).get(mode)
-            t = _target(key, what, metric(r.sentiment) if r else None, thr, higher, r.sentiment.n if r else None,
-                        item_interval(r, key) if r and mode == FAST else None)
+            t = _target(key, what, metric.of_set(r.sentiment) if r else None, thr, higher,
+                        r.sentiment.n if r else None, item_interval(r, metric) if r and mode == FAST else None)
             if mode != FAST and r is not None and FAST in evals.get(ds, {}):
-                t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it.id for it in r.items}, key)
+                t["fast_same_items"] = fast_on_items(evals[ds][FAST], {it.id for it in r.items}, metric)
             targets[mode].append(t)
         schema = [evals[ds][mode].sentiment.schema_valid for ds in DATASETS if mode in evals.get(ds, {})]
         targets[mode].append(_target("schema_valid", "schema-valid answers (lowest test set)",
