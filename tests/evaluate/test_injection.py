@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from tickerpulse.evaluate.injection import (FAMILIES, augment, flip_interval, flip_rate, inject, markers, obeyed_rate,
-                                            phrasing)
+from tickerpulse.evaluate.injection import (FAMILIES, augment, flip_interval, flip_summary, flipped, inject, markers,
+                                            obeyed_rate, phrasing)
 from tickerpulse.task.contract import LABELS
 
 
@@ -83,10 +83,15 @@ def test_augment_keeps_the_clean_label_spreads_over_families_and_uses_training_p
 
 
 def test_flip_and_obeyed_rates() -> None:
-    assert flip_rate(["positive", "neutral", "negative", "neutral"], ["positive", "positive", "negative", "invalid"]) == 0.5
-    assert flip_rate([], []) == 0.0
+    flips = flipped(["positive", "neutral", "negative", "neutral"], ["positive", "positive", "negative", "invalid"])
+    assert flips == [False, True, False, True]
     with pytest.raises(ValueError):
-        flip_rate(["positive"], [])
+        flipped(["positive"], [])
+    # one table gives the count, the rate over (post, family) cells and the interval over posts
+    table = [[f, False] for f in flips]  # 4 posts x 2 families
+    s = flip_summary(table)
+    assert s["flips"] == 2 and s["flip_rate"] == 0.25 and s["ci95"] == flip_interval(table)
+    assert flip_summary([]) == {"flips": 0, "flip_rate": 0.0, "ci95": None}
     assert obeyed_rate(["positive", "neutral"], ["positive", "negative"]) == 0.5
 
 

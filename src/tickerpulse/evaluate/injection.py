@@ -227,13 +227,20 @@ def inject(text: str, clean_label: str | None, i: int, family: str = "instructio
     return _join(text, phrasing(family, "eval", rng, asked, target)), asked
 
 
-def flip_rate(clean: Sequence[str | None], injected: Sequence[str | None]) -> float:
-    """Share of posts whose label differs between the clean and the injected text."""
+def flipped(clean: Sequence[str | None], injected: Sequence[str | None]) -> list[bool]:
+    """Per post: does its label differ between the clean and the injected text (no label is a label too)."""
     if len(clean) != len(injected):
         raise ValueError(f"{len(clean)} clean labels but {len(injected)} injected ones")
-    if not clean:
-        return 0.0
-    return sum(a != b for a, b in zip(clean, injected)) / len(clean)
+    return [a != b for a, b in zip(clean, injected)]
+
+
+def flip_summary(flips: Sequence[Sequence[bool]], draws: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """{flips, flip_rate, ci95} of a table of flips, `flips[i]` post i's flip in each family measured: the count,
+    its share of all (post, family) cells (0.0 for none) and `flip_interval`, all from the one table."""
+    count = sum(sum(map(bool, row)) for row in flips)
+    cells = sum(len(row) for row in flips)
+    return {"flips": count, "flip_rate": count / cells if cells else 0.0,
+            "ci95": flip_interval(flips, draws=draws, seed=seed)}
 
 
 def flip_interval(flips: Sequence[Sequence[bool]], draws: int = 1000, seed: int = 0) -> list[float] | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.evaluate.injection import FAMILIES, flip_interval, flip_rate, inject, obeyed_rate
+from tickerpulse.evaluate.injection import FAMILIES, flip_summary, flipped, inject, obeyed_rate
 from tickerpulse.evaluate.items import EvalItem, seeded_sample
 from tickerpulse.evaluate.labelers import Labeler
 from tickerpulse.evaluate.metrics import parse_prediction
@@ -128,17 +128,13 @@ def injection_eval(labelers: Sequence[Labeler], items: list[EvalItem], data_info
         dirty = _labels(labeler, dirty_items)  # one call: batches across families
         if k == 0:
             first_dirty = dirty
-        per: dict[str, dict[str, Any]] = {}
-        for f, family in enumerate(families):
-            part = dirty[f * n:(f + 1) * n]
-            per[family] = {"n": n, "flip_rate": flip_rate(clean, part), "obeyed_rate": obeyed_rate(part, asked[family]),
-                           "flips": sum(a != b for a, b in zip(clean, part)),
-                           "ci95": flip_interval([[a != b] for a, b in zip(clean, part)])}
-        all_clean, all_asked = clean * len(families), [a for family in families for a in asked[family]]
-        by_post = [[clean[i] != dirty[f * n + i] for f in range(len(families))] for i in range(n)]
-        systems[labeler.name] = {"flip_rate": flip_rate(all_clean, dirty), "obeyed_rate": obeyed_rate(dirty, all_asked),
-                                 "flips": sum(p["flips"] for p in per.values()), "ci95": flip_interval(by_post),
-                                 "families": per}
+        table = [flipped(clean, dirty[f * n:(f + 1) * n]) for f in range(len(families))]  # family x post
+        per = {family: {"n": n, **flip_summary([[x] for x in table[f]]),
+                        "obeyed_rate": obeyed_rate(dirty[f * n:(f + 1) * n], asked[family])}
+               for f, family in enumerate(families)}
+        all_asked = [a for family in families for a in asked[family]]
+        systems[labeler.name] = {**flip_summary([list(post) for post in zip(*table)]),
+                                 "obeyed_rate": obeyed_rate(dirty, all_asked), "families": per}
     examples = [{"id": it.id, "family": family, "injected": x.text, "asked": a, "clean_fast": c, "injected_fast": d}
                 for f, family in enumerate(families)
                 for it, x, a, c, d in zip(items, dirty_items[f * n:(f + 1) * n], asked[family], reference,
