@@ -34,7 +34,7 @@ from typing import Any
 
 from tickerpulse.task.contract import LABELS, MAX_REASONING_CHARS, resolve_target
 from tickerpulse.task.marking import target_spans
-from tickerpulse.task.tickers import find_mentions
+from tickerpulse.task.tickers import Mention, find_mentions
 
 MAX_WORD_CANDIDATES = 32
 SEGMENTS = 12
@@ -52,16 +52,18 @@ def _norm(word: str) -> str:
     return w[:-2] if w.endswith(("'s", "\u2019s")) else w
 
 
-def target_mentions(text: str, words: Sequence[tuple[int, int]], target: str | None) -> set[int]:
+def target_mentions(text: str, words: Sequence[tuple[int, int]], target: str | None,
+                    mentions: Sequence[Mention] | None = None) -> set[int]:
     """Indexes of the words that name the target: the mentions sentiment-v3 marks (`task.marking.target_spans`:
-    `$MSFT`, `MSFT`, `Microsoft`, the name as asked) and any single word of an entity name as asked."""
+    `$MSFT`, `MSFT`, `Microsoft`, the name as asked) and any single word of an entity name as asked.
+    `mentions`: the text's `find_mentions(names=True)` when the caller has them."""
     shown, ticker = resolve_target(target)
     if shown is None:
         return set()
     keys = {k for k in (_norm(w) for w in shown.split()) if len(k) >= 2}
     if ticker:
         keys.add(ticker.lower())
-    inside = _words_in(words, target_spans(text, shown, ticker))
+    inside = _words_in(words, target_spans(text, shown, ticker, mentions))
     return {i for i, (s, e) in enumerate(words) if _norm(text[s:e]) in keys} | inside
 
 
@@ -77,8 +79,10 @@ def unquotable(text: str, words: Sequence[tuple[int, int]], target: str | None) 
     """Indexes of the words no evidence may hold: the target's mentions, other tickers and company names
     (`task.tickers.find_mentions`), links and bare punctuation (a URL or a dash tells a reader nothing, even
     when the model leans on it)."""
-    others = _words_in(words, [(m.start, m.end) for m in find_mentions(text[:SEARCH_CHARS], names=True)])
-    return target_mentions(text, words, target) | others | {
+    text = text[:SEARCH_CHARS]  # what the words index; one mention search serves the target and the others
+    mentions = find_mentions(text, names=True)
+    others = _words_in(words, [(m.start, m.end) for m in mentions])
+    return target_mentions(text, words, target, mentions) | others | {
         i for i, (s, e) in enumerate(words) if _LINK.match(text[s:e]) or not any(ch.isalnum() for ch in text[s:e])}
 
 

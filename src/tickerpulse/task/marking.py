@@ -17,9 +17,10 @@ chat row's post, read back by evaluation, is marked once). Linear in the post's 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
-from tickerpulse.task.tickers import find_mentions
+from tickerpulse.task.tickers import Mention, find_mentions
 
 OPEN, CLOSE = "\u00ab", "\u00bb"
 _MARKS = str.maketrans({OPEN: None, CLOSE: None})
@@ -37,15 +38,18 @@ def _name_pattern(name: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.I)
 
 
-def target_spans(text: str, shown: str | None, ticker: str | None) -> list[tuple[int, int]]:
+def target_spans(text: str, shown: str | None, ticker: str | None,
+                 mentions: Sequence[Mention] | None = None) -> list[tuple[int, int]]:
     """(start, end) of each mention in `text` of the target `contract.resolve_target` resolved to (shown,
-    ticker); sorted, non-overlapping."""
+    ticker); sorted, non-overlapping. `mentions`: `find_mentions(text, names=True)` when the caller has it
+    already (evidence needs all of them anyway), else found here."""
     if shown is None:
         return []
     pattern = _symbol_pattern(shown) if shown == ticker else _name_pattern(shown)
     spans = [m.span() for m in pattern.finditer(text)]
     if ticker:
-        spans += [(m.start, m.end) for m in find_mentions(text, names=True) if m.symbol == ticker]
+        found = find_mentions(text, names=True) if mentions is None else mentions
+        spans += [(m.start, m.end) for m in found if m.symbol == ticker]
     out: list[tuple[int, int]] = []
     for s, e in sorted(spans):
         if out and s < out[-1][1]:
