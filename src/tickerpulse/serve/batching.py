@@ -89,6 +89,15 @@ class Job:
         return self.cancel.is_set() or time.monotonic() > self.deadline
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """One job's share of a group run: its result, or the error of the one row that failed alone
+    (`GenRequest.error`) while the rest of the group went on."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
 class _ModelThread:
     """One daemon thread that runs model calls in order (a ThreadPoolExecutor's worker would be joined at
     interpreter exit, so a call that never returns would keep a SIGTERMed server alive)."""
@@ -301,10 +310,10 @@ class Batcher:
         finally:
             self.busy = False
         for job, res in zip(jobs, results):
-            if isinstance(res, Exception):  # one row of the job failed alone (`GenRequest.error`)
-                self._fail(job, res)
+            if res.error is not None:
+                self._fail(job, res.error)
             elif not job.future.done():
-                job.future.set_result(res)
+                job.future.set_result(res.value)
 
     def _fail(self, job: Job, exc: Exception) -> None:
         if job.future.done():
@@ -318,8 +327,8 @@ class Batcher:
             log.error("model call failed: %s: %s", type(exc).__name__, exc)
             job.future.set_exception(exc)
 
-    def _run_group(self, key: tuple, jobs: Sequence[Job], rerun: bool = False) -> list[Any]:
-        """Runs on the model thread: one batch for all jobs of a group; returns one result per job."""
+    def _run_group(self, key: tuple, jobs: Sequence[Job], rerun: bool = False) -> list[_Outcome]:
+        """Runs on the model thread: one batch for all jobs of a group; returns one outcome per job."""
         rt = self.engine.rt
         if rerun:  # rebuilding constraints compiles grammars: model-thread work, not event-loop work
             for job in jobs:
@@ -328,7 +337,7 @@ class Batcher:
         with rt.stop_when(lambda: all(job.expired() for job in jobs)):
             return self._run_group_body(key, jobs)
 
-    def _run_group_body(self, key: tuple, jobs: Sequence[Job]) -> list[Any]:
+    def _run_group_body(self, key: tuple, jobs: Sequence[Job]) -> list[_Outcome]:
         kind, adapter = key[0], key[1]
         if kind == "sentiment":
             mode, max_tokens = key[2], key[3]
@@ -338,7 +347,7 @@ class Batcher:
             self.metrics.texts(mode, len(items))
             out, i = [], 0
             for job in jobs:
-                out.append(answers[i : i + len(job.payload)])
+                out.append(_Outcome(answers[i : i + len(job.payload)]))
                 i += len(job.payload)
             return out
         reqs: list[GenRequest] = [r for job in jobs for r in job.payload]
@@ -356,5 +365,5 @@ class Batcher:
                 for i in range(0, len(group), self.max_batch_size):
                     decode(rt, group[i : i + self.max_batch_size], adapter, pre)
         self.metrics.tokens(sum(r.generated for r in reqs), sum(r.prompt_tokens for r in reqs))
-        return [next((r.error for r in job.payload if r.error is not None), None) or list(job.payload)
+        return [_Outcome(list(job.payload), next((r.error for r in job.payload if r.error is not None), None))
                 for job in jobs]
