@@ -100,7 +100,8 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
     from tickerpulse.recipe.sentiment import distill_chat
 
     cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, injection_augment=0.5,
-                       splits=SplitConfig(limit_per_dataset=40, pairs=6, repeat={"finentity": 2, "fpb": 3}))
+                       splits=SplitConfig(limit_per_dataset=40, pairs=6, bystanders=3,
+                                          repeat={"finentity": 2, "fpb": 3}))
     data = assemble(shared_data, cfg.splits, seed=0)
     chat = distill_chat(cfg, data, tmp_path, log=lambda *_: None)
     gold = {r.id: r for ds in data.values() for r in ds["train"]}
@@ -118,7 +119,8 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
     # every FinEntity train question twice and PhraseBank row three times (repeat), both questions of each pair
     assert seen["finentity"] >= 2 * len(data["finentity"]["train"]) and seen["finentity"] % 2 == 0
     assert seen["fpb"] >= 3 * len(data["fpb"]["train"]) and seen["fpb"] % 3 == 0
-    assert seen["pairs"] >= len(data["pairs"]["train"]) == 12
+    assert seen["pairs"] >= len(data["pairs"]["train"]) == 12 + 6  # pairs and bystander texts: two questions each
+    assert sum(r.id.startswith("bys") for r in data["pairs"]["train"]) == 6
 
 
 def test_repeats_weight_datasets_and_finentity_conflict_questions(tmp_path: Path) -> None:

@@ -64,6 +64,9 @@ class SplitConfig(StrictModel):
                        "target (different targets, mostly different labels), each asked about both targets.")
     paragraph_pairs: int = Field(0, ge=0, description="FinEntity train paragraphs joined two by two (no entity in "
                                  "common), each entity of the joined text asked about with its own gold.")
+    bystanders: int = Field(0, ge=0, description="Single-target twitter train rows given a clause that names a "
+                            "bystander (a data provider, broker, outlet or platform: `recipe.bystanders`), each asked "
+                            "about its target (the row's label) and about the bystander (neutral).")
     pair_conflict_share: float = Field(0.7, ge=0, le=1, description="Share of those pairs whose two labels differ.")
     repeat: dict[str, int] = Field(default_factory=dict, description="Train rows of a dataset (or `pairs`) trained "
                                    "this many times, each copy in another place of the shuffled data (absent = 1): "

@@ -7,7 +7,9 @@
   train and valid become one record per distinct entity, asked about by name (`target_records`); the test
   split stays one record per paragraph (the entity evaluation asks about each of its entities).
 - pairs (`recipe.pairs`, train only): twitter train rows that name one target each, joined two by two and
-  asked about each target; FinEntity train paragraphs joined two by two, asked about each of their entities.
+  asked about each target; FinEntity train paragraphs joined two by two, asked about each of their entities;
+  single-target twitter rows with a bystander clause (`recipe.bystanders`), asked about the target and the
+  bystander.
 
 Splits and samples come from the data stage's one splitter (`tickerpulse.data.split`): rows whose normalised
 text is identical (same headline, another t.co link) form one group that never straddles two splits, and each
@@ -32,6 +34,7 @@ from typing import Any
 from tickerpulse.data.readers import read_records
 from tickerpulse.data.records import Record, write_jsonl
 from tickerpulse.data.split import group_keys, normalize_text, sample, split_groups
+from tickerpulse.recipe.bystanders import bystander_records
 from tickerpulse.recipe.pairs import paragraph_pairs, target_pairs
 from tickerpulse.recipe.config import ENTITY_DATASET, PAIRS, SplitConfig
 
@@ -103,9 +106,10 @@ def assemble(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, dict[str, l
         splits["train"] = sample_records(splits["train"], cfg.train_limit.get(ds), seed)
         if cfg.valid_limit is not None:
             splits["valid"] = sample_records(splits["valid"], cfg.valid_limit, seed)
-    if cfg.pairs or cfg.paragraph_pairs:
+    if cfg.pairs or cfg.paragraph_pairs or cfg.bystanders:
         out[PAIRS] = {"train": target_pairs(out["tfns"]["train"], cfg.pairs, seed, cfg.pair_conflict_share)
-                      + paragraph_pairs(entity_train, cfg.paragraph_pairs, seed, cfg.pair_conflict_share),
+                      + paragraph_pairs(entity_train, cfg.paragraph_pairs, seed, cfg.pair_conflict_share)
+                      + bystander_records(out["tfns"]["train"], cfg.bystanders, seed),
                       "valid": [], "test": []}
     return out
 
