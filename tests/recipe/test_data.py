@@ -148,3 +148,19 @@ def test_repeats_weight_datasets_and_finentity_conflict_questions(tmp_path: Path
         SplitConfig(train_limit={"reddit": 10})
     with pytest.raises(ValueError, match=r"full_answer_share: each value must be in \[0.0, 1.0\]"):
         RecipeConfig(out=tmp_path, full_answer_share={"fiqa": 1.5})
+
+
+def test_agreeing_questions_caps_only_paragraphs_whose_entities_agree() -> None:
+    from tickerpulse.recipe.data import _cap_agreeing
+
+    def q(p: str, k: int, label: str) -> Record:
+        return Record(f"finentity-{p}#{k}", "t", label, "finentity", dataset="finentity")
+
+    qs = ([q("agree", k, "positive") for k in range(4)] + [q("conflict", k, lab) for k, lab in
+          enumerate(["positive", "negative", "neutral"])] + [q("single", 0, "neutral")])
+    assert _cap_agreeing(qs, None, 0) == qs
+    kept = _cap_agreeing(qs, 1, 0)
+    by = Counter(r.id.partition("#")[0] for r in kept)
+    assert by == {"finentity-agree": 1, "finentity-conflict": 3, "finentity-single": 1}
+    assert kept == _cap_agreeing(qs, 1, 0) and [r for r in qs if r in kept] == kept  # seeded, order kept
+    assert len(_cap_agreeing(qs, 2, 0)) == 6

@@ -74,6 +74,10 @@ class SplitConfig(StrictModel):
     conflict_repeat: int = Field(1, ge=1, le=8, description="FinEntity train questions from paragraphs whose "
                                  "entities differ in gold label (~190 of ~1,100) trained this many times: the "
                                  "questions where copying the paragraph's mood to every entity is wrong.")
+    agreeing_questions: int | None = Field(None, ge=1, description="FinEntity train paragraphs that name several "
+                                           "entities, all with one label: ask about at most this many of them "
+                                           "(a seeded choice; null = every entity). Every entity asked teaches "
+                                           "that a paragraph's entities share its mood.")
     valid_limit: int | None = Field(None, ge=1, description="Cap on each dataset's validation rows.")
     limit_per_dataset: int | None = Field(None, ge=12, description="Read only this many rows per source file "
                                           "(a seeded stratified sample; tests and quick looks).")

@@ -124,8 +124,23 @@ def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> tuple[dict[str, lis
         paragraphs = [paragraphs[i] for i in sorted(random.Random(seed).sample(
             range(len(paragraphs)), min(cfg.limit_per_dataset, len(paragraphs))))]
     parts = split_paragraphs(paragraphs, cfg.valid_fraction, cfg.test_fraction, seed)
-    return {"train": target_records(parts["train"])[0], "valid": target_records(parts["valid"])[0],
-            "test": parts["test"]}, parts["train"]
+    train = _cap_agreeing(target_records(parts["train"])[0], cfg.agreeing_questions, seed)
+    return {"train": train, "valid": target_records(parts["valid"])[0], "test": parts["test"]}, parts["train"]
+
+
+def _cap_agreeing(questions: list[Record], cap: int | None, seed: int) -> list[Record]:
+    """At most `cap` questions (a seeded choice, input order kept) from each paragraph whose several entities
+    all carry one label; single-entity and conflicting paragraphs keep every question."""
+    if cap is None:
+        return questions
+    by_paragraph: dict[str, list[int]] = defaultdict(list)
+    for i, q in enumerate(questions):
+        by_paragraph[q.id.partition("#")[0]].append(i)
+    rng, drop = random.Random(seed), set()
+    for idx in by_paragraph.values():
+        if len(idx) > cap and len({questions[i].label for i in idx}) == 1:
+            drop.update(set(idx) - set(rng.sample(idx, cap)))
+    return [q for i, q in enumerate(questions) if i not in drop]
 
 
 def write_records(rows: Sequence[Record], path: Path) -> Path:
