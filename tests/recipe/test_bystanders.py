@@ -7,6 +7,7 @@ from collections import Counter
 from tickerpulse.data.records import Record
 from tickerpulse.recipe.bystanders import BYSTANDERS, TEMPLATES, bystander_records
 from tickerpulse.task.contract import resolve_target
+from tickerpulse.task.marking import target_spans
 
 
 def _rows() -> list[Record]:
@@ -31,7 +32,7 @@ def test_each_text_asks_the_target_with_its_gold_and_the_bystander_neutral() -> 
         assert q_target.label == src.label and q_target.target in {"AAPL", "INTC", "MSFT", "TSLA", "GS", "KO"}
         assert q_bys.label == "neutral" and q_bys.score == 0.0 and q_bys.target in names
         # the bystander is new to the row and never the target under another name
-        assert q_bys.target.lower().removeprefix("the ") not in src.text.lower()
+        assert not target_spans(src.text, *resolve_target(q_bys.target.removeprefix("the ")))
         assert resolve_target(q_bys.target)[1] != q_target.target
     assert "NVDA" not in {r.targets[0].target for r in out}  # two targets: not a single-target row
     assert bystander_records(rows, 60, seed=1) == out  # seeded

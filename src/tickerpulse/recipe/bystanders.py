@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from tickerpulse.data.records import Record, Target
 from tickerpulse.recipe.pairs import single_target
-from tickerpulse.task.contract import LABEL_SCORES
-from tickerpulse.task.questions import symbols_of
+from tickerpulse.task.contract import LABEL_SCORES, resolve_target
+from tickerpulse.task.marking import target_spans
 
 # role -> names: widely cited market-data vendors, sell-side brokers, news outlets, social platforms
 BYSTANDERS: dict[str, tuple[str, ...]] = {
@@ -46,10 +46,6 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "platform": ("{post} -- trending on {name}", "Posted on {name}: {post}", "{post} (shared widely on {name})",
                  "{post}, traders on {name} noted."),
 }
-
-
-def _named(text: str, name: str) -> bool:
-    return name.lower().removeprefix("the ") in text.lower()
 
 
 def bystander_records(rows: Sequence[Record], n: int, seed: int, polar_share: float = 0.8,
@@ -82,8 +78,9 @@ def bystander_records(rows: Sequence[Record], n: int, seed: int, polar_share: fl
         template = rng.choice(TEMPLATES[role])
         shown = name[0].upper() + name[1:] if template.startswith("{name}") else name  # "The Financial Times: ..."
         text = template.format(post=row.text.strip().rstrip("."), name=shown)
-        # the bystander must be new to the post and not the target itself (one gold per question)
-        if _named(row.text, name) or sym in symbols_of(name, names=True) or len(text) > max_chars:
+        # the bystander must be new to the post, by name, alias or symbol (the matcher the prompt marks with), so
+        # it is not the target either: one gold per question
+        if len(text) > max_chars or target_spans(row.text, *resolve_target(name.removeprefix("the "))):
             continue
         label = row.label or "neutral"
         bid = f"bys{len(out) // 2}:{row.id}"
