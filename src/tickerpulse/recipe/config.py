@@ -76,8 +76,8 @@ class SplitConfig(StrictModel):
                                  "questions where copying the paragraph's mood to every entity is wrong.")
     agreeing_questions: int | None = Field(None, ge=1, description="FinEntity train paragraphs that name several "
                                            "entities, all with one label: ask about at most this many of them "
-                                           "(a seeded choice; null = every entity). Every entity asked teaches "
-                                           "that a paragraph's entities share its mood.")
+                                           "(a seeded choice; null = every entity). Off: one per paragraph lost "
+                                           "conflict accuracy and bought no twitter (docs/experiments.md run M).")
     valid_limit: int | None = Field(None, ge=1, description="Cap on each dataset's validation rows.")
     limit_per_dataset: int | None = Field(None, ge=12, description="Read only this many rows per source file "
                                           "(a seeded stratified sample; tests and quick looks).")
