@@ -25,3 +25,21 @@ def test_shipped_recipe_has_a_wall_budget_under_the_45_minute_target():
     cfg = load_recipe_config(Path(__file__).resolve().parents[2] / "configs" / "recipe-sentiment.yaml")
     assert cfg.wall_budget is not None and cfg.wall_budget <= 45 * 60 - 60  # a minute for start-up and the card
     assert cfg.train.time_budget is None  # the wall budget decides the step time
+
+
+def test_calibration_fits_the_score_temperature_on_real_scores_only():
+    """FinEntity's scores are its labels' stock values: its questions count for the label offsets, not the
+    temperature; FiQA keeps its annotated score."""
+    from tickerpulse.data.records import Record, Target
+    from tickerpulse.recipe.sentiment import calibration_questions
+
+    fiqa = Record("q1", "$AAPL jumps", "positive", "fiqa", score=0.42, tickers=["AAPL"], dataset="fiqa",
+                  targets=[Target("AAPL", 0.42, "AAPL", "positive")])
+    ent = Record("finentity-p#0", "Porsche shines", "positive", "finentity", dataset="finentity",
+                 targets=[Target("Porsche", 0.7, None, "positive")])
+    tweet = Record("t1", "$MSFT flat", "neutral", "tfns", tickers=["MSFT"], dataset="tfns")
+    qs = calibration_questions({"fiqa": {"valid": [fiqa]}, "finentity": {"valid": [ent]}, "tfns": {"valid": [tweet]}})
+    by = {q.id: q for q in qs}
+    assert len(qs) == 3 and by["q1"].score == 0.42 and by["q1"].target == "AAPL"
+    assert by["finentity-p#0"].score is None and by["finentity-p#0"].label == "positive"
+    assert by["finentity-p#0"].target == "Porsche" and by["t1"].score is None
