@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tickerpulse.data.convert import convert, record_to_chat
-from tickerpulse.data.finentity import finentity_sizes, paragraph_kind, split_paragraphs, target_records
+from tickerpulse.data.finentity import finentity_sizes, paragraph_id, paragraph_kind, split_paragraphs, target_records
 from tickerpulse.data.formats import DataError, load_jsonl
 from tickerpulse.data.readers import read_records
 from tickerpulse.data.records import MAX_ENTITIES, Record, detect_source
@@ -190,3 +190,13 @@ def test_target_records_one_per_distinct_entity(tmp_path):
         ("fe-1#2", "BP", None, "neutral"), ("fe-1#3", "S&P 500", None, "neutral"),
         ("p#1", "Nvidia", None, "positive"), ("p#2", "Ford", None, "negative")]
     assert all(len(r.questions(limit=None)) == 1 and r.text in (TEXT, row["text"]) for r in out)
+
+
+def test_paragraph_id_inverts_the_question_ids(tmp_path):
+    """Every question `target_records` writes (and its injected copies) maps back to its paragraph, also when the
+    paragraph id holds a `#` itself."""
+    rows = [{"id": "news#7", "text": "Apple rose; Ford fell.", "entities": [{"name": "Apple", "label": "positive"},
+                                                                           {"name": "Ford", "label": "negative"}]}]
+    out, _ = target_records(read_records(jsonl(tmp_path / "fe.jsonl", rows)))
+    assert [r.id for r in out] == ["news#7#0", "news#7#1"]
+    assert {paragraph_id(r.id) for r in out} == {paragraph_id(f"{r.id}:inj-plea") for r in out} == {"news#7"}

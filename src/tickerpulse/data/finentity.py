@@ -52,6 +52,12 @@ def split_paragraphs(records: Sequence[Record], valid: float = 0.1, test: float 
     return {s: [records[i] for i in sorted(parts[s])] for s in SPLIT_ORDER}
 
 
+def paragraph_id(question_id: str) -> str:
+    """The paragraph a `target_records` question (`<paragraph id>#<k>`, an injected copy's `...#<k>:inj-<family>`
+    too) comes from; `#` may occur in a paragraph id itself, so the last one splits."""
+    return question_id.rpartition("#")[0]
+
+
 def target_records(records: Sequence[Record]) -> tuple[list[Record], int]:
     """(one record per distinct target of each paragraph, ambiguous names left out): each asks about its one
     target by name (`targets` = that target, `label` its gold), id `<paragraph id>#<k>`; a paragraph id seen

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.data.finentity import target_records
+from tickerpulse.data.finentity import paragraph_id, target_records
 from tickerpulse.data.records import Record
 from tickerpulse.evaluate.items import EvalItem
 from tickerpulse.evaluate.labelers import Labeler
@@ -59,7 +59,7 @@ def entity_items(records: Iterable[Record]) -> tuple[list[EntityItem], int]:
     A record id seen before (the same paragraph repeated in the file) adds nothing.
     """
     recs, ambiguous = target_records(list(records))
-    return [EntityItem(r.id.rpartition("#")[0], r.text, r.targets[0].target, r.targets[0].ticker, r.targets[0].label)
+    return [EntityItem(paragraph_id(r.id), r.text, r.targets[0].target, r.targets[0].ticker, r.targets[0].label)
             for r in recs], ambiguous
 
 

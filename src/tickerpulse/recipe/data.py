@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tickerpulse.data.finentity import paragraph_id, split_paragraphs, target_records
 from tickerpulse.data.readers import read_records
 from tickerpulse.data.records import Record, write_jsonl
 from tickerpulse.data.split import group_keys, normalize_text, sample, split_groups
@@ -117,8 +118,6 @@ def assemble(shared: Path, cfg: SplitConfig, seed: int) -> dict[str, dict[str, l
 def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> tuple[dict[str, list[Record]], list[Record]]:
     """FinEntity's splits by paragraph (train/valid as one record per entity, test as paragraphs) and the train
     paragraphs themselves."""
-    from tickerpulse.data.finentity import split_paragraphs, target_records
-
     paragraphs = [replace(r, dataset=ENTITY_DATASET) for r in read_records(_source(shared, ENTITY_DATASET), "finentity")]
     if cfg.limit_per_dataset:
         paragraphs = [paragraphs[i] for i in sorted(random.Random(seed).sample(
@@ -135,7 +134,7 @@ def _cap_agreeing(questions: list[Record], cap: int | None, seed: int) -> list[R
         return questions
     by_paragraph: dict[str, list[int]] = defaultdict(list)
     for i, q in enumerate(questions):
-        by_paragraph[q.id.partition("#")[0]].append(i)
+        by_paragraph[paragraph_id(q.id)].append(i)
     rng, drop = random.Random(seed), set()
     for idx in by_paragraph.values():
         if len(idx) > cap and len({questions[i].label for i in idx}) == 1:

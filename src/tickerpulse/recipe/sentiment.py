@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tickerpulse.data.finentity import paragraph_id
 from tickerpulse.data.records import Record
 from tickerpulse.models.loading import cpu_supports_bf16, write_serving_dtype
 from tickerpulse.recipe.card import FAST, FREE, REASON
@@ -125,13 +126,13 @@ def _repeats(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]]) -> Cal
     FinEntity question (`<paragraph id>#k`, injected copies too) whose paragraph's entities differ in label."""
     labels: dict[str, set[str]] = {}
     for r in data.get(ENTITY_DATASET, {}).get("train", []):
-        labels.setdefault(r.id.partition("#")[0], set()).add(r.label)
+        labels.setdefault(paragraph_id(r.id), set()).add(r.label)
     conflict = {p for p, ls in labels.items() if len(ls) > 1}
 
     def times(row: dict) -> int:
         meta = row["meta"]
         n = cfg.splits.repeat.get(meta.get("source"), 1)
-        if meta.get("source") == ENTITY_DATASET and str(meta.get("id", "")).partition("#")[0] in conflict:
+        if meta.get("source") == ENTITY_DATASET and paragraph_id(str(meta.get("id", ""))) in conflict:
             n *= cfg.splits.conflict_repeat
         return n
 
