@@ -41,11 +41,14 @@ def test_one_target_per_mention_with_us_ric_tickers(tmp_path):
     rec = one(tmp_path, ROW)
     assert detect_source(ROW) == "finentity" and rec.source == "finentity" and rec.id == "fe-1"
     # a US listing (.O, .N) gives the symbol; a London (.L) or index (.SPX) RIC gives none
+    # labels only: no target carries a score (a stock value would pass for an annotation)
     assert [(t.target, t.ticker, t.label, t.score) for t in rec.targets] == [
-        ("Tesla Inc", "TSLA", "positive", 0.7), ("Ford", "F", "negative", -0.7),
-        ("BP", None, "neutral", 0.0), ("S&P 500", None, "neutral", 0.0)]
-    assert rec.tickers == ["TSLA", "F"]
-    assert rec.label == "neutral"  # mean target score 0.0, as FiQA's record label
+        ("Tesla Inc", "TSLA", "positive", None), ("Ford", "F", "negative", None),
+        ("BP", None, "neutral", None), ("S&P 500", None, "neutral", None)]
+    assert rec.tickers == ["TSLA", "F"] and rec.score is None
+    assert rec.label == "neutral"  # mean of the labels' stock scores 0.0, as FiQA's record label
+    assert [(q.target, q.label, q.score) for q in rec.questions(limit=2)] == [
+        ("Tesla Inc", "positive", None), ("Ford", "negative", None)]
     assert Record.from_dict(rec.to_dict()).to_dict() == rec.to_dict()  # `--to records` reads back the same
 
 
@@ -168,7 +171,8 @@ def test_real_finentity_reads_converts_and_splits_as_documented(shared_data, tmp
     assert {s: (v["paragraphs"], v["targets"], v["kinds"]["conflict"]) for s, v in sizes.items()} == {
         "train": (539, 1174, 74), "valid": (78, 152, 10), "test": (153, 322, 20)}  # docs/data.md
     report = convert([path], "chat", tmp_path / "chat.jsonl")
-    # one row per distinct entity name of a paragraph (a name mentioned twice is asked once, mean score)
+    # one row per distinct entity name of a paragraph (a name mentioned twice is asked once: its label, or
+    # the label of its labels' mean stock score when they disagree)
     assert report.rows == sum(len({t.target for t in r.targets}) for r in recs)
     assert report.records == 778 and report.rows == 1579 and report.with_ticker == 680  # docs/data.md
 

@@ -73,9 +73,9 @@ def test_load_raw_labeled_unlabeled_and_errors(tmp_path):
 def test_fiqa_keeps_per_target_scores(shared_data):
     rows = load_raw(shared_data / "fiqa-sentiment" / "fiqa_task1.jsonl")
     assert all(r.source == "fiqa" and r.score is not None for r in rows)
-    posts = [r for r in rows if any(t is not None for t in r.target_scores())]
-    assert posts and all(-1 <= s <= 1 for r in posts for s in r.target_scores().values())
+    posts = [r for r in rows if r.target_gold()]
+    assert posts and all(s is not None and -1 <= s <= 1 for r in posts for _, s in r.target_gold().values())
     # the question distill asks about a post is its annotated target, with that target's own gold
     for r in posts:
         q = r.questions()[0]
-        assert q.target == next(iter(r.target_scores())) and q.score == r.target_scores()[q.target]
+        assert q.target == next(iter(r.target_gold())) and (q.label, q.score) == r.target_gold()[q.target]

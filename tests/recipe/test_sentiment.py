@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -27,19 +28,25 @@ def test_shipped_recipe_has_a_wall_budget_under_the_45_minute_target():
     assert cfg.train.time_budget is None  # the wall budget decides the step time
 
 
-def test_calibration_fits_the_score_temperature_on_real_scores_only():
-    """FinEntity's scores are its labels' stock values: its questions count for the label offsets, not the
-    temperature; FiQA keeps its annotated score."""
+def test_calibration_fits_the_score_temperature_on_real_scores_only(tmp_path):
+    """FinEntity has labels only: its questions count for the label offsets with no score, so the temperature is
+    fitted on FiQA's annotated scores alone; FiQA keeps its score."""
+    from tickerpulse.data.finentity import target_records
+    from tickerpulse.data.readers import read_records
     from tickerpulse.data.records import Record, Target
     from tickerpulse.recipe.sentiment import calibration_questions
 
     fiqa = Record("q1", "$AAPL jumps", "positive", "fiqa", score=0.42, tickers=["AAPL"], dataset="fiqa",
                   targets=[Target("AAPL", 0.42, "AAPL", "positive")])
-    ent = Record("finentity-p#0", "Porsche shines", "positive", "finentity", dataset="finentity",
-                 targets=[Target("Porsche", 0.7, None, "positive")])
+    path = tmp_path / "finentity.jsonl"  # what the FinEntity reader makes of a paragraph
+    path.write_text(json.dumps({"id": "p", "text": "Porsche shines",
+                                "entities": [{"name": "Porsche", "start": 0, "end": 7, "label": "Positive"}]}) + "\n")
+    [paragraph] = read_records(path, fmt="finentity")
+    [ent] = target_records([paragraph])[0]
+    ent.dataset = "finentity"
     tweet = Record("t1", "$MSFT flat", "neutral", "tfns", tickers=["MSFT"], dataset="tfns")
     qs = calibration_questions({"fiqa": {"valid": [fiqa]}, "finentity": {"valid": [ent]}, "tfns": {"valid": [tweet]}})
     by = {q.id: q for q in qs}
     assert len(qs) == 3 and by["q1"].score == 0.42 and by["q1"].target == "AAPL"
-    assert by["finentity-p#0"].score is None and by["finentity-p#0"].label == "positive"
-    assert by["finentity-p#0"].target == "Porsche" and by["t1"].score is None
+    assert by["p#0"].score is None and by["p#0"].label == "positive"
+    assert by["p#0"].target == "Porsche" and by["t1"].score is None

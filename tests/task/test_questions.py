@@ -6,7 +6,7 @@ import pytest
 
 from tickerpulse.task.questions import clean_symbol, questions_of, symbols_of
 
-# (text, tickers, target_scores, limit) -> [(id, target, ticker, label, score)]
+# (text, tickers, target_gold, limit) -> [(id, target, ticker, label, score)]
 CASES = [
     # no symbol anywhere: one question about the market, with the row's gold
     ("Markets drift", None, None, 1, [("r", None, None, "neutral", None)]),
@@ -18,24 +18,27 @@ CASES = [
     ("$MSFT and $aapl beat", ["$aapl", "Apple Inc", "msft"], None, None,
      [("r:AAPL", "AAPL", "AAPL", "neutral", None), ("r:MSFT", "MSFT", "MSFT", "neutral", None)]),
     # per-target gold (FiQA): the annotated targets are the questions, each with its own gold
-    ("$GRPN might sell off ahead of $P earnings", ["P", "GRPN"], {"P": -0.202}, 1, [("r", "P", "P", "negative", -0.202)]),
-    ("$GRPN might sell off ahead of $P earnings", ["P", "GRPN"], {"P": -0.202}, None,
+    ("$GRPN might sell off ahead of $P earnings", ["P", "GRPN"], {"P": ("negative", -0.202)}, 1, [("r", "P", "P", "negative", -0.202)]),
+    ("$GRPN might sell off ahead of $P earnings", ["P", "GRPN"], {"P": ("negative", -0.202)}, None,
      [("r", "P", "P", "negative", -0.202)]),
     # name targets (FiQA headlines, FinEntity) are asked by name, each with its own gold; the ticker is the
     # company table's symbol or None, even when the text has a cashtag
-    ("TalkTalk and Tesco slide, $FTSE flat", None, {"TalkTalk": -0.3, "Tesco": 0.3}, None,
+    ("TalkTalk and Tesco slide, $FTSE flat", None, {"TalkTalk": ("negative", -0.3), "Tesco": ("positive", 0.3)}, None,
      [("r:TalkTalk", "TalkTalk", None, "negative", -0.3), ("r:Tesco", "Tesco", None, "positive", 0.3)]),
-    ("TalkTalk and Tesco slide, $FTSE flat", None, {"TalkTalk": -0.3, "Tesco": 0.3}, 1,
+    ("TalkTalk and Tesco slide, $FTSE flat", None, {"TalkTalk": ("negative", -0.3), "Tesco": ("positive", 0.3)}, 1,
      [("r", "TalkTalk", None, "negative", -0.3)]),
-    ("$AMD up, Intel down", None, {"AMD": 0.5, "Intel": -0.4}, None,
+    ("$AMD up, Intel down", None, {"AMD": ("positive", 0.5), "Intel": ("negative", -0.4)}, None,
      [("r:AMD", "AMD", "AMD", "positive", 0.5), ("r:Intel", "Intel", "INTC", "negative", -0.4)]),
-    ("Microsoft beats", None, {"Microsoft": 0.6}, 1, [("r", "Microsoft", "MSFT", "positive", 0.6)]),
+    ("Microsoft beats", None, {"Microsoft": ("positive", 0.6)}, 1, [("r", "Microsoft", "MSFT", "positive", 0.6)]),
+    # label-only targets (FinEntity): the label, no score
+    ("Boeing rose; Refinitiv data showed", None, {"Boeing": ("positive", None), "Refinitiv": ("neutral", None)}, None,
+     [("r:Boeing", "Boeing", "BA", "positive", None), ("r:Refinitiv", "Refinitiv", None, "neutral", None)]),
 ]
 
 
 @pytest.mark.parametrize("text,tickers,targets,limit,expected", CASES)
 def test_questions_of(text, tickers, targets, limit, expected):
-    qs = questions_of(text, id="r", tickers=tickers, label="neutral", target_scores=targets, limit=limit, group="g")
+    qs = questions_of(text, id="r", tickers=tickers, label="neutral", target_gold=targets, limit=limit, group="g")
     assert [(q.id, q.target, q.ticker, q.label, q.score) for q in qs] == expected
     assert all(q.text == text and q.group == "g" for q in qs)
     assert all(q.to_dict()["target"] == q.target and q.to_dict()["ticker"] == q.ticker for q in qs)

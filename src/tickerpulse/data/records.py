@@ -5,8 +5,8 @@ stage (data convert/split, distill's input, the recipe's splits):
 - `label`: negative | neutral | positive; None only for an unlabeled text (distill's teacher labels it);
 - `score`: a continuous gold score in [-1, 1] when the dataset has one (FiQA), else absent;
 - `tickers`: upper-case symbols mentioned (the dataset's own, else found by `extract_tickers`);
-- `targets`: per-target gold `[{target, ticker, score, label}]` (FiQA: a company name or a symbol; FinEntity:
-  an entity name, its symbol when a US Reuters RIC follows it);
+- `targets`: per-target gold `[{target, ticker, score, label}]` (FiQA: a company name or a symbol with its
+  score; FinEntity: an entity name, its symbol when a US Reuters RIC follows it, a label and no score);
 - `source`: which reader made it (tfns, fpb, fiqa, finentity, csv, records, raw for unlabeled texts);
 - `dataset`: the dataset a recipe assigned it to (tfns, fpb, fiqa), empty otherwise.
 Which ticker a record asks about is `Record.questions` (the one rule, `tickerpulse.task.questions`).
@@ -16,9 +16,10 @@ Readers (auto-detected from a file's fields, or forced with `fmt`):
 - `fpb`: Financial PhraseBank (`text`/`sentence`, `label` string or the hub's int 0=neg 1=neu 2=pos);
 - `fiqa`: FiQA 2018 task 1 (`targets` with scores; symbols of posts become tickers);
 - `finentity`: FinEntity (`entities` [{name, start?, end?, label}] of a news paragraph): one `Target` per
-  mention, scored `LABEL_SCORES[label]` (the dataset has labels only); ticker = the symbol of a US Reuters RIC
+  mention with its label and no score (the dataset has labels only); ticker = the symbol of a US Reuters RIC
   right after a mention of that name (`Tesla Inc <TSLA.O>` -> TSLA; `.N` `.O` `.OQ` `.A` `.K` listings only:
-  a foreign or index RIC is no US symbol); the record's label is that of the mean target score, as FiQA's;
+  a foreign or index RIC is no US symbol); the record's label is that of the mean of its targets' stock
+  scores (`LABEL_SCORES`), as FiQA's is of the mean score;
 - `csv`: any CSV, with column names given by `CsvColumns` (in `tickerpulse.data.readers`, which also picks
   the reader for a file: `read_records`);
 - `records`: files already in this shape (and any `{text, label}` JSONL).
@@ -94,18 +95,28 @@ def _plain_int(value: Any) -> bool:
 
 @dataclass
 class Target:
-    """One annotated target of a text: the name as written, its symbol if it is one, its gold score."""
+    """One annotated target of a text: the name as written, its symbol if it is one, its gold score when the
+    dataset gives one (FiQA) and its label (given, or the score's). A label-only target keeps `score` None:
+    a stock value in its place would pass for an annotation (the score temperature is fitted on real scores);
+    whoever needs a number for it (the gold teacher's answer) takes `LABEL_SCORES[label]` there."""
 
     target: str
-    score: float
+    score: float | None
     ticker: str | None = None
     label: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str):
             raise ValueError(f"target must be a string, got {type(self.target).__name__}")
-        self.score = as_score(self.score, "target score")
-        self.label = self.label or score_to_label(self.score)
+        if self.score is not None:
+            self.score = as_score(self.score, "target score")
+            if not -1.0 <= self.score <= 1.0:
+                raise ValueError(f"target score {self.score} is outside [-1, 1]")
+        elif not self.label:
+            raise ValueError("a target needs a score or a label")
+        if self.label and self.label not in LABELS:
+            raise ValueError(f"target label {short(self.label)} is not one of {list(LABELS)}")
+        self.label = self.label or score_to_label(self.score)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -135,18 +146,29 @@ class Record:
         if not isinstance(self.tickers, list) or not all(isinstance(t, str) for t in self.tickers):
             raise ValueError("tickers must be a list of symbols")
 
-    def target_scores(self) -> dict[str | None, float]:
-        """Per-target gold scores by target as annotated (a symbol or an entity name), means of a target
-        annotated twice rounded to 3 places; empty when the record annotates no target."""
-        groups: dict[str | None, list[float]] = {}
+    def target_gold(self) -> dict[str | None, tuple[str, float | None]]:
+        """Per-target gold (label, score) by target as annotated (a symbol or an entity name); empty when the
+        record annotates no target. A target annotated twice: the mean score rounded to 3 places and its
+        label; label-only mentions keep a shared label, and disagreeing ones take the label of their stock
+        scores' mean, with no score."""
+        groups: dict[str | None, list[Target]] = {}
         for t in self.targets:
-            groups.setdefault(t.target, []).append(t.score)
-        return {sym: round(sum(v) / len(v), 3) for sym, v in groups.items()}
+            groups.setdefault(t.target, []).append(t)
+        out: dict[str | None, tuple[str, float | None]] = {}
+        for key, ts in groups.items():
+            if all(t.score is not None for t in ts):
+                mean = round(sum(t.score for t in ts) / len(ts), 3)  # type: ignore[misc]
+                out[key] = (score_to_label(mean), mean)
+            elif len({t.label for t in ts}) == 1:
+                out[key] = (ts[0].label, None)
+            else:
+                out[key] = (score_to_label(sum(LABEL_SCORES[t.label] for t in ts) / len(ts)), None)
+        return out
 
     def questions(self, limit: int | None = 1) -> list[Question]:
         """The questions this record asks (`questions_of`: its symbols, gold per target when annotated)."""
         return questions_of(self.text, id=self.id, tickers=self.tickers, label=self.label, score=self.score,
-                            target_scores=self.target_scores() or None, source=self.source,
+                            target_gold=self.target_gold() or None, source=self.source,
                             group=self.dataset or self.source, limit=limit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,8 +191,8 @@ class Record:
         """A record from its JSON form; ValueError/TypeError/KeyError says which field does not fit."""
         raw_targets = d.get("targets") or []
         if not isinstance(raw_targets, list) or not all(isinstance(t, dict) for t in raw_targets):
-            raise ValueError("targets must be a list of {target, score} objects")
-        targets = [Target(target=t["target"], score=t["score"], ticker=clean_symbol(t.get("ticker")),
+            raise ValueError("targets must be a list of {target, score and/or label} objects")
+        targets = [Target(target=t["target"], score=t.get("score"), ticker=clean_symbol(t.get("ticker")),
                           label=normalize_label(t["label"]) if t.get("label") else "")
                    for t in raw_targets]
         tickers = d.get("tickers") or []
@@ -328,11 +350,10 @@ def _from_finentity(row: dict[str, Any], n: int) -> Record:
         mentions.append((name, normalize_label(e["label"])))
         if (ric := US_RIC.match(text, end)) and (sym := clean_symbol(ric.group(1))):
             symbol.setdefault(name, sym)
-    targets = [Target(target=name, score=LABEL_SCORES[label], ticker=symbol.get(name), label=label)
-               for name, label in mentions]
-    score = sum(t.score for t in targets) / len(targets)
+    targets = [Target(target=name, score=None, ticker=symbol.get(name), label=label) for name, label in mentions]
+    mean = sum(LABEL_SCORES[label] for _, label in mentions) / len(mentions)
     tickers = dedupe_symbols(t.ticker for t in targets) or symbols_of(text)
-    return Record(id=_id(row.get("id", f"finentity-{n}")), text=text, label=score_to_label(score),
+    return Record(id=_id(row.get("id", f"finentity-{n}")), text=text, label=score_to_label(mean),
                   source="finentity", tickers=tickers, targets=targets)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from tickerpulse.data.records import Record, Target
 from tickerpulse.recipe.pairs import single_target
-from tickerpulse.task.contract import LABEL_SCORES, resolve_target
+from tickerpulse.task.contract import resolve_target
 from tickerpulse.task.marking import target_spans
 
 # role -> names: widely cited market-data vendors, sell-side brokers, news outlets, social platforms
@@ -85,7 +85,7 @@ def bystander_records(rows: Sequence[Record], n: int, seed: int, polar_share: fl
         label = row.label or "neutral"
         bid = f"bys{len(out) // 2}:{row.id}"
         out.append(Record(id=f"{bid}:{sym}", text=text, label=label, source="pairs", tickers=[sym], dataset="pairs",
-                          targets=[Target(target=sym, score=LABEL_SCORES[label], ticker=sym, label=label)]))
+                          targets=[Target(target=sym, score=None, ticker=sym, label=label)]))
         out.append(Record(id=f"{bid}:{name}", text=text, label="neutral", source="pairs", tickers=[sym],
-                          dataset="pairs", targets=[Target(target=name, score=0.0, label="neutral")]))
+                          dataset="pairs", targets=[Target(target=name, score=None, label="neutral")]))
     return out

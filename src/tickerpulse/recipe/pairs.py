@@ -17,7 +17,6 @@ import random
 from collections.abc import Sequence
 
 from tickerpulse.data.records import Record, Target
-from tickerpulse.task.contract import LABEL_SCORES
 from tickerpulse.task.questions import symbols_of
 
 JOINERS = (" ", "\n", " | ", ". ", " ... ", "; ", " -- ", "\n\n")
@@ -78,7 +77,7 @@ def target_pairs(rows: Sequence[Record], n: int, seed: int, conflict_share: floa
         pid = f"pair{len(out) // 2}"
         for row, sym in ((a, sym_a), (b, sym_b)):
             label = row.label or "neutral"
-            target = Target(target=sym, score=LABEL_SCORES[label], ticker=sym, label=label)
+            target = Target(target=sym, score=None, ticker=sym, label=label)
             out.append(Record(id=f"{pid}:{row.id}:{sym}", text=text, label=label, source="pairs", score=None,
                               tickers=[sym], targets=[target], dataset="pairs"))
     return out

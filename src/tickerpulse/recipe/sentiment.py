@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -234,12 +233,10 @@ def deadline_budget(deadline: float, post_train_tokens: float) -> Callable[[floa
 
 # ---------------------------------------------------------------------------------------------- calibrate
 def calibration_questions(data: dict[str, dict[str, list[Record]]]) -> list[Question]:
-    """Each validation row's question (`questions_of`: its target, its gold, its dataset as the group). Only
-    FiQA's scores are real: FinEntity's are its labels' stock values (`data.records`), which would pull the
-    score temperature towards +-0.7 (FiQA test MAE 0.247 against 0.226 for run F, docs/experiments.md), so
-    they count for the label offsets only."""
-    return [replace(q, score=None) if r.dataset == ENTITY_DATASET else q
-            for ds in TRAIN_SETS if ds in data for r in data[ds]["valid"] for q in r.questions()[:1]]
+    """Each validation row's question (`questions_of`: its target, its gold, its dataset as the group). Every
+    question counts for the label offsets; only those with a real gold score (FiQA's: label-only datasets
+    carry None, `data.records`) for the score temperature."""
+    return [q for ds in TRAIN_SETS if ds in data for r in data[ds]["valid"] for q in r.questions()[:1]]
 
 
 def calibrate(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], model_dir: Path, log: Log) -> dict[str, Any]:

@@ -10,8 +10,9 @@ asked about the same ticker wherever it goes:
   (company names too only when asked, `names=True`: the stream asks; data, distill, the recipe and the
   server do not), keeping only those the answer schema accepts, in order of first mention;
 - one question per symbol, with the row's gold; a text with none is one question about the market (None);
-- except a row with per-target gold (FiQA's and FinEntity's `target_scores`): it asks about its annotated
-  targets, in order (a symbol, or the entity name as annotated), each with that target's gold;
+- except a row with per-target gold (FiQA's and FinEntity's `target_gold`): it asks about its annotated
+  targets, in order (a symbol, or the entity name as annotated), each with that target's gold label and score
+  (None for a label-only dataset such as FinEntity);
 - at most `limit` questions (None: all): the recipe and distill ask the first, `data convert` each.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tickerpulse.task.contract import TICKER_RE, resolve_target, score_to_label
+from tickerpulse.task.contract import TICKER_RE, resolve_target
 from tickerpulse.task.tickers import extract_tickers
 
 
@@ -69,18 +70,17 @@ def symbols_of(text: str, tickers: Sequence[str] | None = None, *, names: bool =
 
 
 def questions_of(text: str, *, id: str = "", tickers: Sequence[str] | None = None, label: str | None = None,
-                 score: float | None = None, target_scores: Mapping[str | None, float] | None = None,
+                 score: float | None = None, target_gold: Mapping[str | None, tuple[str, float | None]] | None = None,
                  source: str = "", group: str = "", limit: int | None = 1, names: bool = False) -> list[Question]:
     """The questions a row asks (the module docstring's rule)."""
     symbols = symbols_of(text, tickers, names=names)
-    asked: list[str | None] = list(target_scores) if target_scores else list(symbols)
+    asked: list[str | None] = list(target_gold) if target_gold else list(symbols)
     asked = (asked[:limit] if limit is not None else asked) or [None]
     out = []
     for key in asked:
         q_label, q_score = label, score
-        if target_scores and key in target_scores:
-            q_score = float(target_scores[key])
-            q_label = score_to_label(q_score)
+        if target_gold and key in target_gold:
+            q_label, q_score = target_gold[key]
         target, sym = resolve_target(key)
         qid = id if len(asked) == 1 else f"{id}:{key}"
         out.append(Question(qid, text, sym, q_label, q_score, tuple(symbols), source, group, target))
