@@ -83,6 +83,21 @@ def as_score(value: Any, what: str = "score") -> float:
     return number
 
 
+def unit_score(value: Any, what: str = "score") -> float:
+    """`as_score` within [-1, 1] (a gold score of a record or a target)."""
+    number = as_score(value, what)
+    if not -1.0 <= number <= 1.0:
+        raise ValueError(f"{what} {number} is outside [-1, 1]")
+    return number
+
+
+def mean_label(labels: Iterable[str]) -> str:
+    """The label of the mean of the labels' stock scores (`LABEL_SCORES`): a label-only record's or a target's
+    label from several annotated labels (one label repeated gives that label)."""
+    scores = [LABEL_SCORES[label] for label in labels]
+    return score_to_label(sum(scores) / len(scores))
+
+
 def _int_label(value: Any, table: dict[int, str], dataset: str) -> str:
     if value not in table:
         raise ValueError(f"{dataset} label {short(value)} is not one of {sorted(table)} or a label word")
@@ -109,9 +124,7 @@ class Target:
         if not isinstance(self.target, str):
             raise ValueError(f"target must be a string, got {type(self.target).__name__}")
         if self.score is not None:
-            self.score = as_score(self.score, "target score")
-            if not -1.0 <= self.score <= 1.0:
-                raise ValueError(f"target score {self.score} is outside [-1, 1]")
+            self.score = unit_score(self.score, "target score")
         elif not self.label:
             raise ValueError("a target needs a score or a label")
         if self.label and self.label not in LABELS:
@@ -140,17 +153,14 @@ class Record:
         if not self.text.strip():
             raise ValueError("empty text")
         if self.score is not None:
-            self.score = as_score(self.score)
-            if not -1.0 <= self.score <= 1.0:
-                raise ValueError(f"score {self.score} is outside [-1, 1]")
+            self.score = unit_score(self.score)
         if not isinstance(self.tickers, list) or not all(isinstance(t, str) for t in self.tickers):
             raise ValueError("tickers must be a list of symbols")
 
     def target_gold(self) -> dict[str | None, tuple[str, float | None]]:
         """Per-target gold (label, score) by target as annotated (a symbol or an entity name); empty when the
         record annotates no target. A target annotated twice: the mean score rounded to 3 places and its
-        label; label-only mentions keep a shared label, and disagreeing ones take the label of their stock
-        scores' mean, with no score."""
+        label; label-only mentions their `mean_label`, with no score."""
         groups: dict[str | None, list[Target]] = {}
         for t in self.targets:
             groups.setdefault(t.target, []).append(t)
@@ -159,10 +169,8 @@ class Record:
             if all(t.score is not None for t in ts):
                 mean = round(sum(t.score for t in ts) / len(ts), 3)  # type: ignore[misc]
                 out[key] = (score_to_label(mean), mean)
-            elif len({t.label for t in ts}) == 1:
-                out[key] = (ts[0].label, None)
             else:
-                out[key] = (score_to_label(sum(LABEL_SCORES[t.label] for t in ts) / len(ts)), None)
+                out[key] = (mean_label(t.label for t in ts), None)
         return out
 
     def questions(self, limit: int | None = 1) -> list[Question]:
@@ -351,9 +359,8 @@ def _from_finentity(row: dict[str, Any], n: int) -> Record:
         if (ric := US_RIC.match(text, end)) and (sym := clean_symbol(ric.group(1))):
             symbol.setdefault(name, sym)
     targets = [Target(target=name, score=None, ticker=symbol.get(name), label=label) for name, label in mentions]
-    mean = sum(LABEL_SCORES[label] for _, label in mentions) / len(mentions)
     tickers = dedupe_symbols(t.ticker for t in targets) or symbols_of(text)
-    return Record(id=_id(row.get("id", f"finentity-{n}")), text=text, label=score_to_label(mean),
+    return Record(id=_id(row.get("id", f"finentity-{n}")), text=text, label=mean_label(label for _, label in mentions),
                   source="finentity", tickers=tickers, targets=targets)
 
 
