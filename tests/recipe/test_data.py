@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
     from tickerpulse.recipe.config import RecipeConfig
     from tickerpulse.recipe.sentiment import distill_chat
 
-    cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, injection_augment=0.5,
+    cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, injection_augment=0.5, soft_label={"fiqa": 0.5},
                        splits=SplitConfig(limit_per_dataset=40, pairs=6, bystanders=3,
                                           repeat={"finentity": 2, "fpb": 3}))
     data = assemble(shared_data, cfg.splits, seed=0)
@@ -114,6 +115,8 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
         assert ans["target"] == src.questions()[0].target, meta["id"]  # each row asks its own target
         if src.score is not None:
             assert ans["score"] == pytest.approx(round(src.score, 2)), meta["id"]
+        # soft labels on FiQA's rows only (soft_label), unless the score is 0 or +-1 (then q(score) is the label)
+        assert ("soft_target" in row) == (src.dataset == "fiqa" and 0 < abs(ans["score"]) < 1), meta["id"]
         seen[src.dataset] += 1
     assert set(seen) == {"tfns", "fpb", "fiqa", "finentity", "pairs"} and sum(seen.values()) == len(rows)
     # every FinEntity train question twice and PhraseBank row three times (repeat), both questions of each pair
@@ -164,3 +167,24 @@ def test_agreeing_questions_caps_only_paragraphs_whose_entities_agree() -> None:
     assert by == {"finentity-agree": 1, "finentity-conflict": 3, "finentity-single": 1}
     assert kept == _cap_agreeing(qs, 1, 0) and [r for r in qs if r in kept] == kept  # seeded, order kept
     assert len(_cap_agreeing(qs, 2, 0)) == 6
+
+
+@pytest.mark.parametrize("label,score", [("positive", 0.3), ("positive", 0.9), ("negative", -0.45), ("neutral", 0.05),
+                                         ("neutral", -0.08)])
+def test_soft_label_makes_the_label_margin_follow_the_score(label: str, score: float) -> None:
+    from tickerpulse.recipe.sentiment import LABEL_AFTER, soft_label
+
+    answer = {"ticker": "X", "target": "X", "sentiment": label, "score": score, "reasoning": ""}
+    row = {"messages": [{"role": "user", "content": "t"}, {"role": "assistant", "content": json.dumps(answer)}],
+           "meta": {"source": "fiqa"}}
+    soft = soft_label(row, 0.5)["soft_target"]
+    assert soft["after"] == LABEL_AFTER and label not in soft["also"]
+    # the trained distribution: own label 1, the others their ratio, normalised
+    mass = {label: 1.0, **soft["also"]}
+    total = sum(mass.values())
+    p = {k: mass.get(k, 0.0) / total for k in ("positive", "neutral", "negative")}
+    # p(pos) - p(neg) is halfway between the label's sign and the score itself, and the label stays most likely
+    sign = {"positive": 1, "neutral": 0, "negative": -1}[label]
+    assert p["positive"] - p["negative"] == pytest.approx(0.5 * sign + 0.5 * score, abs=1e-5)  # ratios kept to 6 places
+    assert max(p, key=p.get) == label
+    assert soft_label(row, 0.0) == row  # share 0: a plain row

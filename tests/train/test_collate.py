@@ -205,3 +205,32 @@ def test_train_through_cuts_the_answer_after_the_marked_text(tokenizers):
         enc.encode_split([row, {**row, "train_through": "nowhere"}], "chat")
     with pytest.raises(ValueError, match="chat rows"):
         enc.encode({"text": "abc", "train_through": "b"}, "text")
+
+
+def test_soft_target_adds_the_other_labels_at_the_label_position(tokenizers):
+    tok, stops = tokenizers["chatml"]
+    answer = '{"ticker": "AAPL", "sentiment": "positive", "score": 0.3, "reasoning": ""}'
+    row = {"messages": [{"role": "user", "content": '$AAPL edges up. "sentiment": "negative"?'},
+                        {"role": "assistant", "content": answer}]}
+    enc = Encoder(tok, max_seq_length=512, stop_ids=stops, token_weights=[('"sentiment": "', 8.0)])
+    hard = enc.encode(row, "chat")
+    soft = enc.encode({**row, "soft_target": {"after": '"sentiment": "', "also": {"neutral": 0.5, "negative": 0}}},
+                      "chat")
+    # the same sample plus one term: the neutral label's first token, at the answer's label position (not the
+    # user turn's copy), weighing 0.5 x that position's weight
+    assert soft.input_ids == hard.input_ids and soft.labels == hard.labels and soft.weights == hard.weights
+    assert hard.also == () and len(soft.also) == 1
+    i, token, w = soft.also[0]
+    assert soft.weights[i] == 8.0 and w == 4.0 and soft.labels[i] != IGNORE
+    assert tok.decode([soft.input_ids[i]]).startswith("pos") and tok.decode([token]).startswith("neut")
+    # survives a cut after the label; refused where it cannot apply
+    cut = enc.encode({**row, "train_through": '"sentiment": "positive"',
+                      "soft_target": {"after": '"sentiment": "', "also": {"neutral": 0.5}}}, "chat")
+    assert cut.also == soft.also
+    for bad, match in (({"after": "nowhere", "also": {"neutral": 1}}, "does not occur"),
+                       ({"after": '"sentiment": "', "also": {"neutral": -1}}, "ratio"),
+                       ({"after": '"sentiment": "'}, "needs")):
+        with pytest.raises(ValueError, match=match):
+            enc.encode({**row, "soft_target": bad}, "chat")
+    with pytest.raises(ValueError, match="chat rows"):
+        enc.encode({"text": "abc", "soft_target": {"after": "a", "also": {"b": 1}}}, "text")

@@ -122,8 +122,11 @@ def test_generate_on_mlx_refuses_an_adapter_mlx_lm_cannot_express(tmp_path):
 
 
 @pytest.mark.slow
-def test_mlx_refuses_rows_it_cannot_cut(sentiment_data, smollm2_path, tmp_path):
-    """A `train_through` row is an error on mlx (mlx-lm's datasets would train the whole answer silently)."""
+@pytest.mark.parametrize("key,value", [("train_through", '"sentiment": "'),
+                                       ("soft_target", {"after": '"sentiment": "', "also": {"neutral": 0.5}})])
+def test_mlx_refuses_rows_it_cannot_cut(sentiment_data, smollm2_path, tmp_path, key, value):
+    """A `train_through` or `soft_target` row is an error on mlx (mlx-lm's datasets would silently train the
+    whole answer with hard labels)."""
     import shutil
 
     from tickerpulse.config import ConfigError
@@ -132,9 +135,9 @@ def test_mlx_refuses_rows_it_cannot_cut(sentiment_data, smollm2_path, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(sentiment_data, data)
     rows = [json.loads(ln) for ln in (data / "train.jsonl").read_text().splitlines()]
-    rows[2]["train_through"] = '"sentiment": "'
+    rows[2][key] = value
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = resolve_config(None, {"backend": "mlx", "data": str(data), "adapter_path": str(tmp_path / "run"),
                                 "num_layers": 2, "batch_size": 2, "iters": 1, "lora_parameters": {"rank": 4}})
-    with pytest.raises(ConfigError, match="train row 3 has train_through"):
+    with pytest.raises(ConfigError, match=f"train row 3 has {key}"):
         train(cfg)

@@ -332,3 +332,43 @@ def test_length_grouped_batches_see_every_sample_once_per_epoch_in_similar_lengt
     assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # batch order is shuffled
     assert plan.indices(25) != epoch[0]  # the next epoch regroups
     assert BatchPlan(203, 8, seed=5, lengths=lengths, group=1).indices(0) == plain.indices(0)  # group 1 = off
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_soft_target_terms_point_at_their_label_position(share):
+    p = list(range(1, 21))
+    a = Sample(p + [30, 31, 32], [IGNORE] * 21 + [31, 32], weights=(1.0,) * 21 + (5.0, 1.0), also=((21, 77, 2.5),))
+    b = Sample(p + [40, 41], [IGNORE] * 21 + [41])
+    batch = make_batch([b, a], [0, 1], max_seq_length=64, pad_id=0, share_prefix=share)
+    flat = batch.targets.reshape(-1)
+    # the term's position is the one whose target is a's weighted token 31 (weight 5): same hidden state
+    (pos,) = batch.also_index.tolist()
+    assert flat[pos].item() == 31 and batch.weights.reshape(-1)[pos].item() == 5.0
+    assert batch.also_targets.tolist() == [77] and batch.also_weights.tolist() == [2.5]
+    assert batch.weight_total == 9.5 and batch.n_targets == 3
+    moved = batch.to("cpu")
+    assert moved.also_index.tolist() == [pos] and moved.weight_total == 9.5
+    assert make_batch([b], [0], max_seq_length=64, pad_id=0).also_index is None
+
+
+def test_soft_target_loss_adds_the_other_tokens_cross_entropy(tiny_and_tok):
+    """loss(soft) = loss(hard) + sum over terms of weight x CE(other token) at the label's position: the
+    position's target is the distribution proportional to onehot(label) + sum ratio x onehot(other)."""
+    model, tok = tiny_and_tok
+    rows = [chat("$AAPL up a bit", '{"sentiment": "positive"}'), chat("$TSLA recalls cars", '{"sentiment": "negative"}')]
+    enc = Encoder(tok, max_seq_length=256, token_weights=[('"sentiment": "', 4.0)])
+    hard = [enc.encode(r, "chat") for r in rows]
+    soft = [enc.encode({**rows[0], "soft_target": {"after": '"sentiment": "', "also": {"neutral": 0.5}}}, "chat"),
+            hard[1]]
+    with torch.no_grad():
+        b_hard, b_soft = batch_of(model, hard, [0, 1]), batch_of(model, soft, [0, 1])
+        logits = forward_logits(model, b_hard).float().reshape(-1, model.config.vocab_size)
+        (pos,) = b_soft.also_index.tolist()
+        ce_other = torch.nn.functional.cross_entropy(logits[pos], b_soft.also_targets[0]).item()
+        assert b_soft.weight_total == pytest.approx(b_hard.weight_total + 2.0)
+        assert batch_loss(model, b_soft).item() == pytest.approx(batch_loss(model, b_hard).item() + 2.0 * ce_other,
+                                                                 rel=1e-4)
+    # and the gradient flows into the label position's hidden state through both terms
+    model.zero_grad(set_to_none=True)
+    batch_loss(model, b_soft).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)

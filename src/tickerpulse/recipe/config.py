@@ -144,6 +144,12 @@ class RecipeConfig(StrictModel):
         description="Per dataset, the share of training rows trained on the whole JSON answer; the others end "
         "after the label (`train_through`): their score is the label's stock value, so the tail teaches only "
         "format the uncut rows teach, and costs ~17 of ~80 computed tokens per sample.")
+    soft_label: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per dataset, the share a of the label token's training target taken from the answer's score "
+        "s (only meaningful where s is real: FiQA, or every dataset with a real teacher): target = (1 - a) * "
+        "onehot(label) + a * (positive max(s, 0), neutral 1 - |s|, negative max(-s, 0)), so the label "
+        "probabilities fast mode turns into its score (p(pos) - p(neg)) follow the gold score, not only its sign.")
     wall_budget: float | None = Field(
         None, gt=0, description="Seconds for the whole recipe: at training step 50 the step-time budget is set so "
         "that training plus the stages after it end by then, from the measured tokens/s (null = train.time_budget "
@@ -167,6 +173,12 @@ class RecipeConfig(StrictModel):
     def _known_shares(cls, v: dict[str, float]) -> dict[str, float]:
         _check_per_dataset("full_answer_share", v, CHAT_SOURCES, bounds=(0.0, 1.0))
         return {**{ds: 1.0 for ds in CHAT_SOURCES}, **v}
+
+    @field_validator("soft_label")
+    @classmethod
+    def _known_soft(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_per_dataset("soft_label", v, CHAT_SOURCES, bounds=(0.0, 1.0))
+        return v
 
     def train_config(self, data: str | Path, run: str | Path) -> TrainConfig:
         """The training run's config: the `train` section with the recipe's base model, chat data and run folder

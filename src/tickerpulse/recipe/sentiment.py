@@ -175,6 +175,8 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
                 if split == "train" and rng.random() >= cfg.full_answer_share.get(row["meta"].get("source"), 1.0):
                     row = _cut_after_label(row)
                     cut += 1
+                if split == "train" and (share := cfg.soft_label.get(row["meta"].get("source"), 0.0)):
+                    row = soft_label(row, share)
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         log(f"distill {split}: {len(rows_out)} chat rows from {len(rows)} records (teacher {cfg.teacher}; {written})"
             + (f"; {cut} trained only through the label" if cut else ""))
@@ -198,7 +200,26 @@ def reasoning_kind(cfg: RecipeConfig) -> str:
 def _cut_after_label(row: dict[str, Any]) -> dict[str, Any]:
     """Train this row's answer only through its label (see `full_answer_share`)."""
     ans = json.loads(row["messages"][-1]["content"])
-    return {**row, "train_through": f'"sentiment": "{ans["sentiment"]}"'}
+    return {**row, "train_through": f'{LABEL_AFTER}{ans["sentiment"]}"'}
+
+
+LABEL_AFTER = '"sentiment": "'  # the answer text right before the label token fast mode reads
+
+
+def soft_label(row: dict[str, Any], share: float) -> dict[str, Any]:
+    """Train this row's label token toward (1 - share) * onehot(label) + share * q(score), q = (positive
+    max(s, 0), neutral 1 - |s|, negative max(-s, 0)): under q, p(pos) - p(neg) is the score itself. Written as
+    collate's `soft_target` (the own label keeps its weight; each other label gets its probability / the own
+    label's). Hard cross-entropy makes the label token equally sure of a 0.2 and a 0.9 positive, and a
+    temperature fitted afterwards cannot reorder those."""
+    ans = json.loads(row["messages"][-1]["content"])
+    label, s = ans["sentiment"], max(-1.0, min(1.0, float(ans["score"])))
+    q = {"positive": max(s, 0.0), "neutral": 1.0 - abs(s), "negative": max(-s, 0.0)}
+    target = {k: (1.0 - share) * (k == label) + share * p for k, p in q.items()}
+    if target[label] <= 1e-6:  # share 1 and a score whose sign contradicts the label: no distribution to train
+        return row
+    also = {k: round(p / target[label], 6) for k, p in target.items() if k != label and p > 0}
+    return {**row, "soft_target": {"after": LABEL_AFTER, "also": also}} if also else row
 
 
 # -------------------------------------------------------------------------------------------------- train

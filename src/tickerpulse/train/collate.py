@@ -16,6 +16,11 @@ Rules (the case tables in tests/train/test_collate.py pin them down):
   last character of TEXT's last occurrence in the final assistant turn (no stop token, nothing after it is
   computed). For answers whose tail is boilerplate, e.g. a stock score after the label a classifier reads:
   those tokens cost compute and teach only format, which the uncut rows teach.
+- A chat / completions row may carry `"soft_target": {"after": TEXT, "also": {ALT: RATIO, ...}}`: the token
+  right after the last occurrence of TEXT in the final assistant turn is trained as usual (weight w), and at
+  the same position the first token of each ALT (as it would follow TEXT) is trained with weight w * RATIO.
+  The position's target is then the distribution proportional to onehot(answer) + sum RATIO * onehot(ALT):
+  a soft label, e.g. a label token whose probabilities should follow a graded gold score.
 
 Assistant turns are located in character space: `render(messages[:i], add_generation_prompt=True)` and
 `render(messages[:i+1])` must both be prefixes of the full rendering (true for ChatML, Llama 3, Gemma,
@@ -42,6 +47,7 @@ class Sample:
     labels: list[int]
     truncated: bool = False
     weights: tuple[float, ...] | None = None  # loss weight per position (aligned with labels); None = all 1
+    also: tuple[tuple[int, int, float], ...] = ()  # (label index, other token, weight): `soft_target` terms
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -163,10 +169,11 @@ class Encoder:
         last = max((i for i, f in enumerate(inside) if f), default=None)
         return ids, inside, last, offsets
 
-    def _chat(self, messages: list[dict[str, Any]], tools: Any, through: str | None = None
-              ) -> tuple[list[int], list[bool], bool, list[float] | None]:
+    def _chat(self, messages: list[dict[str, Any]], tools: Any, through: str | None = None,
+              soft: dict[str, Any] | None = None
+              ) -> tuple[list[int], list[bool], bool, list[float] | None, list[tuple[int, int, float]]]:
         """(ids, trained flags, ends-in-a-stop-token (or was cut by `through`), `token_weights` per token or
-        None) of one conversation."""
+        None, `soft_target` terms as (index, token, ratio)) of one conversation."""
         try:
             text, spans = self.chat_spans(messages, tools)
         except TemplateError:
@@ -181,12 +188,39 @@ class Encoder:
             ids, inside = ids[: last + 1], inside[: last + 1]  # what follows the final stop token is layout
         trained = inside if self.mask_prompt else [True] * len(ids)
         weights = self._position_weights(text, spans, offsets[: len(ids)]) if self.token_weights and spans else None
+        also = self._soft_terms(text, spans, offsets[: len(ids)], ids, soft) if soft is not None else []
         if through is not None:
             cut = self._through_index(text, spans, offsets[: len(ids)], through)
             ids, trained = ids[: cut + 1], trained[: cut + 1]
             weights = weights[: cut + 1] if weights is not None else None
             stops = True  # cut on purpose: no stop token is appended or trained
-        return ids, trained, stops, weights
+            also = [a for a in also if a[0] <= cut]
+        return ids, trained, stops, weights, also
+
+    def _soft_terms(self, text: str, spans: Sequence[tuple[int, int]] | None, offsets: Sequence[tuple[int, int]],
+                    ids: Sequence[int], soft: dict[str, Any]) -> list[tuple[int, int, float]]:
+        """`soft_target` -> [(index of the token after `after`, first token of ALT there, RATIO)]."""
+        after, also = soft.get("after") if isinstance(soft, dict) else None, soft.get("also") if isinstance(soft, dict) else None
+        if not isinstance(after, str) or not after or not isinstance(also, dict) or not spans:
+            raise ValueError("soft_target needs {'after': non-empty text, 'also': {text: ratio}} and an assistant turn")
+        a, b = spans[-1]
+        at = text.rfind(after, a, b)
+        if at < 0:
+            raise ValueError(f"soft_target after {after!r} does not occur in the last assistant turn")
+        end = at + len(after)
+        i = next((k for k, (s, e) in enumerate(offsets) if s <= end < e and s >= a), None)
+        if i is None or offsets[i][0] != end:
+            raise ValueError(f"soft_target: no token starts right after {after!r}")
+        terms = []
+        for alt, ratio in also.items():
+            if not isinstance(alt, str) or not alt or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1e3:
+                raise ValueError(f"soft_target: {alt!r}: {ratio!r} is not a text with a ratio in [0, 1000]")
+            alt_ids = self.tok(text[:end] + alt, add_special_tokens=False)["input_ids"]
+            if list(alt_ids[:i]) != list(ids[:i]) or len(alt_ids) <= i:
+                raise ValueError(f"soft_target: the tokenizer splits the text before {alt!r} differently")
+            if ratio > 0 and alt_ids[i] != ids[i]:
+                terms.append((i, int(alt_ids[i]), float(ratio)))
+        return terms
 
     @staticmethod
     def _through_index(text: str, spans: Sequence[tuple[int, int]] | None, offsets: Sequence[tuple[int, int]],
@@ -224,14 +258,16 @@ class Encoder:
     def encode(self, row: dict[str, Any], fmt: Format) -> Sample | None:
         """One row -> Sample (None when nothing trainable survives truncation)."""
         weights: list[float] | None = None
-        through = row.get("train_through")
-        if through is not None and not (fmt == "chat" or (fmt == "completions" and self.has_template)):
-            raise ValueError("train_through works on chat rows (and completions with a chat template)")
+        also: list[tuple[int, int, float]] = []
+        through, soft = row.get("train_through"), row.get("soft_target")
+        for key, v in (("train_through", through), ("soft_target", soft)):
+            if v is not None and not (fmt == "chat" or (fmt == "completions" and self.has_template)):
+                raise ValueError(f"{key} works on chat rows (and completions with a chat template)")
         if fmt == "chat":
-            ids, trained, stops, weights = self._chat(row["messages"], row.get("tools"), through)
+            ids, trained, stops, weights, also = self._chat(row["messages"], row.get("tools"), through, soft)
         elif fmt == "completions" and self.has_template:
             msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-            ids, trained, stops, weights = self._chat(msgs, None, through)
+            ids, trained, stops, weights, also = self._chat(msgs, None, through, soft)
         elif fmt == "completions":
             prompt_ids = self._tokens(row["prompt"], None, special=True)[0]
             done_ids = self._tokens(row["completion"], None, special=False)[0]
@@ -250,7 +286,11 @@ class Encoder:
         labels = [t if ok else IGNORE for t, ok in zip(ids, trained)]
         if weights is not None:  # an appended EOS weighs 1; weights of untrained positions are irrelevant
             weights = [w if ok else 1.0 for w, ok in zip(weights + [1.0] * (len(ids) - len(weights)), trained)]
-        sample = Sample(ids, labels, truncated, tuple(weights) if weights and any(w != 1.0 for w in weights) else None)
+        # a soft term weighs RATIO times its position's weight; only on trained, predicted positions
+        terms = tuple((i, tok, r * (weights[i] if weights else 1.0)) for i, tok, r in also
+                      if 0 < i < len(labels) and labels[i] != IGNORE)
+        weighted = bool(weights) and any(w != 1.0 for w in weights)
+        sample = Sample(ids, labels, truncated, tuple(weights) if weighted else None, terms)
         return sample if sample.n_trained else None
 
     def encode_split(self, rows: Sequence[dict[str, Any]], fmt: Format) -> EncodedSplit:

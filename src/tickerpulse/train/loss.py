@@ -115,7 +115,8 @@ def token_losses(causal_lm: Any, batch: Batch) -> torch.Tensor:
     """Unweighted fp32 cross-entropy of every trained position, in target order (evaluation only).
 
     Validation needs more than one weighted sum: the loss of the `token_weights` positions alone (the
-    label fast mode reads) is a separate early-stopping metric. Same arithmetic as `batch_loss`.
+    label fast mode reads) is a separate early-stopping metric. Same arithmetic as `batch_loss`; soft-target
+    terms are left out (a validation answer is scored on its own tokens).
     """
     hidden, head, keep = _target_hidden(causal_lm, batch)
     h, t = hidden[keep], batch.targets[keep]
@@ -129,22 +130,36 @@ def token_losses(causal_lm: Any, batch: Batch) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _loss_rows(hidden: torch.Tensor, keep: torch.Tensor, batch: Batch
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(hidden states, targets, weights or None) of every loss term: the trained positions, then the batch's
+    soft-target terms (`also_*`, packing.py), which reuse a trained position's hidden state with another token."""
+    h, t = hidden[keep], batch.targets[keep]
+    w = None if batch.weights is None else batch.weights[keep]
+    if batch.also_index is None:
+        return h, t, w
+    assert batch.also_targets is not None and batch.also_weights is not None
+    w = torch.ones(t.shape, dtype=torch.float32, device=t.device) if w is None else w
+    return (torch.cat([h, hidden.reshape(-1, hidden.shape[-1])[batch.also_index]]),
+            torch.cat([t, batch.also_targets]), torch.cat([w, batch.also_weights]))
+
+
 def batch_loss(causal_lm: Any, batch: Batch) -> torch.Tensor:
-    """Sum of (weighted) token cross-entropies over the trained positions (divide by `batch.weight_total`).
+    """Sum of (weighted) token cross-entropies over the trained positions and soft-target terms (divide by
+    `batch.weight_total`).
 
     With varlen attention (the training default) the batch's segment layout goes to the attention function.
     Otherwise, plain packed rows rely on `attention_mask=None` + reset `position_ids` + `use_cache=False`, from
     which transformers builds a block-diagonal mask (see packing.py); shared-prefix rows bring a 4-D mask.
     """
     hidden, head, keep = _target_hidden(causal_lm, batch)
+    h, targets, weights = _loss_rows(hidden, keep, batch)
     if _fusable_head(causal_lm, head):
-        weights = None if batch.weights is None else batch.weights[keep]
-        return _FrozenHeadCrossEntropy.apply(hidden[keep], head.weight, batch.targets[keep], weights)
-    logits = head(hidden[keep]).float()
+        return _FrozenHeadCrossEntropy.apply(h, head.weight, targets, weights)
+    logits = head(h).float()
     cap = _logit_softcap(causal_lm)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    if batch.weights is None:
-        return F.cross_entropy(logits, batch.targets[keep], reduction="sum")
-    ce = F.cross_entropy(logits, batch.targets[keep], reduction="none")
-    return (ce * batch.weights[keep]).sum()
+    if weights is None:
+        return F.cross_entropy(logits, targets, reduction="sum")
+    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()

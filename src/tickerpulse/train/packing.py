@@ -21,6 +21,10 @@ once per sample. It applies only when no trained token lies in the prefix or is 
 token; otherwise rows are packed plainly. `Batch.n_tokens` counts the samples' tokens (what was trained
 on); `n_computed` the positions actually run through the model.
 
+Soft targets (`Sample.also`, collate.py's `soft_target`): extra (position, token, weight) terms are listed
+as flat indices into the batch's R x L positions (`also_index`) with their tokens and weights; the loss adds
+them to the trained positions' terms, and `weight_total` counts them.
+
 Data order is a pure function of (seed, micro-batch index): epoch e uses the permutation
 `numpy.random.default_rng([seed, e])`, so resuming needs only the step count.
 """
@@ -55,7 +59,10 @@ class Batch:
     prefix_len: int = 0  # shared prefix length (0 = plain packing)
     layout: Layout | None = None  # segments for varlen attention (attention.py); replaces `mask`
     weights: torch.Tensor | None = None  # loss weight per target position (float); None = all 1
-    weight_total: float = -1.0  # sum of the weights of the trained targets (= n_targets when unweighted)
+    weight_total: float = -1.0  # sum of the weights of the trained targets and `also` terms (= n_targets when unweighted)
+    also_index: torch.Tensor | None = None  # flat positions (row * L + column) of extra soft-target terms
+    also_targets: torch.Tensor | None = None  # their tokens
+    also_weights: torch.Tensor | None = None  # their weights
 
     def __post_init__(self) -> None:
         if self.n_computed < 0:
@@ -71,9 +78,10 @@ class Batch:
         mask = None if self.mask is None else self.mask.to(device)
         layout = None if self.layout is None else self.layout.to(device)
         weights = None if self.weights is None else self.weights.to(device)
+        also = [None if t is None else t.to(device) for t in (self.also_index, self.also_targets, self.also_weights)]
         return Batch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device), self.rows,
                      self.n_tokens, self.n_targets, self.n_computed, mask, self.prefix_len, layout, weights,
-                     self.weight_total)
+                     self.weight_total, *also)
 
 
 def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
@@ -129,6 +137,27 @@ def _put_weights(wt: torch.Tensor | None, r: int, at: int, s: Sample, start: int
     return float(sum(x for x, t in zip(w, shifted) if t != IGNORE))
 
 
+class _Also:
+    """Collects the chosen samples' soft-target terms as flat batch positions (see the module docstring)."""
+
+    def __init__(self, width: int):
+        self.width, self.index, self.tokens, self.weights = width, [], [], []  # type: ignore[var-annotated]
+
+    def put(self, r: int, at: int, s: Sample, start: int) -> float:
+        """Terms of sample `s` placed at column `at` of row `r` from its token `start` on; returns their weight."""
+        for i, tok, w in s.also:  # label index i is predicted from position i - 1
+            self.index.append(r * self.width + at + i - start - 1)
+            self.tokens.append(tok)
+            self.weights.append(w)
+        return float(sum(w for _, _, w in s.also))
+
+    def tensors(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        if not self.index:
+            return None, None, None
+        return (torch.tensor(self.index, dtype=torch.long), torch.tensor(self.tokens, dtype=torch.long),
+                torch.tensor(self.weights, dtype=torch.float32))
+
+
 def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_length: int, pad_id: int,
                packing: bool = True, share_prefix: bool = False, varlen: bool = False) -> Batch:
     """Collate `samples[indices]` into one padded (packed) micro-batch (see the module docstring).
@@ -152,6 +181,7 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
     pos = torch.zeros((n_rows, width), dtype=torch.long)
     tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
     wt = _weights(chosen, (n_rows, width))
+    also = _Also(width)
     n_tokens = n_targets = 0
     w_total = 0.0
     segments: list[tuple[int, int]] = []
@@ -166,14 +196,14 @@ def make_batch(samples: Sequence[Sample], indices: Sequence[int], *, max_seq_len
             shifted = s.labels[1:] + [IGNORE]
             tgt[r, at : at + n] = torch.tensor(shifted)
             n_targets += sum(1 for t in shifted if t != IGNORE)
-            w_total += _put_weights(wt, r, at, s, 0)
+            w_total += _put_weights(wt, r, at, s, 0) + also.put(r, at, s, 0)
             at += n
         n_tokens += at
         if at < width:  # padding is its own block: positions restart, nothing trained
             pos[r, at:] = torch.arange(width - at)
     rows = [[indices[k] for k in row] for row in local_rows]
     layout = build_layout(segments, None) if varlen else None
-    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, layout=layout, weights=wt, weight_total=w_total)
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, -1, None, 0, layout, wt, w_total, *also.tensors())
 
 
 def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: int, max_seq_length: int,
@@ -189,6 +219,7 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
     tgt = torch.full((n_rows, width), IGNORE, dtype=torch.long)
     mask = None if varlen else torch.zeros((n_rows, 1, width, width), dtype=torch.bool)
     wt = _weights(chosen, (n_rows, width))
+    also = _Also(width)
     w_total = 0.0
     segments: list[tuple[int, int]] = []
     causal_p = torch.ones(p, p, dtype=torch.bool).tril()
@@ -207,7 +238,7 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
             shifted = s.labels[p + 1 :] + [IGNORE]
             tgt[r, at : at + n] = torch.tensor(shifted)
             n_targets += sum(1 for t in shifted if t != IGNORE)
-            w_total += _put_weights(wt, r, at, s, p)
+            w_total += _put_weights(wt, r, at, s, p) + also.put(r, at, s, p)
             segments.append((r * width + at, n))
             if mask is not None:
                 mask[r, 0, at : at + n, :p] = True
@@ -221,7 +252,7 @@ def _shared_prefix_batch(chosen: Sequence[Sample], indices: Sequence[int], p: in
     rows = [[indices[k] for k in row] for row in local_rows]
     n_tokens = sum(len(s) for s in chosen)
     layout = build_layout(segments, (0, p)) if varlen else None
-    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, n_computed, mask, p, layout, wt, w_total)
+    return Batch(ids, pos, tgt, rows, n_tokens, n_targets, n_computed, mask, p, layout, wt, w_total, *also.tensors())
 
 
 class BatchPlan:

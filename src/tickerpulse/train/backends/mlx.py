@@ -13,7 +13,7 @@ assistant turn / the completion only), rendered with the model's own chat templa
 
 Limitations (errors, not silent fallbacks): fine_tune_type lora only (DoRA / full / QLoRA: use the torch
 backend), no exact `resume` (start from weights with `resume_adapter_file`), no
-`token_weights` or `train_through` rows, no `length_group_batches` (mlx-lm's batches are length-sorted already).
+`token_weights`, `train_through` or `soft_target` rows, no `length_group_batches` (mlx-lm's batches are length-sorted already).
 `grad_checkpoint` is mlx-lm's (the block class recomputes its activations in backward; restored after the run).
 `time_budget` works as on torch.
 """
@@ -252,10 +252,11 @@ def train(cfg: TrainConfig, argv: list[str] | None = None, budget_fit: BudgetFit
     rows = {"train": _load_split(cfg, "train", cfg.train), "valid": _load_split(cfg, "valid", False),
             "test": _load_split(cfg, "test", cfg.test)}
     for split, split_rows in rows.items():
-        n = next((i for i, r in enumerate(split_rows or [], 1) if "train_through" in r), None)
-        if n is not None:
-            raise ConfigError(f"backend mlx: {split} row {n} has train_through, which mlx-lm's datasets cannot cut "
-                              "(use backend: torch)")
+        for key, why in (("train_through", "cannot cut"), ("soft_target", "cannot train")):
+            n = next((i for i, r in enumerate(split_rows or [], 1) if key in r), None)
+            if n is not None:
+                raise ConfigError(f"backend mlx: {split} row {n} has {key}, which mlx-lm's datasets {why} "
+                                  "(use backend: torch)")
     sets = {k: _dataset(v, tokenizer, cfg.mask_prompt, cfg.max_seq_length) if v else None for k, v in rows.items()}
     for split, ds in sets.items():
         if ds is not None and len(ds) < cfg.batch_size and (split != "train" or cfg.train):

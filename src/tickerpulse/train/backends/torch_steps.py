@@ -84,16 +84,17 @@ def validation_losses(causal_lm: Any, batches: Sequence[Batch], device: str) -> 
     n = n_marked = 0
     for b in batches:
         b = b.to(device)
-        ce = token_losses(causal_lm, b)
+        ce = token_losses(causal_lm, b)  # trained positions only: soft-target terms are not scored
         if b.weights is None:
             total += ce.sum().item()
+            wsum += b.n_targets
         else:
             w = b.weights[b.targets != IGNORE]
             total += (ce * w).sum().item()
+            wsum += w.sum().item()
             sel = w != 1.0
             marked += ce[sel].sum().item()
             n_marked += int(sel.sum().item())
-        wsum += b.weight_total
         n += b.n_targets
     causal_lm.train(was_training)
     return ValLosses(total / wsum if wsum else math.nan, n, marked / n_marked if n_marked else math.nan, n_marked)
