@@ -200,7 +200,7 @@ class Encoder:
     def _soft_terms(self, text: str, spans: Sequence[tuple[int, int]] | None, offsets: Sequence[tuple[int, int]],
                     ids: Sequence[int], soft: dict[str, Any]) -> list[tuple[int, int, float]]:
         """`soft_target` -> [(index of the token after `after`, first token of ALT there, RATIO)]."""
-        after, also = soft.get("after") if isinstance(soft, dict) else None, soft.get("also") if isinstance(soft, dict) else None
+        after, also = (soft.get("after"), soft.get("also")) if isinstance(soft, dict) else (None, None)
         if not isinstance(after, str) or not after or not isinstance(also, dict) or not spans:
             raise ValueError("soft_target needs {'after': non-empty text, 'also': {text: ratio}} and an assistant turn")
         a, b = spans[-1]
@@ -213,7 +213,8 @@ class Encoder:
             raise ValueError(f"soft_target: no token starts right after {after!r}")
         terms = []
         for alt, ratio in also.items():
-            if not isinstance(alt, str) or not alt or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1e3:
+            if (not isinstance(alt, str) or not alt or isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                    or not 0 <= ratio <= 1e3):
                 raise ValueError(f"soft_target: {alt!r}: {ratio!r} is not a text with a ratio in [0, 1000]")
             alt_ids = self.tok(text[:end] + alt, add_special_tokens=False)["input_ids"]
             if list(alt_ids[:i]) != list(ids[:i]) or len(alt_ids) <= i:
