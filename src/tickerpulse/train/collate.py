@@ -95,6 +95,15 @@ def stop_token_ids(tokenizer: Any, model_dir: str | None = None) -> set[int]:
     return ids
 
 
+def _end_in_answer(text: str, spans: Sequence[tuple[int, int]], marker: str, key: str) -> int:
+    """Character offset right after the last occurrence of `marker` in the final assistant turn."""
+    a, b = spans[-1]
+    at = text.rfind(marker, a, b)
+    if at < 0:
+        raise ValueError(f"{key} {marker!r} does not occur in the last assistant turn")
+    return at + len(marker)
+
+
 class Encoder:
     """Tokenizes rows of one format into `Sample`s.
 
@@ -203,12 +212,8 @@ class Encoder:
         after, also = (soft.get("after"), soft.get("also")) if isinstance(soft, dict) else (None, None)
         if not isinstance(after, str) or not after or not isinstance(also, dict) or not spans:
             raise ValueError("soft_target needs {'after': non-empty text, 'also': {text: ratio}} and an assistant turn")
-        a, b = spans[-1]
-        at = text.rfind(after, a, b)
-        if at < 0:
-            raise ValueError(f"soft_target after {after!r} does not occur in the last assistant turn")
-        end = at + len(after)
-        i = next((k for k, (s, e) in enumerate(offsets) if s <= end < e and s >= a), None)
+        end = _end_in_answer(text, spans, after, "soft_target after")
+        i = next((k for k, (s, e) in enumerate(offsets) if s <= end < e), None)
         if i is None or offsets[i][0] != end:
             raise ValueError(f"soft_target: no token starts right after {after!r}")
         terms = []
@@ -229,11 +234,7 @@ class Encoder:
         """Index of the token holding the last character of `through` in the final assistant turn."""
         if not through or not spans:
             raise ValueError("train_through needs a non-empty text and an assistant turn to cut")
-        a, b = spans[-1]
-        at = text.rfind(through, a, b)
-        if at < 0:
-            raise ValueError(f"train_through {through!r} does not occur in the last assistant turn")
-        last = at + len(through) - 1
+        last = _end_in_answer(text, spans, through, "train_through") - 1
         return next(i for i, (s, e) in enumerate(offsets) if s <= last < e)
 
     def _position_weights(self, text: str, spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[int, int]]

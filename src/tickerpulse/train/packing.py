@@ -141,7 +141,10 @@ class _Also:
     """Collects the chosen samples' soft-target terms as flat batch positions (see the module docstring)."""
 
     def __init__(self, width: int):
-        self.width, self.index, self.tokens, self.weights = width, [], [], []  # type: ignore[var-annotated]
+        self.width = width
+        self.index: list[int] = []
+        self.tokens: list[int] = []
+        self.weights: list[float] = []
 
     def put(self, r: int, at: int, s: Sample, start: int) -> float:
         """Terms of sample `s` placed at column `at` of row `r` from its token `start` on; returns their weight."""
