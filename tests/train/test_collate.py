@@ -186,12 +186,17 @@ def test_token_weights_mark_the_token_after_the_marker_in_answers_only(tokenizer
         Encoder(tok, token_weights=[("", 2.0)])
 
 
-def test_train_through_cuts_the_answer_after_the_marked_text(tokenizers):
+def label_weighted(tokenizers, user: str, label: str, score: float):
+    """(tokenizer, stop ids, a chat row whose user turn quotes the label marker, an Encoder weighting the
+    answer's label token 8x)."""
     tok, stops = tokenizers["chatml"]
-    answer = '{"ticker": "AAPL", "sentiment": "negative", "score": -0.7, "reasoning": ""}'
-    row = {"messages": [{"role": "user", "content": 'Is "sentiment": "negative" bad?'},
-                        {"role": "assistant", "content": answer}]}
-    enc = Encoder(tok, max_seq_length=512, stop_ids=stops, token_weights=[('"sentiment": "', 8.0)])
+    answer = f'{{"ticker": "AAPL", "sentiment": "{label}", "score": {score}, "reasoning": ""}}'
+    row = {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+    return tok, stops, row, Encoder(tok, max_seq_length=512, stop_ids=stops, token_weights=[('"sentiment": "', 8.0)])
+
+
+def test_train_through_cuts_the_answer_after_the_marked_text(tokenizers):
+    tok, stops, row, enc = label_weighted(tokenizers, 'Is "sentiment": "negative" bad?', "negative", -0.7)
     full = enc.encode(row, "chat")
     cut = enc.encode({**row, "train_through": '"sentiment": "negative"'}, "chat")
     # a prefix of the full sample, ending in the token that closes the label (the user turn's copy is prompt)
@@ -208,11 +213,7 @@ def test_train_through_cuts_the_answer_after_the_marked_text(tokenizers):
 
 
 def test_soft_target_adds_the_other_labels_at_the_label_position(tokenizers):
-    tok, stops = tokenizers["chatml"]
-    answer = '{"ticker": "AAPL", "sentiment": "positive", "score": 0.3, "reasoning": ""}'
-    row = {"messages": [{"role": "user", "content": '$AAPL edges up. "sentiment": "negative"?'},
-                        {"role": "assistant", "content": answer}]}
-    enc = Encoder(tok, max_seq_length=512, stop_ids=stops, token_weights=[('"sentiment": "', 8.0)])
+    tok, _, row, enc = label_weighted(tokenizers, '$AAPL edges up. "sentiment": "negative"?', "positive", 0.3)
     hard = enc.encode(row, "chat")
     soft = enc.encode({**row, "soft_target": {"after": '"sentiment": "', "also": {"neutral": 0.5, "negative": 0}}},
                       "chat")
