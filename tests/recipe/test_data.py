@@ -172,7 +172,8 @@ def test_agreeing_questions_caps_only_paragraphs_whose_entities_agree() -> None:
 @pytest.mark.parametrize("label,score", [("positive", 0.3), ("positive", 0.9), ("negative", -0.45), ("neutral", 0.05),
                                          ("neutral", -0.08)])
 def test_soft_label_makes_the_label_margin_follow_the_score(label: str, score: float) -> None:
-    from tickerpulse.recipe.sentiment import LABEL_AFTER, soft_label
+    from tickerpulse.recipe.sentiment import soft_label
+    from tickerpulse.task.contract import LABEL_AFTER
 
     answer = {"ticker": "X", "target": "X", "sentiment": label, "score": score, "reasoning": ""}
     row = {"messages": [{"role": "user", "content": "t"}, {"role": "assistant", "content": json.dumps(answer)}],

@@ -26,6 +26,7 @@ from tickerpulse.models.loading import cpu_supports_bf16, write_serving_dtype
 from tickerpulse.recipe.card import FAST, FREE, REASON
 from tickerpulse.recipe.config import CHAT_SOURCES, DATASETS, ENTITY_DATASET, TRAIN_SETS, RecipeConfig
 from tickerpulse.recipe.data import assemble, read_data, split_stats, write_records
+from tickerpulse.task.contract import LABEL_AFTER
 from tickerpulse.task.questions import Question
 
 Log = Callable[[str], None]
@@ -201,9 +202,6 @@ def _cut_after_label(row: dict[str, Any]) -> dict[str, Any]:
     """Train this row's answer only through its label (see `full_answer_share`)."""
     ans = json.loads(row["messages"][-1]["content"])
     return {**row, "train_through": f'{LABEL_AFTER}{ans["sentiment"]}"'}
-
-
-LABEL_AFTER = '"sentiment": "'  # the answer text right before the label token fast mode reads
 
 
 def soft_label(row: dict[str, Any], share: float) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tickerpulse.task.marking import mark_target, unmark
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
+LABEL_AFTER = '"sentiment": "'  # the answer text right before the label token fast mode reads
 Label = Literal["negative", "neutral", "positive"]
 DEFAULT_PROMPT = "sentiment-v3"
 MAX_REASONING_CHARS = 400
@@ -232,7 +233,7 @@ def answer_prefix(target: str | None, version: str = DEFAULT_PROMPT) -> str:
     """The assistant text up to the label, for label-token scoring (fast mode) and constrained decoding."""
     shown, ticker = resolve_target(target)
     head = '{"target": ' + json.dumps(shown, ensure_ascii=False) + ", " if load_prompt(version)["answer_target"] else "{"
-    return head + '"ticker": ' + json.dumps(ticker) + ', "sentiment": "'
+    return head + '"ticker": ' + json.dumps(ticker) + ", " + LABEL_AFTER
 
 
 _OBJ_RE = re.compile(r"\{.*\}", re.S)
