@@ -372,3 +372,50 @@ def test_soft_target_loss_adds_the_other_tokens_cross_entropy(tiny_and_tok):
     model.zero_grad(set_to_none=True)
     batch_loss(model, b_soft).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma3(smollm2_path):
+    """A small randomly initialised Gemma 3 text model (local sliding-window layers and a global one) with
+    SmolLM2's tokenizer: Gemma 3's own attention code, its window passed to the attention function."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+                           sliding_window=16, max_position_embeddings=4096,
+                           layer_types=["sliding_attention"] * 3 + ["full_attention"])
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg).float().eval()
+    model.set_attn_implementation("sdpa")
+    return model, load_tokenizer(smollm2_path)
+
+
+@pytest.mark.parametrize("window", [16, 200])
+def test_varlen_applies_a_sliding_window_exactly(tiny_gemma3, window, one_thread):
+    """Gemma 3's local layers see only keys less than a window back. Varlen with a shared prefix gives each
+    sample the logits it gets alone through transformers' own sliding-window attention: a window shorter
+    than the prefix (16 of ~125 tokens) and one between the prefix and prefix + sample (200)."""
+    import copy
+
+    model, tok = tiny_gemma3
+    model = copy.deepcopy(model)
+    for layer in model.model.layers:
+        if layer.self_attn.sliding_window is not None:
+            layer.self_attn.sliding_window = window
+    model.config.sliding_window = window
+    samples = sentiment_samples(tok, MANY)
+    alone = {}
+    with torch.no_grad():
+        for k, s in enumerate(samples):
+            alone[k] = model(input_ids=torch.tensor([s.input_ids]), use_cache=False).logits[0]
+    assert enable_varlen(model, 1024) and uses_varlen(model)
+    order = list(range(len(samples)))
+    batch = batch_of(model, samples, order, share_prefix=True)
+    assert batch.prefix_len > 16 and max(len(s) for s in samples) > 200 >= batch.prefix_len
+    shared = per_sample(model, samples, order, share_prefix=True)
+    for k in order:
+        torch.testing.assert_close(shared[k], alone[k], atol=1e-4, rtol=0)
+    full = copy.deepcopy(model)  # negative control: without the window the answer differs
+    for layer in full.model.layers:
+        layer.self_attn.sliding_window = None
+    assert not torch.allclose(per_sample(full, samples, [4])[4], alone[4], atol=1e-4)

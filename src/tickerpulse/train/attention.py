@@ -11,8 +11,10 @@ alone (tests/train/test_packing.py checks logits and gradients against that).
 It is registered with transformers' `AttentionInterface` under `tickerpulse_varlen` and switched on for the
 training model only. The batch layout reaches it as the `tp_layout` keyword that transformers passes from
 the model's forward down to the attention function; a call without it (e.g. generation) falls back to SDPA.
-Models with a sliding window shorter than the rows or with attention-logit softcapping keep their own
-attention (the layout would bypass those).
+Sliding-window layers (Gemma 3's local layers) pass their window, and a segment attends only to keys less
+than a window behind it, counted in the positions it would have alone (prefix then own tokens): when the
+prefix and the longest segment fit in the window, as chat samples usually do, nothing changes. Models with
+attention-logit softcapping or bidirectional attention keep their own attention (the layout would bypass those).
 """
 
 from __future__ import annotations
@@ -90,11 +92,21 @@ def _segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     return probs.to(v.dtype) @ v
 
 
+def window_mask(n: int, p: int, window: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(n, p + n) bool: may query i of a segment (position p + i) attend to key j (prefix positions 0..p-1,
+    then the segment's p..p+n-1)? Causal, and less than `window` positions back (transformers' sliding window:
+    kv > q - window)."""
+    q = torch.arange(p, p + n, device=device)[:, None]
+    k = torch.cat([torch.arange(p, device=device), torch.arange(p, p + n, device=device)])[None, :]
+    return (k <= q) & (k > q - window)
+
+
 def varlen_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                      **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers attention function: (B, H, L, D) inputs -> ((B, L, H, D) output, None)."""
     layout: Layout | None = kwargs.pop(LAYOUT_KW, None)
+    window: int | None = kwargs.get("sliding_window")
     if layout is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -114,8 +126,12 @@ def varlen_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
         g = x.index_select(0, index.reshape(-1)).view(kk, n, x.shape[1], d).transpose(1, 2)
         return g.repeat_interleave(rep, dim=1) if x.shape[1] != h else g
 
+    p = layout.prefix.numel()
+    mask = layout.mask
+    if window is not None and p + nq > window:  # some key lies a window or more behind its query
+        mask = window_mask(nq, p, window, q.device).expand(kk, 1, nq, nk)
     qs, ks, vs = gather(q, layout.query_index, nq), gather(k, layout.key_index, nk), gather(v, layout.key_index, nk)
-    seg = _segment_attention(qs, ks, vs, layout.mask, scaling if scaling is not None else d ** -0.5, dropout)
+    seg = _segment_attention(qs, ks, vs, mask, scaling if scaling is not None else d ** -0.5, dropout)
     seg = seg.transpose(1, 2).reshape(kk * nq, h, d).index_select(0, layout.valid_flat)  # (tokens, H, D)
     index = layout.query_index.reshape(-1).index_select(0, layout.valid_flat)
     out = q.new_zeros(b * length, h, d)
@@ -124,8 +140,12 @@ def varlen_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
         qp, kp, vp = (x.index_select(0, pi).transpose(0, 1)[None] for x in (q, k, v))  # (1, heads, p, D)
         if rep > 1:
             kp, vp = kp.repeat_interleave(rep, dim=1), vp.repeat_interleave(rep, dim=1)
-        pre = torch.nn.functional.scaled_dot_product_attention(qp, kp, vp, dropout_p=dropout, scale=scaling,
-                                                               is_causal=True)
+        if window is not None and p > window:
+            pre = torch.nn.functional.scaled_dot_product_attention(
+                qp, kp, vp, attn_mask=window_mask(p, 0, window, q.device), dropout_p=dropout, scale=scaling)
+        else:
+            pre = torch.nn.functional.scaled_dot_product_attention(qp, kp, vp, dropout_p=dropout, scale=scaling,
+                                                                   is_causal=True)
         out = out.index_copy(0, pi, pre[0].transpose(0, 1))
     out = out.index_copy(0, index, seg)
     return out.reshape(b, length, h, d), None
@@ -136,12 +156,23 @@ def _text_config(cfg: Any) -> Any:
 
 
 def supports_varlen(causal_lm: Any, max_seq_length: int) -> bool:
-    """sdpa/eager models without a short sliding window or attention softcapping."""
+    """Causal sdpa/eager models without attention softcapping; a sliding window shorter than the rows is fine
+    when its layers pass it to the attention function (`sliding_window`, as Gemma 3's do), since varlen applies
+    it per segment."""
     cfg = _text_config(getattr(causal_lm, "config", None))
     impl = getattr(cfg, "_attn_implementation", None)
     window = getattr(cfg, "sliding_window", None)
-    return (impl in ("sdpa", "eager", NAME) and (window is None or window >= max_seq_length)
-            and not getattr(cfg, "attn_logit_softcapping", None))
+    window_ok = window is None or window >= max_seq_length or _passes_window(causal_lm)
+    return (impl in ("sdpa", "eager", NAME) and window_ok and not getattr(cfg, "attn_logit_softcapping", None)
+            and not getattr(cfg, "use_bidirectional_attention", False))
+
+
+def _passes_window(causal_lm: Any) -> bool:
+    """Every attention module with a sliding window exposes it as `sliding_window` (transformers passes that
+    attribute to the attention function; a model that keeps its window elsewhere is not trusted here)."""
+    windows = [getattr(m, "sliding_window", None) for name, m in causal_lm.named_modules()
+               if name.endswith("self_attn")]
+    return bool(windows) and any(w is not None for w in windows)
 
 
 def enable_varlen(causal_lm: Any, max_seq_length: int) -> bool:
