@@ -1,6 +1,6 @@
 """Training throughput: tickerpulse's torch backend vs the usual HF recipe (transformers Trainer + PEFT).
 
-Same model (smollm2-135m), same data (sentiment chat rows built from ../shared/data twitter train), same
+Same model (smollm2-135m, or `--model gemma3-270m`), same data (sentiment chat rows built from ../shared/data twitter train), same
 tokenization and labels (prompt masked, <|im_end|> trained), same LoRA (r=8, alpha=16, every linear layer of
 every block), same batch size and max_seq_length 512. The HF recipe pads each batch to its longest sample
 (DataCollatorForSeq2Seq) and computes fp32 logits for every position, as the Trainer does by default.
@@ -8,6 +8,7 @@ Each variant runs in its own process so its peak RSS is its own.
 
     python bench/train_throughput.py                 # hf + ours, 16 steps of 8 samples each
     python bench/train_throughput.py --variants hf,ours,ours-fp32 --steps 32
+    python bench/train_throughput.py --model gemma3-270m --variants hf-bf16,ours   # sliding-window layers
 
 Prints non-pad tokens/s, peak RSS and the ratio; writes JSON to bench/results/.
 The machine may be shared: the JSON records the load average before and after each variant.
@@ -55,7 +56,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_hf(data: Path, steps: int, batch: int, seed: int, bf16: bool = False) -> dict:
+def run_hf(model_name: str, data: Path, steps: int, batch: int, seed: int, bf16: bool = False) -> dict:
     """transformers Trainer + PEFT LoRA, fp32, padding to the longest sample of each batch."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -66,7 +67,7 @@ def run_hf(data: Path, steps: int, batch: int, seed: int, bf16: bool = False) ->
     from tickerpulse.models.loading import load_tokenizer
     from tickerpulse.train.collate import Encoder
 
-    path = resolve("smollm2-135m")
+    path = resolve(model_name)
     tok = load_tokenizer(path)
     rows, fmt = load_jsonl(data / "train.jsonl")
     samples = Encoder(tok, max_seq_length=SEQ).encode_split(rows, fmt).samples
@@ -97,12 +98,12 @@ def run_hf(data: Path, steps: int, batch: int, seed: int, bf16: bool = False) ->
             "padding_waste": 1 - counted["tokens"] / max(counted["computed"], 1), "final_loss": out.training_loss}
 
 
-def run_ours(data: Path, steps: int, batch: int, seed: int, dtype: str) -> dict:
+def run_ours(model_name: str, data: Path, steps: int, batch: int, seed: int, dtype: str) -> dict:
     from tickerpulse.train.api import resolve_config, train
 
     run = data / f"ours-{dtype}"
     cfg = resolve_config(None, {
-        "model": "smollm2-135m", "data": str(data), "adapter_path": str(run), "iters": steps, "batch_size": batch,
+        "model": model_name, "data": str(data), "adapter_path": str(run), "iters": steps, "batch_size": batch,
         "num_layers": -1, "max_seq_length": SEQ, "learning_rate": 2e-4, "dtype": dtype, "seed": seed,
         "lora_parameters": {"rank": RANK, "alpha": ALPHA, "dropout": 0.0, "keys": ["all-linear"]},
         "steps_per_report": max(1, steps // 4), "steps_per_eval": 10**6, "save_every": 10**6,
@@ -113,7 +114,7 @@ def run_ours(data: Path, steps: int, batch: int, seed: int, dtype: str) -> dict:
             "final_loss": None}
 
 
-def worker(variant: str, data: Path, steps: int, batch: int, seed: int, threads: int) -> None:
+def worker(variant: str, model_name: str, data: Path, steps: int, batch: int, seed: int, threads: int) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
@@ -121,13 +122,13 @@ def worker(variant: str, data: Path, steps: int, batch: int, seed: int, threads:
         torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
     if variant == "hf":
-        res = run_hf(data, steps, batch, seed)
+        res = run_hf(model_name, data, steps, batch, seed)
     elif variant == "hf-bf16":
-        res = run_hf(data, steps, batch, seed, bf16=True)
+        res = run_hf(model_name, data, steps, batch, seed, bf16=True)
     elif variant == "ours":
-        res = run_ours(data, steps, batch, seed, "auto")
+        res = run_ours(model_name, data, steps, batch, seed, "auto")
     elif variant == "ours-fp32":
-        res = run_ours(data, steps, batch, seed, "float32")
+        res = run_ours(model_name, data, steps, batch, seed, "float32")
     else:
         sys.exit(f"unknown variant {variant}")
     res.update(variant=variant, peak_rss_mb=round(peak_rss_mb(), 1), threads=torch.get_num_threads(),
@@ -137,6 +138,7 @@ def worker(variant: str, data: Path, steps: int, batch: int, seed: int, threads:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m", help="built-in name or local HF folder, for both sides")
     ap.add_argument("--variants", default="hf,ours", help="comma-separated: hf, hf-bf16, ours, ours-fp32")
     ap.add_argument("--rows", type=int, default=256, help="chat rows built from the twitter train split")
     ap.add_argument("--steps", type=int, default=16, help="optimizer steps per variant")
@@ -148,7 +150,7 @@ def main() -> None:
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, Path(args.data), args.steps, args.batch_size, args.seed, args.threads)
+        worker(args.worker, args.model, Path(args.data), args.steps, args.batch_size, args.seed, args.threads)
         return
 
     results = {}
@@ -156,7 +158,8 @@ def main() -> None:
         data = build_data(args.rows, Path(tmp) / "data")
         for variant in args.variants.split(","):
             print(f"== {variant}: {args.steps} steps x {args.batch_size} samples, seq {SEQ}", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--worker", variant, "--data", str(data),
+            proc = subprocess.run([sys.executable, __file__, "--worker", variant, "--model", args.model,
+                                   "--data", str(data),
                                    "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                                    "--seed", str(args.seed), "--threads", str(args.threads)],
                                   capture_output=True, text=True)
@@ -168,7 +171,7 @@ def main() -> None:
             print(f"   {r['tokens_per_sec']:.1f} non-pad tokens/s, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"padding {100 * r['padding_waste']:.1f}%, load avg {r['load_avg_before']:.1f}->"
                   f"{r['load_avg_after']:.1f}", flush=True)
-    report = {"model": "smollm2-135m", "rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
+    report = {"model": args.model, "rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
               "threads": args.threads or "torch default",
               "max_seq_length": SEQ, "lora": {"rank": RANK, "alpha": ALPHA, "targets": "all-linear, all blocks"},
               "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
