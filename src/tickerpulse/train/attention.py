@@ -168,8 +168,9 @@ def supports_varlen(causal_lm: Any, max_seq_length: int) -> bool:
 
 
 def _passes_window(causal_lm: Any) -> bool:
-    """Every attention module with a sliding window exposes it as `sliding_window` (transformers passes that
-    attribute to the attention function; a model that keeps its window elsewhere is not trusted here)."""
+    """The attention modules hold their window as `sliding_window` and pass it to the attention function
+    (Gemma 3, Qwen 2); a model whose window lives only in its config (Mistral reads `config.sliding_window`
+    at call time) keeps its own attention."""
     windows = [getattr(m, "sliding_window", None) for name, m in causal_lm.named_modules()
                if name.endswith("self_attn")]
     return bool(windows) and any(w is not None for w in windows)
