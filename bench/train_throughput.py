@@ -1,9 +1,10 @@
 """Training throughput: tickerpulse's torch backend vs the usual HF recipe (transformers Trainer + PEFT).
 
-Same model (smollm2-135m, or `--model gemma3-270m`), same data (sentiment chat rows built from ../shared/data twitter train), same
-tokenization and labels (prompt masked, <|im_end|> trained), same LoRA (r=8, alpha=16, every linear layer of
-every block), same batch size and max_seq_length 512. The HF recipe pads each batch to its longest sample
-(DataCollatorForSeq2Seq) and computes fp32 logits for every position, as the Trainer does by default.
+Same model (smollm2-135m, or `--model gemma3-270m`), same data (sentiment chat rows built from ../shared/data
+twitter train), same tokenization and labels (prompt masked, the end-of-turn token trained), same LoRA (r=8,
+alpha=16, every linear layer of every block), same batch size and max_seq_length 512. The HF recipe pads each
+batch to its longest sample (DataCollatorForSeq2Seq) and computes fp32 logits for every position, as the
+Trainer does by default.
 Each variant runs in its own process so its peak RSS is its own.
 
     python bench/train_throughput.py                 # hf + ours, 16 steps of 8 samples each

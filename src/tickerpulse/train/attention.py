@@ -97,7 +97,7 @@ def window_mask(n: int, p: int, window: int, device: torch.device | str | None =
     then the segment's p..p+n-1)? Causal, and less than `window` positions back (transformers' sliding window:
     kv > q - window)."""
     q = torch.arange(p, p + n, device=device)[:, None]
-    k = torch.cat([torch.arange(p, device=device), torch.arange(p, p + n, device=device)])[None, :]
+    k = torch.arange(p + n, device=device)[None, :]  # prefix keys then the segment's: positions 0..p+n-1
     return (k <= q) & (k > q - window)
 
 
@@ -128,7 +128,7 @@ def varlen_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
 
     p = layout.prefix.numel()
     mask = layout.mask
-    if window is not None and p + nq > window:  # some key lies a window or more behind its query
+    if window is not None and nk > window:  # some key (prefix + segment) lies a window or more behind its query
         mask = window_mask(nq, p, window, q.device).expand(kk, 1, nq, nk)
     qs, ks, vs = gather(q, layout.query_index, nq), gather(k, layout.key_index, nk), gather(v, layout.key_index, nk)
     seg = _segment_attention(qs, ks, vs, mask, scaling if scaling is not None else d ** -0.5, dropout)
@@ -140,12 +140,9 @@ def varlen_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
         qp, kp, vp = (x.index_select(0, pi).transpose(0, 1)[None] for x in (q, k, v))  # (1, heads, p, D)
         if rep > 1:
             kp, vp = kp.repeat_interleave(rep, dim=1), vp.repeat_interleave(rep, dim=1)
-        if window is not None and p > window:
-            pre = torch.nn.functional.scaled_dot_product_attention(
-                qp, kp, vp, attn_mask=window_mask(p, 0, window, q.device), dropout_p=dropout, scale=scaling)
-        else:
-            pre = torch.nn.functional.scaled_dot_product_attention(qp, kp, vp, dropout_p=dropout, scale=scaling,
-                                                                   is_causal=True)
+        pre_mask = window_mask(p, 0, window, q.device) if window is not None and p > window else None
+        pre = torch.nn.functional.scaled_dot_product_attention(qp, kp, vp, attn_mask=pre_mask, dropout_p=dropout,
+                                                               scale=scaling, is_causal=pre_mask is None)
         out = out.index_copy(0, pi, pre[0].transpose(0, 1))
     out = out.index_copy(0, index, seg)
     return out.reshape(b, length, h, d), None
