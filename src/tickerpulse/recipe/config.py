@@ -74,6 +74,11 @@ class SplitConfig(StrictModel):
     conflict_repeat: int = Field(1, ge=1, le=8, description="FinEntity train questions from paragraphs whose "
                                  "entities differ in gold label (~190 of ~1,100) trained this many times: the "
                                  "questions where copying the paragraph's mood to every entity is wrong.")
+    renamed_copies: int = Field(0, ge=0, le=8, description="Renamed copies of each FinEntity train paragraph "
+                                "whose entities differ in gold label (`recipe.renames`: its companies swapped for "
+                                "other listed ones, each entity asked with its own gold), added to the train "
+                                "questions; unlike `conflict_repeat`'s identical copies, a copy cannot be answered "
+                                "from memory of the names.")
     agreeing_questions: int | None = Field(None, ge=1, description="FinEntity train paragraphs that name several "
                                            "entities, all with one label: ask about at most this many of them "
                                            "(a seeded choice; null = every entity). Off: one per paragraph lost "

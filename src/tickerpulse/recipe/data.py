@@ -31,12 +31,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tickerpulse.data.finentity import paragraph_id, split_paragraphs, target_records
+from tickerpulse.data.finentity import paragraph_id, paragraph_kind, split_paragraphs, target_records
 from tickerpulse.data.readers import read_records
 from tickerpulse.data.records import Record, write_jsonl
 from tickerpulse.data.split import group_keys, normalize_text, sample, split_groups
 from tickerpulse.recipe.bystanders import bystander_records
 from tickerpulse.recipe.pairs import paragraph_pairs, target_pairs
+from tickerpulse.recipe.renames import renamed_copies
 from tickerpulse.recipe.config import ENTITY_DATASET, PAIRS, SplitConfig
 
 SOURCES = {
@@ -123,7 +124,9 @@ def _finentity(shared: Path, cfg: SplitConfig, seed: int) -> tuple[dict[str, lis
         paragraphs = [paragraphs[i] for i in sorted(random.Random(seed).sample(
             range(len(paragraphs)), min(cfg.limit_per_dataset, len(paragraphs))))]
     parts = split_paragraphs(paragraphs, cfg.valid_fraction, cfg.test_fraction, seed)
-    train = _cap_agreeing(target_records(parts["train"])[0], cfg.agreeing_questions, seed)
+    conflict = [p for p in parts["train"] if paragraph_kind(p) == "conflict"]
+    renamed = renamed_copies(conflict, cfg.renamed_copies, seed)
+    train = _cap_agreeing(target_records(parts["train"] + renamed)[0], cfg.agreeing_questions, seed)
     return {"train": train, "valid": target_records(parts["valid"])[0], "test": parts["test"]}, parts["train"]
 
 

@@ -100,6 +100,18 @@ def name_table() -> dict[tuple[str, ...], Name]:
     return out
 
 
+def company_names() -> list[tuple[str, str]]:
+    """(name, symbol) of every listed company in names.txt (coins left out) that aliases.txt does not flag as
+    an everyday word or block: names a text may use for a company."""
+    table = name_table()
+    out = []
+    for name, symbol, source, *_ in _read("names.txt"):
+        entry = table.get(tuple(map(_key, _tokens(name))))
+        if source.startswith("index:") and not (entry and (entry.everyday or entry.symbol == BLOCKED)):
+            out.append((name, symbol))
+    return out
+
+
 @lru_cache(maxsize=1)
 def _trie() -> dict:
     root: dict = {}
