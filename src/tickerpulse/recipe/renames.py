@@ -1,11 +1,13 @@
 """Renamed copies of FinEntity paragraphs: the same news about other companies, each entity with its own gold.
 
 The paragraphs whose entities disagree in gold label are few (~70 in our train split) and are what teaches
-the student to answer about the target rather than the paragraph. Training them several times as identical
-copies (`conflict_repeat`) lets a 135M student memorise "Refinitiv: neutral, Boeing: positive" for those very
-texts. A renamed copy keeps every word that carries the sentiment and the role of each entity in the
-sentence, and swaps the company names for other listed companies: the label can only come from what the
-paragraph says about the target (entity-swap augmentation, as in aspect-based sentiment work).
+the student to answer about the target rather than the paragraph; `conflict_repeat` trains them again as
+identical copies. A renamed copy keeps every word that carries the sentiment and the role of each entity in
+the sentence and swaps the company names for other listed companies, so it cannot be answered from memory of
+the names (entity-swap augmentation, as in aspect-based sentiment work). The recipe keeps it off
+(`splits.renamed_copies: 0`): 1 + 4 renamed copies taught the entity level less than 5 identical ones, since
+the real names carry signal (data vendors and platforms are neutral), and moved no sentence set
+(docs/experiments.md run V).
 
 Renamed: an entity that is a company, by evidence: it carries a ticker, the name table knows its name, or it
 is capitalised with no digit and is no index or sector ("S&P 500", "Nasdaq Composite", "Healthcare" keep their
