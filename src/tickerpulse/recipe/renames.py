@@ -37,17 +37,22 @@ _MARKET = re.compile(r"\b(?:index|indices|average|composite|s&p|stoxx|nasdaq|dow
 _RIC = re.compile(r"\s*<[A-Za-z0-9.^=_-]{1,16}>")  # a Reuters instrument code after a mention: " <TWTR.N>"
 
 
+def _capitalised(name: str) -> bool:
+    """Starts upper case and holds no digit: how a company's name is written (not "3M", "S&P 500", "eXp")."""
+    return name[:1].isupper() and not any(c.isdigit() for c in name)
+
+
 def renamable(target: Target) -> bool:
     """Whether an annotated entity is a company whose name a copy may swap (see the module docstring)."""
     name = target.target
     if target.ticker or symbol_of_name(name):
         return True
-    return name[:1].isupper() and not any(c.isdigit() for c in name) and not _MARKET.search(name)
+    return _capitalised(name) and not _MARKET.search(name)
 
 
 @lru_cache(maxsize=1)
 def _pool() -> tuple[tuple[str, str], ...]:
-    return tuple((n, s) for n, s in company_names() if n[:1].isupper() and not any(c.isdigit() for c in n))
+    return tuple((n, s) for n, s in company_names() if _capitalised(n))
 
 
 def rename(rec: Record, rng: random.Random) -> Record:
@@ -64,8 +69,8 @@ def rename(rec: Record, rng: random.Random) -> Record:
         return rec
     taken = rec.text.casefold()
     pool = [(n, s) for n, s in _pool() if n.casefold() not in taken]
-    picked = rng.sample(pool, len({name for *_, name in spans}))
-    new = dict(zip(sorted({name for *_, name in spans}), picked))
+    renamed = sorted({name for *_, name in spans})
+    new = dict(zip(renamed, rng.sample(pool, len(renamed))))
     parts, at = [], 0
     for s, e, name in spans:
         parts += [rec.text[at:s], new[name][0]]
