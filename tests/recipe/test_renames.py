@@ -54,6 +54,8 @@ def test_copies_are_seeded_distinct_and_asked_per_entity() -> None:
 def test_markets_and_overlapping_names_are_left_as_written() -> None:
     assert not renamable(Target(target="Nasdaq Composite", score=None, ticker=None, label="neutral"))
     assert not renamable(Target(target="materials", score=None, ticker=None, label="negative"))
+    assert not renamable(Target(target="Brent", score=None, ticker=None, label="negative"))
+    assert not renamable(Target(target="Kospi", score=None, ticker=None, label="negative"))
     assert renamable(Target(target="Wedbush", score=None, ticker=None, label="neutral"))
     overlap = Record(id="p2", text="Wedbush Securities analyst said Wedbush sees upside.", label="neutral",
                      source="finentity", dataset="finentity",
@@ -64,6 +66,17 @@ def test_markets_and_overlapping_names_are_left_as_written() -> None:
                      source="finentity", dataset="finentity",
                      targets=[Target(target="energy", score=None, ticker=None, label="negative")])
     assert rename(sectors, random.Random(0)) is sectors
+
+
+def test_public_bodies_keep_their_names_even_when_the_name_table_knows_them() -> None:
+    bodies = ["Nasdaq", "NYSE", "ECB", "European Central Bank", "FAA", "China Passenger Car Association",
+              "Federal Reserve", "SEC", "U.S. Food and Drug Administration", "Ministry of Finance", "Bank of Japan",
+              "Norges", "CGT union", "American Petroleum Institute", "White House"]
+    for name in bodies:
+        assert not renamable(Target(target=name, score=None, ticker=None, label="neutral")), name
+    assert symbol_of_name("Nasdaq") is not None  # the table maps it to NDAQ: the body rule comes first
+    for name in ["Union Pacific", "FedEx", "Devon Energy", "Bank of America", "Walgreens Boots Alliance", "Refinitiv"]:
+        assert renamable(Target(target=name, score=None, ticker=None, label="neutral")), name
 
 
 def test_company_names_are_listed_companies_only() -> None:

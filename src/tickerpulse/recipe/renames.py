@@ -10,11 +10,13 @@ the real names carry signal (data vendors and platforms are neutral), and moved 
 (docs/experiments.md run V).
 
 Renamed: an entity that is a company, by evidence: it carries a ticker, the name table knows its name, or it
-is capitalised with no digit and is no index or sector ("S&P 500", "Nasdaq Composite", "Healthcare" keep their
-names). Each mention of it in the text (`task.marking.target_spans`: the name as a word in any case, and the
-mentions of its symbol) and a Reuters code right after a mention (`<TWTR.N>`) take the new company's name and
-symbol. A paragraph in which two entities' mentions overlap ("Wedbush" inside "Wedbush Securities") or
-nothing can be renamed gives its copy unrenamed.
+is capitalised with no digit and is no index or sector ("S&P 500", "Healthcare" keep their names). Public
+bodies keep their names whatever the name table says, since swapping one for a company changes what the
+sentence means: exchanges, central banks, regulators, ministries and trade associations ("Nasdaq", "NYSE",
+"ECB", "FAA", "China Passenger Car Association"). Each mention of it in the text (`task.marking.target_spans`:
+the name as a word in any case, and the mentions of its symbol) and a Reuters code right after a mention
+(`<TWTR.N>`) take the new company's name and symbol. A paragraph in which two entities' mentions
+overlap ("Wedbush" inside "Wedbush Securities") or nothing can be renamed gives its copy unrenamed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,18 @@ from tickerpulse.task.names import company_names, symbol_of_name
 _MARKET = re.compile(r"\b(?:index|indices|average|composite|s&p|stoxx|nasdaq|dow|nikkei|ftse|dax|sox|russell|"
                      r"sector|sectors|healthcare|health care|materials|staples|energy|utilities|financials|"
                      r"industrials|real estate|tech|technology|services|discretionary|banks|treasury|"
-                     r"treasuries|bitcoin|crude|gold|oil)\b", re.I)
+                     r"treasuries|bitcoin|crude|gold|oil|brent|wti|west texas|kospi|topix|spx|ixic|bluechips|stocks|"
+                     r"miners)\b", re.I)
+# entity names that are public bodies and associations: exchanges, central banks, regulators, governments,
+# unions, institutes (FinEntity annotates them beside companies; the name table knows some, e.g. Nasdaq)
+_BODY = re.compile(r"\b(?:exchange|stock market|central bank|reserve|bank of (?:canada|england|italy|japan|france|"
+                   r"spain|korea|russia|mexico|israel)|norges|fed|fomc|ecb|boj|boe|pboc|snb|rba|rbi|rbnz|imf|"
+                   r"monetary fund|opec|sec|fda|faa|ftc|fcc|cftc|finra|consob|doj|epa|fbi|nasa|roscosmos|ecdc|"
+                   r"nhtsa|ntsb|irs|nyse|nasdaq|lse|hkex|white house|weather service|statistics|commission|"
+                   r"administration|agency|authority|ministry|department|bureau|council|board|chamber|"
+                   r"association|federation|institute|government|parliament|congress|senate|court|"
+                   r"regulator|european union|union$|teamsters|metall|fifa|amnesty|organization|organisation|"
+                   r"treasury)\b", re.I)
 _RIC = re.compile(r"\s*<[A-Za-z0-9.^=_-]{1,16}>")  # a Reuters instrument code after a mention: " <TWTR.N>"
 
 
@@ -45,6 +58,8 @@ def _capitalised(name: str) -> bool:
 def renamable(target: Target) -> bool:
     """Whether an annotated entity is a company whose name a copy may swap (see the module docstring)."""
     name = target.target
+    if _BODY.search(name):
+        return False
     if target.ticker or symbol_of_name(name):
         return True
     return _capitalised(name) and not _MARKET.search(name)
