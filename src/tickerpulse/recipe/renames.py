@@ -32,13 +32,14 @@ from tickerpulse.task.marking import target_spans
 from tickerpulse.task.names import company_names, symbol_of_name
 
 # entity names that are markets, not companies: indices and sectors (FinEntity annotates both)
-_MARKET = re.compile(r"\b(?:index|indices|average|composite|s&p|stoxx|nasdaq|dow|nikkei|ftse|dax|sox|russell|"
+_MARKET = re.compile(r"\b(?:index|indices|average|composite|s&p|stoxx|dow|nikkei|ftse|dax|sox|russell|"
                      r"sector|sectors|healthcare|health care|materials|staples|energy|utilities|financials|"
-                     r"industrials|real estate|tech|technology|services|discretionary|banks|treasury|"
+                     r"industrials|real estate|tech|technology|services|discretionary|banks|"
                      r"treasuries|bitcoin|crude|gold|oil|brent|wti|west texas|kospi|topix|spx|ixic|bluechips|stocks|"
                      r"miners)\b", re.I)
 # entity names that are public bodies and associations: exchanges, central banks, regulators, governments,
-# unions, institutes (FinEntity annotates them beside companies; the name table knows some, e.g. Nasdaq)
+# unions, institutes (FinEntity annotates them beside companies; the name table knows some, e.g. Nasdaq).
+# Checked before the name table, so a word here needs no twin in _MARKET ("nasdaq", "treasury")
 _BODY = re.compile(r"\b(?:exchange|stock market|central bank|reserve|bank of (?:canada|england|italy|japan|france|"
                    r"spain|korea|russia|mexico|israel)|norges|fed|fomc|ecb|boj|boe|pboc|snb|rba|rbi|rbnz|imf|"
                    r"monetary fund|opec|sec|fda|faa|ftc|fcc|cftc|finra|consob|doj|epa|fbi|nasa|roscosmos|ecdc|"
