@@ -101,8 +101,8 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
     from tickerpulse.recipe.sentiment import distill_chat
 
     cfg = RecipeConfig(shared_data=shared_data, out=tmp_path, injection_augment=0.5, soft_label={"fiqa": 0.5},
-                       splits=SplitConfig(limit_per_dataset=40, pairs=6, bystanders=3, paragraph_pairs=2,
-                                          repeat={"finentity": 2, "fpb": 3}), train={"early_steps": 5})
+                       splits=SplitConfig(limit_per_dataset=40, pairs=6, bystanders=3,
+                                          repeat={"finentity": 2, "fpb": 3}))
     data = assemble(shared_data, cfg.splits, seed=0)
     chat = distill_chat(cfg, data, tmp_path, log=lambda *_: None)
     gold = {r.id: r for ds in data.values() for r in ds["train"]}
@@ -117,16 +117,12 @@ def test_chat_answers_carry_each_rows_gold(shared_data: Path, tmp_path: Path) ->
             assert ans["score"] == pytest.approx(round(src.score, 2)), meta["id"]
         # soft labels on FiQA's rows only (soft_label), unless the score is 0 or +-1 (then q(score) is the label)
         assert ("soft_target" in row) == (src.dataset == "fiqa" and 0 < abs(ans["score"]) < 1), meta["id"]
-        # train.early_steps: the news rows (FinEntity questions, paragraph pairs) are the ones marked early
-        assert row.get("early", False) == (src.dataset == "finentity" or src.id.startswith("ppair")), meta["id"]
         seen[src.dataset] += 1
     assert set(seen) == {"tfns", "fpb", "fiqa", "finentity", "pairs"} and sum(seen.values()) == len(rows)
     # every FinEntity train question twice and PhraseBank row three times (repeat), both questions of each pair
     assert seen["finentity"] >= 2 * len(data["finentity"]["train"]) and seen["finentity"] % 2 == 0
     assert seen["fpb"] >= 3 * len(data["fpb"]["train"]) and seen["fpb"] % 3 == 0
-    twitter_pairs = [r for r in data["pairs"]["train"] if not r.id.startswith("ppair")]
-    assert seen["pairs"] >= len(data["pairs"]["train"]) and len(twitter_pairs) == 12 + 6  # two questions each
-    assert any(r.id.startswith("ppair") for r in data["pairs"]["train"])
+    assert seen["pairs"] >= len(data["pairs"]["train"]) == 12 + 6  # pairs and bystander texts: two questions each
     assert sum(r.id.startswith("bys") for r in data["pairs"]["train"]) == 6
 
 

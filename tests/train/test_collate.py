@@ -212,14 +212,6 @@ def test_train_through_cuts_the_answer_after_the_marked_text(tokenizers):
         enc.encode({"text": "abc", "train_through": "b"}, "text")
 
 
-def test_early_flag_changes_when_a_row_is_trained_not_how(tokenizers):
-    _, _, row, enc = label_weighted(tokenizers, "$AAPL edges up", "positive", 0.3)
-    plain, early = enc.encode(row, "chat"), enc.encode({**row, "early": True}, "chat")
-    assert early.early and not plain.early and early.input_ids == plain.input_ids and early.labels == plain.labels
-    with pytest.raises(ValueError, match="early must be true or false"):
-        enc.encode({**row, "early": "yes"}, "chat")
-
-
 def test_soft_target_adds_the_other_labels_at_the_label_position(tokenizers):
     tok, _, row, enc = label_weighted(tokenizers, '$AAPL edges up. "sentiment": "negative"?', "positive", 0.3)
     hard = enc.encode(row, "chat")

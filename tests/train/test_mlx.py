@@ -141,14 +141,3 @@ def test_mlx_refuses_rows_it_cannot_cut(sentiment_data, smollm2_path, tmp_path, 
                                 "num_layers": 2, "batch_size": 2, "iters": 1, "lora_parameters": {"rank": 4}})
     with pytest.raises(ConfigError, match=f"train row 3 has {key}"):
         train(cfg)
-
-
-@pytest.mark.parametrize("key,value", [("early_steps", 10), ("length_group_batches", 16)])
-def test_mlx_refuses_batch_orders_it_cannot_follow(key, value):
-    """mlx-lm's iterate_batches sorts and shuffles on its own: an order the torch backend keeps is an error."""
-    from tickerpulse.config import ConfigError
-    from tickerpulse.train.backends.mlx import _check
-    from tickerpulse.train.config import TrainConfig
-
-    with pytest.raises(ConfigError, match=f"{key} is not supported"):
-        _check(TrainConfig(backend="mlx", **{key: value}))

@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tickerpulse.models.loading import load_tokenizer
 from tickerpulse.train.attention import LAYOUT_KW, NAME, enable_varlen, uses_varlen
@@ -334,53 +332,6 @@ def test_length_grouped_batches_see_every_sample_once_per_epoch_in_similar_lengt
     assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # batch order is shuffled
     assert plan.indices(25) != epoch[0]  # the next epoch regroups
     assert BatchPlan(203, 8, seed=5, lengths=lengths, group=1).indices(0) == plain.indices(0)  # group 1 = off
-
-
-@settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 300), bs=st.integers(1, 12), group=st.integers(0, 6), front=st.integers(1, 40),
-       seed=st.integers(0, 2**16), share=st.floats(0.0, 1.0))
-def test_early_samples_fill_the_first_front_batches_and_every_sample_stays_once_per_epoch(n, bs, group, front, seed,
-                                                                                          share):
-    rng = np.random.default_rng(seed)
-    early = (rng.random(n) < share).tolist()
-    lengths = rng.integers(1, 100, size=n).tolist()
-    plan = BatchPlan(n, bs, seed, lengths if group > 1 else None, group, early, front)
-    epoch = [plan.indices(k) for k in range(plan.per_epoch)]
-    flat = [i for b in epoch for i in b]
-    assert len(flat) == len(set(flat)) == plan.per_epoch * plan.batch_size  # once, full batches, as without flags
-    assert plan.per_epoch == BatchPlan(n, bs, seed).per_epoch
-    n_pure, remainder = divmod(sum(early), plan.batch_size)  # a remainder < one batch joins the other samples
-    window = max(front, n_pure)
-    assert sum(1 for b in epoch if all(early[i] for i in b)) == n_pure
-    assert sum(1 for b in epoch[:window] if all(early[i] for i in b)) == n_pure  # all inside the first `front`
-    assert sum(early[i] for b in epoch[window:] for i in b) <= remainder
-    assert [BatchPlan(n, bs, seed, lengths if group > 1 else None, group, early, front).indices(k)
-            for k in range(plan.per_epoch)] == epoch  # a pure function of (seed, k): resume sees the same data
-
-
-def test_early_steps_front_load_flagged_rows_into_the_first_steps():
-    early = [i % 4 == 0 for i in range(400)]  # 100 flagged samples: 10 batches of 10
-    plan = BatchPlan(400, 10, seed=3, early=early, front=20)
-    epoch = [plan.indices(k) for k in range(plan.per_epoch)]
-    flagged = [k for k, b in enumerate(epoch) if any(early[i] for i in b)]
-    assert len(flagged) == 10 and max(flagged) < 20 and flagged != list(range(10))  # spread over the first 20
-    assert all(all(early[i] for i in epoch[k]) for k in flagged)
-    assert BatchPlan(400, 10, seed=3, early=[False] * 400, front=20).indices(0) == BatchPlan(400, 10, 3).indices(0)
-    assert BatchPlan(400, 10, seed=3, early=early, front=0).indices(5) == BatchPlan(400, 10, 3).indices(5)
-
-
-def test_early_steps_config_flags_the_rows_and_refuses_a_run_without_flags():
-    from tickerpulse.config import ConfigError
-    from tickerpulse.train.backends.torch_steps import batch_plan
-    from tickerpulse.train.config import TrainConfig
-
-    cfg = TrainConfig(early_steps=2, batch_size=2, grad_accumulation_steps=2, length_group_batches=4)
-    samples = [Sample(list(range(1, 2 + i % 5)), list(range(1, 2 + i % 5)), early=i % 3 == 0) for i in range(30)]
-    plan = batch_plan(cfg, samples)
-    assert plan.front == 4 and plan.early is not None  # 2 optimizer steps = 4 micro-batches
-    assert all(samples[i].early for k in range(4) for i in plan.indices(k))  # 10 flagged: 5 batches, 4 slots
-    with pytest.raises(ConfigError, match="no training row"):
-        batch_plan(cfg, [Sample([1, 2], [1, 2])] * 4)
 
 
 @pytest.mark.parametrize("share", [False, True])

@@ -21,8 +21,6 @@ from tickerpulse.task.questions import symbols_of
 
 JOINERS = (" ", "\n", " | ", ". ", " ... ", "; ", " -- ", "\n\n")
 
-PARAGRAPH_PAIR = "ppair"  # id prefix of the FinEntity paragraph pairs' questions (twitter pairs: "pair")
-
 
 def single_target(rows: Sequence[Record]) -> list[tuple[Record, str]]:
     """(row, its one symbol) for the labeled rows that name exactly one target."""
@@ -117,7 +115,7 @@ def paragraph_pairs(paragraphs: Sequence[Record], n: int, seed: int, conflict_sh
         text = a.text.rstrip() + rng.choice(JOINERS) + b.text.lstrip()
         if len(text) > max_chars:
             continue
-        joined = Record(id=f"{PARAGRAPH_PAIR}{made}:{a.id}+{b.id}", text=text, label=a.label, source="pairs",
+        joined = Record(id=f"ppair{made}:{a.id}+{b.id}", text=text, label=a.label, source="pairs",
                         targets=[*a.targets, *b.targets], dataset="pairs")
         out += target_records([joined])[0]
         made += 1

@@ -26,7 +26,6 @@ from tickerpulse.models.loading import cpu_supports_bf16, write_serving_dtype
 from tickerpulse.recipe.card import FAST, FREE, REASON
 from tickerpulse.recipe.config import CHAT_SOURCES, DATASETS, ENTITY_DATASET, TRAIN_SETS, RecipeConfig
 from tickerpulse.recipe.data import assemble, read_data, split_stats, write_records
-from tickerpulse.recipe.pairs import PARAGRAPH_PAIR
 from tickerpulse.task.contract import LABEL_AFTER
 from tickerpulse.task.questions import Question
 
@@ -179,19 +178,10 @@ def distill_chat(cfg: RecipeConfig, data: dict[str, dict[str, list[Record]]], ou
                     cut += 1
                 if split == "train" and (share := cfg.soft_label.get(row["meta"].get("source"), 0.0)):
                     row = soft_label(row, share)
-                if split == "train" and cfg.train.early_steps and is_news(row):
-                    row = {**row, "early": True}
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         log(f"distill {split}: {len(rows_out)} chat rows from {len(rows)} records (teacher {cfg.teacher}; {written})"
             + (f"; {cut} trained only through the label" if cut else ""))
     return chat
-
-
-def is_news(row: dict[str, Any]) -> bool:
-    """A FinEntity question or a paragraph pair (injected copies too): the rows `train.early_steps` trains first,
-    so the run's last steps see only the sentence sets and the twitter pairs."""
-    meta = row["meta"]
-    return meta.get("source") == ENTITY_DATASET or str(meta.get("id", "")).startswith(PARAGRAPH_PAIR)
 
 
 def _empty_reasoning(row: dict[str, Any]) -> dict[str, Any]:

@@ -21,8 +21,6 @@ Rules (the case tables in tests/train/test_collate.py pin them down):
   the same position the first token of each ALT (as it would follow TEXT) is trained with weight w * RATIO.
   The position's target is then the distribution proportional to onehot(answer) + sum RATIO * onehot(ALT):
   a soft label, e.g. a label token whose probabilities should follow a graded gold score.
-- Any row may carry `"early": true`: the trainer places it in the first `early_steps` steps of each epoch
-  (`packing.BatchPlan`); it changes when the row is trained, not how.
 
 Assistant turns are located in character space: `render(messages[:i], add_generation_prompt=True)` and
 `render(messages[:i+1])` must both be prefixes of the full rendering (true for ChatML, Llama 3, Gemma,
@@ -50,7 +48,6 @@ class Sample:
     truncated: bool = False
     weights: tuple[float, ...] | None = None  # loss weight per position (aligned with labels); None = all 1
     also: tuple[tuple[int, int, float], ...] = ()  # (label index, other token, weight): `soft_target` terms
-    early: bool = False  # the row's `"early": true`: trained in the first `early_steps` steps of an epoch
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -264,9 +261,7 @@ class Encoder:
         """One row -> Sample (None when nothing trainable survives truncation)."""
         weights: list[float] | None = None
         also: list[tuple[int, int, float]] = []
-        through, soft, early = row.get("train_through"), row.get("soft_target"), row.get("early", False)
-        if not isinstance(early, bool):
-            raise ValueError(f"early must be true or false, not {early!r}")
+        through, soft = row.get("train_through"), row.get("soft_target")
         for key, v in (("train_through", through), ("soft_target", soft)):
             if v is not None and not (fmt == "chat" or (fmt == "completions" and self.has_template)):
                 raise ValueError(f"{key} works on chat rows (and completions with a chat template)")
@@ -297,7 +292,7 @@ class Encoder:
         terms = tuple((i, tok, r * (weights[i] if weights else 1.0)) for i, tok, r in also
                       if 0 < i < len(labels) and labels[i] != IGNORE)
         weighted = bool(weights) and any(w != 1.0 for w in weights)
-        sample = Sample(ids, labels, truncated, tuple(weights) if weighted else None, terms, early)
+        sample = Sample(ids, labels, truncated, tuple(weights) if weighted else None, terms)
         return sample if sample.n_trained else None
 
     def encode_split(self, rows: Sequence[dict[str, Any]], fmt: Format) -> EncodedSplit:

@@ -311,10 +311,6 @@ class TrainConfig(StrictModel):
     length_group_batches: int = Field(
         0, ge=0, description="Sort each run of N batches by sample length before cutting it into batches (batch "
         "order shuffled): batches of similar lengths pad less. 0 = off. Like HF group_by_length (N = 50 there).")
-    early_steps: int | None = Field(
-        None, ge=1, description='Train the samples of rows marked "early": true within the first N optimizer steps '
-        "of each epoch (their batches at random positions there), the other samples around them and after: a "
-        "curriculum for runs shorter than an epoch. null = no order by flag.")
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping; null disables.")
     weight_decay: float | None = Field(None, ge=0, description="Overrides optimizer_config.<optimizer>.weight_decay "
                                        "(adamw, sgd, muon, adafactor); null = that value (mlx's defaults).")

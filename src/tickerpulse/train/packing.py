@@ -268,16 +268,10 @@ class BatchPlan:
     before being cut into batches, and the epoch's batches are then shuffled: every sample is still seen once
     per epoch in a random batch position, but a batch holds samples of similar length. Varlen attention pads
     a batch's segments to its longest one, so such batches compute less padding.
-
-    With `early` (one flag per sample) and `front` > 0, the flagged samples form batches of their own (grouped
-    the same way), placed at random positions among the epoch's first max(`front`, their count) batches; the
-    other samples fill the remaining positions. A curriculum by position: a run shorter than an epoch trains
-    every flagged sample in its first `front` batches and only unflagged ones after. A remainder of flagged
-    samples that fills no batch joins the unflagged ones, so every sample is still seen once per epoch.
     """
 
     def __init__(self, n_samples: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None,
-                 group: int = 0, early: Sequence[bool] | None = None, front: int = 0):
+                 group: int = 0):
         if n_samples == 0:
             raise ValueError("no training samples")
         if lengths is not None and len(lengths) != n_samples:
@@ -288,49 +282,25 @@ class BatchPlan:
         self.per_epoch = max(1, self.n // self.batch_size)
         self.lengths = None if lengths is None or group <= 1 else np.asarray(lengths)
         self.group = group
-        if early is not None and len(early) != n_samples:
-            raise ValueError(f"early: {len(early)} flags for {n_samples} samples")
-        self.early = None if early is None or front <= 0 or not any(early) else np.asarray(early, dtype=bool)
-        self.front = front
         self._cache: tuple[int, np.ndarray] | None = None
 
     def _perm(self, epoch: int) -> np.ndarray:
         if self._cache is None or self._cache[0] != epoch:
             rng = np.random.default_rng([self.seed, epoch])
             perm = rng.permutation(self.n)
-            if self.early is not None:
-                perm = self._front_loaded(perm, rng)
-            elif self.lengths is not None:
+            if self.lengths is not None:
                 perm = self._grouped(perm, rng)
             self._cache = (epoch, perm)
         return self._cache[1]
 
-    def _batches(self, perm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """`perm` cut into full batches (length-grouped when `lengths` is set; batch order shuffled) and the
-        remainder that fills no batch."""
-        bs = self.batch_size
-        if self.lengths is not None and len(perm):
-            size = self.group * bs
-            runs = [perm[i : i + size] for i in range(0, len(perm), size)]
-            perm = np.concatenate([r[np.argsort(self.lengths[r], kind="stable")] for r in runs])
-        full = len(perm) // bs * bs
-        batches = perm[:full].reshape(-1, bs)
-        return batches[rng.permutation(len(batches))], perm[full:]
-
     def _grouped(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        batches, rest = self._batches(perm, rng)
-        return np.concatenate([batches.reshape(-1), rest])
-
-    def _front_loaded(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        assert self.early is not None
-        first, rest = self._batches(perm[self.early[perm]], rng)
-        later, tail = self._batches(np.concatenate([perm[~self.early[perm]], rest]), rng)
-        n = len(first) + len(later)
-        slots = np.zeros(n, dtype=bool)
-        slots[rng.choice(min(n, max(self.front, len(first))), size=len(first), replace=False)] = True
-        order = np.empty((n, self.batch_size), dtype=perm.dtype)
-        order[slots], order[~slots] = first, later
-        return np.concatenate([order.reshape(-1), tail])
+        bs, size = self.batch_size, self.group * self.batch_size
+        assert self.lengths is not None
+        runs = [perm[i : i + size] for i in range(0, self.n, size)]
+        perm = np.concatenate([r[np.argsort(self.lengths[r], kind="stable")] for r in runs])
+        full = self.per_epoch * bs
+        batches = perm[:full].reshape(self.per_epoch, bs)[rng.permutation(self.per_epoch)]
+        return np.concatenate([batches.reshape(-1), perm[full:]])
 
     def indices(self, k: int) -> list[int]:
         epoch, j = divmod(k, self.per_epoch)

@@ -13,8 +13,7 @@ assistant turn / the completion only), rendered with the model's own chat templa
 
 Limitations (errors, not silent fallbacks): fine_tune_type lora only (DoRA / full / QLoRA: use the torch
 backend), no exact `resume` (start from weights with `resume_adapter_file`), no
-`token_weights`, `train_through` or `soft_target` rows, no `length_group_batches` or `early_steps` (mlx-lm's
-batches are length-sorted and shuffled on its own).
+`token_weights`, `train_through` or `soft_target` rows, no `length_group_batches` (mlx-lm's batches are length-sorted already).
 `grad_checkpoint` is mlx-lm's (the block class recomputes its activations in backward; restored after the run).
 `time_budget` works as on torch.
 """
@@ -64,8 +63,6 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("backend mlx: token_weights is not supported (use backend: torch)")
     if cfg.length_group_batches:
         raise ConfigError("backend mlx: length_group_batches is not supported (use backend: torch)")
-    if cfg.early_steps:
-        raise ConfigError("backend mlx: early_steps is not supported (use backend: torch)")
     if cfg.resume:
         raise ConfigError("backend mlx: exact resume is not supported; start from the weights with "
                           "resume_adapter_file: RUN/adapters.safetensors and a new adapter_path")

@@ -238,11 +238,6 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
         shared = sum(b.n_tokens - b.n_computed for b in probe) / max(sum(b.n_tokens for b in probe), 1)
         lines.append(f"padding waste (first {len(probe)} batches): {100 * padding_waste(probe):.1f}%"
                      + (f"; shared prompt prefix saves {100 * shared:.1f}% of the tokens" if shared > 0 else ""))
-        if plan.early is not None:
-            n = int(plan.early.sum())
-            lines.append(f"early_steps {cfg.early_steps}: {n} early samples ({n // plan.batch_size} batches) in the "
-                         f"first {max(plan.front, n // plan.batch_size) // cfg.grad_accumulation_steps} steps of "
-                         "each epoch, the other samples around and after them")
     opt = getattr(cfg.optimizer_config, cfg.optimizer).model_dump(exclude_none=True)
     sched = cfg.lr_schedule.model_dump() if cfg.lr_schedule else "constant"
     if cfg.optimizer == "adafactor" and cfg.optimizer_config.adafactor.relative_step:

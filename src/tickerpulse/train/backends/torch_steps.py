@@ -30,13 +30,9 @@ from tickerpulse.train.run_folder import RunFolder, checkpoint_name
 
 
 def batch_plan(cfg: TrainConfig, train: Sequence[Sample]) -> BatchPlan:
-    """The run's training batches (length-grouped when `length_group_batches` is set; samples of `"early": true`
-    rows in the first `early_steps` steps of each epoch when that is set)."""
-    group, front = cfg.length_group_batches, cfg.early_steps
-    if front and not any(s.early for s in train):
-        raise ConfigError('early_steps is set but no training row has "early": true')
-    return BatchPlan(len(train), cfg.batch_size, cfg.seed, [len(s) for s in train] if group > 1 else None, group,
-                     [s.early for s in train] if front else None, (front or 0) * cfg.grad_accumulation_steps)
+    """The run's training batches (length-grouped when `length_group_batches` is set)."""
+    group = cfg.length_group_batches
+    return BatchPlan(len(train), cfg.batch_size, cfg.seed, [len(s) for s in train] if group > 1 else None, group)
 
 
 def total_steps(cfg: TrainConfig, plan: BatchPlan) -> int:
@@ -139,9 +135,7 @@ class TorchSteps:
         plan = self.plan
         self.data_key = {"seed": cfg.seed, "batch_size": plan.batch_size, "samples": plan.n,
                          "accum": cfg.grad_accumulation_steps,
-                         **({"length_group_batches": plan.group} if plan.lengths is not None else {}),
-                         **({"early_steps": cfg.early_steps, "early": int(plan.early.sum())}
-                            if plan.early is not None else {})}
+                         **({"length_group_batches": plan.group} if plan.lengths is not None else {})}
         self.state: LoopState | None = None
         if resume_state is not None:
             self.opt.load_state_dict(resume_state["optimizer"])
