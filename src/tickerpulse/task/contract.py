@@ -176,8 +176,7 @@ def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
     keyed = spec["system"] + "\x00" + spec["user"] + ("" if long_words is None else f"\x00{int(long_words)}")
     digest = hashlib.sha256(keyed.encode()).hexdigest()[:16]
     return {"version": spec["version"], "system": spec["system"], "user": spec["user"], "hash": digest,
-            "answer_target": bool(spec.get("answer_target", False)),
-            "mark_target": bool(spec.get("mark_target", False)),
+            "answer_target": bool(spec.get("answer_target", False)), "mark_target": bool(spec.get("mark_target", False)),
             "long_words": None if long_words is None else int(long_words)}
 
 
