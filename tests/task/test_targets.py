@@ -185,25 +185,8 @@ def test_prompt_versions():
     assert load_prompt() == v3 and v3["answer_target"] and v2["answer_target"] and not v1["answer_target"]
     assert v3["mark_target"] and not v2["mark_target"] and not v1["mark_target"]
     assert len({v1["hash"], v2["hash"], v3["hash"]}) == 3 and "{target}" in v2["user"] and "{ticker}" in v1["user"]
-    v4 = load_prompt("sentiment-v4")
-    assert v4["mark_target"] and v4["long_words"] == 21 and v3["long_words"] is None
-    assert v4["hash"] not in {v1["hash"], v2["hash"], v3["hash"]}
     with pytest.raises(ValueError, match="unknown prompt version 'sentiment-v9'"):
         load_prompt("sentiment-v9")
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["word", "$MSFT", "{length}", "{target}", "\x00", "\n", "  ", "«x»"]), max_size=40)
-       .map(" ".join), st.one_of(st.none(), st.sampled_from(["MSFT", "{length}", "Apple"])))
-def test_v4_names_the_length_of_the_sanitized_post(text, target):
-    """sentiment-v4's "Length:" line is derived from the post as the model sees it, in every stage alike, and
-    neither the post nor the target can write it."""
-    user = build_messages(text, target, "sentiment-v4")[1]["content"]
-    lines = user.split("\n")
-    want = "long" if len(sanitize_text(text).split()) >= 21 else "short"
-    assert lines[1] == f"Length: {want}" and lines[0].startswith("Target: ") and lines[2] == "<post>"
-    v3 = build_messages(text, target, "sentiment-v3")[1]["content"]
-    assert user.replace(f"Length: {want}\n", "", 1) == v3
 
 
 @settings(max_examples=300, deadline=None)

@@ -163,21 +163,17 @@ def answer_json_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=8)
 def load_prompt(version: str = DEFAULT_PROMPT) -> dict[str, str]:
-    """The versioned prompt template {version, system, user, hash, answer_target, mark_target, long_words}
+    """The versioned prompt template {version, system, user, hash, answer_target, mark_target}
     (`answer_target`: the model writes the target into its answer and the user message shows it: sentiment-v2
-    on; `mark_target`: the target's mentions in the post are marked, `task.marking`: sentiment-v3 on;
-    `long_words`: the user message says "long" for posts of at least that many words, else "short": sentiment-v4)."""
+    on; `mark_target`: the target's mentions in the post are marked, `task.marking`: sentiment-v3)."""
     try:
         raw = resources.files("tickerpulse.task").joinpath("prompts", f"{version}.yaml").read_text("utf-8")
     except FileNotFoundError:
         raise ValueError(f"unknown prompt version {version!r}") from None
     spec = yaml.safe_load(raw)
-    long_words = spec.get("long_words")
-    keyed = spec["system"] + "\x00" + spec["user"] + ("" if long_words is None else f"\x00{int(long_words)}")
-    digest = hashlib.sha256(keyed.encode()).hexdigest()[:16]
+    digest = hashlib.sha256((spec["system"] + "\x00" + spec["user"]).encode()).hexdigest()[:16]
     return {"version": spec["version"], "system": spec["system"], "user": spec["user"], "hash": digest,
-            "answer_target": bool(spec.get("answer_target", False)), "mark_target": bool(spec.get("mark_target", False)),
-            "long_words": None if long_words is None else int(long_words)}
+            "answer_target": bool(spec.get("answer_target", False)), "mark_target": bool(spec.get("mark_target", False))}
 
 
 def sanitize_text(text: str, max_chars: int = 2000) -> str:
@@ -196,11 +192,8 @@ def build_messages(text: str, target: str | None = None, version: str = DEFAULT_
     p = load_prompt(version)
     shown, ticker = resolve_target(target)
     slot = shown if p["answer_target"] else ticker
+    user = p["user"].replace("{target}", slot or "none").replace("{ticker}", slot or "none")
     post = sanitize_text(text)
-    user = p["user"]
-    if p["long_words"] is not None:
-        user = user.replace("{length}", "long" if len(post.split()) >= p["long_words"] else "short")
-    user = user.replace("{target}", slot or "none").replace("{ticker}", slot or "none")
     if p["mark_target"]:
         post = mark_target(post, shown, ticker)
     user = user.replace("{text}", post)
