@@ -30,11 +30,13 @@ test-slow: bootstrap
 # The part of the slow group CI can afford (~10 min on 2 cores): a real SmolLM2 fine-tune (validation loss
 # falls, early stopping keeps the best step, the answers stop on <|im_end|>), the MLX backend end to end and
 # the sentiment recipe on a tiny slice (card numbers recomputed from its eval files), an mlx-lm config (sgd +
-# linear_schedule) trained and fused, and the stream's HTTP scorer against a keyed real `tickerpulse serve`.
+# linear_schedule) trained and fused, compiled blocks training like eager ones, and the stream's HTTP scorer
+# against a keyed real `tickerpulse serve`.
 test-ci-slow:
 	@EXTRAS=dev,stream,mlx scripts/bootstrap.sh
 	$(PY) -m pytest -q -m slow tests/train/test_sentiment_run.py tests/train/test_mlx.py tests/train/test_mlx_e2e.py \
-		tests/train/test_mlx_lm_config.py tests/recipe/test_recipe_e2e.py tests/stream/test_http_scorer.py
+		tests/train/test_mlx_lm_config.py tests/train/test_peft_setup.py \
+		tests/recipe/test_recipe_e2e.py tests/stream/test_http_scorer.py
 
 test-integration: bootstrap-stream
 	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]

@@ -10,8 +10,10 @@ Each variant runs in its own process so its peak RSS is its own.
     python bench/train_throughput.py                 # hf + ours, 16 steps of 8 samples each
     python bench/train_throughput.py --variants hf,ours,ours-fp32 --steps 32
     python bench/train_throughput.py --model gemma3-270m --variants hf-bf16,ours   # sliding-window layers
+    python bench/train_throughput.py --variants ours,ours-compile --steps 40       # `compile: true`
 
-Prints non-pad tokens/s, peak RSS and the ratio; writes JSON to bench/results/.
+Prints non-pad tokens/s, peak RSS and the ratio; writes JSON to bench/results/. Our variants also report
+`steady_tokens_per_sec`, the rate after the first quarter of the steps (where `compile: true` compiles).
 The machine may be shared: the JSON records the load average before and after each variant.
 """
 
@@ -99,20 +101,25 @@ def run_hf(model_name: str, data: Path, steps: int, batch: int, seed: int, bf16:
             "padding_waste": 1 - counted["tokens"] / max(counted["computed"], 1), "final_loss": out.training_loss}
 
 
-def run_ours(model_name: str, data: Path, steps: int, batch: int, seed: int, dtype: str) -> dict:
+def run_ours(model_name: str, data: Path, steps: int, batch: int, seed: int, dtype: str,
+             compile: bool = False) -> dict:
     from tickerpulse.train.api import resolve_config, train
 
-    run = data / f"ours-{dtype}"
+    run = data / f"ours-{dtype}{'-compile' if compile else ''}"
     cfg = resolve_config(None, {
         "model": model_name, "data": str(data), "adapter_path": str(run), "iters": steps, "batch_size": batch,
         "num_layers": -1, "max_seq_length": SEQ, "learning_rate": 2e-4, "dtype": dtype, "seed": seed,
         "lora_parameters": {"rank": RANK, "alpha": ALPHA, "dropout": 0.0, "keys": ["all-linear"]},
-        "steps_per_report": max(1, steps // 4), "steps_per_eval": 10**6, "save_every": 10**6,
+        "steps_per_report": max(1, steps // 4), "steps_per_eval": 10**6, "save_every": 10**6, "compile": compile,
     })
     s = train(cfg).summary
+    windows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    later = windows[1:]  # every report window but the first
+    steady = (sum(r["tokens"] for r in later) / sum(r["tokens"] / r["tokens_per_sec"] for r in later)
+              if later else None)
     return {"tokens": s["train_tokens"], "seconds": s["train_time_s"], "tokens_per_sec": s["tokens_per_sec"],
-            "padding_waste": s["padding_waste"], "base_dtype": s["base_dtype"],
-            "final_loss": None}
+            "steady_tokens_per_sec": steady, "padding_waste": s["padding_waste"], "base_dtype": s["base_dtype"],
+            "final_loss": windows[-1]["loss"] if windows else None}
 
 
 def worker(variant: str, model_name: str, data: Path, steps: int, batch: int, seed: int, threads: int) -> None:
@@ -130,6 +137,8 @@ def worker(variant: str, model_name: str, data: Path, steps: int, batch: int, se
         res = run_ours(model_name, data, steps, batch, seed, "auto")
     elif variant == "ours-fp32":
         res = run_ours(model_name, data, steps, batch, seed, "float32")
+    elif variant == "ours-compile":
+        res = run_ours(model_name, data, steps, batch, seed, "auto", compile=True)
     else:
         sys.exit(f"unknown variant {variant}")
     res.update(variant=variant, peak_rss_mb=round(peak_rss_mb(), 1), threads=torch.get_num_threads(),
@@ -140,7 +149,8 @@ def worker(variant: str, model_name: str, data: Path, steps: int, batch: int, se
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m", help="built-in name or local HF folder, for both sides")
-    ap.add_argument("--variants", default="hf,ours", help="comma-separated: hf, hf-bf16, ours, ours-fp32")
+    ap.add_argument("--variants", default="hf,ours", help="comma-separated: hf, hf-bf16, ours, ours-fp32, "
+                    "ours-compile")
     ap.add_argument("--rows", type=int, default=256, help="chat rows built from the twitter train split")
     ap.add_argument("--steps", type=int, default=16, help="optimizer steps per variant")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -169,7 +179,9 @@ def main() -> None:
                 sys.exit(f"{variant} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             results[variant] = json.loads(line[len("RESULT "):])
             r = results[variant]
-            print(f"   {r['tokens_per_sec']:.1f} non-pad tokens/s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+            rate = r.get("steady_tokens_per_sec")
+            steady = f" ({rate:.1f} after the first quarter)" if rate else ""
+            print(f"   {r['tokens_per_sec']:.1f} non-pad tokens/s{steady}, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"padding {100 * r['padding_waste']:.1f}%, load avg {r['load_avg_before']:.1f}->"
                   f"{r['load_avg_after']:.1f}", flush=True)
     report = {"model": args.model, "rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
@@ -181,6 +193,10 @@ def main() -> None:
         for v in [v for v in results if v.startswith("ours")]:
             report[f"ratio_{v}_vs_{ref}"] = results[v]["tokens_per_sec"] / results[ref]["tokens_per_sec"]
             print(f"{v} / {ref} = {report[f'ratio_{v}_vs_{ref}']:.2f}x")
+    if "ours" in results and "ours-compile" in results:
+        report["ratio_steady_ours-compile_vs_ours"] = (results["ours-compile"]["steady_tokens_per_sec"]
+                                                       / results["ours"]["steady_tokens_per_sec"])
+        print(f"ours-compile / ours after the first quarter = {report['ratio_steady_ours-compile_vs_ours']:.2f}x")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"train_throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"

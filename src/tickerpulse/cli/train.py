@@ -43,6 +43,8 @@ def train(
     packing: bool | None = typer.Option(None, "--packing/--no-packing", help="Pack samples into rows (default on)."),
     grad_checkpoint: bool | None = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint",
                                                 help="Recompute activations in backward to save memory."),
+    compile_: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile each transformer block "
+                                         "(torch backend; ~1.25x tokens/s on CPU after ~40 s of compiling)."),
     train_: bool | None = typer.Option(None, "--train/--no-train", help="Train (default on; --no-train --test "
                                        "only evaluates)."),
     test: bool | None = typer.Option(None, "--test/--no-test", help="Report test loss/perplexity after training."),
@@ -67,6 +69,7 @@ def train(
         "steps_per_eval": steps_per_eval, "val_batches": val_batches, "save_every": save_every,
         "early_stopping_patience": early_stopping_patience, "seed": seed, "dtype": dtype, "device": device,
         "backend": backend, "mask_prompt": mask_prompt, "packing": packing, "grad_checkpoint": grad_checkpoint,
+        "compile": compile_,
         "test": test, "report_to": report_to, "optimizer": optimizer, "train": train_, "project_name": project_name,
         "clear_cache_threshold": clear_cache_threshold, "trust_remote_code": trust_remote_code,
     }

@@ -212,7 +212,7 @@ def _header(reporter: Reporter, cfg: TrainConfig, tm: TrainableModel, model_dir:
     lines = [
         f"run folder {cfg.adapter_path}  (backend torch, device {tm.device}, base dtype "
         f"{str(tm.base_dtype).replace('torch.', '')}, adapters fp32, {torch.get_num_threads()} threads, "
-        f"{'varlen' if tm.varlen else 'masked'} attention)",
+        f"{'varlen' if tm.varlen else 'masked'} attention{', compiled blocks' if cfg.compile else ''})",
         f"model {cfg.model} -> {model_dir}",
         f"{cfg.fine_tune_type}: {tm.trainable_params:,} trainable of {tm.total_params:,} parameters ({pct:.3f}%), "
         f"blocks {tm.trained_layers[0]}..{tm.trained_layers[-1]}" + (
