@@ -36,6 +36,21 @@ def write_split_folder(folder: Path, splits: dict[str, list[dict]]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def short_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Short chat rows (tweet -> label word), so many steps stay cheap."""
+    rows = []
+    with open(shared_data / "twitter-financial-news-sentiment" / "train.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if len(r["text"]) < 90:
+                rows.append({"messages": [{"role": "user", "content": r["text"]},
+                                          {"role": "assistant", "content": r["label"]}]})
+            if len(rows) == 40:
+                break
+    return write_split_folder(tmp_path_factory.mktemp("short"), {"train": rows[:32], "valid": rows[32:]})
+
+
+@pytest.fixture(scope="session")
 def sentiment_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train (64) / valid (16) / test (16) chat rows from twitter-financial-news-sentiment."""
     return twitter_split_folder(shared_data, tmp_path_factory.mktemp("sentiment"), n_train=64)

@@ -17,21 +17,6 @@ from tickerpulse.train.api import resolve_config, train
 from .conftest import write_split_folder
 
 
-@pytest.fixture(scope="module")
-def short_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Short chat rows (tweet -> label word), so many steps stay cheap."""
-    rows = []
-    with open(shared_data / "twitter-financial-news-sentiment" / "train.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            if len(r["text"]) < 90:
-                rows.append({"messages": [{"role": "user", "content": r["text"]},
-                                          {"role": "assistant", "content": r["label"]}]})
-            if len(rows) == 40:
-                break
-    return write_split_folder(tmp_path_factory.mktemp("short"), {"train": rows[:32], "valid": rows[32:]})
-
-
 def base_flags(data: Path, run: Path, model: Path, **kw) -> dict:
     flags = {
         "model": str(model), "data": str(data), "adapter_path": str(run), "dtype": "float32", "num_layers": 2, "batch_size": 2,

@@ -11,12 +11,11 @@ from safetensors.torch import load_file
 from tickerpulse.config import ConfigError
 from tickerpulse.train.api import resolve_config, train
 
-from .test_loop import base_flags, losses, short_data  # noqa: F401 (short_data is a fixture)
+from .test_loop import base_flags, losses
 
 
 @pytest.mark.slow  # ~70 s of inductor compiling on 2 cores (`make test-ci-slow`)
-def test_compiled_blocks_train_like_eager(short_data: Path, tiny_model: Path, tmp_path: Path,  # noqa: F811
-                                          one_thread):
+def test_compiled_blocks_train_like_eager(short_data: Path, tiny_model: Path, tmp_path: Path, one_thread):
     runs = {}
     for name, compiled in (("eager", False), ("compiled", True)):
         runs[name] = tmp_path / name
@@ -31,8 +30,8 @@ def test_compiled_blocks_train_like_eager(short_data: Path, tiny_model: Path, tm
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
 
 
-def test_compile_without_a_cpp_compiler_is_a_config_error(short_data: Path, tiny_model: Path,  # noqa: F811
-                                                          tmp_path: Path, monkeypatch):
+def test_compile_without_a_cpp_compiler_is_a_config_error(short_data: Path, tiny_model: Path, tmp_path: Path,
+                                                          monkeypatch):
     import torch._inductor.cpp_builder as builder
 
     def missing() -> str:  # what inductor raises on a machine without g++ / clang++

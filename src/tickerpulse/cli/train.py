@@ -44,7 +44,7 @@ def train(
     grad_checkpoint: bool | None = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint",
                                                 help="Recompute activations in backward to save memory."),
     compile_: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile each transformer block "
-                                         "(torch backend; ~1.25x tokens/s on CPU after ~40 s of compiling)."),
+                                         "(torch backend; 1.22x tokens/s on 2 CPU cores after ~40 s of compiling)."),
     train_: bool | None = typer.Option(None, "--train/--no-train", help="Train (default on; --no-train --test "
                                        "only evaluates)."),
     test: bool | None = typer.Option(None, "--test/--no-test", help="Report test loss/perplexity after training."),

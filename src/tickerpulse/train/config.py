@@ -313,7 +313,7 @@ class TrainConfig(StrictModel):
         "order shuffled): batches of similar lengths pad less. 0 = off. Like HF group_by_length (N = 50 there).")
     compile: bool = Field(
         False, description="torch.compile each transformer block (inductor; fused elementwise ops and casts): "
-        "1.2-1.3x tokens/s for the recipe's LoRA on a 2-core CPU (docs/train.md). The first steps compile (~40 s "
+        "1.22x tokens/s for the recipe's LoRA on a 2-core CPU (docs/train.md). The first steps compile (~40 s "
         "there; kernels are cached on disk for later runs). Needs a C++ compiler on CPU. torch backend (mlx-lm "
         "compiles its step already).")
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping; null disables.")

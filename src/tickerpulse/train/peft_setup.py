@@ -185,8 +185,8 @@ def build_trainable_model(cfg: TrainConfig, model_dir: str | Path) -> TrainableM
     return TrainableModel(peft_model, causal_lm, device, dtype, layers, trainable, total, kind, varlen)
 
 
-def compile_blocks(causal_lm: Any, device: str) -> int:
-    """torch.compile every transformer block in place; returns how many.
+def compile_blocks(causal_lm: Any, device: str) -> None:
+    """torch.compile every transformer block in place.
 
     Per block rather than the whole model (torchtune's choice too): the blocks share a few graphs (frozen,
     adapted, with and without grad), so compiling takes seconds per graph instead of minutes, and the varlen
@@ -211,7 +211,6 @@ def compile_blocks(causal_lm: Any, device: str) -> int:
         raise ConfigError("compile: found no transformer blocks (transformers GradientCheckpointingLayer) to compile")
     for block in blocks:
         block.compile(dynamic=True)
-    return len(blocks)
 
 
 def _linear_in_input_dtype(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
