@@ -117,12 +117,15 @@ def build_trainable_model(cfg: TrainConfig, model_dir: str | Path) -> TrainableM
     """Load the base from `model_dir` and make the configured part trainable.
 
     Raises:
-        ConfigError: unknown LoRA key, bad num_layers, QLoRA without a working bitsandbytes.
+        ConfigError: unknown LoRA key, bad num_layers, QLoRA without a working bitsandbytes, compile on a CPU
+            without a C++ compiler.
     """
     from transformers import AutoModelForCausalLM
 
     device = pick_device(cfg.device)
     dtype = resolve_base_dtype(cfg, device)
+    if cfg.compile:
+        check_compiler(device)  # before loading the weights, not after
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if cfg.quantize:
         if cfg.fine_tune_type == "full":
@@ -179,33 +182,35 @@ def build_trainable_model(cfg: TrainConfig, model_dir: str | Path) -> TrainableM
         # non-reentrant: works although the block inputs do not require grad
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.compile:
-        compile_blocks(causal_lm, device)
+        compile_blocks(causal_lm)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     return TrainableModel(peft_model, causal_lm, device, dtype, layers, trainable, total, kind, varlen)
 
 
-def compile_blocks(causal_lm: Any, device: str) -> None:
-    """torch.compile every transformer block in place.
+def check_compiler(device: str) -> None:
+    """Raises ConfigError on CPU without a C++ compiler (inductor builds its CPU kernels with one)."""
+    if device != "cpu":
+        return
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except Exception as e:  # inductor raises a plain RuntimeError naming the compilers it tried
+        raise ConfigError(f"compile: true needs a C++ compiler for inductor's CPU kernels ({e}); "
+                          "install g++ or set compile: false") from e
+
+
+def compile_blocks(causal_lm: Any) -> None:
+    """torch.compile every transformer block in place (`check_compiler` first on CPU).
 
     Per block rather than the whole model (torchtune's choice too): the blocks share a few graphs (frozen,
     adapted, with and without grad), so compiling takes seconds per graph instead of minutes, and the varlen
     attention's layout stays a plain keyword. In place (`module.compile`), so parameter names, checkpoints
     and adapters are unchanged. Shapes vary with every packed batch, hence `dynamic=True`.
-
-    Raises:
-        ConfigError: on CPU without a C++ compiler (inductor builds its CPU kernels with one).
     """
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    if device == "cpu":
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        try:
-            get_cpp_compiler()
-        except Exception as e:  # inductor raises a plain RuntimeError naming the compilers it tried
-            raise ConfigError(f"compile: true needs a C++ compiler for inductor's CPU kernels ({e}); "
-                              "install g++ or set compile: false") from e
     blocks = [m for m in causal_lm.modules() if isinstance(m, GradientCheckpointingLayer)]
     if not blocks:
         raise ConfigError("compile: found no transformer blocks (transformers GradientCheckpointingLayer) to compile")
